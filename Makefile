@@ -1,0 +1,26 @@
+# Every target is safe to run on a 2-core box; `make test` stays under ~10 minutes.
+GO ?= go
+PKGS ?= ./...
+
+.PHONY: test test-short vet fuzz bench-bus
+
+## test: the full suite, race detector on (what CI runs)
+test: vet
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+## fuzz: run each decoder fuzzer for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeReply -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeError -fuzztime $(FUZZTIME)
+
+## bench-bus: wire and nanobus micro-benchmarks
+bench-bus:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./wire ./nanobus

@@ -1,0 +1,290 @@
+package nanobus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+
+	"github.com/terminator-gw/terminator/wire"
+)
+
+// Response is a reply to a call. Header and Body are views into the
+// received frame: valid until Release, which returns the frame to its pool.
+type Response struct {
+	Status int
+	Header wire.Headers
+	Body   []byte
+	msg    *mangos.Message
+}
+
+var responsePool = sync.Pool{New: func() any { return new(Response) }}
+
+// Release gives the response's memory back. Do not touch it afterwards.
+func (r *Response) Release() {
+	if r == nil {
+		return
+	}
+	r.msg.Free()
+	*r = Response{}
+	responsePool.Put(r)
+}
+
+// call is one request waiting for its reply.
+type call struct {
+	seq  uint64
+	conn *conn
+	gen  uint64        // the conn's pipe generation when sent
+	done chan struct{} // gets one value, from whoever took the call out of pending
+	resp *Response
+	err  error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+// finish completes the call. Only the one who took it out of pending calls
+// it, so it runs once per call.
+func (c *call) finish(r *Response, err error) {
+	c.resp, c.err = r, err
+	c.done <- struct{}{}
+}
+
+// Call sends body to the handler for route on one instance of service and
+// waits for the reply until ctx ends (or Config.Timeout, when ctx has no
+// deadline). Release the response when done with it.
+func (n *Node) Call(ctx context.Context, service, route string, body []byte) (*Response, error) {
+	req := wire.Request{Route: []byte(route), Body: body}
+	return n.Do(ctx, service, &req)
+}
+
+// Do is Call with the whole request: the terminator uses it to send HTTP
+// method, path, headers and the rest. Do fills in req's ID, Deadline, From
+// and Service. An idempotent request (GET, HEAD) whose peer is lost before
+// the reply is retried once on another instance.
+func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Response, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.Timeout)
+		defer cancel()
+		deadline, _ = ctx.Deadline()
+	}
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	req.Service = append(req.Service[:0], service...)
+	req.Deadline = deadline.UnixNano()
+	req.From = n.from
+
+	c, err := n.pick(service, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.roundTrip(ctx, c, req)
+	if err == ErrPeerLost && idempotent(req.Method) {
+		if c2, perr := n.pick(service, c); perr == nil {
+			n.stats.retries.Add(1)
+			resp, err = n.roundTrip(ctx, c2, req)
+		}
+	}
+	return resp, err
+}
+
+func idempotent(method []byte) bool {
+	return string(method) == "GET" || string(method) == "HEAD"
+}
+
+// roundTrip sends req on c, whose in-flight slot the caller holds, and
+// waits for the reply. It gives the slot back.
+func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request) (*Response, error) {
+	defer c.inflight.Add(-1)
+	cl := callPool.Get().(*call)
+	cl.seq = n.seq.Add(1)
+	cl.conn = c
+	cl.gen = c.gen.Load()
+	req.ID = wire.ID{Node: n.id, Seq: cl.seq}
+
+	m := mangos.NewMessage(req.Size())
+	var err error
+	if m.Body, err = wire.AppendRequest(m.Body[:0], req); err != nil {
+		m.Free()
+		callPool.Put(cl)
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	// Register before checking readiness: a pipe lost after this check
+	// finds the call in pending and fails it, so none waits in vain.
+	n.pending.add(cl)
+	if !c.ready.Load() {
+		if n.pending.take(cl.seq) == cl {
+			m.Free()
+			callPool.Put(cl)
+			n.stats.peerLost.Add(1)
+			return nil, ErrPeerLost
+		}
+		<-cl.done // the pipe-loss handler got it first
+		m.Free()
+		n.stats.peerLost.Add(1)
+		callPool.Put(cl)
+		return nil, ErrPeerLost
+	}
+	n.stats.calls.Add(1)
+	n.stats.inFlight.Add(1)
+	defer n.stats.inFlight.Add(-1)
+	if err := c.sock.SendMsg(m); err != nil {
+		// Only a closed socket errs; its pipe-loss handler fails the call.
+		m.Free()
+	}
+
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		if n.pending.take(cl.seq) == cl {
+			callPool.Put(cl)
+			if ctx.Err() == context.DeadlineExceeded {
+				n.stats.timeouts.Add(1)
+				return nil, ErrDeadline
+			}
+			return nil, ctx.Err()
+		}
+		<-cl.done // completed while we gave up: use it
+	}
+	resp, err := cl.resp, cl.err
+	cl.resp, cl.err, cl.conn = nil, nil, nil
+	callPool.Put(cl)
+	switch err {
+	case nil:
+		n.stats.replies.Add(1)
+	case ErrPeerLost:
+		n.stats.peerLost.Add(1)
+	}
+	return resp, err
+}
+
+// completeReply hands a reply frame to the call waiting for it.
+func (n *Node) completeReply(m *mangos.Message) {
+	r := responsePool.Get().(*Response)
+	var rep wire.Reply
+	if err := wire.DecodeReply(m.Body, &rep); err != nil {
+		responsePool.Put(r)
+		n.malformed(m, err)
+		return
+	}
+	cl := n.claim(rep.ID)
+	if cl == nil {
+		responsePool.Put(r)
+		m.Free()
+		return
+	}
+	r.Status, r.Header, r.Body, r.msg = rep.Status, rep.Header, rep.Body, m
+	cl.finish(r, nil)
+}
+
+// completeError fails the call an error frame answers.
+func (n *Node) completeError(m *mangos.Message) {
+	var e wire.Error
+	err := wire.DecodeError(m.Body, &e)
+	if err != nil {
+		n.malformed(m, err)
+		return
+	}
+	cl := n.claim(e.ID)
+	if cl != nil {
+		n.stats.refused.Add(1)
+		base, ok := codeErrors[e.Code]
+		if !ok {
+			base = ErrMalformed
+		}
+		cl.finish(nil, fmt.Errorf("%w: %s", base, e.Message))
+	}
+	m.Free()
+}
+
+// claim takes the call an answer is for out of pending, counting answers
+// that match none.
+func (n *Node) claim(id wire.ID) *call {
+	if id.Node != n.id {
+		n.stats.staleReplies.Add(1)
+		return nil
+	}
+	cl := n.pending.take(id.Seq)
+	if cl == nil {
+		if id.Seq <= n.seq.Load() {
+			n.stats.lateReplies.Add(1)
+		} else {
+			n.stats.unknownReplies.Add(1)
+		}
+	}
+	return cl
+}
+
+// pendingCalls maps sequence numbers to waiting calls, sharded so that
+// concurrent callers and the receivers rarely share a lock.
+type pendingCalls struct {
+	shards [64]struct {
+		sync.Mutex
+		m map[uint64]*call
+		_ [40]byte // keep shards on separate cache lines
+	}
+}
+
+func (p *pendingCalls) add(c *call) {
+	s := &p.shards[c.seq%64]
+	s.Lock()
+	if s.m == nil {
+		s.m = make(map[uint64]*call)
+	}
+	s.m[c.seq] = c
+	s.Unlock()
+}
+
+func (p *pendingCalls) take(seq uint64) *call {
+	s := &p.shards[seq%64]
+	s.Lock()
+	c := s.m[seq]
+	if c != nil {
+		delete(s.m, seq)
+	}
+	s.Unlock()
+	return c
+}
+
+// takeConn takes every call sent on conn at pipe generation gen or earlier.
+func (p *pendingCalls) takeConn(conn *conn, gen uint64) []*call {
+	var out []*call
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.Lock()
+		for seq, c := range s.m {
+			if c.conn == conn && c.gen <= gen {
+				out = append(out, c)
+				delete(s.m, seq)
+			}
+		}
+		s.Unlock()
+	}
+	return out
+}
+
+func (p *pendingCalls) takeAll() []*call {
+	var out []*call
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.Lock()
+		for seq, c := range s.m {
+			out = append(out, c)
+			delete(s.m, seq)
+		}
+		s.Unlock()
+	}
+	return out
+}
+
+// deadlineOf is the absolute deadline a request carries, or zero.
+func deadlineOf(req *wire.Request) time.Time {
+	if req.Deadline == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, req.Deadline)
+}

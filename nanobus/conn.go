@@ -1,0 +1,147 @@
+package nanobus
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/xbus"
+)
+
+// conn is this node's one dialed BUS socket to one remote node. A BUS socket
+// sends every message to every pipe it has; a socket that only ever dials one
+// address has exactly one pipe, so a send on it reaches that node and no
+// other. The same conn carries our calls to that node and our replies to
+// calls it made.
+type conn struct {
+	node *Node
+	addr string
+	sock mangos.Socket
+
+	// inflight counts our calls waiting on this conn; bounded by
+	// Config.MaxInFlight, kept below the socket's write queue so that
+	// mangos never drops a send for want of queue space.
+	inflight atomic.Int64
+	serving  atomic.Int64 // the peer's calls our handlers are working on
+	ready    atomic.Bool // a pipe is attached: a send now goes somewhere
+	gen      atomic.Uint64
+
+	mu      sync.Mutex
+	readyCh chan struct{}     // closed while ready; replaced when the pipe goes
+	pipes   map[uint32]uint64 // attached pipe ID -> generation it started
+	cur     uint32            // the pipe sends go to now
+	refs    int               // services listing this conn as an instance (under Node.mu)
+	closed  bool
+}
+
+func (n *Node) newConn(addr string) (*conn, error) {
+	sock, err := xbus.NewSocket()
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{node: n, addr: addr, sock: sock, readyCh: make(chan struct{}), pipes: map[uint32]uint64{}}
+	// The write queue length is fixed when a pipe is added, so it must be
+	// set before dialing. It holds our calls (≤ MaxInFlight) plus our
+	// replies to the peer's calls (≤ the peer's bound, the same by default),
+	// plus slack for replies to calls the peer already gave up on.
+	if err := sock.SetOption(mangos.OptionWriteQLen, 2*n.cfg.MaxInFlight+64); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	// Nothing legitimate arrives on a dialed socket; keep what can small.
+	_ = sock.SetOption(mangos.OptionMaxRecvSize, 4096)
+	sock.SetPipeEventHook(c.pipeEvent)
+	opts := map[string]any{
+		mangos.OptionDialAsynch:       true, // keep redialing in the background; a down peer is just not ready
+		mangos.OptionReconnectTime:    50 * time.Millisecond,
+		mangos.OptionMaxReconnectTime: 2 * time.Second,
+	}
+	if n.cfg.TLS != nil {
+		opts[mangos.OptionTLSConfig] = clientTLS(n.cfg.TLS, addr)
+	}
+	d, err := sock.NewDialer(addr, opts)
+	if err == nil {
+		err = d.Dial()
+	}
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+func clientTLS(cfg *tls.Config, addr string) *tls.Config {
+	c := cfg.Clone()
+	if c.ServerName == "" {
+		if u, err := url.Parse(addr); err == nil {
+			if host, _, err := net.SplitHostPort(u.Host); err == nil {
+				c.ServerName = host
+			}
+		}
+	}
+	return c
+}
+
+func (c *conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
+	switch ev {
+	case mangos.PipeEventAttached:
+		c.mu.Lock()
+		g := c.gen.Add(1)
+		c.pipes[p.ID()] = g
+		c.cur = p.ID()
+		if !c.ready.Load() {
+			c.ready.Store(true)
+			close(c.readyCh)
+		}
+		c.mu.Unlock()
+	case mangos.PipeEventDetached:
+		// mangos runs this hook in a goroutine of its own, so it may come
+		// after the next pipe's Attached: only the current pipe's loss
+		// makes the conn unready.
+		c.mu.Lock()
+		g, ok := c.pipes[p.ID()]
+		delete(c.pipes, p.ID())
+		if ok && p.ID() == c.cur && c.ready.Load() {
+			c.ready.Store(false)
+			c.readyCh = make(chan struct{})
+		}
+		c.mu.Unlock()
+		if ok {
+			c.node.connLost(c, g)
+		}
+	}
+}
+
+// waitReady waits until a pipe is attached or the deadline passes. A
+// message sent with no pipe attached goes nowhere (mangos returns nil).
+func (c *conn) waitReady(deadline time.Time) bool {
+	if c.ready.Load() {
+		return true
+	}
+	c.mu.Lock()
+	ch := c.readyCh
+	c.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return c.ready.Load()
+	}
+}
+
+func (c *conn) close() {
+	c.mu.Lock()
+	already := c.closed
+	c.closed = true
+	c.mu.Unlock()
+	if !already {
+		_ = c.sock.Close()
+	}
+}

@@ -1,0 +1,285 @@
+package nanobus
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/xbus"
+	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // tcp://
+	_ "go.nanomsg.org/mangos/v3/transport/tlstcp" // tls+tcp://
+
+	"github.com/terminator-gw/terminator/wire"
+)
+
+// Config configures a Node. The zero value is a caller-only node on a free
+// loopback port.
+type Config struct {
+	// Service is the service this node's handlers belong to ("profiles").
+	// Empty for a node that only calls others, like the terminator.
+	Service string
+	// Listen is the bus address to listen on: "tcp://host:port" or, with
+	// TLS set, "tls+tcp://host:port". Default "tcp://127.0.0.1:0".
+	Listen string
+	// Advertise is the address other nodes dial to reach this one, sent in
+	// every request so the reply comes back here. Default: the bound
+	// listen address (required when listening on 0.0.0.0 or ::).
+	Advertise string
+	// TLS, when set, is used both to listen (a client certificate signed
+	// by ClientCAs is then required of every peer) and to dial peers.
+	TLS *tls.Config
+	// MaxInFlight bounds the calls waiting on one remote node. Over it,
+	// calls fail at once with ErrBusy. Default 1024.
+	MaxInFlight int
+	// Timeout is the deadline of a call whose context has none. Default 5s.
+	Timeout time.Duration
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is one process's endpoint on the bus: it listens on one address,
+// serves the handlers registered on it, and calls other nodes' services.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	id   uint64 // incarnation: random per start, the high half of every correlation ID
+	addr string // advertised address
+	from []byte // addr, as sent in requests
+	sock mangos.Socket
+
+	seq     atomic.Uint64
+	pending pendingCalls
+	stats   counters
+	badLog  rateLog
+	errLog  rateLog
+
+	mu        sync.RWMutex // guards conns and writes of instances and routes
+	conns     map[string]*conn // remote address -> our dialed socket to it
+	instances atomic.Pointer[map[string][]instance]
+	routes    atomic.Pointer[map[string]*route]
+
+	ctx      context.Context // ends when the node closes; parent of handler contexts
+	cancel   context.CancelFunc
+	serving  sync.WaitGroup
+	draining atomic.Bool
+	closed   atomic.Bool
+	recvDone sync.WaitGroup
+}
+
+// NewNode starts a node listening on cfg.Listen.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "tcp://127.0.0.1:0"
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if strings.HasPrefix(cfg.Listen, "tls+tcp://") && cfg.TLS == nil {
+		return nil, fmt.Errorf("listen %s: tls+tcp needs Config.TLS", cfg.Listen)
+	}
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	n := &Node{
+		cfg:   cfg,
+		log:   cfg.Logger.With("node", cfg.Service),
+		id:    binary.BigEndian.Uint64(idb[:]) | 1, // never 0
+		conns: map[string]*conn{},
+	}
+	n.instances.Store(&map[string][]instance{})
+	n.routes.Store(&map[string]*route{})
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+
+	sock, err := xbus.NewSocket()
+	if err != nil {
+		return nil, err
+	}
+	n.sock = sock
+	_ = sock.SetOption(mangos.OptionMaxRecvSize, wire.MaxFrameSize)
+	_ = sock.SetOption(mangos.OptionReadQLen, 4*cfg.MaxInFlight)
+	opts := map[string]any{}
+	if cfg.TLS != nil {
+		srv := cfg.TLS.Clone()
+		srv.ClientAuth = tls.RequireAndVerifyClientCert
+		opts[mangos.OptionTLSConfig] = srv
+	}
+	l, err := sock.NewListener(cfg.Listen, opts)
+	if err == nil {
+		err = l.Listen()
+	}
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	n.addr = cfg.Advertise
+	if n.addr == "" {
+		n.addr = l.Address()
+		if u, err := url.Parse(n.addr); err == nil {
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+				sock.Close()
+				return nil, fmt.Errorf("listen %s: set Advertise to an address peers can dial", cfg.Listen)
+			}
+		}
+	}
+	n.from = []byte(n.addr)
+
+	// Two receivers: one decodes while the other waits in RecvMsg.
+	for range 2 {
+		n.recvDone.Add(1)
+		go n.receive()
+	}
+	return n, nil
+}
+
+// Addr is the bus address peers reach this node at.
+func (n *Node) Addr() string { return n.addr }
+
+// Service is the service this node serves ("" for a caller-only node).
+func (n *Node) Service() string { return n.cfg.Service }
+
+// ID is this node's incarnation: random per start.
+func (n *Node) ID() uint64 { return n.id }
+
+// Stats returns a snapshot of the node's counters.
+func (n *Node) Stats() Stats {
+	s := n.stats.snapshot()
+	n.mu.Lock()
+	for _, c := range n.conns {
+		if c.ready.Load() {
+			s.Peers++
+		}
+	}
+	n.mu.Unlock()
+	return s
+}
+
+func (n *Node) receive() {
+	defer n.recvDone.Done()
+	for {
+		m, err := n.sock.RecvMsg()
+		if err != nil {
+			if errors.Is(err, mangos.ErrClosed) {
+				return
+			}
+			continue
+		}
+		kind, err := wire.KindOf(m.Body)
+		switch {
+		case err != nil:
+			n.malformed(m, err)
+		case kind == wire.KindRequest:
+			n.serving.Add(1)
+			go n.serve(m)
+		case kind == wire.KindReply:
+			n.completeReply(m)
+		case kind == wire.KindError:
+			n.completeError(m)
+		}
+	}
+}
+
+func (n *Node) malformed(m *mangos.Message, err error) {
+	n.stats.malformed.Add(1)
+	n.badLog.warn(n.log, "malformed frame dropped", "size", len(m.Body), "err", err)
+	m.Free()
+}
+
+// conn returns the dialed socket to addr, dialing it if new.
+func (n *Node) conn(addr []byte) (*conn, error) {
+	n.mu.RLock()
+	c := n.conns[string(addr)]
+	n.mu.RUnlock()
+	if c != nil {
+		return c, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c := n.conns[string(addr)]; c != nil {
+		return c, nil
+	}
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	c, err := n.newConn(string(addr))
+	if err != nil {
+		return nil, err
+	}
+	n.conns[c.addr] = c
+	return c, nil
+}
+
+// connLost fails every call that went out on the lost pipe, at once rather
+// than at its deadline. A conn no service lists (one we only dialed to
+// reply to an asker) is closed: the next request from that address dials
+// again.
+func (n *Node) connLost(c *conn, gen uint64) {
+	lost := n.pending.takeConn(c, gen)
+	for _, cl := range lost {
+		cl.finish(nil, ErrPeerLost)
+	}
+	n.mu.Lock()
+	if c.refs == 0 && n.conns[c.addr] == c {
+		delete(n.conns, c.addr)
+		go c.close()
+	}
+	n.mu.Unlock()
+	if len(lost) > 0 {
+		n.log.Info("peer connection lost", "addr", c.addr, "calls_failed", len(lost))
+	}
+}
+
+// Shutdown stops taking requests (new ones are answered "unavailable"),
+// waits for running handlers to answer or for ctx to end, then closes.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.draining.Store(true)
+	done := make(chan struct{})
+	go func() { n.serving.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if cerr := n.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close closes the node at once: handler contexts end, calls waiting on it
+// fail with ErrClosed, its sockets close.
+func (n *Node) Close() error {
+	if n.closed.Swap(true) {
+		return nil
+	}
+	n.cancel()
+	err := n.sock.Close()
+	n.recvDone.Wait()
+	n.mu.Lock()
+	conns := n.conns
+	n.conns = map[string]*conn{}
+	n.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+	for _, cl := range n.pending.takeAll() {
+		cl.finish(nil, ErrClosed)
+	}
+	return err
+}

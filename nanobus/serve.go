@@ -1,0 +1,231 @@
+package nanobus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+
+	"github.com/terminator-gw/terminator/wire"
+)
+
+// Handler answers one request. ctx ends at the request's deadline (or when
+// the node closes). req and its slices are valid until the handler returns.
+// Return a *StatusError (see Errorf) for a non-2xx answer; any other error
+// is answered 500 and logged.
+type Handler func(ctx context.Context, req *Request) (Reply, error)
+
+// Reply is a handler's answer.
+type Reply struct {
+	Status int // 0 means 200
+	Header wire.Headers
+	Body   []byte
+}
+
+// Request is a request as a handler sees it: the decoded frame (views into
+// it) and the route it matched.
+type Request struct {
+	wire.Request
+	route *route
+}
+
+// PathValue returns the path segment matching the wildcard {name} of the
+// route's pattern ("GET /profiles/{id}" and path "/profiles/42" give "42"
+// for "id"), or "" if there is none. A final {name...} matches the rest.
+func (r *Request) PathValue(name string) string {
+	if r.route == nil {
+		return ""
+	}
+	return r.route.value(string(r.Path), name)
+}
+
+type route struct {
+	key      string
+	handler  Handler
+	segments []string // pattern path split on '/', for PathValue
+}
+
+var requestPool = sync.Pool{New: func() any { return new(Request) }}
+
+// Handle registers h for route. A public route is "METHOD /path" with
+// {name} wildcards ("GET /profiles/{id}"); an internal route is a plain
+// name ("profiles.get"). Registering a route again replaces its handler.
+func (n *Node) Handle(key string, h Handler) {
+	rt := newRoute(key, h)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := *n.routes.Load()
+	next := make(map[string]*route, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[key] = rt
+	n.routes.Store(&next)
+}
+
+// Routes lists the registered routes, sorted.
+func (n *Node) Routes() []string {
+	m := *n.routes.Load()
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func newRoute(key string, h Handler) *route {
+	r := &route{key: key, handler: h}
+	if _, path, ok := strings.Cut(key, " "); ok && strings.HasPrefix(path, "/") {
+		r.segments = strings.Split(strings.TrimPrefix(path, "/"), "/")
+	}
+	return r
+}
+
+func (rt *route) value(path, name string) string {
+	path = strings.TrimPrefix(path, "/")
+	for _, seg := range rt.segments {
+		var part string
+		part, path, _ = strings.Cut(path, "/")
+		if len(seg) < 3 || seg[0] != '{' || seg[len(seg)-1] != '}' {
+			continue
+		}
+		w := seg[1 : len(seg)-1]
+		if rest, ok := strings.CutSuffix(w, "..."); ok {
+			if rest == name {
+				if path == "" {
+					return part
+				}
+				return part + "/" + path
+			}
+			return ""
+		}
+		if w == name {
+			return part
+		}
+	}
+	return ""
+}
+
+// serve runs one request through its handler and sends the reply to the
+// asker's address, and nowhere else.
+func (n *Node) serve(m *mangos.Message) {
+	defer n.serving.Done()
+	n.stats.serving.Add(1)
+	defer n.stats.serving.Add(-1)
+	defer m.Free() // after the reply is encoded: its body may point into m
+
+	req := requestPool.Get().(*Request)
+	defer func() { *req = Request{}; requestPool.Put(req) }()
+	if err := wire.DecodeRequest(m.Body, &req.Request); err != nil {
+		n.stats.malformed.Add(1)
+		n.badLog.warn(n.log, "malformed request dropped", "size", len(m.Body), "err", err)
+		return
+	}
+	n.stats.requests.Add(1)
+	deadline := deadlineOf(&req.Request)
+	if deadline.IsZero() {
+		deadline = time.Now().Add(n.cfg.Timeout)
+	} else if !time.Now().Before(deadline) {
+		// Promise 4: work whose deadline has passed is dropped before it
+		// starts. The asker has given up already; no reply is sent.
+		n.stats.expiredOnArrival.Add(1)
+		return
+	}
+	// Dial the asker now, so the connection comes up while the handler runs.
+	asker, err := n.conn(req.From)
+	if err != nil {
+		n.stats.undeliverable.Add(1)
+		n.errLog.warn(n.log, "cannot reach asker", "from", string(req.From), "err", err)
+		return
+	}
+	// The asker bounds its own calls to us; one that does not (a
+	// misconfigured bound) could overflow our write queue to it, where
+	// mangos would drop replies unseen. Drop its excess here, counted.
+	if asker.serving.Add(1) > int64(n.cfg.MaxInFlight) {
+		asker.serving.Add(-1)
+		n.stats.overload.Add(1)
+		n.errLog.warn(n.log, "asker over the in-flight bound", "from", asker.addr)
+		return
+	}
+	defer asker.serving.Add(-1)
+	if n.draining.Load() {
+		n.refuse(asker, req, deadline, wire.CodeUnavailable, "draining")
+		return
+	}
+	rt := (*n.routes.Load())[string(req.Route)]
+	if rt == nil {
+		n.stats.noRoute.Add(1)
+		n.refuse(asker, req, deadline, wire.CodeNoRoute, "no handler")
+		return
+	}
+	req.route = rt
+
+	ctx, cancel := context.WithDeadline(n.ctx, deadline)
+	rep, err := n.run(ctx, rt, req)
+	cancel()
+	if !time.Now().Before(deadline) {
+		n.stats.expiredInHandler.Add(1)
+		return
+	}
+	n.stats.handled.Add(1)
+	if err != nil {
+		var se *StatusError
+		if errors.As(err, &se) {
+			rep = Reply{Status: se.Status, Body: []byte(se.Message)}
+		} else {
+			n.stats.handlerErrors.Add(1)
+			n.errLog.warn(n.log, "handler failed", "route", rt.key, "err", err)
+			rep = Reply{Status: 500, Body: []byte("internal error")}
+		}
+	}
+	if rep.Status == 0 {
+		rep.Status = 200
+	}
+	out := wire.Reply{ID: req.ID, Status: rep.Status, Header: rep.Header, Body: rep.Body}
+	reply := mangos.NewMessage(out.Size())
+	if reply.Body, err = wire.AppendReply(reply.Body[:0], &out); err != nil {
+		n.stats.handlerErrors.Add(1)
+		n.errLog.warn(n.log, "reply does not encode", "route", rt.key, "err", err)
+		reply.Body, _ = wire.AppendReply(reply.Body[:0], &wire.Reply{ID: req.ID, Status: 500, Body: []byte("reply does not encode")})
+	}
+	n.send(asker, reply, deadline)
+}
+
+// run calls the handler, turning a panic into an error.
+func (n *Node) run(ctx context.Context, rt *route, req *Request) (rep Reply, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return rt.handler(ctx, req)
+}
+
+// refuse answers req with an error frame.
+func (n *Node) refuse(c *conn, req *Request, deadline time.Time, code wire.Code, msg string) {
+	e := wire.Error{ID: req.ID, Code: code, Message: []byte(msg)}
+	m := mangos.NewMessage(e.Size())
+	m.Body, _ = wire.AppendError(m.Body[:0], &e)
+	n.send(c, m, deadline)
+}
+
+// send sends a reply or error frame to the asker: over our own dialed
+// socket to it, so it crosses the network once, to the asker only.
+func (n *Node) send(c *conn, m *mangos.Message, deadline time.Time) {
+	if !c.waitReady(deadline) {
+		n.stats.undeliverable.Add(1)
+		n.errLog.warn(n.log, "reply undeliverable: no connection to the asker", "to", c.addr)
+		m.Free()
+		return
+	}
+	if err := c.sock.SendMsg(m); err != nil {
+		n.stats.undeliverable.Add(1)
+		m.Free()
+	}
+}

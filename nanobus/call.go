@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"go.nanomsg.org/mangos/v3"
 
@@ -34,15 +35,22 @@ func (r *Response) Release() {
 
 // call is one request waiting for its reply.
 type call struct {
-	seq  uint64
-	conn *conn
-	gen  uint64        // the conn's pipe generation when sent
-	done chan struct{} // gets one value, from whoever took the call out of pending
-	resp *Response
-	err  error
+	seq   uint64
+	conn  *conn
+	gen   uint64        // the conn's pipe generation when sent
+	done  chan struct{} // gets one value, from whoever took the call out of pending
+	timer *time.Timer   // fires at the deadline
+	resp  *Response
+	err   error
 }
 
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+// Calls are pooled with their channel and timer: a round trip then
+// allocates neither. (Since Go 1.23, a stopped timer delivers no stale tick.)
+var callPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{done: make(chan struct{}, 1), timer: t}
+}}
 
 // finish completes the call. Only the one who took it out of pending calls
 // it, so it runs once per call.
@@ -55,9 +63,13 @@ func (c *call) finish(r *Response, err error) {
 // waits for the reply until ctx ends (or Config.Timeout, when ctx has no
 // deadline). Release the response when done with it.
 func (n *Node) Call(ctx context.Context, service, route string, body []byte) (*Response, error) {
-	req := wire.Request{Route: []byte(route), Body: body}
+	req := wire.Request{Route: readOnlyBytes(route), Body: body}
 	return n.Do(ctx, service, &req)
 }
+
+// readOnlyBytes views s as bytes without copying. The encoder only reads
+// them; nothing may write through the slice.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // Do is Call with the whole request: the terminator uses it to send HTTP
 // method, path, headers and the rest. Do fills in req's ID, Deadline, From
@@ -66,15 +78,15 @@ func (n *Node) Call(ctx context.Context, service, route string, body []byte) (*R
 func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Response, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.Timeout)
-		defer cancel()
-		deadline, _ = ctx.Deadline()
+		deadline = time.Now().Add(n.cfg.Timeout)
 	}
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
-	req.Service = append(req.Service[:0], service...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	req.Service = readOnlyBytes(service)
 	req.Deadline = deadline.UnixNano()
 	req.From = n.from
 
@@ -82,11 +94,11 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 	if err != nil {
 		return nil, err
 	}
-	resp, err := n.roundTrip(ctx, c, req)
+	resp, err := n.roundTrip(ctx, c, req, deadline)
 	if err == ErrPeerLost && idempotent(req.Method) {
 		if c2, perr := n.pick(service, c); perr == nil {
 			n.stats.retries.Add(1)
-			resp, err = n.roundTrip(ctx, c2, req)
+			resp, err = n.roundTrip(ctx, c2, req, deadline)
 		}
 	}
 	return resp, err
@@ -98,7 +110,7 @@ func idempotent(method []byte) bool {
 
 // roundTrip sends req on c, whose in-flight slot the caller holds, and
 // waits for the reply. It gives the slot back.
-func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request) (*Response, error) {
+func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadline time.Time) (*Response, error) {
 	defer c.inflight.Add(-1)
 	cl := callPool.Get().(*call)
 	cl.seq = n.seq.Add(1)
@@ -132,21 +144,36 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request) (*Resp
 	n.stats.calls.Add(1)
 	n.stats.inFlight.Add(1)
 	defer n.stats.inFlight.Add(-1)
-	if err := c.sock.SendMsg(m); err != nil {
-		// Only a closed socket errs; its pipe-loss handler fails the call.
-		m.Free()
-	}
+	// Only a closed socket errs; its pipe-loss handler fails the call.
+	_ = c.send(m)
 
+	// The timer enforces the deadline; ctx.Done() adds cancellation. A
+	// handler's context needs no channel here: its deadline is the same
+	// and the node's closing fails every pending call anyway.
+	var cancelled <-chan struct{}
+	if _, ok := ctx.(*handlerContext); !ok {
+		cancelled = ctx.Done()
+	}
+	cl.timer.Reset(time.Until(deadline))
+	var gaveUp error
 	select {
 	case <-cl.done:
-	case <-ctx.Done():
+	case <-cl.timer.C:
+		gaveUp = ErrDeadline
+	case <-cancelled:
+		gaveUp = ctx.Err()
+		if gaveUp == context.DeadlineExceeded {
+			gaveUp = ErrDeadline
+		}
+	}
+	cl.timer.Stop()
+	if gaveUp != nil {
 		if n.pending.take(cl.seq) == cl {
 			callPool.Put(cl)
-			if ctx.Err() == context.DeadlineExceeded {
+			if gaveUp == ErrDeadline {
 				n.stats.timeouts.Add(1)
-				return nil, ErrDeadline
 			}
-			return nil, ctx.Err()
+			return nil, gaveUp
 		}
 		<-cl.done // completed while we gave up: use it
 	}

@@ -27,8 +27,10 @@ type conn struct {
 	// Config.MaxInFlight, kept below the socket's write queue so that
 	// mangos never drops a send for want of queue space.
 	inflight atomic.Int64
-	serving  atomic.Int64 // the peer's calls our handlers are working on
-	ready    atomic.Bool // a pipe is attached: a send now goes somewhere
+	serving  atomic.Int64  // the peer's calls our handlers are working on
+	ready    atomic.Bool   // a pipe is attached: a send now goes somewhere
+	sent     atomic.Uint64 // messages handed to the socket
+	written  atomic.Uint64 // messages the transport has written (see optWritten)
 	gen      atomic.Uint64
 
 	mu      sync.Mutex
@@ -60,6 +62,7 @@ func (n *Node) newConn(addr string) (*conn, error) {
 		mangos.OptionDialAsynch:       true, // keep redialing in the background; a down peer is just not ready
 		mangos.OptionReconnectTime:    50 * time.Millisecond,
 		mangos.OptionMaxReconnectTime: 2 * time.Second,
+		optWritten:                    &c.written,
 	}
 	if n.cfg.TLS != nil {
 		opts[mangos.OptionTLSConfig] = clientTLS(n.cfg.TLS, addr)
@@ -134,6 +137,17 @@ func (c *conn) waitReady(deadline time.Time) bool {
 	case <-t.C:
 		return c.ready.Load()
 	}
+}
+
+// send hands m to the socket; mangos frees it once written.
+func (c *conn) send(m *mangos.Message) error {
+	c.sent.Add(1)
+	if err := c.sock.SendMsg(m); err != nil {
+		c.sent.Add(^uint64(0))
+		m.Free()
+		return err
+	}
+	return nil
 }
 
 func (c *conn) close() {

@@ -10,12 +10,12 @@ import (
 // Errors a caller branches on. Each maps to one row of the terminator's
 // HTTP status table (see DESIGN.md).
 var (
-	ErrNoPeer      = errors.New("nanobus: no live instance of the service") // 503
-	ErrBusy        = errors.New("nanobus: in-flight bound reached")         // 503 with Retry-After
-	ErrDeadline    = errors.New("nanobus: deadline passed before the reply") // 504
-	ErrPeerLost    = errors.New("nanobus: connection to the peer lost")      // 502
-	ErrNoRoute     = errors.New("nanobus: no handler for the route")         // 404
-	ErrUnavailable = errors.New("nanobus: service shutting down")            // 503
+	ErrNoPeer      = errors.New("nanobus: no live instance of the service")   // 503
+	ErrBusy        = errors.New("nanobus: in-flight bound reached")           // 503 with Retry-After
+	ErrDeadline    = errors.New("nanobus: deadline passed before the reply")  // 504
+	ErrPeerLost    = errors.New("nanobus: connection to the peer lost")       // 502
+	ErrNoRoute     = errors.New("nanobus: no handler for the route")          // 404
+	ErrUnavailable = errors.New("nanobus: service shutting down")             // 503
 	ErrMalformed   = errors.New("nanobus: peer could not decode the request") // 502
 	ErrClosed      = errors.New("nanobus: node closed")
 )

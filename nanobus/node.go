@@ -17,11 +17,13 @@ import (
 
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
-	_ "go.nanomsg.org/mangos/v3/transport/tcp"    // tcp://
-	_ "go.nanomsg.org/mangos/v3/transport/tlstcp" // tls+tcp://
 
 	"github.com/terminator-gw/terminator/wire"
 )
+
+// lingerTime is how long Shutdown keeps connections open after the last
+// reply was written.
+const lingerTime = 100 * time.Millisecond
 
 // Config configures a Node. The zero value is a caller-only node on a free
 // loopback port.
@@ -64,7 +66,7 @@ type Node struct {
 	badLog  rateLog
 	errLog  rateLog
 
-	mu        sync.RWMutex // guards conns and writes of instances and routes
+	mu        sync.RWMutex     // guards conns and writes of instances and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
 	instances atomic.Pointer[map[string][]instance]
 	routes    atomic.Pointer[map[string]*route]
@@ -253,6 +255,14 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-done:
+		err = n.flush(ctx)
+		// Linger: a reply written on our connection to the asker can still
+		// be in flight when the asker sees this node's listener close on
+		// the other connection, and would then fail the call as lost.
+		select {
+		case <-time.After(lingerTime):
+		case <-ctx.Done():
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -262,13 +272,36 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// flush waits until every reply handed to a connection has been written to
+// its socket (or the connection is gone), so that closing does not cut off
+// the last answers of a drain.
+func (n *Node) flush(ctx context.Context) error {
+	for {
+		n.mu.RLock()
+		waiting := 0
+		for _, c := range n.conns {
+			if c.ready.Load() && c.written.Load() < c.sent.Load() {
+				waiting++
+			}
+		}
+		n.mu.RUnlock()
+		if waiting == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 // Close closes the node at once: handler contexts end, calls waiting on it
 // fail with ErrClosed, its sockets close.
 func (n *Node) Close() error {
 	if n.closed.Swap(true) {
 		return nil
 	}
-	n.cancel()
 	err := n.sock.Close()
 	n.recvDone.Wait()
 	n.mu.Lock()
@@ -278,6 +311,7 @@ func (n *Node) Close() error {
 	for _, c := range conns {
 		c.close()
 	}
+	n.cancel() // only now: replies of handlers that stop early have nowhere to go
 	for _, cl := range n.pending.takeAll() {
 		cl.finish(nil, ErrClosed)
 	}

@@ -166,9 +166,9 @@ func (n *Node) serve(m *mangos.Message) {
 	}
 	req.route = rt
 
-	ctx, cancel := context.WithDeadline(n.ctx, deadline)
+	ctx := newHandlerContext(n.ctx, deadline)
 	rep, err := n.run(ctx, rt, req)
-	cancel()
+	ctx.end(context.Canceled) // like a CancelFunc: the handler is done
 	if !time.Now().Before(deadline) {
 		n.stats.expiredInHandler.Add(1)
 		return
@@ -218,14 +218,13 @@ func (n *Node) refuse(c *conn, req *Request, deadline time.Time, code wire.Code,
 // send sends a reply or error frame to the asker: over our own dialed
 // socket to it, so it crosses the network once, to the asker only.
 func (n *Node) send(c *conn, m *mangos.Message, deadline time.Time) {
-	if !c.waitReady(deadline) {
+	if n.closed.Load() || !c.waitReady(deadline) {
 		n.stats.undeliverable.Add(1)
 		n.errLog.warn(n.log, "reply undeliverable: no connection to the asker", "to", c.addr)
 		m.Free()
 		return
 	}
-	if err := c.sock.SendMsg(m); err != nil {
+	if err := c.send(m); err != nil {
 		n.stats.undeliverable.Add(1)
-		m.Free()
 	}
 }

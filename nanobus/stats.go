@@ -40,11 +40,11 @@ type Stats struct {
 }
 
 type counters struct {
-	calls, replies, busy, noPeer, timeouts, peerLost, refused, retries  atomic.Uint64
-	lateReplies, staleReplies, unknownReplies                           atomic.Uint64
+	calls, replies, busy, noPeer, timeouts, peerLost, refused, retries   atomic.Uint64
+	lateReplies, staleReplies, unknownReplies                            atomic.Uint64
 	requests, handled, handlerErrors, expiredOnArrival, expiredInHandler atomic.Uint64
-	noRoute, overload, undeliverable, malformed                         atomic.Uint64
-	inFlight, serving                                                   atomic.Int64
+	noRoute, overload, undeliverable, malformed                          atomic.Uint64
+	inFlight, serving                                                    atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {

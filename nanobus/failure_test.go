@@ -1,0 +1,410 @@
+package nanobus_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/xbus"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/wire"
+)
+
+// rawSocket dials addr with a bare BUS socket, to send frames a well-behaved
+// node never would.
+func rawSocket(t *testing.T, addr string) mangos.Socket {
+	t.Helper()
+	s, err := xbus.NewSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Dial(addr); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sendRaw(t *testing.T, s mangos.Socket, frame []byte) {
+	t.Helper()
+	if err := s.Send(frame); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeadlineAtTheCaller(t *testing.T) {
+	svc := newNode(t, nanobus.Config{Service: "slow"})
+	release := make(chan struct{})
+	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		<-release
+		return nanobus.Reply{Body: []byte("late")}, nil
+	})
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := caller.Call(ctx, "slow", "slow", nil)
+	if !errors.Is(err, nanobus.ErrDeadline) {
+		t.Fatalf("err = %v, want ErrDeadline", err)
+	}
+	close(release)
+	// The handler finished after the deadline: the service drops the reply.
+	eventually(t, "service drops the expired reply", func() bool { return svc.Stats().ExpiredInHandler == 1 })
+	if s := caller.Stats(); s.Timeouts != 1 || s.InFlight != 0 {
+		t.Fatalf("caller timeouts %d in flight %d, want 1, 0", s.Timeouts, s.InFlight)
+	}
+}
+
+func TestHandlerContextEndsAtDeadline(t *testing.T) {
+	svc := newNode(t, nanobus.Config{Service: "s"})
+	got := make(chan time.Duration, 1)
+	svc.Handle("wait", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			got <- -1
+		} else {
+			got <- time.Until(dl)
+		}
+		<-ctx.Done()
+		return nanobus.Reply{}, ctx.Err()
+	})
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := caller.Call(ctx, "s", "wait", nil); !errors.Is(err, nanobus.ErrDeadline) {
+		t.Fatalf("err = %v", err)
+	}
+	if left := <-got; left <= 0 || left > 300*time.Millisecond {
+		t.Fatalf("handler saw %v left, want the caller's deadline", left)
+	}
+}
+
+// A request that arrives after its deadline never reaches the handler.
+func TestExpiredOnArrivalIsDropped(t *testing.T) {
+	svc := newNode(t, nanobus.Config{Service: "s"})
+	var ran atomic.Int32
+	svc.Handle("x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		ran.Add(1)
+		return nanobus.Reply{}, nil
+	})
+	raw := rawSocket(t, svc.Addr())
+	frame, err := wire.AppendRequest(nil, &wire.Request{
+		ID: wire.ID{Node: 1, Seq: 1}, Deadline: time.Now().Add(-time.Second).UnixNano(),
+		From: []byte("tcp://127.0.0.1:1"), Service: []byte("s"), Route: []byte("x"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendRaw(t, raw, frame)
+	eventually(t, "expired request counted", func() bool { return svc.Stats().ExpiredOnArrival == 1 })
+	if ran.Load() != 0 {
+		t.Fatal("handler ran for an expired request")
+	}
+}
+
+// Garbage on the bus is counted and logged, never a panic, and the node
+// keeps serving.
+func TestMalformedFramesAreCounted(t *testing.T) {
+	svc := newNode(t, nanobus.Config{Service: "echo"})
+	svc.Handle("echo", echo)
+	raw := rawSocket(t, svc.Addr())
+	good, _ := wire.AppendRequest(nil, &wire.Request{From: []byte("tcp://127.0.0.1:1"), Route: []byte("echo")})
+	bad := [][]byte{nil, {1}, {9, 1, 0, 0}, good[:len(good)-1], append(good[:len(good):len(good)], 0), {1, 2, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}
+	for _, f := range bad {
+		sendRaw(t, raw, f)
+	}
+	eventually(t, "malformed frames counted", func() bool { return svc.Stats().Malformed == uint64(len(bad)) })
+
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+	resp, err := caller.Call(context.Background(), "echo", "echo", []byte("still here"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if string(resp.Body) != "still here" {
+		t.Fatalf("body %q", resp.Body)
+	}
+}
+
+// Replies that match no waiting call are dropped and counted by kind.
+func TestStrayRepliesAreCounted(t *testing.T) {
+	caller := newNode(t, nanobus.Config{})
+	raw := rawSocket(t, caller.Addr())
+	reply := func(id wire.ID) []byte {
+		b, err := wire.AppendReply(nil, &wire.Reply{ID: id, Status: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	sendRaw(t, raw, reply(wire.ID{Node: caller.ID() ^ 0xff, Seq: 1})) // an earlier life's
+	sendRaw(t, raw, reply(wire.ID{Node: caller.ID(), Seq: 1 << 40}))  // never asked
+	eventually(t, "stray replies counted", func() bool {
+		s := caller.Stats()
+		return s.StaleReplies == 1 && s.UnknownReplies == 1
+	})
+
+	// A reply after its call timed out is late.
+	svc := newNode(t, nanobus.Config{Service: "slow"})
+	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		return nanobus.Reply{}, nil
+	})
+	connect(t, caller, svc)
+	resp, err := caller.Call(context.Background(), "slow", "slow", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Release()
+	sendRaw(t, raw, reply(wire.ID{Node: caller.ID(), Seq: 1})) // the call above had Seq 1: a duplicate
+	eventually(t, "late reply counted", func() bool { return caller.Stats().LateReplies == 1 })
+}
+
+// Correlation IDs cannot collide across restarts: each start draws a new
+// incarnation.
+func TestIncarnationsDiffer(t *testing.T) {
+	seen := map[uint64]bool{}
+	for range 20 {
+		n, err := nanobus.NewNode(nanobus.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[n.ID()] || n.ID() == 0 {
+			t.Fatalf("incarnation %x repeated", n.ID())
+		}
+		seen[n.ID()] = true
+		n.Close()
+	}
+}
+
+// Closing a service node fails the calls waiting on it at once, not at
+// their deadline.
+func TestPeerLostFailsCallsAtOnce(t *testing.T) {
+	svc, err := nanobus.NewNode(nanobus.Config{Service: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 10)
+	svc.Handle("block", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nanobus.Reply{}, nil
+	})
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+
+	const calls = 10
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			_, err := caller.Call(ctx, "s", "block", nil)
+			errs <- err
+		}()
+	}
+	for range calls {
+		<-started
+	}
+	begin := time.Now()
+	svc.Close()
+	for range calls {
+		if err := <-errs; !errors.Is(err, nanobus.ErrPeerLost) {
+			t.Fatalf("err = %v, want ErrPeerLost", err)
+		}
+	}
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Fatalf("calls failed after %v: should be at once, not at the 30s deadline", took)
+	}
+	if s := caller.Stats(); s.PeerLost != calls || s.InFlight != 0 {
+		t.Fatalf("peer lost %d in flight %d", s.PeerLost, s.InFlight)
+	}
+	if _, err := caller.Call(ctx, "s", "block", nil); !errors.Is(err, nanobus.ErrNoPeer) {
+		t.Fatalf("call after the peer went: %v, want ErrNoPeer", err)
+	}
+}
+
+// A GET whose instance dies is retried once on another instance.
+func TestIdempotentRetryOnPeerLost(t *testing.T) {
+	caller := newNode(t, nanobus.Config{})
+	dying, err := nanobus.NewNode(nanobus.Config{Service: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 100)
+	dying.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nanobus.Reply{}, nil
+	})
+	connect(t, caller, dying)
+	healthy := newNode(t, nanobus.Config{Service: "s"})
+	healthy.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		return nanobus.Reply{Body: []byte("ok")}, nil
+	})
+	connect(t, caller, healthy)
+
+	// Keep calling until one lands on the dying instance, then kill it.
+	type result struct {
+		resp *nanobus.Response
+		err  error
+	}
+	results := make(chan result, 100)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := caller.Do(context.Background(), "s", &wire.Request{Route: []byte("GET /x"), Method: []byte("GET")})
+			results <- result{resp, err}
+		}()
+	}
+	<-started
+	dying.Close()
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil {
+			t.Fatalf("GET failed despite the retry: %v\n%+v", r.err, caller.Stats())
+		}
+		if string(r.resp.Body) != "ok" {
+			t.Fatalf("body %q", r.resp.Body)
+		}
+		r.resp.Release()
+	}
+	if caller.Stats().Retries == 0 {
+		t.Fatal("no retry counted")
+	}
+}
+
+// Over the in-flight bound calls fail at once with ErrBusy: never a hang,
+// never a silent loss. Every call ends replied, busy or expired.
+func TestBackPressure(t *testing.T) {
+	const bound, burst = 8, 100
+	svc := newNode(t, nanobus.Config{Service: "slow", MaxInFlight: bound})
+	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		time.Sleep(50 * time.Millisecond)
+		return nanobus.Reply{}, nil
+	})
+	caller := newNode(t, nanobus.Config{MaxInFlight: bound})
+	connect(t, caller, svc)
+
+	var replied, busy, expired, other atomic.Int64
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			resp, err := caller.Call(ctx, "slow", "slow", nil)
+			switch {
+			case err == nil:
+				replied.Add(1)
+				resp.Release()
+			case errors.Is(err, nanobus.ErrBusy):
+				busy.Add(1)
+			case errors.Is(err, nanobus.ErrDeadline):
+				expired.Add(1)
+			default:
+				other.Add(1)
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	r, b, e := replied.Load(), busy.Load(), expired.Load()
+	t.Logf("replied %d busy %d expired %d", r, b, e)
+	if r+b+e != burst || other.Load() != 0 {
+		t.Fatalf("replied %d + busy %d + expired %d != sent %d", r, b, e, burst)
+	}
+	if b == 0 || r < bound {
+		t.Fatalf("want some busy and at least %d replied: replied %d busy %d", bound, r, b)
+	}
+	cs, ss := caller.Stats(), svc.Stats()
+	if cs.Busy != uint64(b) || cs.Replies != uint64(r) || cs.Calls != uint64(r+e) {
+		t.Fatalf("caller stats disagree: %+v", cs)
+	}
+	if ss.Requests != cs.Calls || ss.Overload != 0 || ss.Undeliverable != 0 {
+		t.Fatalf("service saw %d requests (overload %d, undeliverable %d) of %d sent",
+			ss.Requests, ss.Overload, ss.Undeliverable, cs.Calls)
+	}
+}
+
+// A service that restarts on the same address is called again once the
+// caller's connection comes back by itself.
+func TestPeerRestart(t *testing.T) {
+	svc, err := nanobus.NewNode(nanobus.Config{Service: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Handle("echo", echo)
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+	addr := svc.Addr()
+	svc.Close()
+	eventually(t, "caller sees the peer down", func() bool { return !caller.Instances("echo")[0].Ready })
+
+	svc2 := newNode(t, nanobus.Config{Service: "echo", Listen: addr})
+	svc2.Handle("echo", echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := caller.WaitReady(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := caller.Call(ctx, "echo", "echo", []byte("again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Release()
+	if string(resp.Body) != "again" {
+		t.Fatalf("body %q", resp.Body)
+	}
+}
+
+// Shutdown lets running handlers answer and refuses new requests.
+func TestShutdownDrains(t *testing.T) {
+	svc, err := nanobus.NewNode(nanobus.Config{Service: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	svc.Handle("work", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		close(started)
+		<-release
+		return nanobus.Reply{Body: []byte("done")}, nil
+	})
+	svc.Handle("new", echo)
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+
+	inflight := make(chan error, 1)
+	go func() {
+		resp, err := caller.Call(context.Background(), "s", "work", nil)
+		if err == nil && string(resp.Body) != "done" {
+			err = errors.New("wrong body " + string(resp.Body))
+		}
+		inflight <- err
+	}()
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- svc.Shutdown(context.Background()) }()
+	eventually(t, "draining refuses new requests", func() bool {
+		_, err := caller.Call(context.Background(), "s", "new", nil)
+		return errors.Is(err, nanobus.ErrUnavailable)
+	})
+	close(release)
+	if err := <-inflight; err != nil {
+		t.Fatalf("in-flight call during drain: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,148 @@
+package terminator
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/DataDog/datadog-go/v5/statsd"
+)
+
+// routeStats counts one route's responses by status class. Counting is an
+// atomic add; the statsd client sees the totals once per flush, so the hot
+// path builds no metric names or tags at all.
+type routeStats struct {
+	key     string
+	classes [6]atomic.Uint64 // index status/100: 1xx..5xx
+	sent    [6]uint64        // what the last flush reported (flush goroutine only)
+}
+
+func (r *routeStats) count(status int) {
+	if c := status / 100; c >= 1 && c <= 5 {
+		r.classes[c].Add(1)
+	}
+}
+
+// metrics sends the terminator's numbers to a DogStatsD agent, with
+// client-side aggregation on.
+type metrics struct {
+	s        *Server
+	client   *statsd.Client // nil: metrics off
+	interval time.Duration
+	done     chan struct{}
+	lastBus  map[string]uint64
+}
+
+var classTags = [6]string{"", "status:1xx", "status:2xx", "status:3xx", "status:4xx", "status:5xx"}
+
+func newMetrics(s *Server) (*metrics, error) {
+	m := &metrics{s: s, interval: s.cfg.metricsInterval, done: make(chan struct{}), lastBus: map[string]uint64{}}
+	if m.interval <= 0 {
+		m.interval = 10 * time.Second
+	}
+	if s.cfg.StatsdAddr == "" {
+		return m, nil
+	}
+	c, err := statsd.New(s.cfg.StatsdAddr,
+		statsd.WithNamespace("terminator."),
+		statsd.WithClientSideAggregation(),
+		statsd.WithExtendedClientSideAggregation(),
+		statsd.WithAggregationInterval(m.interval),
+		statsd.WithoutTelemetry(),
+	)
+	if err != nil {
+		return nil, err
+	}
+	m.client = c
+	return m, nil
+}
+
+// latency sends a sample of request latencies. The sampling decision comes
+// first, so a discarded sample costs one random number.
+func (m *metrics) latency(e *entry, d time.Duration) {
+	if m.client == nil || rand.Float64() >= m.s.cfg.LatencySample {
+		return
+	}
+	_ = m.client.Distribution("latency_ms", float64(d)/1e6, e.latencyTags(), m.s.cfg.LatencySample)
+}
+
+func (m *metrics) start() {
+	if m.client == nil {
+		return
+	}
+	go func() {
+		t := time.NewTicker(m.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.done:
+				m.flush()
+				_ = m.client.Close()
+				return
+			case <-t.C:
+				m.flush()
+			}
+		}
+	}()
+}
+
+func (m *metrics) stop() {
+	if m.client != nil {
+		close(m.done)
+	}
+}
+
+// flush reports counters as deltas since the last flush, and gauges.
+func (m *metrics) flush() {
+	c := m.client
+	m.s.router.mu.Lock()
+	for _, rs := range m.s.router.stats {
+		for class := 1; class <= 5; class++ {
+			now := rs.classes[class].Load()
+			if d := now - rs.sent[class]; d > 0 {
+				_ = c.Count("requests", int64(d), []string{"route:" + rs.key, classTags[class]}, 1)
+				rs.sent[class] = now
+			}
+		}
+	}
+	m.s.router.mu.Unlock()
+	_ = c.Gauge("in_flight", float64(m.s.waiting.Load()), nil, 1)
+
+	hc := &m.s.counts
+	bus := m.s.node.Stats()
+	for name, v := range map[string]uint64{
+		"http.overloaded": hc.overloaded.Load(), "http.no_route": hc.noRoute.Load(),
+		"http.header_too_large": hc.headerTooLarge.Load(), "http.body_too_large": hc.bodyTooLarge.Load(),
+		"http.malformed": hc.malformed.Load(), "http.read_timeouts": hc.timeouts.Load(),
+		"bus.calls": bus.Calls, "bus.busy": bus.Busy, "bus.no_peer": bus.NoPeer, "bus.expired": bus.Timeouts,
+		"bus.peer_lost": bus.PeerLost, "bus.refused": bus.Refused, "bus.retries": bus.Retries,
+		"bus.dropped_late": bus.LateReplies, "bus.dropped_stale": bus.StaleReplies,
+		"bus.dropped_unknown": bus.UnknownReplies, "bus.malformed": bus.Malformed,
+	} {
+		if d := v - m.lastBus[name]; d > 0 {
+			_ = c.Count(name, int64(d), nil, 1)
+			m.lastBus[name] = v
+		}
+	}
+	for service, n := range m.s.livePeers() {
+		_ = c.Gauge("peers", float64(n), []string{"service:" + service}, 1)
+	}
+}
+
+// livePeers counts the connected instances of each routed service.
+func (s *Server) livePeers() map[string]int {
+	out := map[string]int{}
+	for _, rt := range s.router.Routes() {
+		if _, seen := out[rt.Service]; seen {
+			continue
+		}
+		n := 0
+		for _, p := range s.node.Instances(rt.Service) {
+			if p.Ready {
+				n++
+			}
+		}
+		out[rt.Service] = n
+	}
+	return out
+}

@@ -1,0 +1,299 @@
+package terminator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/wire"
+)
+
+// exchange is the per-request state of the hot path, pooled: the wire
+// request with its buffers, and the context carrying the deadline.
+type exchange struct {
+	req    wire.Request
+	client []byte
+	reqID  []byte
+	ctx    deadlineContext
+}
+
+var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+
+// deadlineContext carries a request's deadline to the bus and nothing
+// else: the bus enforces the deadline with its own timer, so no channel,
+// timer or goroutine is needed here (context.WithDeadline would cost three
+// allocations per request).
+type deadlineContext struct{ deadline time.Time }
+
+func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *deadlineContext) Done() <-chan struct{}       { return nil }
+func (c *deadlineContext) Value(any) any               { return nil }
+func (c *deadlineContext) Err() error {
+	if time.Now().Before(c.deadline) {
+		return nil
+	}
+	return context.DeadlineExceeded
+}
+
+// handle is the public handler: one HTTP request becomes one bus request to
+// one instance of the route's service, and its reply becomes the response.
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if s.waiting.Add(1) > int64(s.cfg.MaxWaiting) {
+		s.waiting.Add(-1)
+		s.counts.overloaded.Add(1)
+		s.overload(ctx, "overloaded")
+		return
+	}
+	defer s.waiting.Add(-1)
+
+	x := exchangePool.Get().(*exchange)
+	defer exchangePool.Put(x)
+	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
+	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
+
+	e := s.router.lookup(ctx.Method(), ctx.Path())
+	if e == nil {
+		s.counts.noRoute.Add(1)
+		ctx.Error("no route for "+string(ctx.Method())+" "+string(ctx.Path()), fasthttp.StatusNotFound)
+		return
+	}
+	s.fill(x, ctx, e)
+	x.ctx.deadline = start.Add(e.timeout)
+	resp, err := s.node.Do(&x.ctx, e.Service, &x.req)
+	status := fasthttp.StatusOK
+	if err != nil {
+		status = s.fail(ctx, err)
+	} else {
+		status = resp.Status
+		ctx.SetStatusCode(resp.Status)
+		for k, v := range resp.Header.All() {
+			if !hopByHop(k) && !bytes.EqualFold(k, hdrContentLength) {
+				ctx.Response.Header.AddBytesKV(k, v)
+			}
+		}
+		ctx.Response.SetBody(resp.Body)
+		resp.Release()
+	}
+	e.stats.count(status)
+	s.metrics.latency(e, time.Since(start))
+}
+
+var (
+	hdrContentLength = []byte("Content-Length")
+	hdrConnection    = []byte("Connection")
+	hdrRequestID     = []byte("X-Request-Id")
+	hdrTraceParent   = []byte("Traceparent")
+	spoofable        = [][]byte{[]byte("X-Forwarded-For"), []byte("X-Real-Ip"), []byte("X-Forwarded-Proto"), []byte("X-Forwarded-Host")}
+	hopHeaders       = [][]byte{[]byte("Connection"), []byte("Keep-Alive"), []byte("Te"), []byte("Trailer"),
+		[]byte("Transfer-Encoding"), []byte("Upgrade")}
+)
+
+// hopByHop reports a header that belongs to one connection and never
+// crosses into a message (RFC 9110 7.6.1).
+func hopByHop(k []byte) bool {
+	if len(k) > 6 && bytes.EqualFold(k[:6], []byte("Proxy-")) {
+		return true
+	}
+	for _, h := range hopHeaders {
+		if bytes.EqualFold(k, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// fill turns the HTTP request into the wire request.
+func (s *Server) fill(x *exchange, ctx *fasthttp.RequestCtx, e *entry) {
+	h := &ctx.Request.Header
+	peer, trusted := s.peer(ctx)
+	x.client = s.clientAddr(peer, trusted, h).AppendTo(x.client[:0])
+	r := &x.req
+	r.Route = e.key
+	r.Method = ctx.Method()
+	r.Path = ctx.Path()
+	r.Query = ctx.URI().QueryString()
+	r.Client = x.client
+	r.TraceParent = h.Peek("Traceparent")
+	r.Body = ctx.PostBody()
+	r.Header.Reset()
+	conn := h.PeekBytes(hdrConnection) // headers it names are hop-by-hop too
+	for k, v := range h.All() {
+		switch {
+		case hopByHop(k), bytes.EqualFold(k, hdrContentLength), bytes.EqualFold(k, hdrRequestID),
+			bytes.EqualFold(k, hdrTraceParent), len(conn) > 0 && listsToken(conn, k),
+			!trusted && isSpoofable(k):
+			continue
+		}
+		r.Header.AddBytes(k, v)
+	}
+	r.Header.AddBytes(hdrRequestID, x.reqID)
+}
+
+func isSpoofable(k []byte) bool {
+	for _, h := range spoofable {
+		if bytes.EqualFold(k, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// listsToken reports whether the comma-separated list names token.
+func listsToken(list, token []byte) bool {
+	for len(list) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			item, list = list, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(item), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// peer is the direct peer's address and whether it is a trusted proxy.
+func (s *Server) peer(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
+	var a netip.Addr
+	if t, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		a, _ = netip.AddrFromSlice(t.IP)
+		a = a.Unmap()
+	}
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return a, true
+		}
+	}
+	return a, false
+}
+
+// clientAddr is the client's address: the direct peer's, unless that is a
+// trusted proxy, whose X-Real-IP or X-Forwarded-For (the rightmost address
+// not itself a trusted proxy) is then believed.
+func (s *Server) clientAddr(peer netip.Addr, trusted bool, h *fasthttp.RequestHeader) netip.Addr {
+	if !trusted {
+		return peer
+	}
+	if v := h.Peek("X-Real-Ip"); len(v) > 0 {
+		if a, err := netip.ParseAddr(string(bytes.TrimSpace(v))); err == nil {
+			return a.Unmap()
+		}
+	}
+	xff := h.Peek("X-Forwarded-For")
+	for len(xff) > 0 {
+		var item []byte
+		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
+			item, xff = xff[i+1:], xff[:i]
+		} else {
+			item, xff = xff, nil
+		}
+		a, err := netip.ParseAddr(string(bytes.TrimSpace(item)))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !s.isTrusted(a) {
+			return a
+		}
+	}
+	return peer
+}
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// requestID returns the client's X-Request-ID when it is sane, else a new
+// one: this process's random prefix and a counter.
+func (s *Server) requestID(dst, given []byte) []byte {
+	if validRequestID(given) {
+		return append(dst, given...)
+	}
+	dst = append(dst, s.idPrefix...)
+	return strconv.AppendUint(dst, s.idSeq.Add(1), 36)
+}
+
+func validRequestID(b []byte) bool {
+	if len(b) == 0 || len(b) > 128 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// fail writes the response for a bus error, per DESIGN.md's status table.
+func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) int {
+	switch {
+	case errors.Is(err, nanobus.ErrBusy), errors.Is(err, nanobus.ErrUnavailable):
+		s.overload(ctx, "busy")
+		return fasthttp.StatusServiceUnavailable
+	case errors.Is(err, nanobus.ErrNoPeer):
+		ctx.Error("no live instance", fasthttp.StatusServiceUnavailable)
+		return fasthttp.StatusServiceUnavailable
+	case errors.Is(err, nanobus.ErrDeadline):
+		ctx.Error("deadline passed before the reply", fasthttp.StatusGatewayTimeout)
+		return fasthttp.StatusGatewayTimeout
+	case errors.Is(err, nanobus.ErrNoRoute):
+		ctx.Error("no handler for the route", fasthttp.StatusNotFound)
+		return fasthttp.StatusNotFound
+	case errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrField):
+		// The request does not fit the bus's limits: in practice its headers.
+		ctx.Error("request headers over the limit", fasthttp.StatusRequestHeaderFieldsTooLarge)
+		return fasthttp.StatusRequestHeaderFieldsTooLarge
+	default: // ErrPeerLost (after the retry for GET and HEAD), ErrMalformed
+		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+		return fasthttp.StatusBadGateway
+	}
+}
+
+// overload answers 503 with Retry-After: the request was refused at once,
+// before any work, so the client may simply come back.
+func (s *Server) overload(ctx *fasthttp.RequestCtx, why string) {
+	ctx.Error(why, fasthttp.StatusServiceUnavailable)
+	ctx.Response.Header.SetBytesV("Retry-After", s.retryAfter)
+}
+
+// httpError answers requests fasthttp could not parse: 431, 413 or 400.
+func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		s.counts.headerTooLarge.Add(1)
+		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.counts.bodyTooLarge.Add(1)
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.counts.timeouts.Add(1)
+			ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+			return
+		}
+		s.counts.malformed.Add(1)
+		s.badLog.warn(s.log, "malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", err)
+		ctx.Error("malformed request", fasthttp.StatusBadRequest)
+	}
+}

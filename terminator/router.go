@@ -1,0 +1,206 @@
+package terminator
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Route is one public route a service announces: requests whose method and
+// path match go to one instance of Service.
+type Route struct {
+	Method  string        `json:"method"`  // "GET"
+	Pattern string        `json:"pattern"` // "/profiles/{id}"; {name} matches one segment, a final {name...} the rest
+	Service string        `json:"service"` // "web"
+	Timeout time.Duration `json:"-"`       // 0: the terminator's default
+}
+
+// Key is the route as the service registered its handler: "GET /profiles/{id}".
+func (r Route) Key() string { return r.Method + " " + r.Pattern }
+
+// ParseRoute splits "GET /profiles/{id}" into method and pattern.
+func ParseRoute(key, service string, timeout time.Duration) (Route, error) {
+	method, pattern, ok := strings.Cut(key, " ")
+	if !ok || method == "" || !strings.HasPrefix(pattern, "/") {
+		return Route{}, fmt.Errorf("route %q: want \"METHOD /path\"", key)
+	}
+	return Route{Method: method, Pattern: pattern, Service: service, Timeout: timeout}, nil
+}
+
+// Router maps method and path to a route. Lookups take no lock and
+// allocate nothing; Set swaps in a whole new table.
+type Router struct {
+	table atomic.Pointer[map[string]*segment] // method -> tree of path segments
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	stats map[string]*routeStats // route key -> its counters, kept across Sets
+}
+
+// entry is a route ready to serve: what the hot path needs, precomputed.
+type entry struct {
+	Route
+	key     []byte // Route.Key(), sent as the wire route
+	timeout time.Duration
+	stats   *routeStats
+	tags    []string // statsd tags, built once
+}
+
+func (e *entry) latencyTags() []string { return e.tags }
+
+// segment is a node of the path tree.
+type segment struct {
+	static map[string]*segment
+	param  *segment // {name}
+	rest   *entry   // {name...}
+	end    *entry   // a route ends here
+}
+
+// NewRouter returns an empty router.
+func NewRouter(log *slog.Logger) *Router {
+	r := &Router{log: log, stats: map[string]*routeStats{}}
+	r.table.Store(&map[string]*segment{})
+	return r
+}
+
+// Set replaces the routing table. When two services announce the same
+// route, the first in routes wins and the conflict is logged.
+func (r *Router) Set(routes []Route, defaultTimeout time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	table := map[string]*segment{}
+	for _, rt := range routes {
+		root := table[rt.Method]
+		if root == nil {
+			root = &segment{}
+			table[rt.Method] = root
+		}
+		e := &entry{Route: rt, key: []byte(rt.Key()), timeout: rt.Timeout, tags: []string{"route:" + rt.Key()}}
+		if e.timeout <= 0 {
+			e.timeout = defaultTimeout
+		}
+		if e.stats = r.stats[rt.Key()]; e.stats == nil {
+			e.stats = &routeStats{key: rt.Key()}
+			r.stats[rt.Key()] = e.stats
+		}
+		if prev := root.insert(rt.Pattern, e); prev != nil && prev.Service != rt.Service {
+			r.log.Warn("route announced by two services; keeping the first", "route", rt.Key(),
+				"kept", prev.Service, "ignored", rt.Service)
+		}
+	}
+	r.table.Store(&table)
+}
+
+// Routes lists the current routes.
+func (r *Router) Routes() []Route {
+	var out []Route
+	for _, e := range r.entries() {
+		out = append(out, e.Route)
+	}
+	return out
+}
+
+// entries lists the current table's entries.
+func (r *Router) entries() []*entry {
+	var out []*entry
+	var walk func(s *segment)
+	walk = func(s *segment) {
+		for _, e := range []*entry{s.end, s.rest} {
+			if e != nil {
+				out = append(out, e)
+			}
+		}
+		if s.param != nil {
+			walk(s.param)
+		}
+		for _, c := range s.static {
+			walk(c)
+		}
+	}
+	for _, root := range *r.table.Load() {
+		walk(root)
+	}
+	return out
+}
+
+// insert adds e under pattern; it returns the entry already there, if any,
+// and then leaves it in place.
+func (s *segment) insert(pattern string, e *entry) *entry {
+	rest := strings.TrimPrefix(pattern, "/")
+	for {
+		seg, tail, more := strings.Cut(rest, "/")
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "...}") && !more {
+			if s.rest != nil {
+				return s.rest
+			}
+			s.rest = e
+			return nil
+		}
+		var next *segment
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			if s.param == nil {
+				s.param = &segment{}
+			}
+			next = s.param
+		} else {
+			if s.static == nil {
+				s.static = map[string]*segment{}
+			}
+			if next = s.static[seg]; next == nil {
+				next = &segment{}
+				s.static[seg] = next
+			}
+		}
+		s = next
+		if !more {
+			if s.end != nil {
+				return s.end
+			}
+			s.end = e
+			return nil
+		}
+		rest = tail
+	}
+}
+
+// lookup finds the route for method and path. Static segments win over
+// {name}, which wins over {name...}.
+func (r *Router) lookup(method, path []byte) *entry {
+	root := (*r.table.Load())[string(method)]
+	if root == nil || len(path) == 0 || path[0] != '/' {
+		return nil
+	}
+	return root.match(path[1:])
+}
+
+func (s *segment) match(path []byte) *entry {
+	seg, tail := path, []byte(nil)
+	last := true
+	for i, c := range path {
+		if c == '/' {
+			seg, tail, last = path[:i], path[i+1:], false
+			break
+		}
+	}
+	if next := s.static[string(seg)]; next != nil {
+		if e := next.matchTail(tail, last); e != nil {
+			return e
+		}
+	}
+	if s.param != nil && len(seg) > 0 {
+		if e := s.param.matchTail(tail, last); e != nil {
+			return e
+		}
+	}
+	return s.rest
+}
+
+func (s *segment) matchTail(tail []byte, last bool) *entry {
+	if last {
+		return s.end
+	}
+	return s.match(tail)
+}

@@ -28,8 +28,7 @@ type Config struct {
 	TrustedProxies []netip.Prefix // direct peers whose X-Forwarded-For / X-Real-IP are believed
 	StatsdAddr     string         // DogStatsD agent, "" for none
 	LatencySample  float64        // share of requests whose latency is sent to statsd
-
-	metricsInterval time.Duration // statsd flush period; tests shorten it
+	StatsdInterval time.Duration  // how often counters are flushed to statsd
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +58,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxWaiting, 4096)
 	defDur(&c.RetryAfter, time.Second)
 	defDur(&c.DrainTimeout, 10*time.Second)
+	defDur(&c.StatsdInterval, 10*time.Second)
 	if c.LatencySample <= 0 || c.LatencySample > 1 {
 		c.LatencySample = 0.1
 	}
@@ -90,6 +90,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	dur(&c.RetryAfter, "retry-after", "TERMINATOR_RETRY_AFTER", "Retry-After sent with overload 503s")
 	dur(&c.DrainTimeout, "drain-timeout", "TERMINATOR_DRAIN_TIMEOUT", "time in-flight requests get on shutdown")
 	str(&c.StatsdAddr, "statsd", "TERMINATOR_STATSD", "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
+	dur(&c.StatsdInterval, "statsd-interval", "TERMINATOR_STATSD_INTERVAL", "statsd flush period")
 	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd")
 	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (env TERMINATOR_TRUSTED_PROXIES; default 127.0.0.1/32,::1/128)",
 		func(s string) error {

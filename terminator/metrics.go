@@ -36,10 +36,7 @@ type metrics struct {
 var classTags = [6]string{"", "status:1xx", "status:2xx", "status:3xx", "status:4xx", "status:5xx"}
 
 func newMetrics(s *Server) (*metrics, error) {
-	m := &metrics{s: s, interval: s.cfg.metricsInterval, done: make(chan struct{}), lastBus: map[string]uint64{}}
-	if m.interval <= 0 {
-		m.interval = 10 * time.Second
-	}
+	m := &metrics{s: s, interval: s.cfg.StatsdInterval, done: make(chan struct{}), lastBus: map[string]uint64{}}
 	if s.cfg.StatsdAddr == "" {
 		return m, nil
 	}

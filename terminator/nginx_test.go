@@ -1,0 +1,133 @@
+package terminator_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terminator-gw/terminator/terminator"
+)
+
+// startNginx runs a real nginx with deploy/nginx/terminator.conf on a free
+// loopback port, forwarding to upstream. It returns nginx's address.
+func startNginx(t *testing.T, upstream string) string {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nginx is not installed; .ci/run installs it with apt-get")
+		}
+		t.Skip("nginx not installed (apt-get install nginx)")
+	}
+	conf, err := os.ReadFile("../deploy/nginx/terminator.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	site := strings.NewReplacer(
+		"server 127.0.0.1:8080;", "server "+upstream+";",
+		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port),
+	).Replace(string(conf))
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644)
+	main := fmt.Sprintf(`worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/site.conf;
+}
+`, dir)
+	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
+	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	out, _ := os.Create(filepath.Join(dir, "stderr"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt) // nginx's fast shutdown; we stop only the process we started
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	eventually(t, "nginx listening", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// GET and POST through nginx -> terminator -> service, with the client
+// address and request ID preserved.
+func TestBehindNginx(t *testing.T) {
+	svc := echoService(t, "echo", nil)
+	trusted, _ := terminator.ParsePrefixes("127.0.0.1")
+	srv, _ := front(t, terminator.Config{TrustedProxies: trusted}, echoRoutes("echo"), svc)
+	nginx := startNginx(t, srv.Addr())
+
+	resp, body := get(t, "http://"+nginx+"/items/7?x=1", map[string]string{"X-Request-Id": "from-client-1"})
+	var s seen
+	if err := json.Unmarshal([]byte(body), &s); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET via nginx: %d %s", resp.StatusCode, body)
+	}
+	if s.Path != "/items/7" || s.Query != "x=1" || s.Client != "127.0.0.1" {
+		t.Errorf("service saw %+v", s)
+	}
+	if s.Header["X-Request-Id"] != "from-client-1" || resp.Header.Get("X-Request-Id") != "from-client-1" {
+		t.Errorf("request ID: service %q, client %q", s.Header["X-Request-Id"], resp.Header.Get("X-Request-Id"))
+	}
+
+	// The client's address as nginx saw it reaches the service: claim to be
+	// a proxy ourselves and check the chain is read from the right.
+	resp, body = do(t, "POST", "http://"+nginx+"/echo", "payload", map[string]string{"X-Forwarded-For": "198.51.100.23"})
+	s = seen{}
+	if err := json.Unmarshal([]byte(body), &s); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST via nginx: %d %s", resp.StatusCode, body)
+	}
+	if s.Method != "POST" || s.Body != "payload" {
+		t.Errorf("service saw %+v", s)
+	}
+	if s.Client != "127.0.0.1" {
+		t.Errorf("client %q: nginx's X-Real-IP (the direct client) should win over a forged X-Forwarded-For", s.Client)
+	}
+	if resp.Header.Get("X-Request-Id") == "" {
+		t.Error("nginx generated no request ID")
+	}
+
+	resp, _ = get(t, "http://"+nginx+"/nowhere", nil)
+	if resp.StatusCode != 404 {
+		t.Errorf("no route via nginx: %d", resp.StatusCode)
+	}
+}

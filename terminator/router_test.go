@@ -1,0 +1,58 @@
+package terminator
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestRouterLookup(t *testing.T) {
+	r := NewRouter(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var routes []Route
+	for _, kv := range [][2]string{
+		{"GET /profiles/{id}", "web"},
+		{"GET /profiles/me", "me"},
+		{"PUT /profiles/{id}", "web"},
+		{"GET /profiles/{id}/visitors", "web-visitors"},
+		{"GET /files/{path...}", "files"},
+		{"GET /", "root"},
+		{"GET /profiles/{id}", "duplicate"}, // loses to the first
+	} {
+		rt, err := ParseRoute(kv[0], kv[1], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes = append(routes, rt)
+	}
+	r.Set(routes, time.Second)
+	tests := []struct{ method, path, want string }{
+		{"GET", "/profiles/42", "web"},
+		{"GET", "/profiles/me", "me"},
+		{"PUT", "/profiles/42", "web"},
+		{"GET", "/profiles/42/visitors", "web-visitors"},
+		{"GET", "/files/a/b/c.txt", "files"},
+		{"GET", "/", "root"},
+		{"DELETE", "/profiles/42", ""},
+		{"GET", "/profiles", ""},
+		{"GET", "/profiles/42/other", ""},
+		{"GET", "/nope", ""},
+		{"GET", "", ""},
+	}
+	for _, tt := range tests {
+		e := r.lookup([]byte(tt.method), []byte(tt.path))
+		got := ""
+		if e != nil {
+			got = e.Service
+		}
+		if got != tt.want {
+			t.Errorf("%s %s -> %q, want %q", tt.method, tt.path, got, tt.want)
+		}
+	}
+	if _, err := ParseRoute("profiles.get", "x", 0); err == nil {
+		t.Error("ParseRoute accepted an internal route name")
+	}
+	if n := testing.AllocsPerRun(100, func() { r.lookup([]byte("GET"), []byte("/profiles/42/visitors")) }); n != 0 {
+		t.Errorf("lookup allocates %v times", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,9 +27,10 @@ import (
 //     without the lock its Close reads it under: a data race whenever a node
 //     closes while a peer is connecting, which fails `go test -race`.
 //   - the stock pipe allocates on every message (a length buffer and
-//     net.Buffers on send, binary.Read on receive) and makes one read
-//     syscall per header and per body; this one reads through a buffer, so
-//     a burst of replies costs one syscall, and allocates nothing.
+//     net.Buffers on send, binary.Read on receive) and makes a syscall per
+//     message each way; this one reads through a buffer and batches writes
+//     (see pipe), so a burst costs one syscall each way, and allocates
+//     nothing.
 //   - it counts what it has written, so a draining node can wait until
 //     its last replies have left instead of cutting them off.
 //
@@ -44,7 +46,6 @@ const optWritten = "NANOBUS-WRITTEN"
 
 const (
 	handshakeTimeout = 5 * time.Second
-	sendCopyMax      = 64 << 10 // messages up to this size go out in one copy and one write
 	readBufferSize   = 32 << 10
 )
 
@@ -135,7 +136,7 @@ func (e *endpoint) open(c net.Conn, server bool) (*pipe, error) {
 	cfg, maxRecv, written := e.config, e.maxRecv, e.written
 	e.mu.Unlock()
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-	p := &pipe{conn: c, maxRecv: maxRecv, written: written}
+	p := newPipe(c, maxRecv, written)
 	if e.tls {
 		if cfg == nil {
 			c.Close()
@@ -178,7 +179,7 @@ func (e *endpoint) open(c net.Conn, server bool) (*pipe, error) {
 		return nil, mangos.ErrBadProto
 	}
 	_ = c.SetDeadline(time.Time{})
-	p.r = bufio.NewReaderSize(p.conn, readBufferSize)
+	p.start()
 	return p, nil
 }
 
@@ -294,38 +295,108 @@ func (l *listener) Address() string {
 
 // pipe is one established connection. mangos calls Send from one goroutine
 // and Recv from another, never each concurrently with itself.
+//
+// Send does not write: it appends the message to a buffer that a writer
+// goroutine flushes. Under load, messages pile up while a write is in the
+// kernel, and the next write carries them all: one syscall for many
+// messages, where a write per message spent most of the bus's CPU time. At
+// low load the writer is idle and wakes at once, so nothing waits for a
+// batch to fill.
 type pipe struct {
 	conn     net.Conn
 	r        *bufio.Reader
 	hdr      [8]byte // Recv's length scratch
-	wbuf     []byte  // Send's scratch
 	maxRecv  int
 	written  *atomic.Uint64
 	tlsState *tls.ConnectionState
+
+	wmu     sync.Mutex
+	wcond   *sync.Cond // signals the writer (more to write) and Send (room again)
+	pending []byte     // framed messages waiting for the writer
+	count   uint64     // messages in pending
+	werr    error      // the writer's first error; the pipe is dead after it
+	closed  bool
+}
+
+// maxPending bounds the bytes waiting for the writer; Send blocks above it.
+// The bus's in-flight bounds keep the message count far below mangos' write
+// queue either way, so blocking here never makes mangos drop.
+const maxPending = 1 << 20
+
+// batchEnough is a write big enough not to wait for company.
+const batchEnough = 16 << 10
+
+func newPipe(c net.Conn, maxRecv int, written *atomic.Uint64) *pipe {
+	p := &pipe{conn: c, maxRecv: maxRecv, written: written}
+	p.wcond = sync.NewCond(&p.wmu)
+	return p
+}
+
+func (p *pipe) start() {
+	p.r = bufio.NewReaderSize(p.conn, readBufferSize)
+	go p.writer()
 }
 
 func (p *pipe) Send(m *mangos.Message) error {
-	size := len(m.Header) + len(m.Body)
-	var err error
-	if size <= sendCopyMax {
-		b := binary.BigEndian.AppendUint64(p.wbuf[:0], uint64(size))
-		b = append(append(b, m.Header...), m.Body...)
-		p.wbuf = b
-		_, err = p.conn.Write(b)
-	} else {
-		var h [8]byte
-		binary.BigEndian.PutUint64(h[:], uint64(size))
-		bufs := net.Buffers{h[:], m.Header, m.Body}
-		_, err = bufs.WriteTo(p.conn)
+	p.wmu.Lock()
+	for p.werr == nil && !p.closed && len(p.pending) > maxPending {
+		p.wcond.Wait()
 	}
-	if err != nil {
+	if err := p.werr; err != nil || p.closed {
+		p.wmu.Unlock()
+		if err == nil {
+			err = mangos.ErrClosed
+		}
 		return err
 	}
+	p.pending = binary.BigEndian.AppendUint64(p.pending, uint64(len(m.Header)+len(m.Body)))
+	p.pending = append(append(p.pending, m.Header...), m.Body...)
+	p.count++
+	p.wcond.Broadcast()
+	p.wmu.Unlock()
 	m.Free()
-	if p.written != nil {
-		p.written.Add(1)
-	}
 	return nil
+}
+
+func (p *pipe) writer() {
+	var buf []byte
+	for {
+		p.wmu.Lock()
+		for len(p.pending) == 0 && !p.closed {
+			p.wcond.Wait()
+		}
+		if p.closed {
+			p.wmu.Unlock()
+			return
+		}
+		if len(p.pending) < batchEnough {
+			// Let goroutines that are about to send run first: under load
+			// they add to this write; when idle, Gosched returns at once.
+			p.wmu.Unlock()
+			runtime.Gosched()
+			p.wmu.Lock()
+		}
+		buf, p.pending = p.pending, buf[:0]
+		n := p.count
+		p.count = 0
+		p.wcond.Broadcast() // room for blocked senders
+		p.wmu.Unlock()
+
+		if _, err := p.conn.Write(buf); err != nil {
+			p.wmu.Lock()
+			p.werr = err
+			p.wcond.Broadcast()
+			p.wmu.Unlock()
+			p.conn.Close() // the receiver sees it too, and mangos drops the pipe
+			return
+		}
+		if p.written != nil {
+			p.written.Add(n)
+		}
+		if cap(buf) > 4*maxPending {
+			buf = nil // do not keep a burst's buffer forever
+		}
+	}
 }
 
 func (p *pipe) Recv() (*mangos.Message, error) {
@@ -345,7 +416,13 @@ func (p *pipe) Recv() (*mangos.Message, error) {
 	return m, nil
 }
 
-func (p *pipe) Close() error { return p.conn.Close() }
+func (p *pipe) Close() error {
+	p.wmu.Lock()
+	p.closed = true
+	p.wcond.Broadcast()
+	p.wmu.Unlock()
+	return p.conn.Close()
+}
 
 func (p *pipe) GetOption(name string) (any, error) {
 	switch name {

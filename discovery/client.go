@@ -1,0 +1,104 @@
+package discovery
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// ClientConfig says how to reach an etcd cluster.
+type ClientConfig struct {
+	Endpoints   []string      // "https://10.0.0.1:2379", ...; empty: the binaries start an embedded etcd
+	CA          string        // CA bundle that signed the members' certificates
+	Cert, Key   string        // client certificate and key, for clusters that require them
+	Username    string        // etcd auth
+	Password    string        // etcd auth
+	DialTimeout time.Duration // default 5s
+}
+
+// RegisterFlags adds the -etcd-* flags to fs, with defaults from ETCD_*
+// environment variables (shown by --help).
+func (c *ClientConfig) RegisterFlags(fs *flag.FlagSet) {
+	str := func(p *string, name, env, usage string) {
+		fs.StringVar(p, name, os.Getenv(env), usage+" (env "+env+")")
+	}
+	fs.Func("etcd-endpoints", "comma-separated etcd client URLs; empty starts an embedded etcd (env ETCD_ENDPOINTS)", func(s string) error {
+		c.Endpoints = splitList(s)
+		return nil
+	})
+	c.Endpoints = splitList(os.Getenv("ETCD_ENDPOINTS"))
+	str(&c.CA, "etcd-ca", "ETCD_CA", "CA file for TLS to etcd")
+	str(&c.Cert, "etcd-cert", "ETCD_CERT", "client certificate file for TLS to etcd")
+	str(&c.Key, "etcd-key", "ETCD_KEY", "client key file for TLS to etcd")
+	str(&c.Username, "etcd-user", "ETCD_USER", "etcd user name")
+	str(&c.Password, "etcd-password", "ETCD_PASSWORD", "etcd password (prefer the env var: flags show in ps)")
+	c.DialTimeout = 5 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("ETCD_DIAL_TIMEOUT")); err == nil {
+		c.DialTimeout = d
+	}
+	fs.DurationVar(&c.DialTimeout, "etcd-dial-timeout", c.DialTimeout, "etcd dial timeout (env ETCD_DIAL_TIMEOUT)")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Client connects to the cluster.
+func (c ClientConfig) Client() (*clientv3.Client, error) {
+	if len(c.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints")
+	}
+	cfg := clientv3.Config{
+		Endpoints:   c.Endpoints,
+		DialTimeout: c.DialTimeout,
+		Username:    c.Username,
+		Password:    c.Password,
+		Logger:      zap.NewNop(),
+		// Keepalive pings find a dead member fast, so the client moves on.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if c.CA != "" || c.Cert != "" {
+		t := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CA != "" {
+			pem, err := os.ReadFile(c.CA)
+			if err != nil {
+				return nil, fmt.Errorf("etcd CA: %w", err)
+			}
+			t.RootCAs = x509.NewCertPool()
+			if !t.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("etcd CA %s: no certificates", c.CA)
+			}
+		}
+		if c.Cert != "" {
+			cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+			if err != nil {
+				return nil, fmt.Errorf("etcd client certificate: %w", err)
+			}
+			t.Certificates = []tls.Certificate{cert}
+		}
+		cfg.TLS = t
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
+	}
+	return cli, nil
+}

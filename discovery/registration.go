@@ -1,0 +1,231 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultPrefix is where registrations live unless told otherwise.
+const DefaultPrefix = "/terminator"
+
+// Registration is what a node publishes about itself.
+type Registration struct {
+	Service string    `json:"service"`
+	Node    string    `json:"node"`
+	Addr    string    `json:"addr"`
+	Version string    `json:"version,omitempty"`
+	Weight  int       `json:"weight,omitempty"`
+	Routes  []Route   `json:"routes,omitempty"`
+	Started time.Time `json:"started"`
+}
+
+// Route is a public route a node serves.
+type Route struct {
+	Route     string `json:"route"`                // "GET /profiles/{id}"
+	TimeoutMS int64  `json:"timeout_ms,omitempty"` // the deadline the service asks for; 0: default
+}
+
+// Key is the registration's etcd key under prefix.
+func (r Registration) Key(prefix string) string {
+	return servicesPrefix(prefix) + r.Service + "/" + r.Node
+}
+
+func servicesPrefix(prefix string) string {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return strings.TrimSuffix(prefix, "/") + "/services/"
+}
+
+func (r Registration) validate() error {
+	switch {
+	case r.Service == "" || strings.Contains(r.Service, "/"):
+		return fmt.Errorf("registration: bad service name %q", r.Service)
+	case r.Node == "" || strings.Contains(r.Node, "/"):
+		return fmt.Errorf("registration: bad node %q", r.Node)
+	case r.Addr == "":
+		return errors.New("registration: no address")
+	}
+	return nil
+}
+
+// RegisterOptions tunes a Registrar.
+type RegisterOptions struct {
+	Prefix string        // default DefaultPrefix
+	TTL    time.Duration // lease TTL, default 5s; whole seconds
+	Logger *slog.Logger
+}
+
+// Registrar keeps one registration in etcd until Close.
+type Registrar struct {
+	cli    *clientv3.Client
+	reg    Registration
+	key    string
+	value  string
+	ttl    int64
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	lease   clientv3.LeaseID
+	lastErr error
+	renewed int // registrations made, the first included
+}
+
+// Register publishes reg and keeps it alive in the background. It returns
+// once the first registration succeeded, or with ctx's error.
+func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt RegisterOptions) (*Registrar, error) {
+	if err := reg.validate(); err != nil {
+		return nil, err
+	}
+	if reg.Started.IsZero() {
+		reg.Started = time.Now().UTC()
+	}
+	if opt.TTL <= 0 {
+		opt.TTL = 5 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	value, err := json.Marshal(reg)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &Registrar{
+		cli: cli, reg: reg, key: reg.Key(opt.Prefix), value: string(value),
+		ttl: max(1, int64(opt.TTL/time.Second)), log: opt.Logger.With("key", reg.Key(opt.Prefix)),
+		cancel: cancel, done: make(chan struct{}),
+	}
+	first := make(chan error, 1)
+	go r.run(rctx, first)
+	select {
+	case err := <-first:
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		return r, nil
+	case <-ctx.Done():
+		r.Close()
+		return nil, fmt.Errorf("register %s: %w", r.key, ctx.Err())
+	}
+}
+
+// run registers, keeps the lease alive, and registers again whenever the
+// lease is lost, until Close.
+func (r *Registrar) run(ctx context.Context, first chan<- error) {
+	defer close(r.done)
+	backoff := 200 * time.Millisecond
+	for {
+		ch, err := r.register(ctx)
+		if first != nil && err == nil {
+			first <- nil
+			first = nil
+		}
+		r.mu.Lock()
+		r.lastErr = err
+		r.mu.Unlock()
+		if err == nil {
+			backoff = 200 * time.Millisecond
+			for range ch { // drain: an undrained channel stalls the client's lessor
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			r.mu.Lock()
+			r.lastErr = errors.New("lease lost: etcd unreachable for longer than the TTL")
+			r.lease = 0
+			r.mu.Unlock()
+			r.log.Warn("registration lease lost; registering again")
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("registration failed; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// register grants a lease, puts the key under it and starts the keepalive.
+func (r *Registrar) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	octx, cancel := context.WithTimeout(ctx, time.Duration(r.ttl)*time.Second)
+	defer cancel()
+	lease, err := r.cli.Grant(octx, r.ttl)
+	if err != nil {
+		return nil, fmt.Errorf("grant lease: %w", err)
+	}
+	if _, err := r.cli.Put(octx, r.key, r.value, clientv3.WithLease(lease.ID)); err != nil {
+		return nil, fmt.Errorf("put %s: %w", r.key, err)
+	}
+	ch, err := r.cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return nil, fmt.Errorf("keepalive: %w", err)
+	}
+	r.mu.Lock()
+	r.lease = lease.ID
+	r.renewed++
+	r.mu.Unlock()
+	r.log.Info("registered", "lease", fmt.Sprintf("%x", lease.ID), "ttl_s", r.ttl)
+	return ch, nil
+}
+
+// Registered is nil while the key is in etcd under a live lease, and the
+// reason otherwise: what a readiness check reports.
+func (r *Registrar) Registered() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lease != 0 {
+		return nil
+	}
+	if r.lastErr != nil {
+		return r.lastErr
+	}
+	return errors.New("not registered")
+}
+
+// Registrations counts how many times the key was put: 1, plus one per
+// re-registration after a lost lease.
+func (r *Registrar) Registrations() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.renewed
+}
+
+// Key is the etcd key this registrar keeps.
+func (r *Registrar) Key() string { return r.key }
+
+// Close stops the keepalive and revokes the lease: the key disappears at
+// once, and watchers stop sending to this node.
+func (r *Registrar) Close() error {
+	r.cancel()
+	<-r.done
+	r.mu.Lock()
+	lease := r.lease
+	r.lease = 0
+	r.mu.Unlock()
+	if lease == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := r.cli.Revoke(ctx, lease); err != nil {
+		return fmt.Errorf("revoke lease of %s: %w", r.key, err)
+	}
+	return nil
+}

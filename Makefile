@@ -2,7 +2,15 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus
+.PHONY: test test-short vet fuzz bench-bus build run
+
+## build: the one binary, static, into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -o bin/terminator ./cmd/terminator
+
+## run: everything in one process (embedded etcd, terminator on :8080, services), data under ./data
+run: build
+	./bin/terminator all -data data
 
 ## test: the full suite, race detector on (what CI runs)
 test: vet
@@ -23,4 +31,4 @@ fuzz:
 
 ## bench-bus: wire and nanobus micro-benchmarks
 bench-bus:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./wire ./nanobus
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./wire ./nanobus ./terminator

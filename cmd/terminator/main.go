@@ -1,0 +1,285 @@
+// Command terminator runs the gateway and its services: all in one process
+// (the default for development), or one part per process against an
+// external etcd cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/terminator-gw/terminator/discovery"
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services/echo"
+	"github.com/terminator-gw/terminator/terminator"
+)
+
+const usage = `usage: terminator <command> [flags]
+
+commands:
+  all     everything in one process: etcd (embedded unless -etcd-endpoints),
+          the terminator and the services, over real loopback bus sockets
+  front   the terminator alone (needs -etcd-endpoints)
+  echo    the echo service alone (needs -etcd-endpoints)
+
+Run "terminator <command> -h" for the command's flags.
+`
+
+// options are the flags every command shares.
+type options struct {
+	busListen    string
+	busAdvertise string
+	dataDir      string
+	etcdClient   string // embedded etcd's client URL
+	etcdPeer     string // embedded etcd's peer URL
+	ttl          time.Duration
+	etcd         discovery.ClientConfig
+	front        terminator.Config
+}
+
+func main() {
+	if len(os.Args) < 2 || strings.HasPrefix(os.Args[1], "-") {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd := os.Args[1]
+	var o options
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	fs.StringVar(&o.busListen, "bus-listen", envOr("BUS_LISTEN", "tcp://127.0.0.1:0"), "bus address to listen on (env BUS_LISTEN)")
+	fs.StringVar(&o.busAdvertise, "bus-advertise", os.Getenv("BUS_ADVERTISE"), "bus address peers dial, when listening on 0.0.0.0 (env BUS_ADVERTISE)")
+	fs.DurationVar(&o.ttl, "ttl", 5*time.Second, "etcd lease TTL: how long a dead process stays listed")
+	o.etcd.RegisterFlags(fs)
+	switch cmd {
+	case "all":
+		fs.StringVar(&o.dataDir, "data", envOr("TERMINATOR_DATA", "data"), "data directory: embedded etcd and the services' stores (env TERMINATOR_DATA)")
+		fs.StringVar(&o.etcdClient, "embedded-etcd-client", "http://127.0.0.1:23790", "embedded etcd's client URL")
+		fs.StringVar(&o.etcdPeer, "embedded-etcd-peer", "http://127.0.0.1:23800", "embedded etcd's peer URL")
+		o.front.RegisterFlags(fs)
+	case "front":
+		o.front.RegisterFlags(fs)
+	case "echo":
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	_ = fs.Parse(os.Args[2:])
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cmd, o, log); err != nil {
+		log.Error("exit", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run starts the command's parts, waits for a signal, and stops them in
+// order: the front drains first, services deregister and drain, etcd last.
+func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+	if len(o.etcd.Endpoints) == 0 {
+		if cmd != "all" {
+			return errors.New("-etcd-endpoints is required (only \"all\" embeds etcd)")
+		}
+		e, err := discovery.StartEmbedded(discovery.EmbeddedConfig{
+			Dir: filepath.Join(o.dataDir, "etcd"), ClientURL: o.etcdClient, PeerURL: o.etcdPeer,
+			LogLevel: "fatal", // etcd logs its own orderly shutdown as errors
+		})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, e.Close)
+		o.etcd.Endpoints = e.Endpoints()
+		log.Info("embedded etcd", "endpoints", e.Endpoints(), "data", filepath.Join(o.dataDir, "etcd"))
+	}
+	cli, err := o.etcd.Client()
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() { cli.Close() })
+
+	if cmd == "all" || cmd == "echo" {
+		stopSvc, err := startService(ctx, cli, o, echo.Service, echo.Register, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, stopSvc)
+	}
+	if cmd == "all" || cmd == "front" {
+		stopFront, err := startFront(ctx, cli, o, log)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, stopFront)
+		if cmd == "all" {
+			printWelcome(o.front.Listen, o.front.AdminListen)
+		}
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+func newNode(service string, o options, log *slog.Logger) (*nanobus.Node, error) {
+	return nanobus.NewNode(nanobus.Config{Service: service, Listen: o.busListen, Advertise: o.busAdvertise, Logger: log})
+}
+
+// startService runs one service on its own bus node and registers it; the
+// returned func deregisters, lets watchers see it, and drains.
+func startService(ctx context.Context, cli *clientv3.Client, o options, service string, register func(*nanobus.Node), log *slog.Logger) (func(), error) {
+	node, err := newNode(service, o, log)
+	if err != nil {
+		return nil, err
+	}
+	register(node)
+	reg, err := announce(ctx, cli, node, o.ttl, log)
+	if err != nil {
+		node.Close()
+		return nil, err
+	}
+	log.Info("service up", "service", service, "bus", node.Addr())
+	return func() {
+		reg.Close()
+		time.Sleep(200 * time.Millisecond) // let watchers drop us before we stop answering
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		node.Shutdown(dctx)
+	}, nil
+}
+
+// announce registers node in etcd with the public routes it serves.
+func announce(ctx context.Context, cli *clientv3.Client, node *nanobus.Node, ttl time.Duration, log *slog.Logger) (*discovery.Registrar, error) {
+	reg := discovery.Registration{Service: node.Service(), Node: fmt.Sprintf("%016x", node.ID()), Addr: node.Addr(), Weight: 1}
+	for _, r := range node.Routes() {
+		if _, err := terminator.ParseRoute(r, node.Service(), 0); err == nil {
+			reg.Routes = append(reg.Routes, discovery.Route{Route: r})
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return discovery.Register(rctx, cli, reg, discovery.RegisterOptions{TTL: ttl, Logger: log})
+}
+
+// startFront runs the terminator: routes and peers follow etcd.
+func startFront(ctx context.Context, cli *clientv3.Client, o options, log *slog.Logger) (func(), error) {
+	node, err := newNode("terminator", o, log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := terminator.New(o.front, node, log)
+	if err != nil {
+		node.Close()
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := discovery.Watch(wctx, cli, discovery.WatchOptions{Peers: node, Logger: log})
+	if err != nil {
+		node.Close()
+		return nil, err
+	}
+	follow := make(chan struct{})
+	go func() {
+		defer close(follow)
+		for {
+			srv.SetRoutes(routesOf(w.Snapshot(), log))
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.Changes():
+			}
+		}
+	}()
+	reg, err := announce(ctx, cli, node, o.ttl, log)
+	if err != nil {
+		w.Close()
+		node.Close()
+		return nil, err
+	}
+	srv.SetReadyCheck(func() error {
+		if w.Stats().Stale {
+			return errors.New("etcd unreachable: routes may be stale")
+		}
+		return reg.Registered()
+	})
+	if err := srv.Start(); err != nil {
+		reg.Close()
+		w.Close()
+		node.Close()
+		return nil, err
+	}
+	return func() {
+		dctx, cancel := context.WithTimeout(context.Background(), o.front.DrainTimeout)
+		defer cancel()
+		if err := srv.Drain(dctx); err != nil {
+			log.Warn("drain incomplete", "err", err)
+		}
+		reg.Close()
+		w.Close()
+		<-follow
+		node.Close()
+		srv.Close()
+	}, nil
+}
+
+// routesOf turns registrations into the terminator's routing table.
+func routesOf(regs []discovery.Registration, log *slog.Logger) []terminator.Route {
+	var out []terminator.Route
+	seen := map[string]bool{}
+	for _, reg := range regs {
+		for _, r := range reg.Routes {
+			rt, err := terminator.ParseRoute(r.Route, reg.Service, time.Duration(r.TimeoutMS)*time.Millisecond)
+			if err != nil {
+				log.Warn("ignoring a bad announced route", "service", reg.Service, "err", err)
+				continue
+			}
+			if k := rt.Key() + " " + rt.Service; !seen[k] {
+				seen[k] = true
+				out = append(out, rt)
+			}
+		}
+	}
+	return out
+}
+
+func printWelcome(listen, admin string) {
+	host := listen
+	if strings.HasPrefix(host, ":") {
+		host = "localhost" + host
+	}
+	fmt.Printf(`
+terminator is up.
+  public HTTP  http://%[1]s
+  admin        http://%[2]s/   (status page; /status.json, /readyz, /debug/pprof/)
+
+try:
+  curl -i http://%[1]s/echo
+  curl -i -X POST --data 'hello bus' http://%[1]s/echo
+  curl -i 'http://%[1]s/echo?sleep=5s'      # past the deadline: 504
+  curl -s http://%[2]s/status.json
+
+Ctrl-C stops it cleanly.
+`, host, admin)
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}

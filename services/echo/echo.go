@@ -1,0 +1,60 @@
+// Package echo is a service that answers with what it got: the bus's
+// smallest real workload, for benchmarks and tests. A query can make it
+// slow or fail: ?sleep=50ms waits (until the request's deadline at most),
+// ?status=503 answers that status.
+package echo
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
+)
+
+// Service is the name echo registers under.
+const Service = "echo"
+
+// Register adds echo's handlers to n: GET and POST /echo.
+func Register(n *nanobus.Node) {
+	n.Handle("GET /echo", handle)
+	n.Handle("POST /echo", handle)
+}
+
+func handle(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	if len(req.Query) > 0 {
+		if d, err := time.ParseDuration(queryValue(req.Query, "sleep")); err == nil && d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return nanobus.Reply{}, ctx.Err()
+			}
+		}
+		if s, err := strconv.Atoi(queryValue(req.Query, "status")); err == nil && s >= 200 && s <= 599 {
+			return nanobus.Reply{Status: s, Body: []byte("status " + strconv.Itoa(s) + "\n")}, nil
+		}
+	}
+	if len(req.Body) == 0 {
+		return nanobus.Reply{Body: hello}, nil
+	}
+	return nanobus.Reply{Body: req.Body}, nil
+}
+
+var hello = []byte("hello\n")
+
+// queryValue finds name=value in a raw query without allocating a map.
+func queryValue(q []byte, name string) string {
+	for len(q) > 0 {
+		var pair []byte
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
+			pair, q = q[:i], q[i+1:]
+		} else {
+			pair, q = q, nil
+		}
+		if len(pair) > len(name) && string(pair[:len(name)]) == name && pair[len(name)] == '=' {
+			return string(pair[len(name)+1:])
+		}
+	}
+	return ""
+}

@@ -2,6 +2,7 @@ package nanobus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -227,4 +228,16 @@ func (n *Node) send(c *conn, m *mangos.Message, deadline time.Time) {
 	if err := c.send(m); err != nil {
 		n.stats.undeliverable.Add(1)
 	}
+}
+
+// JSON is a reply with v encoded as JSON, for handlers that answer JSON:
+// return nanobus.JSON(200, profile).
+func JSON(status int, v any) (Reply, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Reply{}, fmt.Errorf("encode reply: %w", err)
+	}
+	r := Reply{Status: status, Body: b}
+	r.Header.Add("Content-Type", "application/json")
+	return r, nil
 }

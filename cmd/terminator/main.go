@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -21,16 +22,28 @@ import (
 	"github.com/terminator-gw/terminator/discovery"
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/echo"
+	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/profiles"
+	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/visits"
+	"github.com/terminator-gw/terminator/services/web"
 	"github.com/terminator-gw/terminator/terminator"
 )
 
 const usage = `usage: terminator <command> [flags]
 
 commands:
-  all     everything in one process: etcd (embedded unless -etcd-endpoints),
-          the terminator and the services, over real loopback bus sockets
-  front   the terminator alone (needs -etcd-endpoints)
-  echo    the echo service alone (needs -etcd-endpoints)
+  all       everything in one process: etcd (embedded unless -etcd-endpoints),
+            the terminator and every service, over real loopback bus sockets
+  front     the terminator alone
+  web       the aggregator alone (owns the public /profiles routes)
+  profiles  the profile service alone
+  visits    the visit service alone
+  flirts    the flirt service alone
+  echo      the echo service alone
+  seed      load sample profiles, visits and flirts through a running front
+
+Every command but all and seed needs -etcd-endpoints.
 
 Run "terminator <command> -h" for the command's flags.
 `
@@ -42,6 +55,7 @@ type options struct {
 	dataDir      string
 	etcdClient   string // embedded etcd's client URL
 	etcdPeer     string // embedded etcd's peer URL
+	seed         int    // sample profiles to load on a first start
 	ttl          time.Duration
 	etcd         discovery.ClientConfig
 	front        terminator.Config
@@ -59,18 +73,28 @@ func main() {
 	fs.StringVar(&o.busAdvertise, "bus-advertise", os.Getenv("BUS_ADVERTISE"), "bus address peers dial, when listening on 0.0.0.0 (env BUS_ADVERTISE)")
 	fs.DurationVar(&o.ttl, "ttl", 5*time.Second, "etcd lease TTL: how long a dead process stays listed")
 	o.etcd.RegisterFlags(fs)
+	dataFlag := func() {
+		fs.StringVar(&o.dataDir, "data", envOr("TERMINATOR_DATA", "data"), "data directory: the services' stores, and embedded etcd's (env TERMINATOR_DATA)")
+	}
 	switch cmd {
 	case "all":
-		fs.StringVar(&o.dataDir, "data", envOr("TERMINATOR_DATA", "data"), "data directory: embedded etcd and the services' stores (env TERMINATOR_DATA)")
+		dataFlag()
 		fs.StringVar(&o.etcdClient, "embedded-etcd-client", "http://127.0.0.1:23790", "embedded etcd's client URL")
 		fs.StringVar(&o.etcdPeer, "embedded-etcd-peer", "http://127.0.0.1:23800", "embedded etcd's peer URL")
+		fs.IntVar(&o.seed, "seed", 0, "on a first start (no data yet), load this many sample profiles")
 		o.front.RegisterFlags(fs)
 	case "front":
 		o.front.RegisterFlags(fs)
-	case "echo":
+	case "seed":
+		os.Exit(seedMain(os.Args[2:]))
 	default:
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+		if _, ok := services[cmd]; !ok {
+			fmt.Fprint(os.Stderr, usage)
+			os.Exit(2)
+		}
+		if cmd != echo.Service && cmd != web.Service {
+			dataFlag()
+		}
 	}
 	_ = fs.Parse(os.Args[2:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -96,6 +120,7 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 		if cmd != "all" {
 			return errors.New("-etcd-endpoints is required (only \"all\" embeds etcd)")
 		}
+		log.Info("starting embedded etcd", "client", o.etcdClient, "data", filepath.Join(o.dataDir, "etcd"))
 		e, err := discovery.StartEmbedded(discovery.EmbeddedConfig{
 			Dir: filepath.Join(o.dataDir, "etcd"), ClientURL: o.etcdClient, PeerURL: o.etcdPeer,
 			LogLevel: "fatal", // etcd logs its own orderly shutdown as errors
@@ -105,7 +130,7 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 		}
 		closers = append(closers, e.Close)
 		o.etcd.Endpoints = e.Endpoints()
-		log.Info("embedded etcd", "endpoints", e.Endpoints(), "data", filepath.Join(o.dataDir, "etcd"))
+		log.Info("embedded etcd ready", "endpoints", e.Endpoints())
 	}
 	cli, err := o.etcd.Client()
 	if err != nil {
@@ -113,8 +138,11 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 	}
 	closers = append(closers, func() { cli.Close() })
 
-	if cmd == "all" || cmd == "echo" {
-		stopSvc, err := startService(ctx, cli, o, echo.Service, echo.Register, log)
+	for _, name := range serviceOrder {
+		if cmd != "all" && cmd != name {
+			continue
+		}
+		stopSvc, err := startService(ctx, cli, o, name, log)
 		if err != nil {
 			return err
 		}
@@ -127,6 +155,11 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 		}
 		closers = append(closers, stopFront)
 		if cmd == "all" {
+			if o.seed > 0 {
+				if err := seedIfEmpty(ctx, o, log); err != nil {
+					return err
+				}
+			}
 			printWelcome(o.front.Listen, o.front.AdminListen)
 		}
 	}
@@ -139,26 +172,70 @@ func newNode(service string, o options, log *slog.Logger) (*nanobus.Node, error)
 	return nanobus.NewNode(nanobus.Config{Service: service, Listen: o.busListen, Advertise: o.busAdvertise, Logger: log})
 }
 
-// startService runs one service on its own bus node and registers it; the
-// returned func deregisters, lets watchers see it, and drains.
-func startService(ctx context.Context, cli *clientv3.Client, o options, service string, register func(*nanobus.Node), log *slog.Logger) (func(), error) {
+// services are the services this binary runs; a stateful one opens its
+// store under the data directory and returns it to be closed last.
+var services = map[string]func(n *nanobus.Node, dataDir string) (io.Closer, error){
+	echo.Service:     func(n *nanobus.Node, _ string) (io.Closer, error) { echo.Register(n); return nil, nil },
+	web.Service:      func(n *nanobus.Node, _ string) (io.Closer, error) { web.Register(n); return nil, nil },
+	profiles.Service: withStore(profiles.Register),
+	visits.Service:   withStore(visits.Register),
+	flirts.Service:   withStore(flirts.Register),
+}
+
+// serviceOrder starts the domain services before the aggregator that calls them.
+var serviceOrder = []string{profiles.Service, visits.Service, flirts.Service, web.Service, echo.Service}
+
+func withStore(register func(*nanobus.Node, *store.Store)) func(*nanobus.Node, string) (io.Closer, error) {
+	return func(n *nanobus.Node, dir string) (io.Closer, error) {
+		s, err := store.Open(filepath.Join(dir, n.Service()))
+		if err != nil {
+			return nil, err
+		}
+		register(n, s)
+		return s, nil
+	}
+}
+
+// startService runs one service on its own bus node, with its peers from
+// etcd (the aggregator calls the others), and registers it; the returned
+// func deregisters, lets watchers see it, drains, and closes its store.
+func startService(ctx context.Context, cli *clientv3.Client, o options, service string, log *slog.Logger) (func(), error) {
 	node, err := newNode(service, o, log)
 	if err != nil {
 		return nil, err
 	}
-	register(node)
-	reg, err := announce(ctx, cli, node, o.ttl, log)
+	st, err := services[service](node, o.dataDir)
 	if err != nil {
 		node.Close()
+		return nil, err
+	}
+	closeAll := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		node.Shutdown(dctx)
+		if st != nil {
+			st.Close()
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := discovery.Watch(wctx, cli, discovery.WatchOptions{Peers: node, Logger: log})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	reg, err := announce(ctx, cli, node, o.ttl, log)
+	if err != nil {
+		w.Close()
+		closeAll()
 		return nil, err
 	}
 	log.Info("service up", "service", service, "bus", node.Addr())
 	return func() {
 		reg.Close()
 		time.Sleep(200 * time.Millisecond) // let watchers drop us before we stop answering
-		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		node.Shutdown(dctx)
+		w.Close()
+		closeAll()
 	}, nil
 }
 
@@ -268,9 +345,13 @@ terminator is up.
   admin        http://%[2]s/   (status page; /status.json, /readyz, /debug/pprof/)
 
 try:
-  curl -i http://%[1]s/echo
-  curl -i -X POST --data 'hello bus' http://%[1]s/echo
-  curl -i 'http://%[1]s/echo?sleep=5s'      # past the deadline: 504
+  curl -s http://%[1]s/profiles/1
+  curl -s -X PUT --data '{"name":"Ann","age":31,"city":"Lyon","bio":"hiker"}' http://%[1]s/profiles/ann
+  curl -s -X POST --data '{"visitor":"1"}' http://%[1]s/profiles/ann/visits
+  curl -s -X POST --data '{"from":"1","message":"hi Ann"}' http://%[1]s/profiles/ann/flirts
+  curl -s http://%[1]s/profiles/ann
+  curl -s http://%[1]s/profiles/ann/visitors
+  curl -s http://%[1]s/echo
   curl -s http://%[2]s/status.json
 
 Ctrl-C stops it cleanly.

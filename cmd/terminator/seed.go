@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// seedMain is `terminator seed`: sample data through a running front.
+func seedMain(args []string) int {
+	fs := flag.NewFlagSet("seed", flag.ExitOnError)
+	target := fs.String("url", "http://127.0.0.1:8080", "the front to load through")
+	n := fs.Int("n", 300, "profiles to create")
+	_ = fs.Parse(args)
+	if err := seed(context.Background(), *target, *n); err != nil {
+		fmt.Fprintln(os.Stderr, "seed:", err)
+		return 1
+	}
+	fmt.Printf("seeded %d profiles with visits and flirts through %s\n", *n, *target)
+	return 0
+}
+
+// seedIfEmpty seeds through this process's own front on a first start.
+func seedIfEmpty(ctx context.Context, o options, log *slog.Logger) error {
+	base := "http://" + strings.Replace(o.front.Listen, ":", "127.0.0.1:", 1)
+	if !strings.HasPrefix(o.front.Listen, ":") {
+		base = "http://" + o.front.Listen
+	}
+	// The front learns the web routes through etcd: wait for them.
+	var status int
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		status, _ = send(ctx, "GET", base+"/profiles/1", "")
+		if status == 200 || status == 404 && ctx.Err() == nil {
+			break
+		}
+	}
+	if status == 200 {
+		return nil // seeded before: the data survived the restart
+	}
+	log.Info("first start: seeding sample data", "profiles", o.seed)
+	return seed(ctx, base, o.seed)
+}
+
+var (
+	firstNames = []string{"Ann", "Ben", "Chloe", "Dario", "Eva", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Luca", "Mila", "Nils", "Olga", "Paul", "Rosa", "Sami", "Tara", "Umar"}
+	cities     = []string{"Lyon", "Berlin", "Lisbon", "Krakow", "Utrecht", "Turin", "Ghent", "Brno", "Porto", "Aarhus"}
+	hobbies    = []string{"hiking", "jazz", "board games", "cooking", "climbing", "film noir", "cycling", "poetry", "chess", "sailing"}
+)
+
+func seed(ctx context.Context, base string, n int) error {
+	r := rand.New(rand.NewPCG(1, 2)) // the same sample every time
+	put := func(method, path, body string, ok ...int) error {
+		status, reply := send(ctx, method, base+path, body)
+		for _, s := range ok {
+			if status == s {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s %s: %d %s", method, path, status, reply)
+	}
+	for i := 1; i <= n; i++ {
+		body := fmt.Sprintf(`{"name":%q,"age":%d,"city":%q,"bio":"likes %s and %s","photo_url":"https://photos.example/%d.jpg"}`,
+			firstNames[r.IntN(len(firstNames))], 18+r.IntN(50), cities[r.IntN(len(cities))],
+			hobbies[r.IntN(len(hobbies))], hobbies[r.IntN(len(hobbies))], i)
+		if err := put("PUT", "/profiles/"+strconv.Itoa(i), body, 200, 201); err != nil {
+			return err
+		}
+	}
+	for i := 1; i <= n && n > 1; i++ {
+		for range r.IntN(4) {
+			other := 1 + r.IntN(n)
+			if other == i {
+				continue
+			}
+			if err := put("POST", fmt.Sprintf("/profiles/%d/visits", i), fmt.Sprintf(`{"visitor":"%d"}`, other), 200); err != nil {
+				return err
+			}
+			if r.IntN(3) == 0 {
+				msg := fmt.Sprintf(`{"from":"%d","message":"Hi %s fan!"}`, other, hobbies[r.IntN(len(hobbies))])
+				if err := put("POST", fmt.Sprintf("/profiles/%d/flirts", i), msg, 201, 409); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func send(ctx context.Context, method, url, body string) (int, string) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewBufferString(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

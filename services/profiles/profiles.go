@@ -1,0 +1,106 @@
+// Package profiles is the profile service: get and put a dating profile.
+package profiles
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services/store"
+)
+
+// Service is the name profiles registers under.
+const Service = "profiles"
+
+// Internal routes.
+const (
+	RouteGet = "profiles.get" // body: the ID; answers a Profile or 404
+	RoutePut = "profiles.put" // body: a Profile; answers it, 201 when new
+)
+
+// Profile is one member's public profile.
+type Profile struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Age      int       `json:"age"`
+	City     string    `json:"city"`
+	Bio      string    `json:"bio"`
+	PhotoURL string    `json:"photo_url"`
+	Updated  time.Time `json:"updated"`
+}
+
+// Validate says what is wrong with p, or nil.
+func (p *Profile) Validate() error {
+	switch {
+	case !store.ValidID(p.ID):
+		return nanobus.Errorf(400, "id: 1 to 64 of a-z, 0-9, '-', '_'")
+	case strings.TrimSpace(p.Name) == "" || utf8.RuneCountInString(p.Name) > 100:
+		return nanobus.Errorf(400, "name: 1 to 100 characters")
+	case p.Age < 18 || p.Age > 120:
+		return nanobus.Errorf(400, "age: 18 to 120")
+	case utf8.RuneCountInString(p.City) > 100:
+		return nanobus.Errorf(400, "city: at most 100 characters")
+	case utf8.RuneCountInString(p.Bio) > 2000:
+		return nanobus.Errorf(400, "bio: at most 2000 characters")
+	case p.PhotoURL != "" && !validPhotoURL(p.PhotoURL):
+		return nanobus.Errorf(400, "photo_url: an http or https URL of at most 500 characters")
+	}
+	return nil
+}
+
+func validPhotoURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && len(s) <= 500 && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// Register adds the profile service's handlers to n, storing in s.
+func Register(n *nanobus.Node, s *store.Store) {
+	var mu sync.Mutex // orders read-then-write of one put against another
+	n.Handle(RouteGet, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		id := string(req.Body)
+		if !store.ValidID(id) {
+			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
+		}
+		var p Profile
+		found, err := s.Get("p/"+id, &p)
+		if err != nil {
+			return nanobus.Reply{}, err
+		}
+		if !found {
+			return nanobus.Reply{}, nanobus.Errorf(404, "no profile %s", id)
+		}
+		return nanobus.JSON(200, p)
+	})
+	n.Handle(RoutePut, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		var p Profile
+		if err := json.Unmarshal(req.Body, &p); err != nil {
+			return nanobus.Reply{}, nanobus.Errorf(400, "profile: %v", err)
+		}
+		if err := p.Validate(); err != nil {
+			return nanobus.Reply{}, err
+		}
+		p.Updated = time.Now().UTC().Truncate(time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		var old Profile
+		existed, err := s.Get("p/"+p.ID, &old)
+		if err != nil {
+			return nanobus.Reply{}, err
+		}
+		b := s.Batch()
+		b.Put("p/"+p.ID, p)
+		if err := b.Commit(); err != nil {
+			return nanobus.Reply{}, err
+		}
+		status := 200
+		if !existed {
+			status = 201
+		}
+		return nanobus.JSON(status, p)
+	})
+}

@@ -1,0 +1,243 @@
+// Package web is the aggregator: it owns the public routes, calls the
+// domain services over the bus (in parallel where the calls are
+// independent) and composes the JSON pages.
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/profiles"
+	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/visits"
+)
+
+// Service is the name web registers under.
+const Service = "web"
+
+// Page is GET /profiles/{id}: the profile with its counts. A count whose
+// service did not answer in time is left out and named in Missing, so the
+// page degrades instead of failing whole.
+type Page struct {
+	Profile json.RawMessage `json:"profile"`
+	Visits  *int            `json:"visits,omitempty"`
+	Flirts  *int            `json:"flirts,omitempty"`
+	Missing []string        `json:"missing,omitempty"`
+}
+
+// Register adds the public routes to n; n must know the domain services'
+// peers (discovery does that).
+func Register(n *nanobus.Node) {
+	a := &aggregator{n: n}
+	n.Handle("GET /profiles/{id}", a.page)
+	n.Handle("PUT /profiles/{id}", a.putProfile)
+	n.Handle("POST /profiles/{id}/visits", a.visit)
+	n.Handle("POST /profiles/{id}/flirts", a.flirt)
+	n.Handle("GET /profiles/{id}/visitors", a.visitors)
+}
+
+type aggregator struct{ n *nanobus.Node }
+
+// optionalShare is the part of the remaining time a call whose answer the
+// page can do without may take: what is left covers the reply.
+const optionalShare = 0.8
+
+func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	id, err := pathID(req)
+	if err != nil {
+		return nanobus.Reply{}, err
+	}
+	// Three independent calls at once: the page takes as long as the
+	// slowest, not their sum.
+	var page Page
+	var profileErr error
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		var raw json.RawMessage
+		profileErr = a.call(ctx, profiles.Service, profiles.RouteGet, []byte(id), &raw)
+		page.Profile = raw
+	}()
+	optional, cancel := context.WithDeadline(ctx, shareOf(ctx, optionalShare))
+	defer cancel()
+	var visitCount visits.Count
+	var flirtCount flirts.Count
+	var visitsErr, flirtsErr error
+	go func() {
+		defer wg.Done()
+		visitsErr = a.call(optional, visits.Service, visits.RouteCount, []byte(id), &visitCount)
+	}()
+	go func() {
+		defer wg.Done()
+		flirtsErr = a.call(optional, flirts.Service, flirts.RouteCount, []byte(id), &flirtCount)
+	}()
+	wg.Wait()
+	if profileErr != nil {
+		return nanobus.Reply{}, profileErr // 404 for an unknown profile, or the bus error
+	}
+	if visitsErr == nil {
+		page.Visits = &visitCount.Count
+	} else {
+		page.Missing = append(page.Missing, "visits")
+	}
+	if flirtsErr == nil {
+		page.Flirts = &flirtCount.Count
+	} else {
+		page.Missing = append(page.Missing, "flirts")
+	}
+	return nanobus.JSON(200, page)
+}
+
+func (a *aggregator) putProfile(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	id, err := pathID(req)
+	if err != nil {
+		return nanobus.Reply{}, err
+	}
+	var p profiles.Profile
+	if err := decodeBody(req, &p); err != nil {
+		return nanobus.Reply{}, err
+	}
+	p.ID = id
+	body, _ := json.Marshal(p)
+	return a.forward(ctx, profiles.Service, profiles.RoutePut, body)
+}
+
+func (a *aggregator) visit(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	id, err := pathID(req)
+	if err != nil {
+		return nanobus.Reply{}, err
+	}
+	var in struct {
+		Visitor string `json:"visitor"`
+	}
+	if err := decodeBody(req, &in); err != nil {
+		return nanobus.Reply{}, err
+	}
+	if err := a.bothExist(ctx, id, in.Visitor); err != nil {
+		return nanobus.Reply{}, err
+	}
+	body, _ := json.Marshal(visits.Visit{Profile: id, Visitor: in.Visitor})
+	return a.forward(ctx, visits.Service, visits.RouteRecord, body)
+}
+
+func (a *aggregator) flirt(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	id, err := pathID(req)
+	if err != nil {
+		return nanobus.Reply{}, err
+	}
+	var in struct {
+		From    string `json:"from"`
+		Message string `json:"message"`
+	}
+	if err := decodeBody(req, &in); err != nil {
+		return nanobus.Reply{}, err
+	}
+	if err := a.bothExist(ctx, id, in.From); err != nil {
+		return nanobus.Reply{}, err
+	}
+	body, _ := json.Marshal(flirts.Flirt{From: in.From, To: id, Message: in.Message})
+	return a.forward(ctx, flirts.Service, flirts.RouteSend, body)
+}
+
+func (a *aggregator) visitors(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	id, err := pathID(req)
+	if err != nil {
+		return nanobus.Reply{}, err
+	}
+	body, _ := json.Marshal(visits.ListRequest{Profile: id, Limit: 50})
+	return a.forward(ctx, visits.Service, visits.RouteList, body)
+}
+
+// bothExist checks, in parallel, that the two profiles exist: 404 names
+// the first that does not.
+func (a *aggregator) bothExist(ctx context.Context, id, other string) error {
+	if !store.ValidID(other) {
+		return nanobus.Errorf(400, "bad profile id %q", other)
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, p := range []string{id, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var raw json.RawMessage
+			errs[i] = a.call(ctx, profiles.Service, profiles.RouteGet, []byte(p), &raw)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// call makes one call and decodes a 2xx reply into out; any other status
+// comes back as a *nanobus.StatusError, bus errors as mapped statuses.
+func (a *aggregator) call(ctx context.Context, service, route string, body []byte, out any) error {
+	resp, err := a.n.Call(ctx, service, route, body)
+	if err != nil {
+		return busError(service, err)
+	}
+	defer resp.Release()
+	if resp.Status/100 != 2 {
+		return &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
+	}
+	return json.Unmarshal(resp.Body, out)
+}
+
+// forward makes one call and answers with its reply as it is.
+func (a *aggregator) forward(ctx context.Context, service, route string, body []byte) (nanobus.Reply, error) {
+	resp, err := a.n.Call(ctx, service, route, body)
+	if err != nil {
+		return nanobus.Reply{}, busError(service, err)
+	}
+	defer resp.Release()
+	if resp.Status/100 != 2 {
+		return nanobus.Reply{}, &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
+	}
+	// The reply's body is a view into a frame released on return: copy.
+	rep := nanobus.Reply{Status: resp.Status, Body: append([]byte(nil), resp.Body...)}
+	rep.Header.Add("Content-Type", "application/json")
+	return rep, nil
+}
+
+// busError maps a failed call to the status the client sees, as the
+// terminator's table does.
+func busError(service string, err error) error {
+	switch {
+	case errors.Is(err, nanobus.ErrDeadline):
+		return nanobus.Errorf(504, "%s did not answer in time", service)
+	case errors.Is(err, nanobus.ErrNoPeer), errors.Is(err, nanobus.ErrBusy), errors.Is(err, nanobus.ErrUnavailable):
+		return nanobus.Errorf(503, "%s unavailable", service)
+	case errors.Is(err, context.Canceled):
+		return err
+	}
+	return nanobus.Errorf(502, "%s: %v", service, err)
+}
+
+func pathID(req *nanobus.Request) (string, error) {
+	id := req.PathValue("id")
+	if !store.ValidID(id) {
+		return "", nanobus.Errorf(400, "bad profile id %q", id)
+	}
+	return id, nil
+}
+
+func decodeBody(req *nanobus.Request, v any) error {
+	if err := json.Unmarshal(req.Body, v); err != nil {
+		return nanobus.Errorf(400, "body: %v", err)
+	}
+	return nil
+}
+
+// shareOf is the deadline that leaves (1-share) of ctx's remaining time.
+func shareOf(ctx context.Context, share float64) time.Time {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return time.Now().Add(time.Second)
+	}
+	return time.Now().Add(time.Duration(float64(time.Until(dl)) * share))
+}

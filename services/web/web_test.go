@@ -1,0 +1,219 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/profiles"
+	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/visits"
+	"github.com/terminator-gw/terminator/services/web"
+	"github.com/terminator-gw/terminator/terminator"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type stack struct {
+	base  string
+	nodes map[string]*nanobus.Node
+	web   *nanobus.Node
+}
+
+func node(t *testing.T, service string) *nanobus.Node {
+	t.Helper()
+	n, err := nanobus.NewNode(nanobus.Config{Service: service, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func link(t *testing.T, from *nanobus.Node, to ...*nanobus.Node) {
+	t.Helper()
+	for _, n := range to {
+		from.AddPeer(nanobus.Peer{Service: n.Service(), Addr: n.Addr()})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := from.WaitReady(ctx, n.Service()); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+}
+
+// newStack runs the real domain services (real stores), the aggregator and
+// a terminator in front, over real loopback sockets. domain, when given,
+// replaces the real domain services.
+func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *stack {
+	t.Helper()
+	s := &stack{nodes: map[string]*nanobus.Node{}}
+	if len(domain) == 0 {
+		for name, register := range map[string]func(*nanobus.Node, *store.Store){
+			profiles.Service: profiles.Register, visits.Service: visits.Register, flirts.Service: flirts.Register,
+		} {
+			st, err := store.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := node(t, name)
+			register(n, st)
+			t.Cleanup(func() { n.Close(); st.Close() })
+			domain = append(domain, n)
+		}
+	}
+	for _, n := range domain {
+		s.nodes[n.Service()] = n
+	}
+	s.web = node(t, web.Service)
+	web.Register(s.web)
+	link(t, s.web, domain...)
+
+	front := node(t, "")
+	link(t, front, s.web)
+	srv, err := terminator.New(terminator.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", Timeout: timeout, MaxBodyBytes: 64 << 10}, front, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var routes []terminator.Route
+	for _, key := range s.web.Routes() {
+		r, _ := terminator.ParseRoute(key, web.Service, 0)
+		routes = append(routes, r)
+	}
+	srv.SetRoutes(routes)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Drain(context.Background()); srv.Close() })
+	s.base = "http://" + srv.Addr()
+	return s
+}
+
+func (s *stack) do(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, s.base+path, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestProfileLifecycle(t *testing.T) {
+	s := newStack(t, 3*time.Second)
+	steps := []struct {
+		method, path, body string
+		want               int
+		contains           string
+	}{
+		{"PUT", "/profiles/ann", `{"name":"Ann","age":31,"city":"Lyon","bio":"hiker","photo_url":"https://p.example/a.jpg"}`, 201, `"name":"Ann"`},
+		{"PUT", "/profiles/ann", `{"name":"Ann","age":32,"city":"Lyon"}`, 200, `"age":32`},
+		{"PUT", "/profiles/bob", `{"name":"Bob","age":40}`, 201, `"bob"`},
+		{"POST", "/profiles/ann/visits", `{"visitor":"bob"}`, 200, `{"count":1}`},
+		{"POST", "/profiles/ann/visits", `{"visitor":"bob"}`, 200, `{"count":2}`},
+		{"POST", "/profiles/ann/flirts", `{"from":"bob","message":"hi"}`, 201, `{"count":1}`},
+		{"POST", "/profiles/ann/flirts", `{"from":"bob","message":"hi again"}`, 409, "already"},
+		{"GET", "/profiles/ann", "", 200, `"visits":2,"flirts":1}`},
+		{"GET", "/profiles/ann/visitors", "", 200, `"visitor":"bob"`},
+		// Bad input: clear 4xx answers.
+		{"GET", "/profiles/nobody", "", 404, "no profile"},
+		{"GET", "/profiles/BAD!", "", 400, "bad profile id"},
+		{"PUT", "/profiles/ann", `{"name":`, 400, "body"},
+		{"PUT", "/profiles/ann", `{"name":"Ann","age":"old"}`, 400, "body"},
+		{"PUT", "/profiles/ann", `{"name":"Ann","age":12}`, 400, "age"},
+		{"PUT", "/profiles/ann", `{"name":"Ann","age":30,"photo_url":"javascript:alert(1)"}`, 400, "photo_url"},
+		{"PUT", "/profiles/ann", `{"name":"` + strings.Repeat("x", 70<<10) + `"}`, 413, ""},
+		{"POST", "/profiles/ann/visits", `{"visitor":"ghost"}`, 404, "no profile ghost"},
+		{"POST", "/profiles/ann/visits", `{"visitor":"ann"}`, 400, "itself"},
+		{"POST", "/profiles/ann/flirts", `{"from":"bob","message":"` + strings.Repeat("x", 600) + `"}`, 400, "message"},
+		// ...and the stored data is intact.
+		{"GET", "/profiles/ann", "", 200, `"age":32,"city":"Lyon"`},
+		{"GET", "/profiles/ann", "", 200, `"visits":2,"flirts":1}`},
+	}
+	for _, st := range steps {
+		code, body := s.do(t, st.method, st.path, st.body)
+		if code != st.want || !strings.Contains(body, st.contains) {
+			t.Fatalf("%s %s %.60s: %d %.200s, want %d containing %q", st.method, st.path, st.body, code, body, st.want, st.contains)
+		}
+	}
+}
+
+// The page's three downstream calls run at once: each domain handler waits
+// until all three are in, which only happens if they are in flight together.
+func TestPageFansOutInParallel(t *testing.T) {
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	barrier := func(body []byte) nanobus.Handler {
+		return func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+			if arrived.Add(1) == 3 {
+				close(all)
+			}
+			select {
+			case <-all:
+			case <-ctx.Done():
+				return nanobus.Reply{}, ctx.Err()
+			}
+			return nanobus.Reply{Body: body}, nil
+		}
+	}
+	p, v, f := node(t, profiles.Service), node(t, visits.Service), node(t, flirts.Service)
+	p.Handle(profiles.RouteGet, barrier([]byte(`{"id":"x","name":"X","age":30}`)))
+	v.Handle(visits.RouteCount, barrier([]byte(`{"count":4}`)))
+	f.Handle(flirts.RouteCount, barrier([]byte(`{"count":2}`)))
+	s := newStack(t, 2*time.Second, p, v, f)
+
+	code, body := s.do(t, "GET", "/profiles/x", "")
+	var page web.Page
+	if err := json.Unmarshal([]byte(body), &page); err != nil || code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if page.Visits == nil || *page.Visits != 4 || page.Flirts == nil || *page.Flirts != 2 || len(page.Missing) != 0 {
+		t.Fatalf("page %s: the calls did not all run at once", body)
+	}
+}
+
+// With one domain service gone the page degrades: its field is missing and
+// named; without the profile itself the page fails.
+func TestPageDegrades(t *testing.T) {
+	s := newStack(t, 500*time.Millisecond)
+	if code, body := s.do(t, "PUT", "/profiles/ann", `{"name":"Ann","age":31}`); code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	s.nodes[visits.Service].Close()
+	code, body := s.do(t, "GET", "/profiles/ann", "")
+	var page web.Page
+	if err := json.Unmarshal([]byte(body), &page); err != nil || code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if page.Visits != nil || page.Flirts == nil || len(page.Missing) != 1 || page.Missing[0] != "visits" {
+		t.Fatalf("degraded page %s, want visits missing and marked", body)
+	}
+
+	// A slow (not dead) service is cut off at its share of the deadline.
+	slow := node(t, flirts.Service)
+	slow.Handle(flirts.RouteCount, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		<-ctx.Done()
+		return nanobus.Reply{}, ctx.Err()
+	})
+	s.web.RemovePeer(nanobus.Peer{Service: flirts.Service, Addr: s.nodes[flirts.Service].Addr()})
+	link(t, s.web, slow)
+	code, body = s.do(t, "GET", "/profiles/ann", "")
+	if code != 200 || !strings.Contains(body, `"missing":["visits","flirts"]`) {
+		t.Fatalf("with flirts timing out: %d %s", code, body)
+	}
+
+	s.nodes[profiles.Service].Close()
+	if code, body := s.do(t, "GET", "/profiles/ann", ""); code != 503 {
+		t.Fatalf("without the profile service: %d %s, want 503", code, body)
+	}
+}

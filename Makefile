@@ -10,7 +10,7 @@ build:
 
 ## run: everything in one process (embedded etcd, terminator on :8080, services), data under ./data
 run: build
-	./bin/terminator all -data data
+	./bin/terminator all -data data -seed 300
 
 ## test: the full suite, race detector on (what CI runs)
 test: vet

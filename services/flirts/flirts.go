@@ -109,18 +109,10 @@ func Register(n *nanobus.Node, s *store.Store) {
 		if lr.Limit <= 0 || lr.Limit > 100 {
 			lr.Limit = 100
 		}
-		out := Received{Flirts: []Flirt{}}
-		err := s.Scan("f/"+lr.Profile+"/", lr.Limit, func(_ string, value []byte) error {
-			var f Flirt
-			if err := json.Unmarshal(value, &f); err != nil {
-				return err
-			}
-			out.Flirts = append(out.Flirts, f)
-			return nil
-		})
+		list, err := store.List[Flirt](s, "f/"+lr.Profile+"/", lr.Limit)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		return nanobus.JSON(200, out)
+		return nanobus.JSON(200, Received{Flirts: list})
 	})
 }

@@ -74,24 +74,24 @@ func (b *Batch) Commit() error {
 	return b.b.Commit(pebble.Sync)
 }
 
-// Scan calls f for each key with prefix, in key order, up to limit keys (0:
-// all), with the value still encoded: f decodes what it needs.
-func (s *Store) Scan(prefix string, limit int, f func(key string, value []byte) error) error {
-	upper := []byte(prefix)
-	upper = append(upper[:len(upper):len(upper)], 0xff)
+// List decodes the values of up to limit keys with prefix (0: all), in key
+// order.
+func List[T any](s *Store, prefix string, limit int) ([]T, error) {
+	upper := append([]byte(prefix), 0xff)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer it.Close()
-	n := 0
-	for it.First(); it.Valid() && (limit == 0 || n < limit); it.Next() {
-		if err := f(string(it.Key()), it.Value()); err != nil {
-			return err
+	out := []T{}
+	for it.First(); it.Valid() && (limit == 0 || len(out) < limit); it.Next() {
+		var v T
+		if err := json.Unmarshal(it.Value(), &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", it.Key(), err)
 		}
-		n++
+		out = append(out, v)
 	}
-	return it.Error()
+	return out, it.Error()
 }
 
 type quietLogger struct{}

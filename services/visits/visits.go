@@ -97,19 +97,11 @@ func Register(n *nanobus.Node, s *store.Store) {
 		if lr.Limit <= 0 || lr.Limit > 100 {
 			lr.Limit = 100
 		}
-		out := Visitors{Visits: []Visit{}}
-		err := s.Scan("v/"+lr.Profile+"/", lr.Limit, func(_ string, value []byte) error {
-			var v Visit
-			if err := json.Unmarshal(value, &v); err != nil {
-				return err
-			}
-			out.Visits = append(out.Visits, v)
-			return nil
-		})
+		list, err := store.List[Visit](s, "v/"+lr.Profile+"/", lr.Limit)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		return nanobus.JSON(200, out)
+		return nanobus.JSON(200, Visitors{Visits: list})
 	})
 }
 

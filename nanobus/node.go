@@ -202,6 +202,11 @@ func (n *Node) malformed(m *mangos.Message, err error) {
 	m.Free()
 }
 
+// maxConns bounds the sockets a node dials. Askers name their own address
+// in every request; without a bound, peers naming ever new addresses would
+// make this node dial without end.
+const maxConns = 4096
+
 // conn returns the dialed socket to addr, dialing it if new.
 func (n *Node) conn(addr []byte) (*conn, error) {
 	n.mu.RLock()
@@ -217,6 +222,12 @@ func (n *Node) conn(addr []byte) (*conn, error) {
 	}
 	if n.closed.Load() {
 		return nil, ErrClosed
+	}
+	if len(n.conns) >= maxConns {
+		return nil, fmt.Errorf("dial %s: %d connections open already", addr, maxConns)
+	}
+	if !strings.HasPrefix(string(addr), "tcp://") && !strings.HasPrefix(string(addr), "tls+tcp://") {
+		return nil, fmt.Errorf("dial %q: not a bus address", addr)
 	}
 	c, err := n.newConn(string(addr))
 	if err != nil {

@@ -66,15 +66,17 @@ func Register(n *nanobus.Node, s *store.Store) {
 		if !store.ValidID(id) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
 		}
-		var p Profile
-		found, err := s.Get("p/"+id, &p)
+		// The stored JSON is the answer: no decode and encode again.
+		raw, err := s.GetRaw("p/" + id)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		if !found {
+		if raw == nil {
 			return nanobus.Reply{}, nanobus.Errorf(404, "no profile %s", id)
 		}
-		return nanobus.JSON(200, p)
+		rep := nanobus.Reply{Body: raw}
+		rep.Header.Add("Content-Type", "application/json")
+		return rep, nil
 	})
 	n.Handle(RoutePut, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var p Profile

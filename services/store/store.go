@@ -43,6 +43,19 @@ func (s *Store) Get(key string, v any) (found bool, err error) {
 	return true, nil
 }
 
+// GetRaw returns a copy of the value at key as stored (JSON), or nil.
+func (s *Store) GetRaw(key string) ([]byte, error) {
+	b, closer, err := s.db.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), b...), nil
+}
+
 // Batch is a set of writes applied atomically.
 type Batch struct {
 	b   *pebble.Batch

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,15 +56,13 @@ func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Re
 	}
 	// Three independent calls at once: the page takes as long as the
 	// slowest, not their sum.
-	var page Page
+	var profile []byte
 	var profileErr error
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		var raw json.RawMessage
-		profileErr = a.call(ctx, profiles.Service, profiles.RouteGet, []byte(id), &raw)
-		page.Profile = raw
+		_, profile, profileErr = a.callRaw(ctx, profiles.Service, profiles.RouteGet, []byte(id))
 	}()
 	optional, cancel := context.WithDeadline(ctx, shareOf(ctx, optionalShare))
 	defer cancel()
@@ -81,17 +81,27 @@ func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Re
 	if profileErr != nil {
 		return nanobus.Reply{}, profileErr // 404 for an unknown profile, or the bus error
 	}
+	// The page is assembled by hand around the profile's JSON as the
+	// profile service sent it: encoding a Page would parse it all again.
+	b := make([]byte, 0, len(profile)+80)
+	b = append(append(b, `{"profile":`...), profile...)
+	var missing []string
 	if visitsErr == nil {
-		page.Visits = &visitCount.Count
+		b = strconv.AppendInt(append(b, `,"visits":`...), int64(visitCount.Count), 10)
 	} else {
-		page.Missing = append(page.Missing, "visits")
+		missing = append(missing, `"visits"`)
 	}
 	if flirtsErr == nil {
-		page.Flirts = &flirtCount.Count
+		b = strconv.AppendInt(append(b, `,"flirts":`...), int64(flirtCount.Count), 10)
 	} else {
-		page.Missing = append(page.Missing, "flirts")
+		missing = append(missing, `"flirts"`)
 	}
-	return nanobus.JSON(200, page)
+	if len(missing) > 0 {
+		b = append(append(append(b, `,"missing":[`...), strings.Join(missing, ",")...), ']')
+	}
+	rep := nanobus.Reply{Body: append(b, '}')}
+	rep.Header.Add("Content-Type", "application/json")
+	return rep, nil
 }
 
 func (a *aggregator) putProfile(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
@@ -166,8 +176,7 @@ func (a *aggregator) bothExist(ctx context.Context, id, other string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var raw json.RawMessage
-			errs[i] = a.call(ctx, profiles.Service, profiles.RouteGet, []byte(p), &raw)
+			_, _, errs[i] = a.callRaw(ctx, profiles.Service, profiles.RouteGet, []byte(p))
 		}()
 	}
 	wg.Wait()
@@ -177,29 +186,34 @@ func (a *aggregator) bothExist(ctx context.Context, id, other string) error {
 // call makes one call and decodes a 2xx reply into out; any other status
 // comes back as a *nanobus.StatusError, bus errors as mapped statuses.
 func (a *aggregator) call(ctx context.Context, service, route string, body []byte, out any) error {
+	_, raw, err := a.callRaw(ctx, service, route, body)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// callRaw is call with the 2xx reply's status and body as they came (the
+// body copied out of the frame, which is released on return).
+func (a *aggregator) callRaw(ctx context.Context, service, route string, body []byte) (int, []byte, error) {
 	resp, err := a.n.Call(ctx, service, route, body)
 	if err != nil {
-		return busError(service, err)
+		return 0, nil, busError(service, err)
 	}
 	defer resp.Release()
 	if resp.Status/100 != 2 {
-		return &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
+		return 0, nil, &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
 	}
-	return json.Unmarshal(resp.Body, out)
+	return resp.Status, append([]byte(nil), resp.Body...), nil
 }
 
 // forward makes one call and answers with its reply as it is.
 func (a *aggregator) forward(ctx context.Context, service, route string, body []byte) (nanobus.Reply, error) {
-	resp, err := a.n.Call(ctx, service, route, body)
+	status, raw, err := a.callRaw(ctx, service, route, body)
 	if err != nil {
-		return nanobus.Reply{}, busError(service, err)
+		return nanobus.Reply{}, err
 	}
-	defer resp.Release()
-	if resp.Status/100 != 2 {
-		return nanobus.Reply{}, &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
-	}
-	// The reply's body is a view into a frame released on return: copy.
-	rep := nanobus.Reply{Status: resp.Status, Body: append([]byte(nil), resp.Body...)}
+	rep := nanobus.Reply{Status: status, Body: raw}
 	rep.Header.Add("Content-Type", "application/json")
 	return rep, nil
 }

@@ -9,9 +9,9 @@ import (
 
 // Peer is one live instance of a service, as a registry sees it.
 type Peer struct {
-	Service string // the service the instance runs, e.g. "profiles"
-	Addr    string // its bus address, e.g. "tcp://10.0.0.5:7100"
-	Weight  int    // relative share of calls among the service's instances; 0 counts as 1
+	Service string `json:"service"` // the service the instance runs, e.g. "profiles"
+	Addr    string `json:"addr"`    // its bus address, e.g. "tcp://10.0.0.5:7100"
+	Weight  int    `json:"weight"`  // relative share of calls among the service's instances; 0 counts as 1
 }
 
 // Peers is the small interface a registry drives to tell a node who is out
@@ -117,8 +117,8 @@ func (n *Node) Instances(service string) []PeerState {
 // PeerState is a peer as the node sees it now.
 type PeerState struct {
 	Peer
-	Ready    bool // connected: calls can go to it
-	InFlight int  // calls waiting on its connection
+	Ready    bool `json:"ready"`     // connected: calls can go to it
+	InFlight int  `json:"in_flight"` // calls waiting on its connection
 }
 
 // pick chooses an instance of service by the power of two choices: two

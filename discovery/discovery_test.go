@@ -2,15 +2,17 @@ package discovery
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/terminator-gw/terminator/nanobus"
 )
@@ -29,9 +31,12 @@ func startEtcd(t *testing.T) *Embedded {
 	return e
 }
 
+// client connects the way the binaries do. Cleanups run last-in first-out,
+// so clients close before the etcd they talk to (an etcd closing with
+// clients still connected waits for them).
 func client(t *testing.T, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	cli, err := ClientConfig{Endpoints: endpoints, DialTimeout: 2 * time.Second}.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +46,14 @@ func client(t *testing.T, endpoints ...string) *clientv3.Client {
 
 func register(t *testing.T, cli *clientv3.Client, service, node, addr string) *Registrar {
 	t.Helper()
+	return registerWeight(t, cli, service, node, addr, 1)
+}
+
+func registerWeight(t *testing.T, cli *clientv3.Client, service, node, addr string, weight int) *Registrar {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := Register(ctx, cli, Registration{Service: service, Node: node, Addr: addr, Weight: 1,
+	r, err := Register(ctx, cli, Registration{Service: service, Node: node, Addr: addr, Weight: weight,
 		Routes: []Route{{Route: "GET /" + service + "/{id}", TimeoutMS: 800}}}, RegisterOptions{TTL: ttl, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -52,10 +62,19 @@ func register(t *testing.T, cli *clientv3.Client, service, node, addr string) *R
 	return r
 }
 
-// recorder is a nanobus.Peers that remembers the current set.
+// kill makes a registered node "die": its etcd client goes, nothing is
+// revoked, and the registrar stops retrying on the closed client.
+func kill(cli *clientv3.Client, r *Registrar) {
+	cli.Close()
+	r.cancel()
+}
+
+// recorder is a nanobus.Peers that remembers the current set and counts
+// removals.
 type recorder struct {
-	mu    sync.Mutex
-	peers map[nanobus.Peer]bool
+	mu      sync.Mutex
+	peers   map[nanobus.Peer]bool
+	removed int
 }
 
 func (r *recorder) AddPeer(p nanobus.Peer) {
@@ -64,24 +83,42 @@ func (r *recorder) AddPeer(p nanobus.Peer) {
 	if r.peers == nil {
 		r.peers = map[nanobus.Peer]bool{}
 	}
+	for q := range r.peers { // as nanobus does: adding a known peer updates it
+		if q.Service == p.Service && q.Addr == p.Addr {
+			delete(r.peers, q)
+		}
+	}
 	r.peers[p] = true
 }
 
 func (r *recorder) RemovePeer(p nanobus.Peer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.peers, p)
+	for q := range r.peers {
+		if q.Service == p.Service && q.Addr == p.Addr {
+			delete(r.peers, q)
+			r.removed++
+		}
+	}
 }
 
-func (r *recorder) has(addr string) bool {
+func (r *recorder) has(addr string) bool { return r.weight(addr) > 0 }
+
+func (r *recorder) weight(addr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for p := range r.peers {
 		if p.Addr == addr {
-			return true
+			return max(p.Weight, 1)
 		}
 	}
-	return false
+	return 0
+}
+
+func (r *recorder) removals() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removed
 }
 
 func watch(t *testing.T, cli *clientv3.Client, peers nanobus.Peers) *Watcher {
@@ -119,9 +156,17 @@ func TestRegisterWatchDeregister(t *testing.T) {
 	if err := r.Registered(); err != nil {
 		t.Fatalf("Registered() = %v", err)
 	}
+	if r.Key() != "/terminator/services/profiles/n1" {
+		t.Fatalf("key %q", r.Key())
+	}
 	eventually(t, 5*time.Second, "watcher sees the registration", func() bool { return peers.has("tcp://127.0.0.1:7001") })
+	select {
+	case <-w.Changes():
+	case <-time.After(time.Second):
+		t.Fatal("no change notification")
+	}
 	snap := w.Snapshot()
-	if len(snap) != 1 || snap[0].Service != "profiles" || len(snap[0].Routes) != 1 || snap[0].Routes[0].TimeoutMS != 800 {
+	if len(snap) != 1 || snap[0].Service != "profiles" || len(snap[0].Routes) != 1 || snap[0].Routes[0].TimeoutMS != 800 || snap[0].Started.IsZero() {
 		t.Fatalf("snapshot %+v", snap)
 	}
 	// A watcher started later sees it through its first list.
@@ -136,9 +181,15 @@ func TestRegisterWatchDeregister(t *testing.T) {
 	}
 	took := eventually(t, time.Second, "deregistration seen at once", func() bool { return !peers.has("tcp://127.0.0.1:7001") })
 	t.Logf("removal seen %v after Close (TTL %v)", took, ttl)
-	resp, _ := cli.Get(context.Background(), r.Key())
-	if len(resp.Kvs) != 0 {
-		t.Fatal("key still in etcd after Close")
+	resp, err := cli.Get(context.Background(), r.Key())
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("key still in etcd after Close: %v", err)
+	}
+	if r.Registered() == nil {
+		t.Fatal("Registered() = nil after Close")
+	}
+	if s := w.Stats(); s.Instances != 0 || s.Stale || s.Lists != 1 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
@@ -152,42 +203,88 @@ func TestLeaseExpiresWhenKeepaliveStops(t *testing.T) {
 	doomed := client(t, e.Endpoints()...)
 	r := register(t, doomed, "visits", "n1", "tcp://127.0.0.1:7002")
 	eventually(t, 5*time.Second, "registered", func() bool { return peers.has("tcp://127.0.0.1:7002") })
-	doomed.Close() // the process "dies": keepalives stop, nothing is revoked
+	kill(doomed, r)
 	took := eventually(t, 3*ttl, "removal after lease expiry", func() bool { return !peers.has("tcp://127.0.0.1:7002") })
 	t.Logf("removal seen %v after the keepalives stopped (TTL %v)", took, ttl)
-	r.cancel() // stop retrying on the closed client
+}
+
+// A process that crashes and comes back on the same fixed bus port gets a
+// new node ID, so for up to a TTL two keys name one address. The old key
+// expiring must not remove the live instance; weights follow the newest.
+func TestSameAddressAfterRestart(t *testing.T) {
+	e := startEtcd(t)
+	cli := client(t, e.Endpoints()...)
+	peers := &recorder{}
+	w := watch(t, cli, peers)
+	const addr = "tcp://127.0.0.1:7301"
+
+	crashed := client(t, e.Endpoints()...)
+	old := register(t, crashed, "profiles", "life1", addr)
+	eventually(t, 5*time.Second, "first life seen", func() bool { return peers.has(addr) })
+	kill(crashed, old)
+	registerWeight(t, cli, "profiles", "life2", addr, 3)
+	eventually(t, 5*time.Second, "weight of the newest registration", func() bool { return peers.weight(addr) == 3 })
+
+	eventually(t, 3*ttl, "first life's key expires", func() bool { return len(w.Snapshot()) == 1 })
+	if n := w.Snapshot()[0].Node; n != "life2" {
+		t.Fatalf("left with node %s", n)
+	}
+	if !peers.has(addr) || peers.removals() != 0 {
+		t.Fatalf("the live instance was removed with its earlier life's key (removals %d)", peers.removals())
+	}
 }
 
 // etcd down longer than the TTL: the watcher keeps the last membership and
 // says it is stale; when etcd is back, the node registers again by itself
-// and the watcher catches up.
+// and the watcher catches up, including with a node that died meanwhile.
 func TestReRegistrationAfterEtcdRestart(t *testing.T) {
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 	e := startEtcd(t)
 	cfg := e.Config()
+	var e2 *Embedded
+	t.Cleanup(func() { // registered before the clients: runs after their cleanups
+		if e2 != nil {
+			e2.Close()
+		}
+	})
 	cli := client(t, e.Endpoints()...)
 	peers := &recorder{}
 	w := watch(t, cli, peers)
 	r := register(t, cli, "flirts", "n1", "tcp://127.0.0.1:7003")
-	eventually(t, 5*time.Second, "registered", func() bool { return peers.has("tcp://127.0.0.1:7003") })
+	doomed := client(t, e.Endpoints()...)
+	d := register(t, doomed, "flirts", "n2", "tcp://127.0.0.1:7004")
+	eventually(t, 5*time.Second, "registered", func() bool { return peers.has("tcp://127.0.0.1:7003") && peers.has("tcp://127.0.0.1:7004") })
 
+	phase("stopping etcd")
 	e.Close()
+	phase("etcd stopped")
+	kill(doomed, d) // dies while etcd is down: no one hears of it until etcd is back
 	eventually(t, 10*time.Second, "watcher reports stale", func() bool { return w.Stats().Stale })
-	time.Sleep(ttl + time.Second) // past the TTL: the client gives the lease up
-	eventually(t, 10*time.Second, "registrar reports the lost lease", func() bool { return r.Registered() != nil })
-	if !peers.has("tcp://127.0.0.1:7003") {
+	eventually(t, 3*ttl, "registrar reports the lost lease", func() bool { return r.Registered() != nil })
+	phase("lease lost: " + r.Registered().Error())
+	if !peers.has("tcp://127.0.0.1:7003") || !peers.has("tcp://127.0.0.1:7004") {
 		t.Fatal("the watcher dropped the membership while etcd was down")
 	}
+	if s := w.Stats(); s.Outages != 1 || s.Instances != 2 {
+		t.Fatalf("stats while etcd is down: %+v", s)
+	}
 
-	e2, err := StartEmbedded(cfg)
-	if err != nil {
+	var err error
+	if e2, err = StartEmbedded(cfg); err != nil {
 		t.Fatal(err)
 	}
-	defer e2.Close()
+	phase("etcd restarted")
 	eventually(t, 20*time.Second, "registered again", func() bool { return r.Registered() == nil && r.Registrations() >= 2 })
+	phase("registered again")
 	eventually(t, 10*time.Second, "watcher fresh again", func() bool { return !w.Stats().Stale })
-	// The old lease, restored with a fresh TTL by the restart, expires
-	// unrenewed; the key, now under the new lease, must survive that.
-	time.Sleep(2*ttl + time.Second)
+	phase("watcher fresh")
+	// Leases come back from the data dir with a fresh TTL: the dead node's
+	// and n1's old one expire unrenewed. n1's key, now under its new
+	// lease, must survive that; n2's goes.
+	eventually(t, 3*ttl, "the node that died during the outage is removed", func() bool { return !peers.has("tcp://127.0.0.1:7004") })
+	phase("dead node removed")
+	time.Sleep(time.Second) // n1's old lease was granted before n2's: expired by now too
 	resp, err := cli.Get(context.Background(), r.Key())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("key after the old lease expired: %v %v", resp, err)
@@ -198,34 +295,25 @@ func TestReRegistrationAfterEtcdRestart(t *testing.T) {
 }
 
 // A real three-member cluster: stopping the leader mid-test does not stop
-// registrations or watches.
+// registrations or watches. etcd's Close first refuses new RPCs and gives
+// open streams (watches, keepalives) up to its request timeout, then cuts
+// them and hands leadership over: registrations are made and watched both
+// during that and after.
 func TestClusterLeaderLoss(t *testing.T) {
-	cfgs, err := ClusterConfigs(t.TempDir(), 3)
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
+	members, err := StartCluster(t.TempDir(), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	members := make([]*Embedded, 3)
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i, c := range cfgs {
-		wg.Add(1)
-		go func() { // members wait for each other: start them together
-			defer wg.Done()
-			members[i], errs[i] = StartEmbedded(c)
-		}()
-	}
-	wg.Wait()
 	var endpoints []string
-	for i, m := range members {
-		if errs[i] != nil {
-			t.Fatal(errs[i])
-		}
+	for _, m := range members {
 		t.Cleanup(m.Close)
 		endpoints = append(endpoints, m.Endpoints()...)
 	}
 	cli := client(t, endpoints...)
 	peers := &recorder{}
-	watch(t, cli, peers)
+	w := watch(t, cli, peers)
 	r := register(t, cli, "profiles", "n1", "tcp://127.0.0.1:7101")
 	eventually(t, 5*time.Second, "registered", func() bool { return peers.has("tcp://127.0.0.1:7101") })
 
@@ -233,15 +321,38 @@ func TestClusterLeaderLoss(t *testing.T) {
 	if leader < 0 {
 		t.Fatal("no leader")
 	}
-	members[leader].Close()
-	t.Logf("stopped leader %s", cfgs[leader].Name)
+	phase("cluster up; stopping leader " + members[leader].Config().Name)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		members[leader].Close()
+	}()
 
 	register(t, cli, "profiles", "n2", "tcp://127.0.0.1:7102")
-	eventually(t, 15*time.Second, "watch carries on", func() bool { return peers.has("tcp://127.0.0.1:7102") })
-	time.Sleep(2 * ttl) // keepalives must have gone to the new leader
+	eventually(t, 15*time.Second, "watch carries on while the leader stops", func() bool { return peers.has("tcp://127.0.0.1:7102") })
+	phase("registered and watched while the leader stops")
+	<-stopped
+	phase("leader stopped")
+	if slices.IndexFunc(members, func(m *Embedded) bool { return m != members[leader] && m.IsLeader() }) < 0 {
+		eventually(t, 10*time.Second, "a new leader", func() bool {
+			return slices.IndexFunc(members, func(m *Embedded) bool { return m != members[leader] && m.IsLeader() }) >= 0
+		})
+	}
+
+	register(t, cli, "profiles", "n3", "tcp://127.0.0.1:7103")
+	eventually(t, 15*time.Second, "watch carries on after the leader stopped", func() bool { return peers.has("tcp://127.0.0.1:7103") })
+	phase("registered and watched after")
+	time.Sleep(ttl + time.Second) // n1's keepalives must go to a live member
 	if err := r.Registered(); err != nil || !peers.has("tcp://127.0.0.1:7101") {
 		t.Fatalf("first registration lost with the leader: %v", err)
 	}
+	if n := peers.removals(); n != 0 {
+		t.Fatalf("the watcher removed %d instances during the leader change", n)
+	}
+	if n := len(w.Snapshot()); n != 3 {
+		t.Fatalf("%d registrations known, want 3", n)
+	}
+	t.Logf("n1 registered %d time(s); watcher lists: %d", r.Registrations(), w.Stats().Lists)
 }
 
 // A watch that starts at a compacted revision fails; the watcher lists
@@ -249,30 +360,37 @@ func TestClusterLeaderLoss(t *testing.T) {
 func TestWatchSurvivesCompaction(t *testing.T) {
 	e := startEtcd(t)
 	cli := client(t, e.Endpoints()...)
-	register(t, cli, "a", "n1", "tcp://127.0.0.1:7201")
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
+	a := register(t, cli, "a", "n1", "tcp://127.0.0.1:7201")
 	peers := &recorder{}
-	w := &Watcher{cli: cli, prefix: servicesPrefix(""), peers: peers, log: quiet, cancel: cancel,
-		done: make(chan struct{}), known: map[string]record{}, changes: make(chan struct{}, 1)}
+	w := newWatcher(cli, WatchOptions{Peers: peers, Logger: quiet})
 	rev, err := w.list(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Changes the watcher has not seen, then a compaction past them.
 	register(t, cli, "b", "n1", "tcp://127.0.0.1:7202")
-	for range 3 { // move well past the listed revision
+	a.Close()
+	for range 3 {
 		cli.Put(ctx, "/unrelated", "x")
 	}
-	resp, _ := cli.Get(ctx, "anything")
+	resp, err := cli.Get(ctx, "anything")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
-	go w.run(ctx, rev) // its first watch starts below the compaction
-	defer w.Close()
+	w.start(rev) // its first watch starts below the compaction
+	t.Cleanup(w.Close)
 	eventually(t, 5*time.Second, "watcher relisted past the compaction", func() bool {
-		return peers.has("tcp://127.0.0.1:7202") && w.Stats().Lists >= 2
+		return w.Stats().Lists >= 2 && peers.has("tcp://127.0.0.1:7202") && !peers.has("tcp://127.0.0.1:7201")
 	})
 	register(t, cli, "c", "n1", "tcp://127.0.0.1:7203")
 	eventually(t, 5*time.Second, "watch works after the relist", func() bool { return peers.has("tcp://127.0.0.1:7203") })
+	if n := len(w.Snapshot()); n != 2 {
+		t.Fatalf("%d registrations known, want 2", n)
+	}
 }
 
 // End to end with nanobus: a service registers, a caller finds it through
@@ -285,7 +403,7 @@ func TestBusEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer caller.Close()
+	t.Cleanup(func() { caller.Close() })
 	watch(t, cli, caller)
 
 	start := func(c *clientv3.Client) (*nanobus.Node, *Registrar) {
@@ -293,10 +411,11 @@ func TestBusEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { svc.Close() })
 		svc.Handle("echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 			return nanobus.Reply{Body: req.Body}, nil
 		})
-		return svc, register(t, c, "echo", svc.Addr()[len("tcp://"):], svc.Addr())
+		return svc, register(t, c, "echo", strings.TrimPrefix(svc.Addr(), "tcp://"), svc.Addr())
 	}
 	svc, reg := start(cli)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -304,27 +423,101 @@ func TestBusEndToEnd(t *testing.T) {
 	if err := caller.WaitReady(ctx, "echo"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := caller.Call(ctx, "echo", "echo", []byte("found you"))
-	if err != nil || string(resp.Body) != "found you" {
-		t.Fatalf("call through discovery: %v", err)
+	for range 10 {
+		resp, err := caller.Call(ctx, "echo", "echo", []byte("found you"))
+		if err != nil || string(resp.Body) != "found you" {
+			t.Fatalf("call through discovery: %v", err)
+		}
+		resp.Release()
 	}
-	resp.Release()
 
 	// Clean stop: deregister first, then close the node.
 	reg.Close()
-	eventually(t, time.Second, "caller forgets the instance at once", func() bool { return len(caller.Instances("echo")) == 0 })
+	took := eventually(t, time.Second, "caller forgets the instance at once", func() bool { return len(caller.Instances("echo")) == 0 })
+	t.Logf("cleanly stopped instance forgotten %v after Close", took)
 	svc.Close()
-	if _, err := caller.Call(ctx, "echo", "echo", nil); err != nanobus.ErrNoPeer {
+	if _, err := caller.Call(ctx, "echo", "echo", nil); !errors.Is(err, nanobus.ErrNoPeer) {
 		t.Fatalf("call after clean stop: %v, want ErrNoPeer", err)
 	}
 
 	// A process that dies: its etcd client goes, nothing is revoked.
 	doomedCli := client(t, e.Endpoints()...)
 	svc2, reg2 := start(doomedCli)
-	eventually(t, 5*time.Second, "second instance found", func() bool { return len(caller.Instances("echo")) == 1 })
-	doomedCli.Close()
-	reg2.cancel()
-	took := eventually(t, 3*ttl, "caller forgets the dead instance within the TTL", func() bool { return len(caller.Instances("echo")) == 0 })
+	if err := caller.WaitReady(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := caller.Call(ctx, "echo", "echo", []byte("again"))
+	if err != nil || string(resp.Body) != "again" {
+		t.Fatalf("call to the second instance: %v", err)
+	}
+	resp.Release()
+	kill(doomedCli, reg2)
+	took = eventually(t, 3*ttl, "caller forgets the dead instance within the TTL", func() bool { return len(caller.Instances("echo")) == 0 })
 	t.Logf("dead instance forgotten %v after its keepalives stopped (TTL %v)", took, ttl)
 	svc2.Close()
+	if _, err := caller.Call(ctx, "echo", "echo", nil); !errors.Is(err, nanobus.ErrNoPeer) {
+		t.Fatalf("call after the lease expired: %v, want ErrNoPeer", err)
+	}
+}
+
+func TestClientConfigFlags(t *testing.T) {
+	t.Setenv("ETCD_ENDPOINTS", "https://10.0.0.1:2379, https://10.0.0.2:2379")
+	t.Setenv("ETCD_CA", "/etc/ca.pem")
+	t.Setenv("ETCD_PASSWORD", "s3cret")
+	t.Setenv("ETCD_DIAL_TIMEOUT", "3s")
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var c ClientConfig
+	c.RegisterFlags(fs)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	fs.PrintDefaults()
+	if strings.Contains(help.String(), "s3cret") {
+		t.Fatal("--help shows the password")
+	}
+	if !strings.Contains(help.String(), "https://10.0.0.1:2379,https://10.0.0.2:2379") {
+		t.Fatalf("--help does not show the endpoints from the environment:\n%s", help.String())
+	}
+	if len(c.Endpoints) != 2 || c.CA != "/etc/ca.pem" || c.Password != "s3cret" || c.DialTimeout != 3*time.Second {
+		t.Fatalf("defaults from env: %+v", c)
+	}
+	if err := fs.Parse([]string{"-etcd-endpoints", "https://a:2379,https://b:2379,https://c:2379", "-etcd-user", "u", "-etcd-password", "p", "-etcd-dial-timeout", "1s"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Endpoints) != 3 || c.Username != "u" || c.Password != "p" || c.DialTimeout != time.Second {
+		t.Fatalf("flags: %+v", c)
+	}
+
+	for _, bad := range []ClientConfig{
+		{},
+		{Endpoints: []string{"https://127.0.0.1:1"}, Cert: "c.pem"},
+		{Endpoints: []string{"http://127.0.0.1:1"}, CA: "ca.pem"},
+		{Endpoints: []string{"https://127.0.0.1:1"}, CA: "/nonexistent/ca.pem"},
+	} {
+		if cli, err := bad.Client(); err == nil {
+			cli.Close()
+			t.Errorf("Client() with %+v: no error", bad)
+		}
+	}
+}
+
+// With etcd down, Register and Watch give up when their context ends and
+// say why.
+func TestStartWhileEtcdDown(t *testing.T) {
+	e := startEtcd(t)
+	cli := client(t, e.Endpoints()...)
+	e.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := Register(ctx, cli, Registration{Service: "s", Node: "n", Addr: "tcp://127.0.0.1:7501"}, RegisterOptions{TTL: ttl, Logger: quiet})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer from etcd") {
+		t.Fatalf("Register with etcd down: %v", err)
+	}
+	_, err = Watch(ctx, cli, WatchOptions{Logger: quiet})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "list /terminator/services/") {
+		t.Fatalf("Watch with etcd down: %v", err)
+	}
+	t.Log(err)
+	if _, err := Register(ctx, cli, Registration{Service: "a/b", Node: "n", Addr: "x"}, RegisterOptions{}); err == nil {
+		t.Fatal("a service name with a slash was accepted")
+	}
 }

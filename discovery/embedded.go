@@ -5,11 +5,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // EmbeddedConfig configures an etcd member run inside this process.
@@ -24,18 +29,36 @@ type EmbeddedConfig struct {
 	// Existing joins (or restarts into) a cluster whose data is already
 	// in Dir rather than bootstrapping a new one.
 	Existing bool
-	LogLevel string // default "error"
+	LogLevel string // zap level of etcd's own log lines (stderr): default "error"
 }
 
 // Embedded is an etcd member running in this process.
 type Embedded struct {
-	etcd *embed.Etcd
-	cfg  EmbeddedConfig
-	once sync.Once
+	etcd    *embed.Etcd
+	cfg     EmbeddedConfig
+	closing *atomic.Bool // set when Close starts: the logger drops etcd's shutdown noise
+	once    sync.Once
 }
 
-// StartEmbedded starts an etcd member and waits until it serves.
+// StartEmbedded starts an etcd member and waits until it serves. A member
+// of a multi-member cluster serves only once a quorum runs: start the
+// members together (StartCluster does).
 func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
+	// A free port picked here can be taken by someone else before etcd
+	// binds it; pick again a few times rather than fail a test run.
+	for attempt := 1; ; attempt++ {
+		e, err := startEmbedded(c)
+		if err == nil || attempt == 3 || (c.ClientURL != "" && c.PeerURL != "") || !addrInUse(err) {
+			return e, err
+		}
+	}
+}
+
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+func startEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	if c.Dir == "" {
 		return nil, errors.New("embedded etcd: no data directory")
 	}
@@ -45,7 +68,10 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	if c.LogLevel == "" {
 		c.LogLevel = "error"
 	}
-	var err error
+	level, err := zapcore.ParseLevel(c.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd log level: %w", err)
+	}
 	if c.ClientURL == "" {
 		if c.ClientURL, err = FreeLoopbackURL(); err != nil {
 			return nil, err
@@ -79,9 +105,11 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	}
 	cfg.LogLevel = c.LogLevel
 	cfg.LogOutputs = []string{"stderr"}
+	closing := new(atomic.Bool)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger(level, closing))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd: %w", err)
+		return nil, fmt.Errorf("start embedded etcd %s in %s: %w", c.Name, c.Dir, err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
@@ -92,7 +120,36 @@ func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
 		e.Close()
 		return nil, errors.New("embedded etcd: not ready after 60s")
 	}
-	return &Embedded{etcd: e, cfg: c}, nil
+	return &Embedded{etcd: e, cfg: c, closing: closing}, nil
+}
+
+// quietLogger writes JSON lines at level and above to stderr, except the
+// errors etcd logs about its own listeners while it shuts down in order
+// ("setting up serving from embedded etcd failed": "http: Server closed",
+// "use of closed network connection", ...).
+func quietLogger(level zapcore.Level, closing *atomic.Bool) *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), level)
+	return zap.New(&shutdownFilter{Core: core, closing: closing})
+}
+
+type shutdownFilter struct {
+	zapcore.Core
+	closing *atomic.Bool
+}
+
+func (f *shutdownFilter) With(fields []zapcore.Field) zapcore.Core {
+	return &shutdownFilter{Core: f.Core.With(fields), closing: f.closing}
+}
+
+func (f *shutdownFilter) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if f.closing.Load() && strings.HasPrefix(ent.Message, "setting up serving from embedded etcd failed") {
+		return ce
+	}
+	if f.Enabled(ent.Level) {
+		return ce.AddCore(ent, f)
+	}
+	return ce
 }
 
 // Endpoints are the client URLs to give clientv3.
@@ -105,8 +162,15 @@ func (e *Embedded) Config() EmbeddedConfig { return e.cfg }
 // IsLeader reports whether this member leads its cluster.
 func (e *Embedded) IsLeader() bool { return e.etcd.Server.Leader() == e.etcd.Server.MemberID() }
 
-// Close stops the member. Calling it again does nothing.
-func (e *Embedded) Close() { e.once.Do(e.etcd.Close) }
+// Close stops the member and waits until it has stopped. Calling it again
+// does nothing. With clients still connected (watches open) etcd gives them
+// its request timeout (about 7s) to go before cutting them off.
+func (e *Embedded) Close() {
+	e.once.Do(func() {
+		e.closing.Store(true)
+		e.etcd.Close()
+	})
+}
 
 // FreeLoopbackURL returns "http://127.0.0.1:PORT" with a port free now.
 func FreeLoopbackURL() (string, error) {
@@ -116,6 +180,32 @@ func FreeLoopbackURL() (string, error) {
 	}
 	defer l.Close()
 	return "http://" + l.Addr().String(), nil
+}
+
+// StartCluster starts an n-member cluster on loopback, data under
+// dir/m1, dir/m2, ..., and waits until every member serves. Stop it by
+// closing every member.
+func StartCluster(dir string, n int) ([]*Embedded, error) {
+	cfgs, err := ClusterConfigs(dir, n)
+	if err != nil {
+		return nil, err
+	}
+	members := make([]*Embedded, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, c := range cfgs {
+		wg.Go(func() { members[i], errs[i] = StartEmbedded(c) }) // each waits for a quorum
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+		return nil, fmt.Errorf("start %d-member cluster: %w", n, err)
+	}
+	return members, nil
 }
 
 // ClusterConfigs returns configs for an n-member cluster on loopback,

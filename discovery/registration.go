@@ -18,13 +18,13 @@ const DefaultPrefix = "/terminator"
 
 // Registration is what a node publishes about itself.
 type Registration struct {
-	Service string    `json:"service"`
-	Node    string    `json:"node"`
-	Addr    string    `json:"addr"`
-	Version string    `json:"version,omitempty"`
-	Weight  int       `json:"weight,omitempty"`
-	Routes  []Route   `json:"routes,omitempty"`
-	Started time.Time `json:"started"`
+	Service string    `json:"service"`           // service name, e.g. "profiles"; no "/"
+	Node    string    `json:"node"`              // this incarnation's ID, unique per start; no "/"
+	Addr    string    `json:"addr"`              // bus address callers dial, e.g. "tcp://10.0.0.5:7100"
+	Version string    `json:"version,omitempty"` // the service's build version
+	Weight  int       `json:"weight,omitempty"`  // relative share of calls; 0 counts as 1
+	Routes  []Route   `json:"routes,omitempty"`  // public routes it serves
+	Started time.Time `json:"started"`           // process start; Register fills it in when zero
 }
 
 // Route is a public route a node serves.
@@ -65,6 +65,15 @@ type RegisterOptions struct {
 }
 
 // Registrar keeps one registration in etcd until Close.
+//
+// Why not concurrency.Session, which also grants a lease and drains one
+// KeepAlive: it ties its Grant, its KeepAlive and the Revoke in Close to one
+// context. An unbounded Grant waits for etcd to come back (clientv3 waits
+// for a ready connection), leaving readiness no error to report, while a
+// deadline on that context would also end the keepalive; and the context
+// must outlive shutdown for Close's Revoke to work. Granting here and
+// passing the lease in with WithLease would leave Session nothing to do but
+// the drain loop in run, so the Registrar does without it.
 type Registrar struct {
 	cli    *clientv3.Client
 	reg    Registration
@@ -106,38 +115,38 @@ func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt R
 		ttl: max(1, int64(opt.TTL/time.Second)), log: opt.Logger.With("key", reg.Key(opt.Prefix)),
 		cancel: cancel, done: make(chan struct{}),
 	}
-	first := make(chan error, 1)
+	first := make(chan struct{})
 	go r.run(rctx, first)
 	select {
-	case err := <-first:
-		if err != nil {
-			r.Close()
-			return nil, err
-		}
+	case <-first:
 		return r, nil
 	case <-ctx.Done():
+		last := r.Registered()
 		r.Close()
-		return nil, fmt.Errorf("register %s: %w", r.key, ctx.Err())
+		return nil, fmt.Errorf("register %s: %w (last error: %v)", r.key, ctx.Err(), last)
 	}
 }
 
 // run registers, keeps the lease alive, and registers again whenever the
 // lease is lost, until Close.
-func (r *Registrar) run(ctx context.Context, first chan<- error) {
+func (r *Registrar) run(ctx context.Context, first chan<- struct{}) {
 	defer close(r.done)
 	backoff := 200 * time.Millisecond
 	for {
 		ch, err := r.register(ctx)
-		if first != nil && err == nil {
-			first <- nil
-			first = nil
-		}
 		r.mu.Lock()
 		r.lastErr = err
 		r.mu.Unlock()
+		if first != nil && err == nil {
+			close(first)
+			first = nil
+		}
 		if err == nil {
 			backoff = 200 * time.Millisecond
-			for range ch { // drain: an undrained channel stalls the client's lessor
+			// Drain: clientv3 drops keepalive responses for a full channel,
+			// and the channel closing is the only sign that the lease is
+			// gone (etcd unreachable for a TTL, or the lease revoked).
+			for range ch {
 			}
 			if ctx.Err() != nil {
 				return
@@ -196,7 +205,7 @@ func (r *Registrar) Registered() error {
 	if r.lastErr != nil {
 		return r.lastErr
 	}
-	return errors.New("not registered")
+	return errors.New("not registered: no answer from etcd yet")
 }
 
 // Registrations counts how many times the key was put: 1, plus one per

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -13,6 +14,13 @@ import (
 
 	"github.com/terminator-gw/terminator/nanobus"
 )
+
+// Why not clientv3/naming/endpoints: its Manager watches one service name
+// and keeps only an address and an opaque metadata value per key, its watch
+// channel closes on any watch error (the caller has to re-list anyway), and
+// it offers no way to list every service at one revision. The terminator
+// needs all services' routes from one consistent list followed by one watch
+// of the whole prefix, so the Watcher does list-then-watch itself.
 
 // WatchOptions tunes a Watcher.
 type WatchOptions struct {
@@ -31,47 +39,78 @@ type Watcher struct {
 	done   chan struct{}
 
 	mu        sync.Mutex
-	known     map[string]record // etcd key -> registration
+	known     map[string]record          // etcd key -> registration
+	byPeer    map[peerID]map[string]bool // (service, addr) -> etcd keys announcing it
+	told      map[peerID]int             // what Peers was told: (service, addr) -> weight
 	changes   chan struct{}
 	stopWatch context.CancelFunc // ends the current watch
+	staleAt   time.Time          // when etcd was found unreachable
 
 	lists    atomic.Uint64 // full lists made (the first, then one per lost watch)
+	outages  atomic.Uint64 // times etcd was found unreachable
 	stale    atomic.Bool   // etcd unreachable: serving the last known membership
 	lastSeen atomic.Int64  // unix nanos of the last successful list or watch event
 	bad      atomic.Uint64 // values that did not parse (skipped)
+}
+
+// peerID is how nanobus tells instances apart: a service at an address.
+// Several keys can name the same one (a process restarted on a fixed port
+// gets a new node ID while its earlier life's key waits for its lease to
+// expire), so the Watcher counts keys per peerID and removes the peer only
+// when the last of them goes.
+type peerID struct{ service, addr string }
+
+// record is a registration with the value it was parsed from, which tells
+// whether a put changed anything, and the revision it was put at, which
+// tells the newest of several keys for one peer.
+type record struct {
+	Registration
+	raw    string
+	modRev int64
+}
+
+func (r record) peer() peerID { return peerID{r.Service, r.Addr} }
+
+func newWatcher(cli *clientv3.Client, opt WatchOptions) *Watcher {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	return &Watcher{
+		cli: cli, prefix: servicesPrefix(opt.Prefix), peers: opt.Peers, log: opt.Logger,
+		done: make(chan struct{}), known: map[string]record{}, byPeer: map[peerID]map[string]bool{},
+		told: map[peerID]int{}, changes: make(chan struct{}, 1), cancel: func() {},
+	}
 }
 
 // Watch lists the current registrations, feeds them to opt.Peers, and
 // follows changes in the background until Close. It returns after the first
 // list, or with ctx's error if etcd cannot be listed before ctx ends.
 func Watch(ctx context.Context, cli *clientv3.Client, opt WatchOptions) (*Watcher, error) {
-	if opt.Logger == nil {
-		opt.Logger = slog.Default()
-	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w := &Watcher{
-		cli: cli, prefix: servicesPrefix(opt.Prefix), peers: opt.Peers, log: opt.Logger,
-		cancel: cancel, done: make(chan struct{}), known: map[string]record{},
-		changes: make(chan struct{}, 1),
-	}
-	lctx, lcancel := context.WithCancel(ctx)
-	defer lcancel()
-	rev, err := w.list(lctx)
+	w := newWatcher(cli, opt)
+	rev, err := w.list(ctx)
 	for err != nil {
 		select {
 		case <-ctx.Done():
-			cancel()
-			return nil, err
+			return nil, fmt.Errorf("watch %s: %w (last error: %v)", w.prefix, ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
-		rev, err = w.list(lctx)
+		rev, err = w.list(ctx)
 	}
-	go w.run(wctx, rev)
+	w.start(rev)
 	return w, nil
 }
 
+// start runs the watch from rev+1 in the background.
+func (w *Watcher) start(rev int64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go w.run(ctx, rev)
+}
+
 // run watches from rev+1; whenever the watch ends while the watcher lives,
-// it lists again (keeping what it knew while etcd is unreachable).
+// it lists again (keeping what it knew while etcd is unreachable). list and
+// apply run on this goroutine only (after the first list), so Peers hears
+// of changes in the order they happened.
 func (w *Watcher) run(ctx context.Context, rev int64) {
 	defer close(w.done)
 	go w.probe(ctx)
@@ -81,6 +120,8 @@ func (w *Watcher) run(ctx context.Context, rev int64) {
 		w.mu.Lock()
 		w.stopWatch = stop
 		w.mu.Unlock()
+		// WithRequireLeader: a member cut off from its cluster ends the
+		// watch instead of holding it open with nothing to say.
 		wch := w.cli.Watch(clientv3.WithRequireLeader(wctx), w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
@@ -100,9 +141,7 @@ func (w *Watcher) run(ctx context.Context, rev int64) {
 				backoff = 100 * time.Millisecond
 				break
 			}
-			if !w.stale.Swap(true) {
-				w.log.Warn("etcd unreachable; keeping the last known membership", "err", err, "instances", w.count())
-			}
+			w.markStale(err)
 			select {
 			case <-ctx.Done():
 				return
@@ -111,13 +150,6 @@ func (w *Watcher) run(ctx context.Context, rev int64) {
 			backoff = min(2*backoff, 2*time.Second)
 		}
 	}
-}
-
-// record is a registration with the value it was parsed from, which tells
-// whether a put changed anything.
-type record struct {
-	Registration
-	raw string
 }
 
 // probe checks etcd every second. clientv3 retries a watch forever while
@@ -138,16 +170,32 @@ func (w *Watcher) probe(ctx context.Context) {
 		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil:
-			if !w.stale.Swap(true) {
-				w.log.Warn("etcd unreachable; keeping the last known membership", "err", err, "instances", w.count())
-			}
+			w.markStale(err)
 		case err == nil && w.stale.Load():
 			w.mu.Lock()
 			stop := w.stopWatch
 			w.mu.Unlock()
-			stop() // run lists again, which clears stale
+			if stop != nil {
+				stop() // run lists again, which clears stale
+			}
 		}
 	}
+}
+
+// markStale records that etcd did not answer: the membership is kept as it
+// was, and the outage is counted and logged once.
+func (w *Watcher) markStale(err error) {
+	w.mu.Lock()
+	if w.stale.Load() {
+		w.mu.Unlock()
+		return
+	}
+	w.stale.Store(true)
+	w.staleAt = time.Now()
+	n := len(w.known)
+	w.mu.Unlock()
+	w.outages.Add(1)
+	w.log.Warn("etcd unreachable; keeping the last known membership", "err", err, "instances", n)
 }
 
 // list reads the whole prefix and applies the difference to what is known.
@@ -156,39 +204,47 @@ func (w *Watcher) list(ctx context.Context) (int64, error) {
 	defer cancel()
 	resp, err := w.cli.Get(lctx, w.prefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("list %s: %w", w.prefix, err)
 	}
 	w.lists.Add(1)
-	if w.stale.Swap(false) {
-		w.log.Info("etcd reachable again; membership refreshed")
-	}
 	w.lastSeen.Store(time.Now().UnixNano())
 	next := map[string]record{}
 	for _, kv := range resp.Kvs {
-		if rec, ok := w.parse(kv.Key, kv.Value); ok {
+		if rec, ok := w.parse(kv.Key, kv.Value, kv.ModRevision); ok {
 			next[string(kv.Key)] = rec
 		}
 	}
 	w.mu.Lock()
-	var added, removed []Registration
-	for k, old := range w.known {
-		if rec, ok := next[k]; !ok || rec.Addr != old.Addr || rec.Service != old.Service {
-			removed = append(removed, old.Registration)
-		}
-	}
+	changed := len(next) != len(w.known)
 	for k, rec := range next {
 		if old, ok := w.known[k]; !ok || old.raw != rec.raw {
-			added = append(added, rec.Registration)
+			changed = true
 		}
 	}
+	affected := map[peerID]bool{}
+	for id := range w.told {
+		affected[id] = true
+	}
 	w.known = next
+	w.byPeer = map[peerID]map[string]bool{}
+	for k, rec := range next {
+		w.index(k, rec)
+		affected[rec.peer()] = true
+	}
+	removed, added := w.reconcile(affected)
+	wasStale, staleFor := w.stale.Swap(false), time.Since(w.staleAt)
 	w.mu.Unlock()
-	w.notify(added, removed)
+	if wasStale {
+		w.log.Info("etcd reachable again; membership refreshed", "stale_for", staleFor.Round(time.Millisecond), "instances", len(next))
+	}
+	w.notify(changed, removed, added)
 	return resp.Header.Revision, nil
 }
 
+// apply follows one watch response.
 func (w *Watcher) apply(events []*clientv3.Event) {
-	var added, removed []Registration
+	changed := false
+	affected := map[peerID]bool{}
 	w.mu.Lock()
 	for _, ev := range events {
 		k := string(ev.Kv.Key)
@@ -196,53 +252,100 @@ func (w *Watcher) apply(events []*clientv3.Event) {
 		switch ev.Type {
 		case clientv3.EventTypeDelete:
 			if had {
+				w.unindex(k, old)
 				delete(w.known, k)
-				removed = append(removed, old.Registration)
+				affected[old.peer()] = true
+				changed = true
 			}
 		case clientv3.EventTypePut:
-			rec, ok := w.parse(ev.Kv.Key, ev.Kv.Value)
+			rec, ok := w.parse(ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision)
 			if !ok || (had && old.raw == rec.raw) {
 				continue
 			}
-			if had && (old.Addr != rec.Addr || old.Service != rec.Service) {
-				removed = append(removed, old.Registration)
+			if had {
+				w.unindex(k, old)
+				affected[old.peer()] = true
 			}
 			w.known[k] = rec
-			added = append(added, rec.Registration)
+			w.index(k, rec)
+			affected[rec.peer()] = true
+			changed = true
 		}
 	}
+	removed, added := w.reconcile(affected)
 	w.mu.Unlock()
 	w.lastSeen.Store(time.Now().UnixNano())
-	w.notify(added, removed)
+	w.notify(changed, removed, added)
+}
+
+func (w *Watcher) index(key string, rec record) {
+	keys := w.byPeer[rec.peer()]
+	if keys == nil {
+		keys = map[string]bool{}
+		w.byPeer[rec.peer()] = keys
+	}
+	keys[key] = true
+}
+
+func (w *Watcher) unindex(key string, rec record) {
+	if keys := w.byPeer[rec.peer()]; keys != nil {
+		delete(keys, key)
+		if len(keys) == 0 {
+			delete(w.byPeer, rec.peer())
+		}
+	}
+}
+
+// reconcile brings what Peers was told in line with the known keys, for
+// the affected peers: a peer no key names any more is removed, a new one is
+// added, and one whose newest key says another weight is added again
+// (nanobus updates the weight). Called with mu held.
+func (w *Watcher) reconcile(affected map[peerID]bool) (removed, added []nanobus.Peer) {
+	for id := range affected {
+		var newest record
+		found := false
+		for k := range w.byPeer[id] {
+			if rec := w.known[k]; !found || rec.modRev > newest.modRev {
+				newest, found = rec, true
+			}
+		}
+		weight, told := w.told[id]
+		switch {
+		case !found && told:
+			delete(w.told, id)
+			removed = append(removed, nanobus.Peer{Service: id.service, Addr: id.addr, Weight: weight})
+		case found && (!told || weight != newest.Weight):
+			w.told[id] = newest.Weight
+			added = append(added, nanobus.Peer{Service: id.service, Addr: id.addr, Weight: newest.Weight})
+		}
+	}
+	return removed, added
 }
 
 // notify tells the peers and the Changes channel. Removals go first, so a
 // node that moved address is never listed twice.
-func (w *Watcher) notify(added, removed []Registration) {
-	if len(added) == 0 && len(removed) == 0 {
-		return
-	}
-	if w.peers != nil {
-		for _, r := range removed {
-			w.peers.RemovePeer(nanobus.Peer{Service: r.Service, Addr: r.Addr, Weight: r.Weight})
+func (w *Watcher) notify(changed bool, removed, added []nanobus.Peer) {
+	for _, p := range removed {
+		if w.peers != nil {
+			w.peers.RemovePeer(p)
 		}
-		for _, r := range added {
-			w.peers.AddPeer(nanobus.Peer{Service: r.Service, Addr: r.Addr, Weight: r.Weight})
+		w.log.Info("instance gone", "service", p.Service, "addr", p.Addr)
+	}
+	for _, p := range added {
+		if w.peers != nil {
+			w.peers.AddPeer(p)
 		}
+		w.log.Info("instance up", "service", p.Service, "addr", p.Addr, "weight", p.Weight)
 	}
-	for _, r := range removed {
-		w.log.Info("instance gone", "service", r.Service, "addr", r.Addr)
-	}
-	for _, r := range added {
-		w.log.Info("instance up", "service", r.Service, "addr", r.Addr)
-	}
-	select {
-	case w.changes <- struct{}{}:
-	default:
+	if changed || len(removed) > 0 || len(added) > 0 {
+		select {
+		case w.changes <- struct{}{}:
+		default:
+		}
 	}
 }
 
-func (w *Watcher) parse(key, value []byte) (record, bool) {
+func (w *Watcher) parse(key, value []byte, modRev int64) (record, bool) {
 	var reg Registration
 	err := json.Unmarshal(value, &reg)
 	if err == nil {
@@ -253,16 +356,11 @@ func (w *Watcher) parse(key, value []byte) (record, bool) {
 		w.log.Warn("skipping a registration that does not parse", "key", string(key), "err", err)
 		return record{}, false
 	}
-	return record{Registration: reg, raw: string(value)}, true
-}
-
-func (w *Watcher) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.known)
+	return record{Registration: reg, raw: string(value), modRev: modRev}, true
 }
 
 // Snapshot returns the known registrations, sorted by service then node.
+// Routes and other slices are shared with the Watcher: do not modify them.
 func (w *Watcher) Snapshot() []Registration {
 	w.mu.Lock()
 	out := make([]Registration, 0, len(w.known))
@@ -279,7 +377,9 @@ func (w *Watcher) Snapshot() []Registration {
 	return out
 }
 
-// Changes gets a value (coalesced) after every change to the membership.
+// Changes gets a value after the known registrations change (including
+// their routes or weights). Signals coalesce and the channel is shared: one
+// goroutine should wait on it and call Snapshot after each signal.
 func (w *Watcher) Changes() <-chan struct{} { return w.changes }
 
 // WatchStats describes the watcher's health.
@@ -287,14 +387,18 @@ type WatchStats struct {
 	Instances int       // registrations known now
 	Lists     uint64    // full lists made: 1 plus one per lost watch
 	Stale     bool      // etcd unreachable: the membership may be out of date
+	Outages   uint64    // times etcd was found unreachable since Watch
 	LastSeen  time.Time // last successful contact with etcd
 	Malformed uint64    // registrations skipped because they did not parse
 }
 
 // Stats returns the watcher's health.
 func (w *Watcher) Stats() WatchStats {
+	w.mu.Lock()
+	n := len(w.known)
+	w.mu.Unlock()
 	return WatchStats{
-		Instances: w.count(), Lists: w.lists.Load(), Stale: w.stale.Load(),
+		Instances: n, Lists: w.lists.Load(), Stale: w.stale.Load(), Outages: w.outages.Load(),
 		LastSeen: time.Unix(0, w.lastSeen.Load()), Malformed: w.bad.Load(),
 	}
 }

@@ -219,7 +219,11 @@ func startService(ctx context.Context, cli *clientv3.Client, o options, service 
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	w, err := discovery.Watch(wctx, cli, discovery.WatchOptions{Peers: node, Logger: log})
+	// The front logs membership changes; a service's watcher would only
+	// repeat them, once per service in a one-process run.
+	quiet := slog.New(log.Handler().WithGroup(service))
+	quiet = slog.New(levelFilter{quiet.Handler(), slog.LevelWarn})
+	w, err := discovery.Watch(wctx, cli, discovery.WatchOptions{Peers: node, Logger: quiet})
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -356,6 +360,16 @@ try:
 
 Ctrl-C stops it cleanly.
 `, host, admin)
+}
+
+// levelFilter drops records below min.
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
 }
 
 func envOr(name, def string) string {

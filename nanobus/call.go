@@ -2,6 +2,7 @@ package nanobus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -74,7 +75,8 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 // Do is Call with the whole request: the terminator uses it to send HTTP
 // method, path, headers and the rest. Do fills in req's ID, Deadline, From
 // and Service. An idempotent request (GET, HEAD) whose peer is lost before
-// the reply is retried once on another instance.
+// the reply is retried once on another instance, and so is any request an
+// instance refused because it is shutting down.
 func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Response, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -84,6 +86,9 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
+		if err == context.DeadlineExceeded {
+			err = ErrDeadline
+		}
 		return nil, err
 	}
 	req.Service = readOnlyBytes(service)
@@ -95,7 +100,9 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 		return nil, err
 	}
 	resp, err := n.roundTrip(ctx, c, req, deadline)
-	if err == ErrPeerLost && idempotent(req.Method) {
+	// Retry once elsewhere when the request surely did not run (the
+	// instance is draining), or may have run but is safe to repeat.
+	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && idempotent(req.Method) {
 		if c2, perr := n.pick(service, c); perr == nil {
 			n.stats.retries.Add(1)
 			resp, err = n.roundTrip(ctx, c2, req, deadline)
@@ -141,11 +148,20 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadli
 		callPool.Put(cl)
 		return nil, ErrPeerLost
 	}
+	if err := c.send(m); err == ErrBusy {
+		if n.pending.take(cl.seq) == cl {
+			cl.conn = nil
+			callPool.Put(cl)
+			n.stats.busy.Add(1)
+			return nil, ErrBusy
+		}
+		<-cl.done // the pipe-loss handler got it first
+	}
+	// Any other error is a closed socket, whose pipe-loss handler fails
+	// the call.
 	n.stats.calls.Add(1)
 	n.stats.inFlight.Add(1)
 	defer n.stats.inFlight.Add(-1)
-	// Only a closed socket errs; its pipe-loss handler fails the call.
-	_ = c.send(m)
 
 	// The timer enforces the deadline; ctx.Done() adds cancellation. A
 	// handler's context needs no channel here: its deadline is the same

@@ -31,12 +31,15 @@ type conn struct {
 	ready    atomic.Bool   // a pipe is attached: a send now goes somewhere
 	sent     atomic.Uint64 // messages handed to the socket
 	written  atomic.Uint64 // messages the transport has written (see optWritten)
+	lost     atomic.Uint64 // sent but gone with an earlier pipe: sent - written when a pipe attached
+	qlen     uint64        // the socket's write queue length
 	gen      atomic.Uint64
 
 	mu      sync.Mutex
 	readyCh chan struct{}     // closed while ready; replaced when the pipe goes
 	pipes   map[uint32]uint64 // attached pipe ID -> generation it started
 	cur     uint32            // the pipe sends go to now
+	early   map[uint32]bool   // pipes whose Detached came before their Attached
 	refs    int               // services listing this conn as an instance (under Node.mu)
 	closed  bool
 }
@@ -46,12 +49,13 @@ func (n *Node) newConn(addr string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{node: n, addr: addr, sock: sock, readyCh: make(chan struct{}), pipes: map[uint32]uint64{}}
+	c := &conn{node: n, addr: addr, sock: sock, readyCh: make(chan struct{}), pipes: map[uint32]uint64{},
+		early: map[uint32]bool{}, qlen: uint64(2*n.cfg.MaxInFlight + 64)}
 	// The write queue length is fixed when a pipe is added, so it must be
 	// set before dialing. It holds our calls (≤ MaxInFlight) plus our
 	// replies to the peer's calls (≤ the peer's bound, the same by default),
 	// plus slack for replies to calls the peer already gave up on.
-	if err := sock.SetOption(mangos.OptionWriteQLen, 2*n.cfg.MaxInFlight+64); err != nil {
+	if err := sock.SetOption(mangos.OptionWriteQLen, int(c.qlen)); err != nil {
 		sock.Close()
 		return nil, err
 	}
@@ -94,6 +98,16 @@ func (c *conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 	switch ev {
 	case mangos.PipeEventAttached:
 		c.mu.Lock()
+		if c.early[p.ID()] { // already gone: mangos ran its Detached first
+			delete(c.early, p.ID())
+			c.mu.Unlock()
+			return
+		}
+		// What the earlier pipes did not write is lost: flush must not
+		// wait for it.
+		if s, w := c.sent.Load(), c.written.Load(); s > w {
+			c.lost.Store(s - w)
+		}
 		g := c.gen.Add(1)
 		c.pipes[p.ID()] = g
 		c.cur = p.ID()
@@ -108,6 +122,9 @@ func (c *conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 		// makes the conn unready.
 		c.mu.Lock()
 		g, ok := c.pipes[p.ID()]
+		if !ok {
+			c.early[p.ID()] = true
+		}
 		delete(c.pipes, p.ID())
 		if ok && p.ID() == c.cur && c.ready.Load() {
 			c.ready.Store(false)
@@ -139,8 +156,15 @@ func (c *conn) waitReady(deadline time.Time) bool {
 	}
 }
 
-// send hands m to the socket; mangos frees it once written.
+// send hands m to the socket; mangos frees it once written. It refuses
+// with ErrBusy when the socket's write queue could be full: mangos would
+// drop the message without a word. (The in-flight bounds keep this from
+// happening unless the peer stops reading.)
 func (c *conn) send(m *mangos.Message) error {
+	if c.queued() >= int64(c.qlen)-8 {
+		m.Free()
+		return ErrBusy
+	}
 	c.sent.Add(1)
 	if err := c.sock.SendMsg(m); err != nil {
 		c.sent.Add(^uint64(0))
@@ -148,6 +172,14 @@ func (c *conn) send(m *mangos.Message) error {
 		return err
 	}
 	return nil
+}
+
+// queued is about how many messages wait in the socket's queues. The
+// counters move while it reads them (written first: sent only grows), and
+// lost is an estimate, so it can come out a little off, never far.
+func (c *conn) queued() int64 {
+	done := int64(c.written.Load() + c.lost.Load())
+	return int64(c.sent.Load()) - done
 }
 
 func (c *conn) close() {

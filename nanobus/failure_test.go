@@ -408,3 +408,90 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A peer taken off the registry (it deregisters before it drains) still
+// answers the calls already sent to it.
+func TestRemovePeerLetsCallsFinish(t *testing.T) {
+	svc := newNode(t, nanobus.Config{Service: "s"})
+	started := make(chan struct{})
+	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		return nanobus.Reply{Body: []byte("done")}, nil
+	})
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+	got := make(chan error, 1)
+	go func() {
+		resp, err := caller.Call(context.Background(), "s", "slow", nil)
+		if err == nil {
+			resp.Release()
+		}
+		got <- err
+	}()
+	<-started
+	caller.RemovePeer(nanobus.Peer{Service: "s", Addr: svc.Addr()})
+	if err := <-got; err != nil {
+		t.Fatalf("call in flight when its peer left the registry: %v", err)
+	}
+	if _, err := caller.Call(context.Background(), "s", "slow", nil); !errors.Is(err, nanobus.ErrNoPeer) {
+		t.Fatalf("new call after RemovePeer: %v, want ErrNoPeer", err)
+	}
+}
+
+// Shutdown while callers keep calling: running handlers finish, new
+// requests are refused (and retried elsewhere when there is an elsewhere),
+// nothing hangs or panics.
+func TestShutdownUnderLoad(t *testing.T) {
+	caller := newNode(t, nanobus.Config{})
+	var nodes []*nanobus.Node
+	for range 2 {
+		n, err := nanobus.NewNode(nanobus.Config{Service: "s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		n.Handle("work", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+			time.Sleep(time.Millisecond)
+			return nanobus.Reply{Body: req.Body}, nil
+		})
+		connect(t, caller, n)
+		nodes = append(nodes, n)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, failed atomic.Int64
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := caller.Call(context.Background(), "s", "work", []byte("x"))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				ok.Add(1)
+				resp.Release()
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := nodes[0].Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown under load: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("ok %d, failed %d", ok.Load(), failed.Load())
+	if ok.Load() == 0 {
+		t.Fatal("no call succeeded")
+	}
+}

@@ -25,6 +25,13 @@ import (
 // reply was written.
 const lingerTime = 100 * time.Millisecond
 
+// maxServing times MaxInFlight bounds the handlers a node runs at once.
+const maxServing = 8
+
+// maxDeadline bounds how far ahead a request's deadline may be: an asker
+// cannot pin a handler, and the frame it holds, for longer.
+const maxDeadline = 5 * time.Minute
+
 // Config configures a Node. The zero value is a caller-only node on a free
 // loopback port.
 type Config struct {
@@ -73,7 +80,7 @@ type Node struct {
 
 	ctx      context.Context // ends when the node closes; parent of handler contexts
 	cancel   context.CancelFunc
-	serving  sync.WaitGroup
+	serving  atomic.Int64 // handler goroutines running or about to
 	draining atomic.Bool
 	closed   atomic.Bool
 	recvDone sync.WaitGroup
@@ -186,7 +193,15 @@ func (n *Node) receive() {
 		case err != nil:
 			n.malformed(m, err)
 		case kind == wire.KindRequest:
-			n.serving.Add(1)
+			// A node-wide bound on handler goroutines: askers bound their
+			// own calls, but nothing else stops a flood of frames.
+			if n.serving.Add(1) > int64(maxServing*n.cfg.MaxInFlight) {
+				n.serving.Add(-1)
+				n.stats.overload.Add(1)
+				n.errLog.warn(n.log, "request dropped: too many handlers running")
+				m.Free()
+				continue
+			}
 			go n.serve(m)
 		case kind == wire.KindReply:
 			n.completeReply(m)
@@ -257,15 +272,23 @@ func (n *Node) connLost(c *conn, gen uint64) {
 	}
 }
 
+// dropIfIdle closes a conn no service lists that is not connected: one
+// dialed to answer an asker that never came up.
+func (n *Node) dropIfIdle(c *conn) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c.refs == 0 && !c.ready.Load() && n.conns[c.addr] == c {
+		delete(n.conns, c.addr)
+		go c.close()
+	}
+}
+
 // Shutdown stops taking requests (new ones are answered "unavailable"),
 // waits for running handlers to answer or for ctx to end, then closes.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.draining.Store(true)
-	done := make(chan struct{})
-	go func() { n.serving.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
+	err := n.drain(ctx)
+	if err == nil {
 		err = n.flush(ctx)
 		// Linger: a reply written on our connection to the asker can still
 		// be in flight when the asker sees this node's listener close on
@@ -274,13 +297,25 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		case <-time.After(lingerTime):
 		case <-ctx.Done():
 		}
-	case <-ctx.Done():
-		err = ctx.Err()
 	}
 	if cerr := n.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// drain waits until no handler runs. (A draining node still receives, to
+// answer "unavailable", so this counts rather than using a WaitGroup, whose
+// Add may not race its Wait.)
+func (n *Node) drain(ctx context.Context) error {
+	for n.serving.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // flush waits until every reply handed to a connection has been written to
@@ -291,7 +326,7 @@ func (n *Node) flush(ctx context.Context) error {
 		n.mu.RLock()
 		waiting := 0
 		for _, c := range n.conns {
-			if c.ready.Load() && c.written.Load() < c.sent.Load() {
+			if c.ready.Load() && c.queued() > 0 {
 				waiting++
 			}
 		}

@@ -63,8 +63,9 @@ func (n *Node) AddPeer(p Peer) {
 	n.storeInstances(old, p.Service, next)
 }
 
-// RemovePeer stops sending p.Service's calls to p. The connection closes
-// when no service lists it; calls still waiting on it fail with ErrPeerLost.
+// RemovePeer stops sending p.Service's calls to p. Calls already waiting
+// on it get their replies: a peer leaves the registry before it stops
+// answering. The connection closes when the peer goes away.
 func (n *Node) RemovePeer(p Peer) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -76,10 +77,10 @@ func (n *Node) RemovePeer(p Peer) {
 		}
 		next := append(append([]instance(nil), list[:i]...), list[i+1:]...)
 		n.storeInstances(old, p.Service, next)
-		if in.conn.refs--; in.conn.refs == 0 {
-			delete(n.conns, p.Addr)
-			go in.conn.close()
-		}
+		// The conn stays: calls in flight on it finish, and replies to the
+		// peer's own calls still go out. It closes when its pipe goes
+		// (connLost), as when the departed process exits.
+		in.conn.refs--
 		return
 	}
 }

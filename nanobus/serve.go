@@ -116,7 +116,7 @@ func (rt *route) value(path, name string) string {
 // serve runs one request through its handler and sends the reply to the
 // asker's address, and nowhere else.
 func (n *Node) serve(m *mangos.Message) {
-	defer n.serving.Done()
+	defer n.serving.Add(-1)
 	n.stats.serving.Add(1)
 	defer n.stats.serving.Add(-1)
 	defer m.Free() // after the reply is encoded: its body may point into m
@@ -132,6 +132,8 @@ func (n *Node) serve(m *mangos.Message) {
 	deadline := deadlineOf(&req.Request)
 	if deadline.IsZero() {
 		deadline = time.Now().Add(n.cfg.Timeout)
+	} else if limit := time.Now().Add(maxDeadline); deadline.After(limit) {
+		deadline = limit
 	} else if !time.Now().Before(deadline) {
 		// Promise 4: work whose deadline has passed is dropped before it
 		// starts. The asker has given up already; no reply is sent.
@@ -147,11 +149,12 @@ func (n *Node) serve(m *mangos.Message) {
 	}
 	// The asker bounds its own calls to us; one that does not (a
 	// misconfigured bound) could overflow our write queue to it, where
-	// mangos would drop replies unseen. Drop its excess here, counted.
+	// mangos would drop replies unseen. Refuse its excess, counted.
 	if asker.serving.Add(1) > int64(n.cfg.MaxInFlight) {
 		asker.serving.Add(-1)
 		n.stats.overload.Add(1)
 		n.errLog.warn(n.log, "asker over the in-flight bound", "from", asker.addr)
+		n.refuse(asker, req, deadline, wire.CodeBusy, "over the in-flight bound")
 		return
 	}
 	defer asker.serving.Add(-1)
@@ -223,6 +226,7 @@ func (n *Node) send(c *conn, m *mangos.Message, deadline time.Time) {
 		n.stats.undeliverable.Add(1)
 		n.errLog.warn(n.log, "reply undeliverable: no connection to the asker", "to", c.addr)
 		m.Free()
+		n.dropIfIdle(c) // an address that never answers must not hold a conn slot
 		return
 	}
 	if err := c.send(m); err != nil {

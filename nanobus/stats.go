@@ -30,7 +30,7 @@ type Stats struct {
 	ExpiredOnArrival uint64 // requests dropped before the handler: deadline already passed
 	ExpiredInHandler uint64 // replies dropped: the deadline passed while the handler ran
 	NoRoute          uint64 // requests for a route with no handler
-	Overload         uint64 // requests refused: the asker is over the in-flight bound
+	Overload         uint64 // requests refused: the asker over its in-flight bound, or the node over its handler bound
 	Undeliverable    uint64 // replies dropped: no connection to the asker before the deadline
 	Serving          int64  // handlers running now
 

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"strings"
@@ -46,6 +47,7 @@ const optWritten = "NANOBUS-WRITTEN"
 
 const (
 	handshakeTimeout = 5 * time.Second
+	writeTimeout     = 10 * time.Second
 	readBufferSize   = 32 << 10
 )
 
@@ -382,6 +384,9 @@ func (p *pipe) writer() {
 		p.wcond.Broadcast() // room for blocked senders
 		p.wmu.Unlock()
 
+		// A peer that stops reading must not hold this pipe forever: it
+		// counts as lost, and calls on it fail instead of timing out.
+		_ = p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err := p.conn.Write(buf); err != nil {
 			p.wmu.Lock()
 			p.werr = err
@@ -404,7 +409,7 @@ func (p *pipe) Recv() (*mangos.Message, error) {
 		return nil, err
 	}
 	size := binary.BigEndian.Uint64(p.hdr[:])
-	if p.maxRecv > 0 && size > uint64(p.maxRecv) {
+	if p.maxRecv > 0 && size > uint64(p.maxRecv) || size > math.MaxInt32 {
 		return nil, mangos.ErrTooLong
 	}
 	m := mangos.NewMessage(int(size))

@@ -100,8 +100,8 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if strings.HasPrefix(cfg.Listen, "tls+tcp://") && cfg.TLS == nil {
-		return nil, fmt.Errorf("listen %s: tls+tcp needs Config.TLS", cfg.Listen)
+	if tlsAddr := strings.HasPrefix(cfg.Listen, "tls+tcp://"); tlsAddr != (cfg.TLS != nil) {
+		return nil, fmt.Errorf("listen %s: tls+tcp:// and Config.TLS go together", cfg.Listen)
 	}
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +54,9 @@ Run "terminator <command> -h" for the command's flags.
 type options struct {
 	busListen    string
 	busAdvertise string
+	busCA        string // bus TLS: the CA that signs every member's certificate
+	busCert      string
+	busKey       string
 	dataDir      string
 	etcdClient   string // embedded etcd's client URL
 	etcdPeer     string // embedded etcd's peer URL
@@ -71,6 +76,9 @@ func main() {
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 	fs.StringVar(&o.busListen, "bus-listen", envOr("BUS_LISTEN", "tcp://127.0.0.1:0"), "bus address to listen on (env BUS_LISTEN)")
 	fs.StringVar(&o.busAdvertise, "bus-advertise", os.Getenv("BUS_ADVERTISE"), "bus address peers dial, when listening on 0.0.0.0 (env BUS_ADVERTISE)")
+	fs.StringVar(&o.busCA, "bus-ca", os.Getenv("BUS_CA"), "bus TLS: CA file that signs every bus member's certificate; with -bus-cert and -bus-key, use tls+tcp:// addresses (env BUS_CA)")
+	fs.StringVar(&o.busCert, "bus-cert", os.Getenv("BUS_CERT"), "bus TLS: this process's certificate, used as server and client (env BUS_CERT)")
+	fs.StringVar(&o.busKey, "bus-key", os.Getenv("BUS_KEY"), "bus TLS: its key (env BUS_KEY)")
 	fs.DurationVar(&o.ttl, "ttl", 5*time.Second, "etcd lease TTL: how long a dead process stays listed")
 	o.etcd.RegisterFlags(fs)
 	dataFlag := func() {
@@ -169,7 +177,36 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 }
 
 func newNode(service string, o options, log *slog.Logger) (*nanobus.Node, error) {
-	return nanobus.NewNode(nanobus.Config{Service: service, Listen: o.busListen, Advertise: o.busAdvertise, Logger: log})
+	cfg := nanobus.Config{Service: service, Listen: o.busListen, Advertise: o.busAdvertise, Logger: log}
+	if o.busCA != "" || o.busCert != "" || o.busKey != "" {
+		t, err := busTLS(o)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = t
+	}
+	return nanobus.NewNode(cfg)
+}
+
+// busTLS is the bus's mutual TLS: every member presents a certificate
+// signed by the bus CA, and accepts only peers that do.
+func busTLS(o options) (*tls.Config, error) {
+	if o.busCA == "" || o.busCert == "" || o.busKey == "" {
+		return nil, errors.New("bus TLS needs -bus-ca, -bus-cert and -bus-key together")
+	}
+	cert, err := tls.LoadX509KeyPair(o.busCert, o.busKey)
+	if err != nil {
+		return nil, fmt.Errorf("bus certificate: %w", err)
+	}
+	pem, err := os.ReadFile(o.busCA)
+	if err != nil {
+		return nil, fmt.Errorf("bus CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("bus CA %s: no certificates", o.busCA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
 }
 
 // services are the services this binary runs; a stateful one opens its

@@ -39,7 +39,7 @@ type Config struct {
 	// Empty for a node that only calls others, like the terminator.
 	Service string
 	// Listen is the bus address to listen on: "tcp://host:port" or, with
-	// TLS set, "tls+tcp://host:port". Default "tcp://127.0.0.1:0".
+	// TLS set, "tls+tcp://host:port". Default a free loopback port.
 	Listen string
 	// Advertise is the address other nodes dial to reach this one, sent in
 	// every request so the reply comes back here. Default: the bound
@@ -90,6 +90,9 @@ type Node struct {
 func NewNode(cfg Config) (*Node, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "tcp://127.0.0.1:0"
+		if cfg.TLS != nil {
+			cfg.Listen = "tls+tcp://127.0.0.1:0"
+		}
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 1024

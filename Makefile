@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus build run
+.PHONY: test test-short vet fuzz bench-bus build run bench bench-quick
 
 ## build: the one binary, static, into bin/
 build:
@@ -32,3 +32,11 @@ fuzz:
 ## bench-bus: wire and nanobus micro-benchmarks
 bench-bus:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./wire ./nanobus ./terminator
+
+## bench: the full side-by-side harness (~3 minutes): tables to bench/results/, plots too
+bench: build
+	$(GO) run ./bench/cmd/harness
+
+## bench-quick: the same cases, 2s each
+bench-quick: build
+	$(GO) run ./bench/cmd/harness -quick

@@ -97,6 +97,21 @@ func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *sta
 	return s
 }
 
+// waitDown waits until web sees no live instance of service.
+func (s *stack) waitDown(t *testing.T, service string) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		up := false
+		for _, p := range s.web.Instances(service) {
+			up = up || p.Ready
+		}
+		if !up {
+			return
+		}
+	}
+	t.Fatalf("web still sees %s up", service)
+}
+
 func (s *stack) do(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, s.base+path, strings.NewReader(body))
@@ -185,11 +200,12 @@ func TestPageFansOutInParallel(t *testing.T) {
 // With one domain service gone the page degrades: its field is missing and
 // named; without the profile itself the page fails.
 func TestPageDegrades(t *testing.T) {
-	s := newStack(t, 500*time.Millisecond)
+	s := newStack(t, time.Second)
 	if code, body := s.do(t, "PUT", "/profiles/ann", `{"name":"Ann","age":31}`); code != 201 {
 		t.Fatalf("%d %s", code, body)
 	}
 	s.nodes[visits.Service].Close()
+	s.waitDown(t, visits.Service)
 	code, body := s.do(t, "GET", "/profiles/ann", "")
 	var page web.Page
 	if err := json.Unmarshal([]byte(body), &page); err != nil || code != 200 {
@@ -213,6 +229,7 @@ func TestPageDegrades(t *testing.T) {
 	}
 
 	s.nodes[profiles.Service].Close()
+	s.waitDown(t, profiles.Service)
 	if code, body := s.do(t, "GET", "/profiles/ann", ""); code != 503 {
 		t.Fatalf("without the profile service: %d %s, want 503", code, body)
 	}

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,10 @@ Every command but all and seed needs -etcd-endpoints.
 
 Run "terminator <command> -h" for the command's flags.
 `
+
+// seeding is true while "all -seed" loads sample data: the front is not
+// ready until it is done, so nobody measures or tests a half-seeded store.
+var seeding atomic.Bool
 
 // options are the flags every command shares.
 type options struct {
@@ -124,6 +129,7 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 			closers[i]()
 		}
 	}()
+	seeding.Store(cmd == "all" && o.seed > 0)
 	if len(o.etcd.Endpoints) == 0 {
 		if cmd != "all" {
 			return errors.New("-etcd-endpoints is required (only \"all\" embeds etcd)")
@@ -164,9 +170,12 @@ func run(ctx context.Context, cmd string, o options, log *slog.Logger) error {
 		closers = append(closers, stopFront)
 		if cmd == "all" {
 			if o.seed > 0 {
+				// Sample data is a convenience: failing to load it is
+				// worth a warning, not an exit.
 				if err := seedIfEmpty(ctx, o, log); err != nil {
-					return err
+					log.Warn("seeding sample data failed", "err", err)
 				}
+				seeding.Store(false)
 			}
 			printWelcome(o.front.Listen, o.front.AdminListen)
 		}
@@ -330,6 +339,9 @@ func startFront(ctx context.Context, cli *clientv3.Client, o options, log *slog.
 		return nil, err
 	}
 	srv.SetReadyCheck(func() error {
+		if seeding.Load() {
+			return errors.New("loading sample data")
+		}
 		if w.Stats().Stale {
 			return errors.New("etcd unreachable: routes may be stale")
 		}

@@ -59,11 +59,21 @@ var (
 func seed(ctx context.Context, base string, n int) error {
 	r := rand.New(rand.NewPCG(1, 2)) // the same sample every time
 	put := func(method, path, body string, ok ...int) error {
-		status, reply := send(ctx, method, base+path, body)
-		for _, s := range ok {
-			if status == s {
-				return nil
+		var status int
+		var reply string
+		// A busy front (503) or a route not learned yet (404 from the
+		// front) is worth a few more tries.
+		for try := 0; try < 20; try++ {
+			status, reply = send(ctx, method, base+path, body)
+			for _, s := range ok {
+				if status == s {
+					return nil
+				}
 			}
+			if status != 503 && status != 0 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		return fmt.Errorf("%s %s: %d %s", method, path, status, reply)
 	}

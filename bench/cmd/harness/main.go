@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -250,11 +251,24 @@ func (r *runner) all() {
 				r.rateRow = &p
 			}
 		}
-		if r.want("sweep") {
-			r.runSweep(base)
-		}
 		if err := t.stop(); err != nil {
 			r.notes = append(r.notes, "terminator stop: "+err.Error())
+			r.logf("terminator stop: %v", err)
+		}
+	}
+	if r.want("sweep") {
+		// The sweep runs against an instance whose admission bound fits
+		// the chain (Little's law: ~25k rps x ~5 ms), with many more
+		// connections than that bound, so that past saturation the excess
+		// is refused with 503 instead of queueing in the generator.
+		t, err := startTerminator(r.cfg.bin, "-max-waiting", strconv.Itoa(sweepMaxWaiting))
+		if err != nil {
+			r.fail("terminator for the sweep", err)
+			return
+		}
+		r.logf("sweep terminator on %s (-max-waiting %d, c=%d)", t.public, sweepMaxWaiting, sweepConns)
+		r.runSweep("http://" + t.public)
+		if err := t.stop(); err != nil {
 			r.logf("terminator stop: %v", err)
 		}
 	}
@@ -273,17 +287,27 @@ func (r *runner) withNginx(name, upstream string, paths []string) {
 	}
 }
 
+// The sweep's admission bound and connection count.
+const (
+	sweepMaxWaiting = 128
+	sweepConns      = 1024
+)
+
 // openLoop offers rate rps to the two-hop chain for d (plus warm-up).
 func (r *runner) openLoop(base string, rate float64, d time.Duration) (sweepPoint, error) {
+	return r.openLoopConns(base, rate, d, r.cfg.conns)
+}
+
+func (r *runner) openLoopConns(base string, rate float64, d time.Duration, conns int) (sweepPoint, error) {
 	urls := make([]string, 0, 300)
 	for _, p := range profilePaths() {
 		urls = append(urls, base+p)
 	}
-	res, err := loadgen.Run(r.ctx, loadgen.Options{URLs: urls, Connections: r.cfg.conns, Rate: rate, Duration: d, Warmup: r.cfg.warm})
+	res, err := loadgen.Run(r.ctx, loadgen.Options{URLs: urls, Connections: conns, Rate: rate, Duration: d, Warmup: r.cfg.warm})
 	if err != nil {
 		return sweepPoint{}, err
 	}
-	r.logf("open loop %6.0f rps: %s svc_p99=%v", rate, res.Summary(), time.Duration(res.Service.ValueAtQuantile(99))*time.Microsecond)
+	r.logf("open loop %6.0f rps: %s svc_p99=%v errors=%v", rate, res.Summary(), time.Duration(res.Service.ValueAtQuantile(99))*time.Microsecond, res.ErrorKinds)
 	p := sweepPoint{Offered: rate, Achieved: res.RPS(), Errors: res.Errors, Unsent: res.Unsent,
 		// Delivered 2xx throughput: the window's completions times the 2xx share.
 		AdmittedRPS: res.RPS() * float64(res.Admitted.TotalCount()) / math.Max(1, float64(res.Latency.TotalCount())),
@@ -324,7 +348,7 @@ func (r *runner) runSweep(base string) {
 		if r.ctx.Err() != nil || (limit > 0 && rate >= limit) {
 			break
 		}
-		p, err := r.openLoop(base, rate, r.cfg.sweepDur)
+		p, err := r.openLoopConns(base, rate, r.cfg.sweepDur, sweepConns)
 		if err != nil {
 			r.fail(fmt.Sprintf("sweep %.0f", rate), err)
 			return
@@ -336,7 +360,7 @@ func (r *runner) runSweep(base string) {
 		}
 	}
 	if limit > 0 && r.ctx.Err() == nil {
-		if p, err := r.openLoop(base, limit, r.cfg.sweepDur); err == nil {
+		if p, err := r.openLoopConns(base, limit, r.cfg.sweepDur, sweepConns); err == nil {
 			r.sweep = append(r.sweep, p)
 		}
 	}

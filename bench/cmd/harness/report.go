@@ -49,8 +49,10 @@ func (r *runner) markdown() string {
 			row.Case, row.Tool, row.RPS, ms(row.P50), ms(row.P99), ms(row.P999), row.Errors, row.Non2xx, ratio)
 	}
 	if r.rateRow != nil || len(r.sweep) > 0 {
-		fmt.Fprintf(&sb, "\nOpen loop (constant rate, latency from the intended send time), two hops `GET /profiles/{1..300}`, c=%d. "+
-			"Admitted = 2xx; service p99 = timed from the actual send (the target's own answer time).\n\n", r.cfg.conns)
+		fmt.Fprintf(&sb, "\nOpen loop (constant rate, latency from the intended send time), two hops `GET /profiles/{1..300}`. "+
+			"The constant-rate row uses c=%d against the default terminator; the sweep uses c=%d against one started with "+
+			"-max-waiting %d, so that past saturation the excess is refused (503) rather than queued in the generator. "+
+			"Admitted = 2xx; service p99 = timed from the actual send (the target's own answer time).\n\n", r.cfg.conns, sweepConns, sweepMaxWaiting)
 		sb.WriteString("| offered rps | achieved rps | admitted rps | admitted p50 | admitted p99 | service p99 | 503 share | errors | unsent |\n")
 		sb.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		rows := r.sweep
@@ -144,7 +146,7 @@ func shortName(s string) string {
 
 func (r *runner) sweepPlot(path string) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Two hops, open loop c=%d: admitted latency vs offered rate", r.cfg.conns)
+	p.Title.Text = fmt.Sprintf("Two hops, open loop c=%d, -max-waiting %d: admitted latency vs offered rate", sweepConns, sweepMaxWaiting)
 	p.X.Label.Text = "offered rps"
 	p.Y.Label.Text = "ms (log)"
 	p.Y.Scale = plot.LogScale{}

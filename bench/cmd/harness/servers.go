@@ -215,7 +215,9 @@ type terminator struct {
 	logf          *os.File
 }
 
-func startTerminator(bin string) (*terminator, error) {
+// startTerminator runs the binary; extra flags go to "all" (the sweep's
+// instance sets a small -max-waiting).
+func startTerminator(bin string, extra ...string) (*terminator, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("terminator binary %s: %w (run make build)", bin, err)
 	}
@@ -234,6 +236,7 @@ func startTerminator(bin string) (*terminator, error) {
 		"-listen", t.public, "-admin", t.admin,
 		"-embedded-etcd-client", fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
 		"-embedded-etcd-peer", fmt.Sprintf("http://127.0.0.1:%d", ports[3]))
+	cmd.Args = append(cmd.Args, extra...)
 	t.logf, _ = os.Create(filepath.Join(dir, "terminator.log"))
 	cmd.Stdout, cmd.Stderr = t.logf, t.logf
 	if t.p, err = startProc("terminator", cmd); err != nil {

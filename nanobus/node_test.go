@@ -1,6 +1,7 @@
 package nanobus_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -227,5 +228,27 @@ func TestPathValue(t *testing.T) {
 		if v := <-got; v != want {
 			t.Errorf("%s: PathValue gave %q, want %q", path, v, want)
 		}
+	}
+}
+
+// Frames far larger than the transport's read chunk arrive whole.
+func TestLargeBodies(t *testing.T) {
+	svc := newNode(t, nanobus.Config{Service: "echo"})
+	svc.Handle("echo", echo)
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, svc)
+	for _, size := range []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 3<<20 + 17} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i * 7)
+		}
+		resp, err := caller.Call(context.Background(), "echo", "echo", body)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		if !bytes.Equal(resp.Body, body) {
+			t.Fatalf("%d bytes: body changed on the way", size)
+		}
+		resp.Release()
 	}
 }

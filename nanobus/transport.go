@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,7 @@ const (
 	handshakeTimeout = 5 * time.Second
 	writeTimeout     = 10 * time.Second
 	readBufferSize   = 32 << 10
+	recvChunk        = 64 << 10 // frames above this are read in chunks
 )
 
 type tcpTransport struct {
@@ -412,12 +414,31 @@ func (p *pipe) Recv() (*mangos.Message, error) {
 	if p.maxRecv > 0 && size > uint64(p.maxRecv) || size > math.MaxInt32 {
 		return nil, mangos.ErrTooLong
 	}
-	m := mangos.NewMessage(int(size))
-	m.Body = m.Body[:size]
-	if _, err := io.ReadFull(p.r, m.Body); err != nil {
-		m.Free()
-		return nil, err
+	if size <= recvChunk {
+		m := mangos.NewMessage(int(size))
+		m.Body = m.Body[:size]
+		if _, err := io.ReadFull(p.r, m.Body); err != nil {
+			m.Free()
+			return nil, err
+		}
+		return m, nil
 	}
+	// A large frame is read a chunk at a time, growing the buffer as bytes
+	// arrive: a peer that announces 16 MiB and trickles must not get 16 MiB
+	// of our memory up front.
+	m := mangos.NewMessage(recvChunk)
+	body := m.Body[:0]
+	for left := int(size); left > 0; {
+		n := min(left, recvChunk)
+		body = slices.Grow(body, n)
+		if _, err := io.ReadFull(p.r, body[len(body):len(body)+n]); err != nil {
+			m.Free()
+			return nil, err
+		}
+		body = body[:len(body)+n]
+		left -= n
+	}
+	m.Body = body
 	return m, nil
 }
 

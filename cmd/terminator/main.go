@@ -267,8 +267,7 @@ func startService(ctx context.Context, cli *clientv3.Client, o options, service 
 	defer cancel()
 	// The front logs membership changes; a service's watcher would only
 	// repeat them, once per service in a one-process run.
-	quiet := slog.New(log.Handler().WithGroup(service))
-	quiet = slog.New(levelFilter{quiet.Handler(), slog.LevelWarn})
+	quiet := slog.New(levelFilter{log.Handler(), slog.LevelWarn})
 	w, err := discovery.Watch(wctx, cli, discovery.WatchOptions{Peers: node, Logger: quiet})
 	if err != nil {
 		closeAll()

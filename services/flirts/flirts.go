@@ -6,12 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/tally"
 )
 
 // Service is the name flirts registers under.
@@ -33,15 +33,10 @@ type Flirt struct {
 }
 
 // Count is a number of flirts received.
-type Count struct {
-	Count int `json:"count"`
-}
+type Count = tally.Count
 
 // ListRequest asks for the flirts a profile received.
-type ListRequest struct {
-	Profile string `json:"profile"`
-	Limit   int    `json:"limit"` // default and maximum 100
-}
+type ListRequest = tally.ListRequest
 
 // Received are the flirts a profile received.
 type Received struct {
@@ -50,7 +45,7 @@ type Received struct {
 
 // Register adds the flirt service's handlers to n, storing in s.
 func Register(n *nanobus.Node, s *store.Store) {
-	var mu sync.Mutex // the conflict check and the counter are read-modify-write
+	t := tally.New(s, "f")
 	n.Handle(RouteSend, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var f Flirt
 		if err := json.Unmarshal(req.Body, &f); err != nil {
@@ -66,53 +61,15 @@ func Register(n *nanobus.Node, s *store.Store) {
 		}
 		f.Message = strings.TrimSpace(f.Message)
 		f.At = time.Now().UTC()
-		key := "f/" + f.To + "/" + f.From
-		mu.Lock()
-		defer mu.Unlock()
-		var old Flirt
-		exists, err := s.Get(key, &old)
+		c, added, err := t.Add(f.To, f.From, f, true) // one flirt per pair
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		if exists {
+		if !added {
 			return nanobus.Reply{}, nanobus.Errorf(409, "%s already flirted with %s", f.From, f.To)
-		}
-		var c Count
-		if _, err := s.Get("n/"+f.To, &c); err != nil {
-			return nanobus.Reply{}, err
-		}
-		c.Count++
-		b := s.Batch()
-		b.Put(key, f)
-		b.Put("n/"+f.To, c)
-		if err := b.Commit(); err != nil {
-			return nanobus.Reply{}, err
 		}
 		return nanobus.JSON(201, c)
 	})
-	n.Handle(RouteCount, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		id := string(req.Body)
-		if !store.ValidID(id) {
-			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
-		}
-		var c Count
-		if _, err := s.Get("n/"+id, &c); err != nil {
-			return nanobus.Reply{}, err
-		}
-		return nanobus.JSON(200, c)
-	})
-	n.Handle(RouteList, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		var lr ListRequest
-		if err := json.Unmarshal(req.Body, &lr); err != nil || !store.ValidID(lr.Profile) {
-			return nanobus.Reply{}, nanobus.Errorf(400, "list: want {\"profile\": id, \"limit\": n}")
-		}
-		if lr.Limit <= 0 || lr.Limit > 100 {
-			lr.Limit = 100
-		}
-		list, err := store.List[Flirt](s, "f/"+lr.Profile+"/", lr.Limit)
-		if err != nil {
-			return nanobus.Reply{}, err
-		}
-		return nanobus.JSON(200, Received{Flirts: list})
-	})
+	t.HandleCount(n, RouteCount)
+	tally.HandleList(n, RouteList, t, func(l []Flirt) any { return Received{Flirts: l} })
 }

@@ -7,12 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/tally"
 )
 
 // Service is the name visits registers under.
@@ -33,15 +32,10 @@ type Visit struct {
 }
 
 // Count is a number of visits.
-type Count struct {
-	Count int `json:"count"`
-}
+type Count = tally.Count
 
 // ListRequest asks for the most recent visitors of a profile.
-type ListRequest struct {
-	Profile string `json:"profile"`
-	Limit   int    `json:"limit"` // default and maximum 100
-}
+type ListRequest = tally.ListRequest
 
 // Visitors are the most recent visits, newest first.
 type Visitors struct {
@@ -50,7 +44,7 @@ type Visitors struct {
 
 // Register adds the visit service's handlers to n, storing in s.
 func Register(n *nanobus.Node, s *store.Store) {
-	var mu sync.Mutex // counters are read-modify-write
+	t := tally.New(s, "v")
 	n.Handle(RouteRecord, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var v Visit
 		if err := json.Unmarshal(req.Body, &v); err != nil {
@@ -63,49 +57,13 @@ func Register(n *nanobus.Node, s *store.Store) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "visit: a profile does not visit itself")
 		}
 		v.At = time.Now().UTC()
-		mu.Lock()
-		defer mu.Unlock()
-		var c Count
-		if _, err := s.Get("n/"+v.Profile, &c); err != nil {
-			return nanobus.Reply{}, err
-		}
-		c.Count++
-		b := s.Batch()
-		b.Put(visitKey(v), v)
-		b.Put("n/"+v.Profile, c)
-		if err := b.Commit(); err != nil {
-			return nanobus.Reply{}, err
-		}
-		return nanobus.JSON(200, c)
-	})
-	n.Handle(RouteCount, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		id := string(req.Body)
-		if !store.ValidID(id) {
-			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
-		}
-		var c Count
-		if _, err := s.Get("n/"+id, &c); err != nil {
-			return nanobus.Reply{}, err
-		}
-		return nanobus.JSON(200, c)
-	})
-	n.Handle(RouteList, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		var lr ListRequest
-		if err := json.Unmarshal(req.Body, &lr); err != nil || !store.ValidID(lr.Profile) {
-			return nanobus.Reply{}, nanobus.Errorf(400, "list: want {\"profile\": id, \"limit\": n}")
-		}
-		if lr.Limit <= 0 || lr.Limit > 100 {
-			lr.Limit = 100
-		}
-		list, err := store.List[Visit](s, "v/"+lr.Profile+"/", lr.Limit)
+		// Newest first: the time in the key is inverted.
+		c, _, err := t.Add(v.Profile, fmt.Sprintf("%019d/%s", math.MaxInt64-v.At.UnixNano(), v.Visitor), v, false)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		return nanobus.JSON(200, Visitors{Visits: list})
+		return nanobus.JSON(200, c)
 	})
-}
-
-// visitKey orders a profile's visits newest first: the time is inverted.
-func visitKey(v Visit) string {
-	return fmt.Sprintf("v/%s/%019d/%s", v.Profile, math.MaxInt64-v.At.UnixNano(), strings.ToLower(v.Visitor))
+	t.HandleCount(n, RouteCount)
+	tally.HandleList(n, RouteList, t, func(l []Visit) any { return Visitors{Visits: l} })
 }

@@ -1,0 +1,90 @@
+// Package tally is what the visit and flirt services share: items kept per
+// profile with a running count, and the bus handlers that read them.
+package tally
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services/store"
+)
+
+// Count is how many items a profile has.
+type Count struct {
+	Count int `json:"count"`
+}
+
+// ListRequest asks for a profile's items.
+type ListRequest struct {
+	Profile string `json:"profile"`
+	Limit   int    `json:"limit"` // default and maximum 100
+}
+
+// Tally keeps items under "<prefix>/<profile>/<suffix>" and their number
+// under "n/<profile>".
+type Tally struct {
+	s      *store.Store
+	prefix string
+	mu     sync.Mutex // Add reads, then writes
+}
+
+// New returns a tally over s whose items live under prefix.
+func New(s *store.Store, prefix string) *Tally { return &Tally{s: s, prefix: prefix} }
+
+// Add stores item for profile and counts it, in one synced batch. With
+// unique set, an item already under that key is left alone: added is false.
+func (t *Tally) Add(profile, suffix string, item any, unique bool) (c Count, added bool, err error) {
+	key := t.prefix + "/" + profile + "/" + suffix
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if unique {
+		var old json.RawMessage
+		if exists, err := t.s.Get(key, &old); err != nil || exists {
+			return Count{}, false, err
+		}
+	}
+	if _, err := t.s.Get("n/"+profile, &c); err != nil {
+		return Count{}, false, err
+	}
+	c.Count++
+	b := t.s.Batch()
+	b.Put(key, item)
+	b.Put("n/"+profile, c)
+	return c, true, b.Commit()
+}
+
+// HandleCount serves route: body a profile ID, answer its Count.
+func (t *Tally) HandleCount(n *nanobus.Node, route string) {
+	n.Handle(route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		id := string(req.Body)
+		if !store.ValidID(id) {
+			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
+		}
+		var c Count
+		if _, err := t.s.Get("n/"+id, &c); err != nil {
+			return nanobus.Reply{}, err
+		}
+		return nanobus.JSON(200, c)
+	})
+}
+
+// HandleList serves route: body a ListRequest, answer wrap(items) in key
+// order.
+func HandleList[T any](n *nanobus.Node, route string, t *Tally, wrap func([]T) any) {
+	n.Handle(route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		var lr ListRequest
+		if err := json.Unmarshal(req.Body, &lr); err != nil || !store.ValidID(lr.Profile) {
+			return nanobus.Reply{}, nanobus.Errorf(400, "list: want {\"profile\": id, \"limit\": n}")
+		}
+		if lr.Limit <= 0 || lr.Limit > 100 {
+			lr.Limit = 100
+		}
+		list, err := store.List[T](t.s, t.prefix+"/"+lr.Profile+"/", lr.Limit)
+		if err != nil {
+			return nanobus.Reply{}, err
+		}
+		return nanobus.JSON(200, wrap(list))
+	})
+}

@@ -231,9 +231,9 @@ var services = map[string]func(n *nanobus.Node, dataDir string) (io.Closer, erro
 // serviceOrder starts the domain services before the aggregator that calls them.
 var serviceOrder = []string{profiles.Service, visits.Service, flirts.Service, web.Service, echo.Service}
 
-func withStore(register func(*nanobus.Node, *store.Store)) func(*nanobus.Node, string) (io.Closer, error) {
+func withStore(register func(*nanobus.Node, store.Store)) func(*nanobus.Node, string) (io.Closer, error) {
 	return func(n *nanobus.Node, dir string) (io.Closer, error) {
-		s, err := store.Open(filepath.Join(dir, n.Service()))
+		s, err := store.OpenPebble(filepath.Join(dir, n.Service()))
 		if err != nil {
 			return nil, err
 		}

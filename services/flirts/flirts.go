@@ -44,7 +44,7 @@ type Received struct {
 }
 
 // Register adds the flirt service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s *store.Store) {
+func Register(n *nanobus.Node, s store.Store) {
 	t := tally.New(s, "f")
 	n.Handle(RouteSend, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var f Flirt
@@ -61,7 +61,7 @@ func Register(n *nanobus.Node, s *store.Store) {
 		}
 		f.Message = strings.TrimSpace(f.Message)
 		f.At = time.Now().UTC()
-		c, added, err := t.Add(f.To, f.From, f, true) // one flirt per pair
+		c, added, err := t.Add(ctx, f.To, f.From, f, true) // one flirt per pair
 		if err != nil {
 			return nanobus.Reply{}, err
 		}

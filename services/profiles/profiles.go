@@ -4,9 +4,9 @@ package profiles
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -59,20 +59,19 @@ func validPhotoURL(s string) bool {
 }
 
 // Register adds the profile service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s *store.Store) {
-	var mu sync.Mutex // orders read-then-write of one put against another
+func Register(n *nanobus.Node, s store.Store) {
 	n.Handle(RouteGet, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		id := string(req.Body)
 		if !store.ValidID(id) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
 		}
 		// The stored JSON is the answer: no decode and encode again.
-		raw, err := s.GetRaw("p/" + id)
+		raw, err := s.Get(ctx, "p/"+id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nanobus.Reply{}, nanobus.Errorf(404, "no profile %s", id)
+		}
 		if err != nil {
 			return nanobus.Reply{}, err
-		}
-		if raw == nil {
-			return nanobus.Reply{}, nanobus.Errorf(404, "no profile %s", id)
 		}
 		rep := nanobus.Reply{Body: raw}
 		rep.Header.Add("Content-Type", "application/json")
@@ -87,16 +86,15 @@ func Register(n *nanobus.Node, s *store.Store) {
 			return nanobus.Reply{}, err
 		}
 		p.Updated = time.Now().UTC().Truncate(time.Millisecond)
-		mu.Lock()
-		defer mu.Unlock()
-		var old Profile
-		existed, err := s.Get("p/"+p.ID, &old)
+		var existed bool
+		err := s.Update(ctx, func(tx store.Tx) error {
+			_, err := tx.Get("p/" + p.ID)
+			if existed = err == nil; err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return store.WriteJSON(tx, "p/"+p.ID, p)
+		})
 		if err != nil {
-			return nanobus.Reply{}, err
-		}
-		b := s.Batch()
-		b.Put("p/"+p.ID, p)
-		if err := b.Commit(); err != nil {
 			return nanobus.Reply{}, err
 		}
 		status := 200

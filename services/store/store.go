@@ -1,118 +1,102 @@
-// Package store is the services' durable key-value store: Pebble with every
-// write synced, and JSON values.
+// Package store is the domain services' durable data: a small key-value
+// interface (keys are short strings, values JSON documents) with two
+// implementations. Pebble is the embedded default: one process per data
+// directory, every write synced. PostgreSQL is what a fleet shares: any
+// number of instances, and two versions of a service during a rollout,
+// read and write the same data.
+//
+// Writes go through Update, a transaction whose reads and writes commit
+// together or not at all; a store may run fn again after a conflict with
+// another writer, so fn must not have effects outside its Tx.
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
-// Store is one service's data directory.
-type Store struct {
-	db *pebble.DB
+// ErrNotFound is what Get returns for a key with no value.
+var ErrNotFound = errors.New("store: not found")
+
+// Store is one service's data.
+type Store interface {
+	// Get returns a copy of the value at key, or ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// List returns up to limit entries whose keys start with prefix, in
+	// byte order of their keys; limit <= 0 means no limit.
+	List(ctx context.Context, prefix string, limit int) ([]Entry, error)
+	// Update runs fn in a transaction and commits its writes durably, all
+	// or none. fn may run more than once (after a conflict with another
+	// writer); an error from fn aborts the transaction and is returned.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Check reports whether the store can serve: what readiness shows.
+	Check(ctx context.Context) error
+	Close() error
 }
 
-// Open opens (creating if needed) the store in dir.
-func Open(dir string) (*Store, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+// Tx is a transaction's view: its reads see its own writes.
+type Tx interface {
+	Get(key string) ([]byte, error) // ErrNotFound when there is no value
+	Put(key string, value []byte) error
+}
+
+// Entry is one key and its value.
+type Entry struct {
+	Key   string
+	Value []byte
+}
+
+// GetJSON decodes the value at key into v; found is false when there is none.
+func GetJSON(ctx context.Context, s Store, key string, v any) (found bool, err error) {
+	return decode(key, v)(s.Get(ctx, key))
+}
+
+// ReadJSON is GetJSON inside a transaction.
+func ReadJSON(tx Tx, key string, v any) (found bool, err error) {
+	return decode(key, v)(tx.Get(key))
+}
+
+func decode(key string, v any) func([]byte, error) (bool, error) {
+	return func(b []byte, err error) (bool, error) {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			return false, fmt.Errorf("decode %s: %w", key, err)
+		}
+		return true, nil
+	}
+}
+
+// WriteJSON puts v, encoded as JSON, at key.
+func WriteJSON(tx Tx, key string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", dir, err)
+		return fmt.Errorf("encode %s: %w", key, err)
 	}
-	return &Store{db: db}, nil
+	return tx.Put(key, b)
 }
 
-// Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
-
-// Get decodes the value at key into v; found is false if there is none.
-func (s *Store) Get(key string, v any) (found bool, err error) {
-	b, closer, err := s.db.Get([]byte(key))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("get %s: %w", key, err)
-	}
-	defer closer.Close()
-	if err := json.Unmarshal(b, v); err != nil {
-		return false, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return true, nil
-}
-
-// GetRaw returns a copy of the value at key as stored (JSON), or nil.
-func (s *Store) GetRaw(key string) ([]byte, error) {
-	b, closer, err := s.db.Get([]byte(key))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
-	}
-	defer closer.Close()
-	return append([]byte(nil), b...), nil
-}
-
-// Batch is a set of writes applied atomically.
-type Batch struct {
-	b   *pebble.Batch
-	err error
-}
-
-// Batch starts a batch.
-func (s *Store) Batch() *Batch { return &Batch{b: s.db.NewBatch()} }
-
-// Put sets key to v as JSON.
-func (b *Batch) Put(key string, v any) {
-	if b.err != nil {
-		return
-	}
-	val, err := json.Marshal(v)
-	if err != nil {
-		b.err = fmt.Errorf("encode %s: %w", key, err)
-		return
-	}
-	b.err = b.b.Set([]byte(key), val, nil)
-}
-
-// Commit applies the batch and syncs it to disk.
-func (b *Batch) Commit() error {
-	defer b.b.Close()
-	if b.err != nil {
-		return b.err
-	}
-	return b.b.Commit(pebble.Sync)
-}
-
-// List decodes the values of up to limit keys with prefix (0: all), in key
-// order.
-func List[T any](s *Store, prefix string, limit int) ([]T, error) {
-	upper := append([]byte(prefix), 0xff)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
+// ListJSON decodes up to limit values under prefix, in key order.
+func ListJSON[T any](ctx context.Context, s Store, prefix string, limit int) ([]T, error) {
+	entries, err := s.List(ctx, prefix, limit)
 	if err != nil {
 		return nil, err
 	}
-	defer it.Close()
-	out := []T{}
-	for it.First(); it.Valid() && (limit == 0 || len(out) < limit); it.Next() {
+	out := make([]T, 0, len(entries))
+	for _, e := range entries {
 		var v T
-		if err := json.Unmarshal(it.Value(), &v); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", it.Key(), err)
+		if err := json.Unmarshal(e.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
 		}
 		out = append(out, v)
 	}
-	return out, it.Error()
-}
-
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)  {}
-func (quietLogger) Errorf(string, ...any) {}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf(format, args...))
+	return out, nil
 }
 
 // ValidID reports whether id may name a profile: 1 to 64 of [a-z0-9_-].

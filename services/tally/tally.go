@@ -5,7 +5,7 @@ package tally
 import (
 	"context"
 	"encoding/json"
-	"sync"
+	"errors"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/store"
@@ -25,34 +25,42 @@ type ListRequest struct {
 // Tally keeps items under "<prefix>/<profile>/<suffix>" and their number
 // under "n/<profile>".
 type Tally struct {
-	s      *store.Store
+	s      store.Store
 	prefix string
-	mu     sync.Mutex // Add reads, then writes
 }
 
 // New returns a tally over s whose items live under prefix.
-func New(s *store.Store, prefix string) *Tally { return &Tally{s: s, prefix: prefix} }
+func New(s store.Store, prefix string) *Tally { return &Tally{s: s, prefix: prefix} }
 
 // Add stores item for profile and counts it, in one synced batch. With
 // unique set, an item already under that key is left alone: added is false.
-func (t *Tally) Add(profile, suffix string, item any, unique bool) (c Count, added bool, err error) {
+func (t *Tally) Add(ctx context.Context, profile, suffix string, item any, unique bool) (c Count, added bool, err error) {
 	key := t.prefix + "/" + profile + "/" + suffix
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if unique {
-		var old json.RawMessage
-		if exists, err := t.s.Get(key, &old); err != nil || exists {
-			return Count{}, false, err
+	err = t.s.Update(ctx, func(tx store.Tx) error {
+		c, added = Count{}, false
+		if unique {
+			_, err := tx.Get(key)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
 		}
-	}
-	if _, err := t.s.Get("n/"+profile, &c); err != nil {
+		if _, err := store.ReadJSON(tx, "n/"+profile, &c); err != nil {
+			return err
+		}
+		c.Count++
+		added = true
+		if err := store.WriteJSON(tx, key, item); err != nil {
+			return err
+		}
+		return store.WriteJSON(tx, "n/"+profile, c)
+	})
+	if err != nil {
 		return Count{}, false, err
 	}
-	c.Count++
-	b := t.s.Batch()
-	b.Put(key, item)
-	b.Put("n/"+profile, c)
-	return c, true, b.Commit()
+	return c, added, nil
 }
 
 // HandleCount serves route: body a profile ID, answer its Count.
@@ -63,7 +71,7 @@ func (t *Tally) HandleCount(n *nanobus.Node, route string) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
 		}
 		var c Count
-		if _, err := t.s.Get("n/"+id, &c); err != nil {
+		if _, err := store.GetJSON(ctx, t.s, "n/"+id, &c); err != nil {
 			return nanobus.Reply{}, err
 		}
 		return nanobus.JSON(200, c)
@@ -81,7 +89,7 @@ func HandleList[T any](n *nanobus.Node, route string, t *Tally, wrap func([]T) a
 		if lr.Limit <= 0 || lr.Limit > 100 {
 			lr.Limit = 100
 		}
-		list, err := store.List[T](t.s, t.prefix+"/"+lr.Profile+"/", lr.Limit)
+		list, err := store.ListJSON[T](ctx, t.s, t.prefix+"/"+lr.Profile+"/", lr.Limit)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}

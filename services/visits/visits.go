@@ -43,7 +43,7 @@ type Visitors struct {
 }
 
 // Register adds the visit service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s *store.Store) {
+func Register(n *nanobus.Node, s store.Store) {
 	t := tally.New(s, "v")
 	n.Handle(RouteRecord, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var v Visit
@@ -58,7 +58,7 @@ func Register(n *nanobus.Node, s *store.Store) {
 		}
 		v.At = time.Now().UTC()
 		// Newest first: the time in the key is inverted.
-		c, _, err := t.Add(v.Profile, fmt.Sprintf("%019d/%s", math.MaxInt64-v.At.UnixNano(), v.Visitor), v, false)
+		c, _, err := t.Add(ctx, v.Profile, fmt.Sprintf("%019d/%s", math.MaxInt64-v.At.UnixNano(), v.Visitor), v, false)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}

@@ -1,0 +1,125 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Pebble is the embedded store: one data directory, one process. Writes
+// are synced to disk before Update returns, and run one at a time (a
+// process-wide lock), which is what makes read-then-write safe here; for
+// several processes on the same data, use Postgres.
+type Pebble struct {
+	db  *pebble.DB
+	dir string
+	mu  sync.Mutex // one Update at a time
+}
+
+// OpenPebble opens (creating if needed) the store in dir. A second process
+// on the same dir is refused with an error that says what to do instead.
+func OpenPebble(dir string) (*Pebble, error) {
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{}})
+	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open store %s: the directory is in use by another process; "+
+				"a Pebble store belongs to one process: give each instance its own -data directory, "+
+				"or run every instance on one PostgreSQL with -store postgres://...", dir)
+		}
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return &Pebble{db: db, dir: dir}, nil
+}
+
+// Get returns a copy of the value at key, or ErrNotFound.
+func (p *Pebble) Get(_ context.Context, key string) ([]byte, error) {
+	return get(p.db, key)
+}
+
+// List returns up to limit entries under prefix, in key order.
+func (p *Pebble) List(_ context.Context, prefix string, limit int) ([]Entry, error) {
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []Entry
+	for it.First(); it.Valid() && (limit <= 0 || len(out) < limit); it.Next() {
+		out = append(out, Entry{Key: string(it.Key()), Value: append([]byte(nil), it.Value()...)})
+	}
+	return out, it.Error()
+}
+
+// Update runs fn on an indexed batch (its reads see its writes) and commits
+// it synced. Updates run one at a time, so fn runs exactly once.
+func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b := p.db.NewIndexedBatch()
+	defer b.Close()
+	if err := fn(pebbleTx{b}); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Check fails once the store is closed or its disk fails a read.
+func (p *Pebble) Check(context.Context) error {
+	_, err := get(p.db, "\x00check")
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Close closes the store.
+func (p *Pebble) Close() error { return p.db.Close() }
+
+type pebbleTx struct{ b *pebble.Batch }
+
+func (t pebbleTx) Get(key string) ([]byte, error) { return get(t.b, key) }
+
+func (t pebbleTx) Put(key string, value []byte) error { return t.b.Set([]byte(key), value, nil) }
+
+// get reads key from a DB or an indexed batch.
+func get(r pebble.Reader, key string) ([]byte, error) {
+	b, closer, err := r.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), b...), nil
+}
+
+// prefixEnd is the first key after every key with prefix.
+func prefixEnd(prefix string) []byte {
+	end := []byte(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil // prefix is all 0xff (or empty): no upper bound
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

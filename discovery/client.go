@@ -1,12 +1,9 @@
 package discovery
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -14,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+
+	"github.com/terminator-gw/terminator/nanobus"
 )
 
 // ClientConfig says how to reach an etcd cluster.
@@ -26,30 +25,23 @@ type ClientConfig struct {
 	DialTimeout time.Duration // default 5s
 }
 
-// RegisterFlags adds the -etcd-* flags to fs, with defaults from ETCD_*
-// environment variables (shown by --help).
+// RegisterFlags adds the -etcd-* flags to fs. (The binary gives each an
+// environment variable: ETCD_ENDPOINTS, ETCD_CA, ...)
 func (c *ClientConfig) RegisterFlags(fs *flag.FlagSet) {
-	str := func(p *string, name, env, usage string) {
-		fs.StringVar(p, name, os.Getenv(env), usage+" (env "+env+")")
-	}
-	c.Endpoints = splitList(os.Getenv("ETCD_ENDPOINTS"))
-	fs.Var((*listFlag)(&c.Endpoints), "etcd-endpoints", "comma-separated etcd client URLs; empty: only \"all\" runs, with an embedded etcd (env ETCD_ENDPOINTS)")
-	str(&c.CA, "etcd-ca", "ETCD_CA", "CA file for TLS to etcd")
-	str(&c.Cert, "etcd-cert", "ETCD_CERT", "client certificate file for TLS to etcd")
-	str(&c.Key, "etcd-key", "ETCD_KEY", "client key file for TLS to etcd")
-	str(&c.Username, "etcd-user", "ETCD_USER", "etcd user name")
-	// Not through str: flag prints a non-empty default in --help, and the
-	// default here is the secret itself.
-	c.Password = os.Getenv("ETCD_PASSWORD")
-	fs.Func("etcd-password", "etcd password (prefer the env var ETCD_PASSWORD: flags show in ps)", func(s string) error {
+	fs.Var((*listFlag)(&c.Endpoints), "etcd-endpoints", "comma-separated etcd client URLs; empty: only \"all\" runs, with an embedded etcd")
+	fs.StringVar(&c.CA, "etcd-ca", c.CA, "CA file for TLS to etcd")
+	fs.StringVar(&c.Cert, "etcd-cert", c.Cert, "client certificate file for TLS to etcd")
+	fs.StringVar(&c.Key, "etcd-key", c.Key, "client key file for TLS to etcd")
+	fs.StringVar(&c.Username, "etcd-user", c.Username, "etcd user name")
+	// Not StringVar: flag prints a non-empty default in --help.
+	fs.Func("etcd-password", "etcd password (prefer the environment: flags show in ps)", func(s string) error {
 		c.Password = s
 		return nil
 	})
-	c.DialTimeout = 5 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("ETCD_DIAL_TIMEOUT")); err == nil {
-		c.DialTimeout = d
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
 	}
-	fs.DurationVar(&c.DialTimeout, "etcd-dial-timeout", c.DialTimeout, "etcd dial timeout (env ETCD_DIAL_TIMEOUT)")
+	fs.DurationVar(&c.DialTimeout, "etcd-dial-timeout", c.DialTimeout, "etcd dial timeout")
 }
 
 // listFlag is a comma-separated list flag whose default shows in --help.
@@ -94,10 +86,7 @@ func (c ClientConfig) Client() (*clientv3.Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
-	if (c.Cert == "") != (c.Key == "") {
-		return nil, errors.New("etcd client TLS: give both a certificate and its key, or neither")
-	}
-	if c.CA != "" || c.Cert != "" {
+	if c.CA != "" || c.Cert != "" || c.Key != "" {
 		// clientv3 talks plain TCP to an http:// endpoint even with a TLS
 		// config: refuse rather than skip the TLS the operator asked for.
 		for _, ep := range c.Endpoints {
@@ -105,23 +94,9 @@ func (c ClientConfig) Client() (*clientv3.Client, error) {
 				return nil, fmt.Errorf("etcd endpoint %s: TLS files given, use https://", ep)
 			}
 		}
-		t := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.CA != "" {
-			pem, err := os.ReadFile(c.CA)
-			if err != nil {
-				return nil, fmt.Errorf("etcd CA %s: %w", c.CA, err)
-			}
-			t.RootCAs = x509.NewCertPool()
-			if !t.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("etcd CA %s: no certificates", c.CA)
-			}
-		}
-		if c.Cert != "" {
-			cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-			if err != nil {
-				return nil, fmt.Errorf("etcd client certificate %s: %w", c.Cert, err)
-			}
-			t.Certificates = []tls.Certificate{cert}
+		t, err := nanobus.TLSFromFiles(c.CA, c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client %w", err)
 		}
 		cfg.TLS = t
 	}

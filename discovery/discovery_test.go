@@ -14,16 +14,18 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/terminator-gw/terminator/discovery/embedded"
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 )
 
 const ttl = 2 * time.Second
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func startEtcd(t *testing.T) *Embedded {
+func startEtcd(t *testing.T) *embedded.Etcd {
 	t.Helper()
-	e, err := StartEmbedded(EmbeddedConfig{Dir: t.TempDir()})
+	e, err := embedded.Start(embedded.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,32 +75,26 @@ func kill(cli *clientv3.Client, r *Registrar) {
 // removals.
 type recorder struct {
 	mu      sync.Mutex
-	peers   map[nanobus.Peer]bool
+	peers   map[peerID]nanobus.Peer
 	removed int
 }
 
+// AddPeer adds p, or updates it, as nanobus does.
 func (r *recorder) AddPeer(p nanobus.Peer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.peers == nil {
-		r.peers = map[nanobus.Peer]bool{}
+		r.peers = map[peerID]nanobus.Peer{}
 	}
-	for q := range r.peers { // as nanobus does: adding a known peer updates it
-		if q.Service == p.Service && q.Addr == p.Addr {
-			delete(r.peers, q)
-		}
-	}
-	r.peers[p] = true
+	r.peers[peerID{p.Service, p.Addr}] = p
 }
 
 func (r *recorder) RemovePeer(p nanobus.Peer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for q := range r.peers {
-		if q.Service == p.Service && q.Addr == p.Addr {
-			delete(r.peers, q)
-			r.removed++
-		}
+	if _, ok := r.peers[peerID{p.Service, p.Addr}]; ok {
+		delete(r.peers, peerID{p.Service, p.Addr})
+		r.removed++
 	}
 }
 
@@ -107,7 +103,7 @@ func (r *recorder) has(addr string) bool { return r.weight(addr) > 0 }
 func (r *recorder) weight(addr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for p := range r.peers {
+	for _, p := range r.peers {
 		if p.Addr == addr {
 			return max(p.Weight, 1)
 		}
@@ -242,7 +238,7 @@ func TestReRegistrationAfterEtcdRestart(t *testing.T) {
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 	e := startEtcd(t)
 	cfg := e.Config()
-	var e2 *Embedded
+	var e2 *embedded.Etcd
 	t.Cleanup(func() { // registered before the clients: runs after their cleanups
 		if e2 != nil {
 			e2.Close()
@@ -271,7 +267,7 @@ func TestReRegistrationAfterEtcdRestart(t *testing.T) {
 	}
 
 	var err error
-	if e2, err = StartEmbedded(cfg); err != nil {
+	if e2, err = embedded.Start(cfg); err != nil {
 		t.Fatal(err)
 	}
 	phase("etcd restarted")
@@ -302,7 +298,7 @@ func TestReRegistrationAfterEtcdRestart(t *testing.T) {
 func TestClusterLeaderLoss(t *testing.T) {
 	start := time.Now()
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
-	members, err := StartCluster(t.TempDir(), 3)
+	members, err := embedded.StartCluster(t.TempDir(), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +313,7 @@ func TestClusterLeaderLoss(t *testing.T) {
 	r := register(t, cli, "profiles", "n1", "tcp://127.0.0.1:7101")
 	eventually(t, 5*time.Second, "registered", func() bool { return peers.has("tcp://127.0.0.1:7101") })
 
-	leader := slices.IndexFunc(members, func(m *Embedded) bool { return m.IsLeader() })
+	leader := slices.IndexFunc(members, func(m *embedded.Etcd) bool { return m.IsLeader() })
 	if leader < 0 {
 		t.Fatal("no leader")
 	}
@@ -333,9 +329,9 @@ func TestClusterLeaderLoss(t *testing.T) {
 	phase("registered and watched while the leader stops")
 	<-stopped
 	phase("leader stopped")
-	if slices.IndexFunc(members, func(m *Embedded) bool { return m != members[leader] && m.IsLeader() }) < 0 {
+	if slices.IndexFunc(members, func(m *embedded.Etcd) bool { return m != members[leader] && m.IsLeader() }) < 0 {
 		eventually(t, 10*time.Second, "a new leader", func() bool {
-			return slices.IndexFunc(members, func(m *Embedded) bool { return m != members[leader] && m.IsLeader() }) >= 0
+			return slices.IndexFunc(members, func(m *embedded.Etcd) bool { return m != members[leader] && m.IsLeader() }) >= 0
 		})
 	}
 
@@ -399,23 +395,28 @@ func TestWatchSurvivesCompaction(t *testing.T) {
 func TestBusEndToEnd(t *testing.T) {
 	e := startEtcd(t)
 	cli := client(t, e.Endpoints()...)
-	caller, err := nanobus.NewNode(nanobus.Config{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { caller.Close() })
+	caller := nanobustest.NewNode(t, nanobus.Config{})
 	watch(t, cli, caller)
 
 	start := func(c *clientv3.Client) (*nanobus.Node, *Registrar) {
-		svc, err := nanobus.NewNode(nanobus.Config{Service: "echo", Logger: quiet})
+		svc := nanobustest.NewNode(t, nanobus.Config{Service: "echo"})
+		if err := svc.Handle("echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+			return nanobus.Reply{Body: req.Body}, nil
+		}, nanobus.Idempotent()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := Register(ctx, c, RegistrationOf(svc), RegisterOptions{TTL: ttl, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { svc.Close() })
-		svc.Handle("echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-			return nanobus.Reply{Body: req.Body}, nil
+		t.Cleanup(func() { r.Close() })
+		nanobustest.Eventually(t, "the caller learns the declared route", func() bool {
+			in := caller.Instances("echo")
+			return len(in) == 1 && in[0].Addr == svc.Addr()
 		})
-		return svc, register(t, c, "echo", strings.TrimPrefix(svc.Addr(), "tcp://"), svc.Addr())
+		return svc, r
 	}
 	svc, reg := start(cli)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -461,25 +462,9 @@ func TestBusEndToEnd(t *testing.T) {
 }
 
 func TestClientConfigFlags(t *testing.T) {
-	t.Setenv("ETCD_ENDPOINTS", "https://10.0.0.1:2379, https://10.0.0.2:2379")
-	t.Setenv("ETCD_CA", "/etc/ca.pem")
-	t.Setenv("ETCD_PASSWORD", "s3cret")
-	t.Setenv("ETCD_DIAL_TIMEOUT", "3s")
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	var c ClientConfig
 	c.RegisterFlags(fs)
-	var help strings.Builder
-	fs.SetOutput(&help)
-	fs.PrintDefaults()
-	if strings.Contains(help.String(), "s3cret") {
-		t.Fatal("--help shows the password")
-	}
-	if !strings.Contains(help.String(), "https://10.0.0.1:2379,https://10.0.0.2:2379") {
-		t.Fatalf("--help does not show the endpoints from the environment:\n%s", help.String())
-	}
-	if len(c.Endpoints) != 2 || c.CA != "/etc/ca.pem" || c.Password != "s3cret" || c.DialTimeout != 3*time.Second {
-		t.Fatalf("defaults from env: %+v", c)
-	}
 	if err := fs.Parse([]string{"-etcd-endpoints", "https://a:2379,https://b:2379,https://c:2379", "-etcd-user", "u", "-etcd-password", "p", "-etcd-dial-timeout", "1s"}); err != nil {
 		t.Fatal(err)
 	}
@@ -513,11 +498,57 @@ func TestStartWhileEtcdDown(t *testing.T) {
 		t.Fatalf("Register with etcd down: %v", err)
 	}
 	_, err = Watch(ctx, cli, WatchOptions{Logger: quiet})
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "list /terminator/services/") {
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "list /terminator/") {
 		t.Fatalf("Watch with etcd down: %v", err)
 	}
 	t.Log(err)
 	if _, err := Register(ctx, cli, Registration{Service: "a/b", Node: "n", Addr: "x"}, RegisterOptions{}); err == nil {
 		t.Fatal("a service name with a slash was accepted")
+	}
+}
+
+// A registration carries what its service declared (version, routes with
+// their timeouts and idempotency) to every watcher's peers, and its public
+// routes stay announced after its last instance is gone.
+func TestDeclaredRoutesReachCallers(t *testing.T) {
+	e := startEtcd(t)
+	cli := client(t, e.Endpoints()...)
+	peers := &recorder{}
+	w := watch(t, cli, peers)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := Register(ctx, cli, Registration{Service: "profiles", Node: "n1", Addr: "tcp://127.0.0.1:7301", Version: "v2",
+		Routes: []Route{
+			{Route: "GET /profiles/{id}", TimeoutMS: 800, Idempotent: true},
+			{Route: "profiles.get", Idempotent: true},
+			{Route: "profiles.put"},
+		}}, RegisterOptions{TTL: ttl, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the peer", func() bool { return peers.has("tcp://127.0.0.1:7301") })
+	peers.mu.Lock()
+	p := peers.peers[peerID{"profiles", "tcp://127.0.0.1:7301"}]
+	peers.mu.Unlock()
+	got := map[string]nanobus.Route{}
+	for _, r := range p.Routes {
+		got[r.Name] = r
+	}
+	if p.Version != "v2" || len(got) != 3 || got["GET /profiles/{id}"].Timeout != 800*time.Millisecond ||
+		!got["profiles.get"].Idempotent || got["profiles.put"].Idempotent || got["profiles.get"].Public() {
+		t.Fatalf("peer %+v", p)
+	}
+
+	r.Close()
+	eventually(t, 5*time.Second, "the peer gone", func() bool { return !peers.has("tcp://127.0.0.1:7301") })
+	ann := w.Announced()["profiles"]
+	if len(ann) != 1 || ann[0].Name != "GET /profiles/{id}" || ann[0].Timeout != 800*time.Millisecond {
+		t.Fatalf("announced after the last instance left: %+v", ann)
+	}
+
+	// A route that does not parse is refused at registration.
+	if _, err := Register(ctx, cli, Registration{Service: "x", Node: "n", Addr: "tcp://127.0.0.1:1",
+		Routes: []Route{{Route: "GET/typo"}}}, RegisterOptions{TTL: ttl, Logger: quiet}); err == nil {
+		t.Fatal("registered a malformed route")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/discovery"
+	"github.com/terminator-gw/terminator/discovery/embedded"
 	"github.com/terminator-gw/terminator/nanobus"
 )
 
@@ -26,7 +27,7 @@ func Example() {
 		panic(err)
 	}
 	defer os.RemoveAll(dir)
-	etcd, err := discovery.StartEmbedded(discovery.EmbeddedConfig{Dir: dir}) // free loopback ports
+	etcd, err := embedded.Start(embedded.Config{Dir: dir}) // free loopback ports
 	if err != nil {
 		panic(err)
 	}

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/terminator-gw/terminator/nanobus"
 )
 
 // DefaultPrefix is where registrations live unless told otherwise.
@@ -27,10 +30,51 @@ type Registration struct {
 	Started time.Time `json:"started"`           // process start; Register fills it in when zero
 }
 
-// Route is a public route a node serves.
+// Route is a route a node serves, public or internal, with what its
+// service declared about it.
 type Route struct {
-	Route     string `json:"route"`                // "GET /profiles/{id}"
-	TimeoutMS int64  `json:"timeout_ms,omitempty"` // the deadline the service asks for; 0: default
+	Route      string `json:"route"`                // "GET /profiles/{id}" or "profiles.get"
+	TimeoutMS  int64  `json:"timeout_ms,omitempty"` // the deadline the service asks for; 0: the caller's default
+	Idempotent bool   `json:"idempotent,omitempty"` // safe to retry on another instance
+	GhostSafe  bool   `json:"ghost_safe,omitempty"` // may be copied to a ghost version
+}
+
+// RegistrationOf describes n as it registers: its service, incarnation,
+// address, version and routes.
+func RegistrationOf(n *nanobus.Node) Registration {
+	p := n.Peer()
+	reg := Registration{Service: p.Service, Node: fmt.Sprintf("%016x", n.ID()), Addr: p.Addr, Version: p.Version, Weight: p.Weight}
+	for _, r := range p.Routes {
+		reg.Routes = append(reg.Routes, Route{Route: r.Name, TimeoutMS: r.Timeout.Milliseconds(), Idempotent: r.Idempotent, GhostSafe: r.GhostSafe})
+	}
+	return reg
+}
+
+// Peer is the registration as nanobus takes it. Routes that do not parse
+// are left out (and reported).
+func (r Registration) Peer() (nanobus.Peer, error) {
+	p := nanobus.Peer{Service: r.Service, Addr: r.Addr, Weight: r.Weight, Version: r.Version}
+	var errs []error
+	for _, rt := range r.Routes {
+		nr, err := rt.parse()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.Routes = append(p.Routes, nr)
+	}
+	return p, errors.Join(errs...)
+}
+
+func (r Route) parse() (nanobus.Route, error) {
+	nr, err := nanobus.ParseRoute(r.Route)
+	if err != nil {
+		return nr, err
+	}
+	nr.Timeout = time.Duration(r.TimeoutMS) * time.Millisecond
+	nr.Idempotent = r.Idempotent // as declared: the record is the truth
+	nr.GhostSafe = r.GhostSafe
+	return nr, nil
 }
 
 // Key is the registration's etcd key under prefix.
@@ -38,11 +82,20 @@ func (r Registration) Key(prefix string) string {
 	return servicesPrefix(prefix) + r.Service + "/" + r.Node
 }
 
-func servicesPrefix(prefix string) string {
+// rootPrefix is prefix with one trailing slash: "/terminator/".
+func rootPrefix(prefix string) string {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return strings.TrimSuffix(prefix, "/") + "/services/"
+	return strings.TrimSuffix(prefix, "/") + "/"
+}
+
+func servicesPrefix(prefix string) string { return rootPrefix(prefix) + "services/" }
+
+// routeKey is where a service's public route is announced: kept without a
+// lease, so that callers know the route while no instance runs.
+func routeKey(prefix, service, route string) string {
+	return rootPrefix(prefix) + "routes/" + service + "/" + url.PathEscape(route)
 }
 
 func (r Registration) validate() error {
@@ -79,6 +132,7 @@ type Registrar struct {
 	reg    Registration
 	key    string
 	value  string
+	routes []clientv3.Op // puts of the announced public routes
 	ttl    int64
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -91,7 +145,9 @@ type Registrar struct {
 }
 
 // Register publishes reg and keeps it alive in the background. It returns
-// once the first registration succeeded, or with ctx's error.
+// once the first registration succeeded, or with ctx's error. Each public
+// route is also announced under routes/, without a lease: callers keep
+// knowing the route (and answer 503, not 404) while no instance runs.
 func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt RegisterOptions) (*Registrar, error) {
 	if err := reg.validate(); err != nil {
 		return nil, err
@@ -109,9 +165,20 @@ func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt R
 	if err != nil {
 		return nil, err
 	}
+	var routes []clientv3.Op
+	for _, rt := range reg.Routes {
+		nr, err := rt.parse()
+		if err != nil {
+			return nil, fmt.Errorf("registration: %w", err)
+		}
+		if nr.Public() {
+			b, _ := json.Marshal(rt)
+			routes = append(routes, clientv3.OpPut(routeKey(opt.Prefix, reg.Service, rt.Route), string(b)))
+		}
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &Registrar{
-		cli: cli, reg: reg, key: reg.Key(opt.Prefix), value: string(value),
+		cli: cli, reg: reg, key: reg.Key(opt.Prefix), value: string(value), routes: routes,
 		ttl: max(1, int64(opt.TTL/time.Second)), log: opt.Logger.With("key", reg.Key(opt.Prefix)),
 		cancel: cancel, done: make(chan struct{}),
 	}
@@ -179,7 +246,8 @@ func (r *Registrar) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAli
 	if err != nil {
 		return nil, fmt.Errorf("grant lease: %w", err)
 	}
-	if _, err := r.cli.Put(octx, r.key, r.value, clientv3.WithLease(lease.ID)); err != nil {
+	ops := append([]clientv3.Op{clientv3.OpPut(r.key, r.value, clientv3.WithLease(lease.ID))}, r.routes...)
+	if _, err := r.cli.Txn(octx).Then(ops...).Commit(); err != nil {
 		return nil, fmt.Errorf("put %s: %w", r.key, err)
 	}
 	ch, err := r.cli.KeepAlive(ctx, lease.ID)

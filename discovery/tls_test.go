@@ -10,17 +10,15 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap/zapcore"
+
+	"github.com/terminator-gw/terminator/discovery/embedded"
 )
 
 // pki writes a CA, a server certificate for 127.0.0.1 and a client
@@ -82,46 +80,21 @@ func writePKI(t *testing.T, dir string) pki {
 	return p
 }
 
-// startTLSEtcd runs a member that serves clients over TLS and requires a
-// client certificate signed by the CA. (Embedded has no TLS options: the
-// one-process default talks to it over loopback only.)
+// startTLSEtcd runs an etcd that serves clients over TLS and requires a
+// client certificate signed by the CA.
 func startTLSEtcd(t *testing.T, p pki) string {
 	t.Helper()
-	clientURL, err := FreeLoopbackURL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peerURL, err := FreeLoopbackURL()
+	clientURL, err := embedded.FreeLoopbackURL()
 	if err != nil {
 		t.Fatal(err)
 	}
 	clientURL = strings.Replace(clientURL, "http://", "https://", 1)
-	curl, _ := url.Parse(clientURL)
-	purl, _ := url.Parse(peerURL)
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*curl}, []url.URL{*curl}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*purl}, []url.URL{*purl}
-	cfg.InitialCluster = cfg.Name + "=" + peerURL
-	cfg.ClientTLSInfo.CertFile = p.serverCert
-	cfg.ClientTLSInfo.KeyFile = p.serverKey
-	cfg.ClientTLSInfo.TrustedCAFile = p.ca
-	cfg.ClientTLSInfo.ClientCertAuth = true
-	closing := new(atomic.Bool)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger(zapcore.ErrorLevel, closing))
-	e, err := embed.StartEtcd(cfg)
+	e, err := embedded.Start(embedded.Config{Dir: t.TempDir(), ClientURL: clientURL,
+		CertFile: p.serverCert, KeyFile: p.serverKey, CAFile: p.ca})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		closing.Store(true)
-		e.Close()
-	})
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("TLS etcd not ready")
-	}
+	t.Cleanup(e.Close)
 	return clientURL
 }
 

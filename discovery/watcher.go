@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,10 +30,15 @@ type WatchOptions struct {
 	Logger *slog.Logger
 }
 
-// Watcher follows every registration under a prefix.
+// Watcher follows every registration under a prefix, and the routes and
+// settings kept beside them: every key under the prefix that sorts before
+// "stats/" (registrations, announced routes, rollout policies, flags; the
+// per-node numbers under stats/ change every second and nobody needs them
+// pushed).
 type Watcher struct {
 	cli    *clientv3.Client
-	prefix string
+	prefix string // "/terminator/"
+	end    string // the end of the watched range: prefix + "stats/"
 	peers  nanobus.Peers
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -41,7 +47,7 @@ type Watcher struct {
 	mu        sync.Mutex
 	known     map[string]record          // etcd key -> registration
 	byPeer    map[peerID]map[string]bool // (service, addr) -> etcd keys announcing it
-	told      map[peerID]int             // what Peers was told: (service, addr) -> weight
+	told      map[peerID]string          // what Peers was told: (service, addr) -> the record's raw value
 	changes   chan struct{}
 	stopWatch context.CancelFunc // ends the current watch
 	staleAt   time.Time          // when etcd was found unreachable
@@ -60,14 +66,18 @@ type Watcher struct {
 // when the last of them goes.
 type peerID struct{ service, addr string }
 
-// record is a registration with the value it was parsed from, which tells
+// record is one watched key: a registration, an announced route, or any
+// other setting kept raw, with the value it was parsed from, which tells
 // whether a put changed anything, and the revision it was put at, which
 // tells the newest of several keys for one peer.
 type record struct {
-	Registration
-	raw    string
-	modRev int64
+	Registration        // for a key under services/
+	route        *Route // for a key under routes/<service>/
+	raw          string
+	modRev       int64
 }
+
+func (r record) registration() bool { return r.Service != "" && r.route == nil }
 
 func (r record) peer() peerID { return peerID{r.Service, r.Addr} }
 
@@ -76,9 +86,9 @@ func newWatcher(cli *clientv3.Client, opt WatchOptions) *Watcher {
 		opt.Logger = slog.Default()
 	}
 	return &Watcher{
-		cli: cli, prefix: servicesPrefix(opt.Prefix), peers: opt.Peers, log: opt.Logger,
+		cli: cli, prefix: rootPrefix(opt.Prefix), end: rootPrefix(opt.Prefix) + "stats/", peers: opt.Peers, log: opt.Logger,
 		done: make(chan struct{}), known: map[string]record{}, byPeer: map[peerID]map[string]bool{},
-		told: map[peerID]int{}, changes: make(chan struct{}, 1), cancel: func() {},
+		told: map[peerID]string{}, changes: make(chan struct{}, 1), cancel: func() {},
 	}
 }
 
@@ -122,7 +132,7 @@ func (w *Watcher) run(ctx context.Context, rev int64) {
 		w.mu.Unlock()
 		// WithRequireLeader: a member cut off from its cluster ends the
 		// watch instead of holding it open with nothing to say.
-		wch := w.cli.Watch(clientv3.WithRequireLeader(wctx), w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		wch := w.cli.Watch(clientv3.WithRequireLeader(wctx), w.prefix, clientv3.WithRange(w.end), clientv3.WithRev(rev+1))
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
 				w.log.Warn("watch ended; listing again", "err", err, "compacted_to", resp.CompactRevision)
@@ -166,7 +176,7 @@ func (w *Watcher) probe(ctx context.Context) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := w.cli.Get(pctx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		_, err := w.cli.Get(pctx, w.prefix, clientv3.WithRange(w.end), clientv3.WithCountOnly())
 		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -202,7 +212,7 @@ func (w *Watcher) markStale(err error) {
 func (w *Watcher) list(ctx context.Context) (int64, error) {
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	resp, err := w.cli.Get(lctx, w.prefix, clientv3.WithPrefix())
+	resp, err := w.cli.Get(lctx, w.prefix, clientv3.WithRange(w.end))
 	if err != nil {
 		return 0, fmt.Errorf("list %s: %w", w.prefix, err)
 	}
@@ -228,8 +238,10 @@ func (w *Watcher) list(ctx context.Context) (int64, error) {
 	w.known = next
 	w.byPeer = map[peerID]map[string]bool{}
 	for k, rec := range next {
-		w.index(k, rec)
-		affected[rec.peer()] = true
+		if rec.registration() {
+			w.index(k, rec)
+			affected[rec.peer()] = true
+		}
 	}
 	removed, added := w.reconcile(affected)
 	wasStale, staleFor := w.stale.Swap(false), time.Since(w.staleAt)
@@ -252,9 +264,11 @@ func (w *Watcher) apply(events []*clientv3.Event) {
 		switch ev.Type {
 		case clientv3.EventTypeDelete:
 			if had {
-				w.unindex(k, old)
+				if old.registration() {
+					w.unindex(k, old)
+					affected[old.peer()] = true
+				}
 				delete(w.known, k)
-				affected[old.peer()] = true
 				changed = true
 			}
 		case clientv3.EventTypePut:
@@ -262,13 +276,15 @@ func (w *Watcher) apply(events []*clientv3.Event) {
 			if !ok || (had && old.raw == rec.raw) {
 				continue
 			}
-			if had {
+			if had && old.registration() {
 				w.unindex(k, old)
 				affected[old.peer()] = true
 			}
 			w.known[k] = rec
-			w.index(k, rec)
-			affected[rec.peer()] = true
+			if rec.registration() {
+				w.index(k, rec)
+				affected[rec.peer()] = true
+			}
 			changed = true
 		}
 	}
@@ -298,8 +314,8 @@ func (w *Watcher) unindex(key string, rec record) {
 
 // reconcile brings what Peers was told in line with the known keys, for
 // the affected peers: a peer no key names any more is removed, a new one is
-// added, and one whose newest key says another weight is added again
-// (nanobus updates the weight). Called with mu held.
+// added, and one whose newest key says something new (weight, version,
+// routes) is added again, which updates it. Called with mu held.
 func (w *Watcher) reconcile(affected map[peerID]bool) (removed, added []nanobus.Peer) {
 	for id := range affected {
 		var newest record
@@ -309,14 +325,19 @@ func (w *Watcher) reconcile(affected map[peerID]bool) (removed, added []nanobus.
 				newest, found = rec, true
 			}
 		}
-		weight, told := w.told[id]
+		raw, told := w.told[id]
 		switch {
 		case !found && told:
 			delete(w.told, id)
-			removed = append(removed, nanobus.Peer{Service: id.service, Addr: id.addr, Weight: weight})
-		case found && (!told || weight != newest.Weight):
-			w.told[id] = newest.Weight
-			added = append(added, nanobus.Peer{Service: id.service, Addr: id.addr, Weight: newest.Weight})
+			removed = append(removed, nanobus.Peer{Service: id.service, Addr: id.addr})
+		case found && (!told || raw != newest.raw):
+			w.told[id] = newest.raw
+			p, err := newest.Peer()
+			if err != nil {
+				w.bad.Add(1)
+				w.log.Warn("registration with routes that do not parse; using the others", "service", id.service, "addr", id.addr, "err", err)
+			}
+			added = append(added, p)
 		}
 	}
 	return removed, added
@@ -346,17 +367,43 @@ func (w *Watcher) notify(changed bool, removed, added []nanobus.Peer) {
 }
 
 func (w *Watcher) parse(key, value []byte, modRev int64) (record, bool) {
-	var reg Registration
-	err := json.Unmarshal(value, &reg)
-	if err == nil {
-		err = reg.validate()
+	rec := record{raw: string(value), modRev: modRev}
+	var err error
+	switch rel := strings.TrimPrefix(string(key), w.prefix); {
+	case strings.HasPrefix(rel, "services/"):
+		if err = json.Unmarshal(value, &rec.Registration); err == nil {
+			err = rec.Registration.validate()
+		}
+	case strings.HasPrefix(rel, "routes/"):
+		service, _, _ := strings.Cut(strings.TrimPrefix(rel, "routes/"), "/")
+		rec.route = new(Route)
+		if err = json.Unmarshal(value, rec.route); err == nil {
+			_, err = rec.route.parse()
+		}
+		rec.Service = service
 	}
 	if err != nil {
 		w.bad.Add(1)
-		w.log.Warn("skipping a registration that does not parse", "key", string(key), "err", err)
+		w.log.Warn("skipping a value that does not parse", "key", string(key), "err", err)
 		return record{}, false
 	}
-	return record{Registration: reg, raw: string(value), modRev: modRev}, true
+	return rec, true
+}
+
+// Announced returns the public routes each service has announced, live
+// instances or not (see Registrar), by service.
+func (w *Watcher) Announced() map[string][]nanobus.Route {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string][]nanobus.Route{}
+	for _, rec := range w.known {
+		if rec.route != nil {
+			if r, err := rec.route.parse(); err == nil {
+				out[rec.Service] = append(out[rec.Service], r)
+			}
+		}
+	}
+	return out
 }
 
 // Snapshot returns the known registrations, sorted by service then node.
@@ -365,7 +412,9 @@ func (w *Watcher) Snapshot() []Registration {
 	w.mu.Lock()
 	out := make([]Registration, 0, len(w.known))
 	for _, r := range w.known {
-		out = append(out, r.Registration)
+		if r.registration() {
+			out = append(out, r.Registration)
+		}
 	}
 	w.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
@@ -395,7 +444,10 @@ type WatchStats struct {
 // Stats returns the watcher's health.
 func (w *Watcher) Stats() WatchStats {
 	w.mu.Lock()
-	n := len(w.known)
+	n := 0
+	for _, keys := range w.byPeer {
+		n += len(keys)
+	}
 	w.mu.Unlock()
 	return WatchStats{
 		Instances: n, Lists: w.lists.Load(), Stale: w.stale.Load(), Outages: w.outages.Load(),

@@ -9,7 +9,7 @@ import (
 
 func benchPair(b *testing.B) *nanobus.Node {
 	svc := newNode(b, nanobus.Config{Service: "echo"})
-	svc.Handle("echo", echo)
+	must(b, svc.Handle("echo", echo))
 	caller := newNode(b, nanobus.Config{})
 	connect(b, caller, svc)
 	return caller

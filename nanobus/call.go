@@ -61,8 +61,9 @@ func (c *call) finish(r *Response, err error) {
 }
 
 // Call sends body to the handler for route on one instance of service and
-// waits for the reply until ctx ends (or Config.Timeout, when ctx has no
-// deadline). Release the response when done with it.
+// waits for the reply until ctx ends (without a deadline in ctx: the
+// route's declared Timeout, else Config.Timeout). Release the response
+// when done with it.
 func (n *Node) Call(ctx context.Context, service, route string, body []byte) (*Response, error) {
 	req := wire.Request{Route: readOnlyBytes(route), Body: body}
 	return n.Do(ctx, service, &req)
@@ -74,14 +75,13 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 
 // Do is Call with the whole request: the terminator uses it to send HTTP
 // method, path, headers and the rest. Do fills in req's ID, Deadline, From
-// and Service. An idempotent request (GET, HEAD) whose peer is lost before
-// the reply is retried once on another instance, and so is any request an
-// instance refused because it is shutting down.
+// and Service. A request whose peer is lost before the reply is retried
+// once on another instance when its route is idempotent (as the instance
+// declared it; a public GET or HEAD unless declared otherwise), and so is
+// any request an instance refused because it is shutting down. Without a
+// deadline in ctx, the route's declared Timeout applies, else
+// Config.Timeout.
 func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Response, error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(n.cfg.Timeout)
-	}
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -91,28 +91,28 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 		}
 		return nil, err
 	}
+	in, err := n.pick(service, nil)
+	if err != nil {
+		return nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(in.timeout(req.Route, n.cfg.Timeout))
+	}
 	req.Service = readOnlyBytes(service)
 	req.Deadline = deadline.UnixNano()
 	req.From = n.from
 
-	c, err := n.pick(service, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := n.roundTrip(ctx, c, req, deadline)
+	resp, err := n.roundTrip(ctx, in.conn, req, deadline)
 	// Retry once elsewhere when the request surely did not run (the
 	// instance is draining), or may have run but is safe to repeat.
-	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && idempotent(req.Method) {
-		if c2, perr := n.pick(service, c); perr == nil {
+	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
+		if in2, perr := n.pick(service, in.conn); perr == nil {
 			n.stats.retries.Add(1)
-			resp, err = n.roundTrip(ctx, c2, req, deadline)
+			resp, err = n.roundTrip(ctx, in2.conn, req, deadline)
 		}
 	}
 	return resp, err
-}
-
-func idempotent(method []byte) bool {
-	return string(method) == "GET" || string(method) == "HEAD"
 }
 
 // roundTrip sends req on c, whose in-flight slot the caller holds, and

@@ -33,6 +33,7 @@ type conn struct {
 	written  atomic.Uint64 // messages the transport has written (see optWritten)
 	lost     atomic.Uint64 // sent but gone with an earlier pipe: sent - written when a pipe attached
 	qlen     uint64        // the socket's write queue length
+	counted  bool          // the transport counts written messages (nanobus's does)
 	gen      atomic.Uint64
 
 	mu      sync.Mutex
@@ -66,12 +67,16 @@ func (n *Node) newConn(addr string) (*conn, error) {
 		mangos.OptionDialAsynch:       true, // keep redialing in the background; a down peer is just not ready
 		mangos.OptionReconnectTime:    50 * time.Millisecond,
 		mangos.OptionMaxReconnectTime: 2 * time.Second,
-		optWritten:                    &c.written,
 	}
 	if n.cfg.TLS != nil {
 		opts[mangos.OptionTLSConfig] = clientTLS(n.cfg.TLS, addr)
 	}
-	d, err := sock.NewDialer(addr, opts)
+	var d mangos.Dialer
+	c.counted, err = n.withOptions(opts, map[string]any{optWritten: &c.written, optFrameTimeout: n.cfg.Limits.FrameTimeout},
+		func(o map[string]any) (err error) {
+			d, err = sock.NewDialer(addr, o)
+			return err
+		})
 	if err == nil {
 		err = d.Dial()
 	}
@@ -178,6 +183,9 @@ func (c *conn) send(m *mangos.Message) error {
 // counters move while it reads them (written first: sent only grows), and
 // lost is an estimate, so it can come out a little off, never far.
 func (c *conn) queued() int64 {
+	if !c.counted {
+		return 0 // unknown: the in-flight bounds are the only guard
+	}
 	done := int64(c.written.Load() + c.lost.Load())
 	return int64(c.sent.Load()) - done
 }

@@ -1,22 +1,22 @@
 package nanobus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/terminator-gw/terminator/wire"
 )
 
-// Errors a caller branches on. Each maps to one row of the terminator's
-// HTTP status table (see DESIGN.md).
+// Errors a caller branches on. Status gives the HTTP status each one means.
 var (
-	ErrNoPeer      = errors.New("nanobus: no live instance of the service")   // 503
-	ErrBusy        = errors.New("nanobus: in-flight bound reached")           // 503 with Retry-After
-	ErrDeadline    = errors.New("nanobus: deadline passed before the reply")  // 504
-	ErrPeerLost    = errors.New("nanobus: connection to the peer lost")       // 502
-	ErrNoRoute     = errors.New("nanobus: no handler for the route")          // 404
-	ErrUnavailable = errors.New("nanobus: service shutting down")             // 503
-	ErrMalformed   = errors.New("nanobus: peer could not decode the request") // 502
+	ErrNoPeer      = errors.New("nanobus: no live instance of the service")
+	ErrBusy        = errors.New("nanobus: in-flight bound reached")
+	ErrDeadline    = errors.New("nanobus: deadline passed before the reply")
+	ErrPeerLost    = errors.New("nanobus: connection to the peer lost")
+	ErrNoRoute     = errors.New("nanobus: no handler for the route")
+	ErrUnavailable = errors.New("nanobus: service shutting down")
+	ErrMalformed   = errors.New("nanobus: peer could not decode the request")
 	ErrClosed      = errors.New("nanobus: node closed")
 )
 
@@ -41,4 +41,61 @@ func (e *StatusError) Error() string { return fmt.Sprintf("status %d: %s", e.Sta
 // Errorf returns a *StatusError, for handlers: return nanobus.Errorf(404, "no profile %q", id).
 func Errorf(status int, format string, args ...any) error {
 	return &StatusError{Status: status, Message: fmt.Sprintf(format, args...)}
+}
+
+// Status is what an error means to an HTTP client.
+type Status struct {
+	Code       int    // HTTP status
+	Message    string // the response body
+	RetryAfter bool   // refused before any work: the client may come back (Retry-After)
+}
+
+// statusTable is the one mapping from errors to HTTP statuses: the
+// terminator answers bus errors with it, and a node answers with it for
+// whatever its handler returns. The first row whose error matches wins.
+var statusTable = []struct {
+	err error
+	Status
+}{
+	{ErrNoRoute, Status{404, "no handler for the route", false}},
+	{ErrNoPeer, Status{503, "no live instance of the service", true}},
+	{ErrBusy, Status{503, "busy", true}},
+	{ErrUnavailable, Status{503, "service shutting down", true}},
+	{ErrClosed, Status{503, "service shutting down", true}},
+	{ErrDeadline, Status{504, "deadline passed before the reply", false}},
+	{context.DeadlineExceeded, Status{504, "deadline passed before the reply", false}},
+	{context.Canceled, Status{503, "request cancelled", true}},
+	{ErrPeerLost, Status{502, "connection to the service lost", false}},
+	{ErrMalformed, Status{502, "the service could not decode the request", false}},
+	// The request does not fit the bus's limits; with the body bounded by
+	// the front far below a frame, that is its headers.
+	{wire.ErrTooLarge, Status{431, "request headers over the bus's limits", false}},
+	{wire.ErrField, Status{431, "request headers over the bus's limits", false}},
+}
+
+// StatusOf maps err to what an HTTP client is told: a *StatusError (see
+// Errorf) is answered as it says, a bus error by the table below, and
+// anything else is a 500 (the node logs it).
+//
+//	error                              status
+//	ErrNoRoute                         404
+//	ErrNoPeer, ErrBusy, ErrUnavailable 503 with Retry-After
+//	ErrDeadline, DeadlineExceeded      504
+//	ErrPeerLost, ErrMalformed          502
+//	wire.ErrTooLarge, wire.ErrField    431
+//	any other                          500
+func StatusOf(err error) Status {
+	if err == nil {
+		return Status{Code: 200}
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return Status{Code: se.Status, Message: se.Message}
+	}
+	for _, row := range statusTable {
+		if errors.Is(err, row.err) {
+			return row.Status
+		}
+	}
+	return Status{Code: 500, Message: "internal error"}
 }

@@ -40,10 +40,10 @@ func sendRaw(t *testing.T, s mangos.Socket, frame []byte) {
 func TestDeadlineAtTheCaller(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "slow"})
 	release := make(chan struct{})
-	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		<-release
 		return nanobus.Reply{Body: []byte("late")}, nil
-	})
+	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 
@@ -64,7 +64,7 @@ func TestDeadlineAtTheCaller(t *testing.T) {
 func TestHandlerContextEndsAtDeadline(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "s"})
 	got := make(chan time.Duration, 1)
-	svc.Handle("wait", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("wait", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		dl, ok := ctx.Deadline()
 		if !ok {
 			got <- -1
@@ -73,7 +73,7 @@ func TestHandlerContextEndsAtDeadline(t *testing.T) {
 		}
 		<-ctx.Done()
 		return nanobus.Reply{}, ctx.Err()
-	})
+	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -90,10 +90,10 @@ func TestHandlerContextEndsAtDeadline(t *testing.T) {
 func TestExpiredOnArrivalIsDropped(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "s"})
 	var ran atomic.Int32
-	svc.Handle("x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		ran.Add(1)
 		return nanobus.Reply{}, nil
-	})
+	}))
 	raw := rawSocket(t, svc.Addr())
 	frame, err := wire.AppendRequest(nil, &wire.Request{
 		ID: wire.ID{Node: 1, Seq: 1}, Deadline: time.Now().Add(-time.Second).UnixNano(),
@@ -113,10 +113,11 @@ func TestExpiredOnArrivalIsDropped(t *testing.T) {
 // keeps serving.
 func TestMalformedFramesAreCounted(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "echo"})
-	svc.Handle("echo", echo)
+	must(t, svc.Handle("echo", echo))
 	raw := rawSocket(t, svc.Addr())
 	good, _ := wire.AppendRequest(nil, &wire.Request{From: []byte("tcp://127.0.0.1:1"), Route: []byte("echo")})
-	bad := [][]byte{nil, {1}, {9, 1, 0, 0}, good[:len(good)-1], append(good[:len(good):len(good)], 0), {1, 2, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}
+	// (An empty frame is a dialer's hello: the transport drops it unseen.)
+	bad := [][]byte{{1}, {9, 1, 0, 0}, good[:len(good)-1], append(good[:len(good):len(good)], 0), {1, 2, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}}
 	for _, f := range bad {
 		sendRaw(t, raw, f)
 	}
@@ -154,9 +155,9 @@ func TestStrayRepliesAreCounted(t *testing.T) {
 
 	// A reply after its call timed out is late.
 	svc := newNode(t, nanobus.Config{Service: "slow"})
-	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{}, nil
-	})
+	}))
 	connect(t, caller, svc)
 	resp, err := caller.Call(context.Background(), "slow", "slow", nil)
 	if err != nil {
@@ -192,11 +193,11 @@ func TestPeerLostFailsCallsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	started := make(chan struct{}, 10)
-	svc.Handle("block", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("block", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		return nanobus.Reply{}, nil
-	})
+	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 
@@ -239,16 +240,16 @@ func TestIdempotentRetryOnPeerLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	started := make(chan struct{}, 100)
-	dying.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, dying.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		return nanobus.Reply{}, nil
-	})
+	}))
 	connect(t, caller, dying)
 	healthy := newNode(t, nanobus.Config{Service: "s"})
-	healthy.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, healthy.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: []byte("ok")}, nil
-	})
+	}))
 	connect(t, caller, healthy)
 
 	// Keep calling until one lands on the dying instance, then kill it.
@@ -289,10 +290,10 @@ func TestIdempotentRetryOnPeerLost(t *testing.T) {
 func TestBackPressure(t *testing.T) {
 	const bound, burst = 8, 100
 	svc := newNode(t, nanobus.Config{Service: "slow", MaxInFlight: bound})
-	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		time.Sleep(50 * time.Millisecond)
 		return nanobus.Reply{}, nil
-	})
+	}))
 	caller := newNode(t, nanobus.Config{MaxInFlight: bound})
 	connect(t, caller, svc)
 
@@ -345,7 +346,7 @@ func TestPeerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.Handle("echo", echo)
+	must(t, svc.Handle("echo", echo))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 	addr := svc.Addr()
@@ -353,7 +354,7 @@ func TestPeerRestart(t *testing.T) {
 	eventually(t, "caller sees the peer down", func() bool { return !caller.Instances("echo")[0].Ready })
 
 	svc2 := newNode(t, nanobus.Config{Service: "echo", Listen: addr})
-	svc2.Handle("echo", echo)
+	must(t, svc2.Handle("echo", echo))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := caller.WaitReady(ctx, "echo"); err != nil {
@@ -376,12 +377,12 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	started, release := make(chan struct{}), make(chan struct{})
-	svc.Handle("work", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("work", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		close(started)
 		<-release
 		return nanobus.Reply{Body: []byte("done")}, nil
-	})
-	svc.Handle("new", echo)
+	}))
+	must(t, svc.Handle("new", echo))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 
@@ -414,11 +415,11 @@ func TestShutdownDrains(t *testing.T) {
 func TestRemovePeerLetsCallsFinish(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "s"})
 	started := make(chan struct{})
-	svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		close(started)
 		time.Sleep(200 * time.Millisecond)
 		return nanobus.Reply{Body: []byte("done")}, nil
-	})
+	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 	got := make(chan error, 1)
@@ -451,10 +452,10 @@ func TestShutdownUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer n.Close()
-		n.Handle("work", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		must(t, n.Handle("work", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 			time.Sleep(time.Millisecond)
 			return nanobus.Reply{Body: req.Body}, nil
-		})
+		}))
 		connect(t, caller, n)
 		nodes = append(nodes, n)
 	}

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
+	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -53,8 +56,78 @@ type Config struct {
 	MaxInFlight int
 	// Timeout is the deadline of a call whose context has none. Default 5s.
 	Timeout time.Duration
+	// Version is the version of the service this node runs, registered
+	// with it so that callers can pick instances by version.
+	Version string
+	// Limits bound what remote peers can make this node hold.
+	Limits Limits
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Limits bound what remote peers can make a node hold. A connection over a
+// limit is closed, and counted in Stats. They take effect with the bus's
+// own transport (import nanobus/transport); the zero value of a field means
+// its default.
+type Limits struct {
+	// FrameTimeout: a frame whose length has arrived must be complete
+	// within it, or its connection is cut. Default 10s.
+	FrameTimeout time.Duration `json:"frame_timeout"`
+	// IdleTimeout: an accepted connection must send its first frame within
+	// it. Default 30s.
+	IdleTimeout time.Duration `json:"idle_timeout"`
+	// MaxConns bounds the connections other nodes open to this one.
+	// Default 4096.
+	MaxConns int `json:"max_conns"`
+	// MaxBuffered bounds the bytes held for unfinished large frames across
+	// all connections. Default 64 MiB: four frames of the largest size.
+	MaxBuffered int `json:"max_buffered"`
+}
+
+// SetDefaults fills in the fields left zero.
+func (l *Limits) SetDefaults() {
+	if l.FrameTimeout <= 0 {
+		l.FrameTimeout = 10 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 30 * time.Second
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = 4096
+	}
+	if l.MaxBuffered <= 0 {
+		l.MaxBuffered = 4 * wire.MaxFrameSize
+	}
+}
+
+// Names of the options the bus's transport takes (nanobus/transport
+// defines them; they are repeated here so that importing nanobus does not
+// register a transport).
+const (
+	optWritten      = "nanobus.written"
+	optFrameTimeout = "nanobus.frame-timeout"
+	optIdleTimeout  = "nanobus.idle-timeout"
+	optMaxConns     = "nanobus.max-conns"
+	optMaxBuffered  = "nanobus.max-buffered"
+	optOnRefuse     = "nanobus.on-refuse"
+)
+
+// withOptions calls open with mangos' options plus the bus transport's;
+// when the transport registered for the scheme is another (it refuses an
+// option), it calls open again with mangos' options alone. ours reports
+// whether the bus transport took its options.
+func (n *Node) withOptions(base, ours map[string]any, open func(map[string]any) error) (bool, error) {
+	all := maps.Clone(base)
+	maps.Copy(all, ours)
+	err := open(all)
+	if !errors.Is(err, mangos.ErrBadOption) {
+		return true, err
+	}
+	n.foreignTransport.Do(func() {
+		n.log.Warn("the bus transport is not nanobus's: no frame deadlines or connection limits, " +
+			"and a drain cannot see its last replies out; import _ \"github.com/terminator-gw/terminator/nanobus/transport\"")
+	})
+	return false, open(base)
 }
 
 // Node is one process's endpoint on the bus: it listens on one address,
@@ -70,8 +143,8 @@ type Node struct {
 	seq     atomic.Uint64
 	pending pendingCalls
 	stats   counters
-	badLog  rateLog
-	errLog  rateLog
+	badLog  rate.Sometimes // malformed input
+	errLog  rate.Sometimes // everything else that goes wrong per request
 
 	mu        sync.RWMutex     // guards conns and writes of instances and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
@@ -84,6 +157,8 @@ type Node struct {
 	draining atomic.Bool
 	closed   atomic.Bool
 	recvDone sync.WaitGroup
+
+	foreignTransport sync.Once
 }
 
 // NewNode starts a node listening on cfg.Listen.
@@ -103,6 +178,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Limits.SetDefaults()
 	if tlsAddr := strings.HasPrefix(cfg.Listen, "tls+tcp://"); tlsAddr != (cfg.TLS != nil) {
 		return nil, fmt.Errorf("listen %s: tls+tcp:// and Config.TLS go together", cfg.Listen)
 	}
@@ -114,6 +190,7 @@ func NewNode(cfg Config) (*Node, error) {
 		id:    binary.BigEndian.Uint64(idb[:]) | 1, // never 0
 		conns: map[string]*conn{},
 	}
+	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.instances.Store(&map[string][]instance{})
 	n.routes.Store(&map[string]*route{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -131,12 +208,23 @@ func NewNode(cfg Config) (*Node, error) {
 		srv.ClientAuth = tls.RequireAndVerifyClientCert
 		opts[mangos.OptionTLSConfig] = srv
 	}
-	l, err := sock.NewListener(cfg.Listen, opts)
+	lim := cfg.Limits
+	var l mangos.Listener
+	_, err = n.withOptions(opts, map[string]any{
+		optFrameTimeout: lim.FrameTimeout, optIdleTimeout: lim.IdleTimeout,
+		optMaxConns: lim.MaxConns, optMaxBuffered: lim.MaxBuffered, optOnRefuse: n.refused,
+	}, func(o map[string]any) (err error) {
+		l, err = sock.NewListener(cfg.Listen, o)
+		return err
+	})
 	if err == nil {
 		err = l.Listen()
 	}
 	if err != nil {
 		sock.Close()
+		if strings.Contains(err.Error(), "unsupported transport") || errors.Is(err, mangos.ErrBadTran) {
+			return nil, fmt.Errorf("listen %s: %w (import _ \"github.com/terminator-gw/terminator/nanobus/transport\")", cfg.Listen, err)
+		}
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	n.addr = cfg.Advertise
@@ -159,11 +247,45 @@ func NewNode(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// refused counts a connection the transport closed for a limit.
+func (n *Node) refused(reason string) {
+	switch reason {
+	case "conns":
+		n.stats.connsRefused.Add(1)
+	case "frame-timeout":
+		n.stats.frameTimeouts.Add(1)
+	case "idle":
+		n.stats.idleClosed.Add(1)
+	case "buffered":
+		n.stats.bufferRefused.Add(1)
+	}
+	warnSometimes(&n.errLog, n.log, "peer connection closed by a limit", "limit", reason)
+}
+
 // Addr is the bus address peers reach this node at.
 func (n *Node) Addr() string { return n.addr }
 
 // Service is the service this node serves ("" for a caller-only node).
 func (n *Node) Service() string { return n.cfg.Service }
+
+// Version is the version of the service this node runs.
+func (n *Node) Version() string { return n.cfg.Version }
+
+// Services lists the services this node knows instances of, sorted.
+func (n *Node) Services() []string {
+	m := *n.instances.Load()
+	out := make([]string, 0, len(m))
+	for s := range m {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Peer is this node as its callers see it: what a registry announces.
+func (n *Node) Peer() Peer {
+	return Peer{Service: n.cfg.Service, Addr: n.addr, Weight: 1, Version: n.cfg.Version, Routes: n.Routes()}
+}
 
 // ID is this node's incarnation: random per start.
 func (n *Node) ID() uint64 { return n.id }
@@ -171,6 +293,7 @@ func (n *Node) ID() uint64 { return n.id }
 // Stats returns a snapshot of the node's counters.
 func (n *Node) Stats() Stats {
 	s := n.stats.snapshot()
+	s.Limits = n.cfg.Limits
 	n.mu.Lock()
 	for _, c := range n.conns {
 		if c.ready.Load() {
@@ -201,7 +324,7 @@ func (n *Node) receive() {
 			if n.serving.Add(1) > int64(maxServing*n.cfg.MaxInFlight) {
 				n.serving.Add(-1)
 				n.stats.overload.Add(1)
-				n.errLog.warn(n.log, "request dropped: too many handlers running")
+				warnSometimes(&n.errLog, n.log, "request dropped: too many handlers running")
 				m.Free()
 				continue
 			}
@@ -216,7 +339,7 @@ func (n *Node) receive() {
 
 func (n *Node) malformed(m *mangos.Message, err error) {
 	n.stats.malformed.Add(1)
-	n.badLog.warn(n.log, "malformed frame dropped", "size", len(m.Body), "err", err)
+	warnSometimes(&n.badLog, n.log, "malformed frame dropped", "size", len(m.Body), "err", err)
 	m.Free()
 }
 

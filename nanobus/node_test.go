@@ -17,7 +17,7 @@ import (
 
 func TestConcurrentCalls(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "echo"})
-	svc.Handle("echo", echo)
+	must(t, svc.Handle("echo", echo))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 
@@ -62,7 +62,7 @@ func TestConcurrentCalls(t *testing.T) {
 // (a broadcast reply would show up at the others as stale or unknown).
 func TestReplyReachesOnlyTheAsker(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "echo"})
-	svc.Handle("echo", echo)
+	must(t, svc.Handle("echo", echo))
 	askers := make([]*nanobus.Node, 3)
 	for i := range askers {
 		askers[i] = newNode(t, nanobus.Config{})
@@ -103,13 +103,13 @@ func TestOneInstancePerRequest(t *testing.T) {
 	caller := newNode(t, nanobus.Config{})
 	for i := range 2 {
 		svc := newNode(t, nanobus.Config{Service: "echo"})
-		svc.Handle("echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		must(t, svc.Handle("echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 			handled[i].Add(1)
 			mu.Lock()
 			seen[string(req.Body)]++
 			mu.Unlock()
 			return nanobus.Reply{Body: req.Body}, nil
-		})
+		}))
 		connect(t, caller, svc)
 	}
 	const n = 1000
@@ -150,21 +150,21 @@ func TestOneInstancePerRequest(t *testing.T) {
 
 func TestStatusesAndErrors(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "s"})
-	svc.Handle("ok", echo)
-	svc.Handle("notfound", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("ok", echo))
+	must(t, svc.Handle("notfound", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{}, nanobus.Errorf(404, "no such thing")
-	})
-	svc.Handle("fail", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	}))
+	must(t, svc.Handle("fail", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{}, errors.New("database on fire")
-	})
-	svc.Handle("panic", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	}))
+	must(t, svc.Handle("panic", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		panic("boom")
-	})
-	svc.Handle("created", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	}))
+	must(t, svc.Handle("created", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		r := nanobus.Reply{Status: 201}
 		r.Header.Add("Location", "/things/1")
 		return r, nil
-	})
+	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 
@@ -207,10 +207,10 @@ func TestStatusesAndErrors(t *testing.T) {
 func TestPathValue(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "s"})
 	got := make(chan string, 1)
-	svc.Handle("GET /users/{uid}/files/{path...}", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, svc.Handle("GET /users/{uid}/files/{path...}", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		got <- req.PathValue("uid") + "|" + req.PathValue("path") + "|" + req.PathValue("nope")
 		return nanobus.Reply{}, nil
-	})
+	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 	for path, want := range map[string]string{
@@ -234,7 +234,7 @@ func TestPathValue(t *testing.T) {
 // Frames far larger than the transport's read chunk arrive whole.
 func TestLargeBodies(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "echo"})
-	svc.Handle("echo", echo)
+	must(t, svc.Handle("echo", echo))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
 	for _, size := range []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 3<<20 + 17} {

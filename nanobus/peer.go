@@ -5,33 +5,69 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/terminator-gw/terminator/wire"
 )
 
 // Peer is one live instance of a service, as a registry sees it.
 type Peer struct {
-	Service string `json:"service"` // the service the instance runs, e.g. "profiles"
-	Addr    string `json:"addr"`    // its bus address, e.g. "tcp://10.0.0.5:7100"
-	Weight  int    `json:"weight"`  // relative share of calls among the service's instances; 0 counts as 1
+	Service string  `json:"service"`           // the service the instance runs, e.g. "profiles"
+	Addr    string  `json:"addr"`              // its bus address, e.g. "tcp://10.0.0.5:7100"
+	Weight  int     `json:"weight"`            // relative share of calls among the service's instances; 0 counts as 1
+	Version string  `json:"version,omitempty"` // the version it runs
+	Routes  []Route `json:"-"`                 // what it declared about its routes: timeouts, idempotency
 }
 
 // Peers is the small interface a registry drives to tell a node who is out
 // there. *Node implements it; discovery/ feeds it from etcd, a test can feed
-// it by hand. Adding a peer that is already known updates its weight.
+// it by hand. Adding a peer that is already known updates what it says
+// (weight, version, routes).
 type Peers interface {
 	AddPeer(Peer)
 	RemovePeer(Peer)
 }
 
-// instance is one entry of a service's instance list.
+// instance is one entry of a service's instance list. Lists are copied on
+// write, so an instance never changes once published.
 type instance struct {
-	conn   *conn
-	weight int64
+	conn    *conn
+	weight  int64
+	version string
+	routes  map[string]Route
+}
+
+func newInstance(c *conn, p Peer) instance {
+	in := instance{conn: c, weight: int64(max(p.Weight, 1)), version: p.Version}
+	if len(p.Routes) > 0 {
+		in.routes = make(map[string]Route, len(p.Routes))
+		for _, r := range p.Routes {
+			in.routes[r.Name] = r
+		}
+	}
+	return in
+}
+
+// idempotent reports whether req may run twice, as the instance declared
+// its route; a public GET or HEAD the instance did not declare counts as
+// idempotent.
+func (in *instance) idempotent(req *wire.Request) bool {
+	if r, ok := in.routes[string(req.Route)]; ok {
+		return r.Idempotent
+	}
+	return string(req.Method) == "GET" || string(req.Method) == "HEAD"
+}
+
+// timeout is the deadline the instance asks for route, or def.
+func (in *instance) timeout(route []byte, def time.Duration) time.Duration {
+	if r, ok := in.routes[string(route)]; ok && r.Timeout > 0 {
+		return r.Timeout
+	}
+	return def
 }
 
 // AddPeer starts dialing p (if no conn to its address exists) and lists it
 // as an instance of p.Service. Calls go to it once its connection is up.
 func (n *Node) AddPeer(p Peer) {
-	w := int64(max(p.Weight, 1))
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed.Load() {
@@ -41,11 +77,9 @@ func (n *Node) AddPeer(p Peer) {
 	list := old[p.Service]
 	for i, in := range list {
 		if in.conn.addr == p.Addr {
-			if in.weight != w {
-				next := append([]instance(nil), list...)
-				next[i].weight = w
-				n.storeInstances(old, p.Service, next)
-			}
+			next := append([]instance(nil), list...)
+			next[i] = newInstance(in.conn, p)
+			n.storeInstances(old, p.Service, next)
 			return
 		}
 	}
@@ -59,7 +93,7 @@ func (n *Node) AddPeer(p Peer) {
 		n.conns[p.Addr] = c
 	}
 	c.refs++
-	next := append(append([]instance(nil), list...), instance{conn: c, weight: w})
+	next := append(append([]instance(nil), list...), newInstance(c, p))
 	n.storeInstances(old, p.Service, next)
 }
 
@@ -107,7 +141,7 @@ func (n *Node) Instances(service string) []PeerState {
 	out := make([]PeerState, len(list))
 	for i, in := range list {
 		out[i] = PeerState{
-			Peer:     Peer{Service: service, Addr: in.conn.addr, Weight: int(in.weight)},
+			Peer:     Peer{Service: service, Addr: in.conn.addr, Weight: int(in.weight), Version: in.version},
 			Ready:    in.conn.ready.Load(),
 			InFlight: int(in.conn.inflight.Load()),
 		}
@@ -126,7 +160,7 @@ type PeerState struct {
 // connected instances at random, the one with fewer calls in flight per
 // unit of weight wins. It takes an in-flight slot on the chosen conn.
 // avoid, if not nil, is not chosen (the instance a retry moves away from).
-func (n *Node) pick(service string, avoid *conn) (*conn, error) {
+func (n *Node) pick(service string, avoid *conn) (*instance, error) {
 	list := (*n.instances.Load())[service]
 	var a, b *instance
 	switch len(list) {
@@ -176,7 +210,7 @@ func (n *Node) pick(service string, avoid *conn) (*conn, error) {
 			continue
 		}
 		if in.conn.inflight.Add(1) <= max {
-			return in.conn, nil
+			return in, nil
 		}
 		in.conn.inflight.Add(-1)
 	}

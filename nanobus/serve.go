@@ -17,8 +17,10 @@ import (
 
 // Handler answers one request. ctx ends at the request's deadline (or when
 // the node closes). req and its slices are valid until the handler returns.
-// Return a *StatusError (see Errorf) for a non-2xx answer; any other error
-// is answered 500 and logged.
+// A returned error is answered as StatusOf says: a *StatusError (see
+// Errorf) with its status, a bus error from a call the handler made with
+// the status it means (ErrDeadline is a 504, ErrNoPeer a 503...), anything
+// else 500, logged.
 type Handler func(ctx context.Context, req *Request) (Reply, error)
 
 // Reply is a handler's answer.
@@ -42,75 +44,63 @@ func (r *Request) PathValue(name string) string {
 	if r.route == nil {
 		return ""
 	}
-	return r.route.value(string(r.Path), name)
+	return pathValue(r.route.segments, string(r.Path), name)
 }
 
+// route is a registered handler with what serving it needs.
 type route struct {
-	key      string
+	Route
 	handler  Handler
-	segments []string // pattern path split on '/', for PathValue
+	segments []string // the pattern split on '/', for PathValue
+	stats    routeCounters
 }
 
 var requestPool = sync.Pool{New: func() any { return new(Request) }}
 
-// Handle registers h for route. A public route is "METHOD /path" with
-// {name} wildcards ("GET /profiles/{id}"); an internal route is a plain
-// name ("profiles.get"). Registering a route again replaces its handler.
-func (n *Node) Handle(key string, h Handler) {
-	rt := newRoute(key, h)
+// Handle registers h for route, with what opts declare about it (Timeout,
+// Idempotent, GhostSafe). A public route is "METHOD /path" with {name}
+// wildcards ("GET /profiles/{id}"); an internal route is a plain name
+// ("profiles.get"). A malformed route, or one registered already, is an
+// error. Register every route before the node is announced (discovery
+// publishes the routes it has then).
+func (n *Node) Handle(name string, h Handler, opts ...RouteOption) error {
+	r, err := ParseRoute(name)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("route %q: nil handler", name)
+	}
+	for _, o := range opts {
+		o(&r)
+	}
+	if r.Timeout < 0 || r.Timeout > maxDeadline {
+		return fmt.Errorf("route %q: timeout %v: want 0 to %v", name, r.Timeout, maxDeadline)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	old := *n.routes.Load()
+	if _, dup := old[name]; dup {
+		return fmt.Errorf("route %q: registered already", name)
+	}
 	next := make(map[string]*route, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[key] = rt
+	next[name] = &route{Route: r, handler: h, segments: r.Segments()}
 	n.routes.Store(&next)
+	return nil
 }
 
-// Routes lists the registered routes, sorted.
-func (n *Node) Routes() []string {
+// Routes lists the registered routes, sorted by name.
+func (n *Node) Routes() []Route {
 	m := *n.routes.Load()
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+	out := make([]Route, 0, len(m))
+	for _, r := range m {
+		out = append(out, r.Route)
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b Route) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-func newRoute(key string, h Handler) *route {
-	r := &route{key: key, handler: h}
-	if _, path, ok := strings.Cut(key, " "); ok && strings.HasPrefix(path, "/") {
-		r.segments = strings.Split(strings.TrimPrefix(path, "/"), "/")
-	}
-	return r
-}
-
-func (rt *route) value(path, name string) string {
-	path = strings.TrimPrefix(path, "/")
-	for _, seg := range rt.segments {
-		var part string
-		part, path, _ = strings.Cut(path, "/")
-		if len(seg) < 3 || seg[0] != '{' || seg[len(seg)-1] != '}' {
-			continue
-		}
-		w := seg[1 : len(seg)-1]
-		if rest, ok := strings.CutSuffix(w, "..."); ok {
-			if rest == name {
-				if path == "" {
-					return part
-				}
-				return part + "/" + path
-			}
-			return ""
-		}
-		if w == name {
-			return part
-		}
-	}
-	return ""
 }
 
 // serve runs one request through its handler and sends the reply to the
@@ -125,7 +115,7 @@ func (n *Node) serve(m *mangos.Message) {
 	defer func() { *req = Request{}; requestPool.Put(req) }()
 	if err := wire.DecodeRequest(m.Body, &req.Request); err != nil {
 		n.stats.malformed.Add(1)
-		n.badLog.warn(n.log, "malformed request dropped", "size", len(m.Body), "err", err)
+		warnSometimes(&n.badLog, n.log, "malformed request dropped", "size", len(m.Body), "err", err)
 		return
 	}
 	n.stats.requests.Add(1)
@@ -144,7 +134,7 @@ func (n *Node) serve(m *mangos.Message) {
 	asker, err := n.conn(req.From)
 	if err != nil {
 		n.stats.undeliverable.Add(1)
-		n.errLog.warn(n.log, "cannot reach asker", "from", string(req.From), "err", err)
+		warnSometimes(&n.errLog, n.log, "cannot reach asker", "from", string(req.From), "err", err)
 		return
 	}
 	// The asker bounds its own calls to us; one that does not (a
@@ -153,7 +143,7 @@ func (n *Node) serve(m *mangos.Message) {
 	if asker.serving.Add(1) > int64(n.cfg.MaxInFlight) {
 		asker.serving.Add(-1)
 		n.stats.overload.Add(1)
-		n.errLog.warn(n.log, "asker over the in-flight bound", "from", asker.addr)
+		warnSometimes(&n.errLog, n.log, "asker over the in-flight bound", "from", asker.addr)
 		n.refuse(asker, req, deadline, wire.CodeBusy, "over the in-flight bound")
 		return
 	}
@@ -171,31 +161,35 @@ func (n *Node) serve(m *mangos.Message) {
 	req.route = rt
 
 	ctx := newHandlerContext(n.ctx, deadline)
+	start := time.Now()
 	rep, err := n.run(ctx, rt, req)
 	ctx.end(context.Canceled) // like a CancelFunc: the handler is done
-	if !time.Now().Before(deadline) {
-		n.stats.expiredInHandler.Add(1)
-		return
-	}
-	n.stats.handled.Add(1)
+	now := time.Now()
 	if err != nil {
-		var se *StatusError
-		if errors.As(err, &se) {
-			rep = Reply{Status: se.Status, Body: []byte(se.Message)}
-		} else {
+		st := StatusOf(err)
+		if st.Code == 500 && !errors.As(err, new(*StatusError)) {
 			n.stats.handlerErrors.Add(1)
-			n.errLog.warn(n.log, "handler failed", "route", rt.key, "err", err)
-			rep = Reply{Status: 500, Body: []byte("internal error")}
+			warnSometimes(&n.errLog, n.log, "handler failed", "route", rt.Name, "err", err)
+		}
+		rep = Reply{Status: st.Code, Body: []byte(st.Message)}
+		if st.RetryAfter {
+			rep.Header.Add("Retry-After", "1")
 		}
 	}
 	if rep.Status == 0 {
 		rep.Status = 200
 	}
+	rt.stats.record(rep.Status, now.Sub(start), err)
+	if !now.Before(deadline) {
+		n.stats.expiredInHandler.Add(1)
+		return
+	}
+	n.stats.handled.Add(1)
 	out := wire.Reply{ID: req.ID, Status: rep.Status, Header: rep.Header, Body: rep.Body}
 	reply := mangos.NewMessage(out.Size())
 	if reply.Body, err = wire.AppendReply(reply.Body[:0], &out); err != nil {
 		n.stats.handlerErrors.Add(1)
-		n.errLog.warn(n.log, "reply does not encode", "route", rt.key, "err", err)
+		warnSometimes(&n.errLog, n.log, "reply does not encode", "route", rt.Name, "err", err)
 		reply.Body, _ = wire.AppendReply(reply.Body[:0], &wire.Reply{ID: req.ID, Status: 500, Body: []byte("reply does not encode")})
 	}
 	n.send(asker, reply, deadline)
@@ -224,7 +218,7 @@ func (n *Node) refuse(c *conn, req *Request, deadline time.Time, code wire.Code,
 func (n *Node) send(c *conn, m *mangos.Message, deadline time.Time) {
 	if n.closed.Load() || !c.waitReady(deadline) {
 		n.stats.undeliverable.Add(1)
-		n.errLog.warn(n.log, "reply undeliverable: no connection to the asker", "to", c.addr)
+		warnSometimes(&n.errLog, n.log, "reply undeliverable: no connection to the asker", "to", c.addr)
 		m.Free()
 		n.dropIfIdle(c) // an address that never answers must not hold a conn slot
 		return

@@ -1,9 +1,14 @@
 package nanobus
 
 import (
+	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Stats is a snapshot of a node's counters. Every message the node drops is
@@ -37,6 +42,13 @@ type Stats struct {
 	// Both.
 	Malformed uint64 // frames that did not decode
 	Peers     int    // connections to other nodes that are up
+
+	// Connections the transport closed for a limit (see Limits).
+	ConnsRefused  uint64 // over MaxConns
+	FrameTimeouts uint64 // a frame not finished within FrameTimeout
+	IdleClosed    uint64 // no frame within IdleTimeout of connecting
+	BufferRefused uint64 // over MaxBuffered
+	Limits        Limits
 }
 
 type counters struct {
@@ -44,6 +56,7 @@ type counters struct {
 	lateReplies, staleReplies, unknownReplies                            atomic.Uint64
 	requests, handled, handlerErrors, expiredOnArrival, expiredInHandler atomic.Uint64
 	noRoute, overload, undeliverable, malformed                          atomic.Uint64
+	connsRefused, frameTimeouts, idleClosed, bufferRefused               atomic.Uint64
 	inFlight, serving                                                    atomic.Int64
 }
 
@@ -57,19 +70,73 @@ func (c *counters) snapshot() Stats {
 		ExpiredOnArrival: c.expiredOnArrival.Load(), ExpiredInHandler: c.expiredInHandler.Load(),
 		NoRoute: c.noRoute.Load(), Overload: c.overload.Load(), Undeliverable: c.undeliverable.Load(),
 		Serving: c.serving.Load(), Malformed: c.malformed.Load(),
+		ConnsRefused: c.connsRefused.Load(), FrameTimeouts: c.frameTimeouts.Load(),
+		IdleClosed: c.idleClosed.Load(), BufferRefused: c.bufferRefused.Load(),
 	}
 }
 
-// rateLog logs at most once per interval, so bad input cannot flood the log.
-type rateLog struct {
-	next atomic.Int64
+// RouteStats are one route's numbers on the node that serves it, the way
+// nats micro endpoints keep them.
+type RouteStats struct {
+	Route          string        `json:"route"`
+	Requests       uint64        `json:"requests"`             // requests the handler ran for
+	Errors         uint64        `json:"errors"`               // answered 5xx
+	ClientErrors   uint64        `json:"client_errors"`        // answered 4xx
+	LastError      string        `json:"last_error,omitempty"` // the last 5xx's error
+	ProcessingTime time.Duration `json:"processing_time_ns"`   // handler time in all
+	AverageTime    time.Duration `json:"average_processing_time_ns"`
+	P50            time.Duration `json:"p50_ns"` // handler time quantiles, to 12.5%
+	P99            time.Duration `json:"p99_ns"`
 }
 
-func (r *rateLog) warn(log *slog.Logger, msg string, args ...any) {
-	now := time.Now().UnixNano()
-	next := r.next.Load()
-	if now < next || !r.next.CompareAndSwap(next, now+int64(time.Second)) {
-		return
+type routeCounters struct {
+	requests, errors, clientErrors atomic.Uint64
+	nanos                          atomic.Int64
+	hist                           histogram
+	lastErr                        atomic.Pointer[string]
+}
+
+func (c *routeCounters) record(status int, d time.Duration, err error) {
+	c.requests.Add(1)
+	c.nanos.Add(int64(d))
+	c.hist.record(d)
+	switch {
+	case status >= 500:
+		c.errors.Add(1)
+		msg := fmt.Sprintf("status %d", status)
+		if err != nil {
+			msg = err.Error()
+		}
+		c.lastErr.Store(&msg)
+	case status >= 400:
+		c.clientErrors.Add(1)
 	}
-	log.Warn(msg, args...)
+}
+
+// RouteStats returns each registered route's numbers, sorted by route.
+func (n *Node) RouteStats() []RouteStats {
+	m := *n.routes.Load()
+	out := make([]RouteStats, 0, len(m))
+	for _, r := range m {
+		c := &r.stats
+		s := RouteStats{Route: r.Name, Requests: c.requests.Load(), Errors: c.errors.Load(),
+			ClientErrors: c.clientErrors.Load(), ProcessingTime: time.Duration(c.nanos.Load())}
+		if s.Requests > 0 {
+			s.AverageTime = s.ProcessingTime / time.Duration(s.Requests)
+		}
+		if e := c.lastErr.Load(); e != nil {
+			s.LastError = *e
+		}
+		h := c.hist.snapshot()
+		s.P50, s.P99 = h.quantile(0.5), h.quantile(0.99)
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b RouteStats) int { return strings.Compare(a.Route, b.Route) })
+	return out
+}
+
+// warnSometimes logs through s, which lets one line a second through, so
+// bad input cannot flood the log.
+func warnSometimes(s *rate.Sometimes, log *slog.Logger, msg string, args ...any) {
+	s.Do(func() { log.Warn(msg, args...) })
 }

@@ -71,7 +71,7 @@ func (ca *testCA) config(t *testing.T, name string) *tls.Config {
 func TestTLSRequiresClientCertificates(t *testing.T) {
 	ca := newTestCA(t)
 	svc := newNode(t, nanobus.Config{Service: "echo", Listen: "tls+tcp://127.0.0.1:0", TLS: ca.config(t, "svc")})
-	svc.Handle("echo", echo)
+	must(t, svc.Handle("echo", echo))
 	if !strings.HasPrefix(svc.Addr(), "tls+tcp://") {
 		t.Fatalf("addr %s", svc.Addr())
 	}

@@ -4,8 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -14,7 +12,6 @@ import (
 // variable (see RegisterFlags); the zero value of a field means its default.
 type Config struct {
 	Listen         string         // public HTTP address
-	AdminListen    string         // admin HTTP address: health, readiness, pprof, status
 	Timeout        time.Duration  // per-request deadline unless the route announces one
 	MaxBodyBytes   int            // larger bodies get 413
 	MaxHeaderBytes int            // larger request heads get 431
@@ -45,9 +42,6 @@ func (c *Config) setDefaults() {
 	if c.Listen == "" {
 		c.Listen = ":8080"
 	}
-	if c.AdminListen == "" {
-		c.AdminListen = "127.0.0.1:8081"
-	}
 	defDur(&c.Timeout, 3*time.Second)
 	def(&c.MaxBodyBytes, 1<<20)
 	def(&c.MaxHeaderBytes, 8<<10)
@@ -64,41 +58,32 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// RegisterFlags registers the config's flags on fs, with defaults taken from
-// the environment (TERMINATOR_LISTEN, ...) and shown by --help.
+// RegisterFlags registers the config's flags on fs, with the defaults
+// shown by --help. (The binary gives each flag an environment variable:
+// TERMINATOR_ and the flag's name, e.g. TERMINATOR_MAX_WAITING.)
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.setDefaults()
-	str := func(p *string, name, env, usage string) {
-		fs.StringVar(p, name, envOr(env, *p), usage+" (env "+env+")")
-	}
-	dur := func(p *time.Duration, name, env, usage string) {
-		fs.DurationVar(p, name, envDuration(env, *p), usage+" (env "+env+")")
-	}
-	num := func(p *int, name, env, usage string) {
-		fs.IntVar(p, name, envInt(env, *p), usage+" (env "+env+")")
-	}
-	str(&c.Listen, "listen", "TERMINATOR_LISTEN", "public HTTP address")
-	str(&c.AdminListen, "admin", "TERMINATOR_ADMIN", "admin HTTP address (health, readiness, pprof, status)")
-	dur(&c.Timeout, "timeout", "TERMINATOR_TIMEOUT", "request deadline unless the route announces one")
-	num(&c.MaxBodyBytes, "max-body", "TERMINATOR_MAX_BODY", "request body limit in bytes (413 over it)")
-	num(&c.MaxHeaderBytes, "max-header", "TERMINATOR_MAX_HEADER", "request line and headers limit in bytes (431 over it)")
-	dur(&c.ReadTimeout, "read-timeout", "TERMINATOR_READ_TIMEOUT", "time to read one request")
-	dur(&c.WriteTimeout, "write-timeout", "TERMINATOR_WRITE_TIMEOUT", "time to write one response")
-	dur(&c.IdleTimeout, "idle-timeout", "TERMINATOR_IDLE_TIMEOUT", "keep-alive idle time")
-	num(&c.MaxConns, "max-conns", "TERMINATOR_MAX_CONNS", "concurrent client connections")
-	num(&c.MaxWaiting, "max-waiting", "TERMINATOR_MAX_WAITING", "requests waiting for replies before 503")
-	dur(&c.RetryAfter, "retry-after", "TERMINATOR_RETRY_AFTER", "Retry-After sent with overload 503s")
-	dur(&c.DrainTimeout, "drain-timeout", "TERMINATOR_DRAIN_TIMEOUT", "time in-flight requests get on shutdown")
-	str(&c.StatsdAddr, "statsd", "TERMINATOR_STATSD", "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
-	dur(&c.StatsdInterval, "statsd-interval", "TERMINATOR_STATSD_INTERVAL", "statsd flush period")
-	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd")
-	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (env TERMINATOR_TRUSTED_PROXIES; default 127.0.0.1/32,::1/128)",
+	fs.StringVar(&c.Listen, "listen", c.Listen, "public HTTP address")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "request deadline unless the route declares one")
+	fs.IntVar(&c.MaxBodyBytes, "max-body", c.MaxBodyBytes, "request body limit in bytes (413 over it)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header", c.MaxHeaderBytes, "request line and headers limit in bytes (431 over it)")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "time to read one request")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "time to write one response")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "keep-alive idle time")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "concurrent client connections")
+	fs.IntVar(&c.MaxWaiting, "max-waiting", c.MaxWaiting, "requests waiting for replies before 503")
+	fs.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After sent with overload 503s")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time in-flight requests get on shutdown")
+	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
+	fs.DurationVar(&c.StatsdInterval, "statsd-interval", c.StatsdInterval, "statsd flush period")
+	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd, 0 to 1")
+	c.TrustedProxies, _ = ParsePrefixes("127.0.0.1/32,::1/128")
+	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (default 127.0.0.1/32,::1/128)",
 		func(s string) error {
 			p, err := ParsePrefixes(s)
 			c.TrustedProxies = p
 			return err
 		})
-	c.TrustedProxies, _ = ParsePrefixes(envOr("TERMINATOR_TRUSTED_PROXIES", "127.0.0.1/32,::1/128"))
 }
 
 // ParsePrefixes parses "10.0.0.0/8,127.0.0.1" (a bare address is a /32 or /128).
@@ -124,25 +109,4 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return v
-	}
-	return def
 }

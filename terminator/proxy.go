@@ -243,29 +243,14 @@ func validRequestID(b []byte) bool {
 	return true
 }
 
-// fail writes the response for a bus error, per DESIGN.md's status table.
+// fail writes the response for a bus error, by nanobus's status table.
 func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) int {
-	switch {
-	case errors.Is(err, nanobus.ErrBusy), errors.Is(err, nanobus.ErrUnavailable):
-		s.overload(ctx, "busy")
-		return fasthttp.StatusServiceUnavailable
-	case errors.Is(err, nanobus.ErrNoPeer):
-		ctx.Error("no live instance", fasthttp.StatusServiceUnavailable)
-		return fasthttp.StatusServiceUnavailable
-	case errors.Is(err, nanobus.ErrDeadline):
-		ctx.Error("deadline passed before the reply", fasthttp.StatusGatewayTimeout)
-		return fasthttp.StatusGatewayTimeout
-	case errors.Is(err, nanobus.ErrNoRoute):
-		ctx.Error("no handler for the route", fasthttp.StatusNotFound)
-		return fasthttp.StatusNotFound
-	case errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrField):
-		// The request does not fit the bus's limits: in practice its headers.
-		ctx.Error("request headers over the limit", fasthttp.StatusRequestHeaderFieldsTooLarge)
-		return fasthttp.StatusRequestHeaderFieldsTooLarge
-	default: // ErrPeerLost (after the retry for GET and HEAD), ErrMalformed
-		ctx.Error("bad gateway", fasthttp.StatusBadGateway)
-		return fasthttp.StatusBadGateway
+	st := nanobus.StatusOf(err)
+	ctx.Error(st.Message, st.Code)
+	if st.RetryAfter {
+		ctx.Response.Header.SetBytesV("Retry-After", s.retryAfter)
 	}
+	return st.Code
 }
 
 // overload answers 503 with Retry-After: the request was refused at once,
@@ -293,7 +278,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 			return
 		}
 		s.counts.malformed.Add(1)
-		s.badLog.warn(s.log, "malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", err)
+		s.badLog.Do(func() { s.log.Warn("malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", err) })
 		ctx.Error("malformed request", fasthttp.StatusBadRequest)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	_ "github.com/terminator-gw/terminator/nanobus/transport"
 )
 
 // BenchmarkProxy drives the public handler directly (no HTTP client in the
@@ -21,12 +22,12 @@ func BenchmarkProxy(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, _ := nanobus.NewNode(nanobus.Config{Service: "echo", Logger: log})
 	defer svc.Close()
-	svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	_ = svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: req.Body}, nil
 	})
 	node, _ := nanobus.NewNode(nanobus.Config{Logger: log})
 	defer node.Close()
-	node.AddPeer(nanobus.Peer{Service: "echo", Addr: svc.Addr()})
+	node.AddPeer(svc.Peer())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := node.WaitReady(ctx, "echo"); err != nil {
@@ -36,7 +37,7 @@ func BenchmarkProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.SetRoutes([]Route{{Method: "GET", Pattern: "/echo", Service: "echo"}})
+	s.SetRoutes(PublicRoutes(svc.Peer()))
 
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	b.ReportAllocs()

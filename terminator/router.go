@@ -1,33 +1,32 @@
 package terminator
 
 import (
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
 )
 
-// Route is one public route a service announces: requests whose method and
-// path match go to one instance of Service.
+// Route is one public route a service announced: requests whose method and
+// path match go to one instance of Service. Its Timeout, when set, is the
+// deadline the service asked for; 0 means the terminator's default.
 type Route struct {
-	Method  string        `json:"method"`  // "GET"
-	Pattern string        `json:"pattern"` // "/profiles/{id}"; {name} matches one segment, a final {name...} the rest
-	Service string        `json:"service"` // "web"
-	Timeout time.Duration `json:"-"`       // 0: the terminator's default
+	nanobus.Route
+	Service string `json:"service"` // "web"
 }
 
-// Key is the route as the service registered its handler: "GET /profiles/{id}".
-func (r Route) Key() string { return r.Method + " " + r.Pattern }
-
-// ParseRoute splits "GET /profiles/{id}" into method and pattern.
-func ParseRoute(key, service string, timeout time.Duration) (Route, error) {
-	method, pattern, ok := strings.Cut(key, " ")
-	if !ok || method == "" || !strings.HasPrefix(pattern, "/") {
-		return Route{}, fmt.Errorf("route %q: want \"METHOD /path\"", key)
+// PublicRoutes are the public routes p declared, as the router takes them.
+func PublicRoutes(p nanobus.Peer) []Route {
+	var out []Route
+	for _, r := range p.Routes {
+		if r.Public() {
+			out = append(out, Route{Route: r, Service: p.Service})
+		}
 	}
-	return Route{Method: method, Pattern: pattern, Service: service, Timeout: timeout}, nil
+	return out
 }
 
 // Router maps method and path to a route. Lookups take no lock and
@@ -43,7 +42,7 @@ type Router struct {
 // entry is a route ready to serve: what the hot path needs, precomputed.
 type entry struct {
 	Route
-	key     []byte // Route.Key(), sent as the wire route
+	key     []byte // Route.Name, sent as the wire route
 	timeout time.Duration
 	stats   *routeStats
 	tags    []string // statsd tags, built once
@@ -78,16 +77,19 @@ func (r *Router) Set(routes []Route, defaultTimeout time.Duration) {
 			root = &segment{}
 			table[rt.Method] = root
 		}
-		e := &entry{Route: rt, key: []byte(rt.Key()), timeout: rt.Timeout, tags: []string{"route:" + rt.Key()}}
+		if !rt.Public() {
+			continue
+		}
+		e := &entry{Route: rt, key: []byte(rt.Name), timeout: rt.Timeout, tags: []string{"route:" + rt.Name}}
 		if e.timeout <= 0 {
 			e.timeout = defaultTimeout
 		}
-		if e.stats = r.stats[rt.Key()]; e.stats == nil {
-			e.stats = &routeStats{key: rt.Key()}
-			r.stats[rt.Key()] = e.stats
+		if e.stats = r.stats[rt.Name]; e.stats == nil {
+			e.stats = &routeStats{key: rt.Name}
+			r.stats[rt.Name] = e.stats
 		}
-		if prev := root.insert(rt.Pattern, e); prev != nil && prev.Service != rt.Service {
-			r.log.Warn("route announced by two services; keeping the first", "route", rt.Key(),
+		if prev := root.insert(rt.Segments(), e); prev != nil && prev.Service != rt.Service {
+			r.log.Warn("route announced by two services; keeping the first", "route", rt.Name,
 				"kept", prev.Service, "ignored", rt.Service)
 		}
 	}
@@ -126,12 +128,11 @@ func (r *Router) entries() []*entry {
 	return out
 }
 
-// insert adds e under pattern; it returns the entry already there, if any,
-// and then leaves it in place.
-func (s *segment) insert(pattern string, e *entry) *entry {
-	rest := strings.TrimPrefix(pattern, "/")
-	for {
-		seg, tail, more := strings.Cut(rest, "/")
+// insert adds e under the pattern's segments; it returns the entry already
+// there, if any, and then leaves it in place.
+func (s *segment) insert(segs []string, e *entry) *entry {
+	for i, seg := range segs {
+		more := i < len(segs)-1
 		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "...}") && !more {
 			if s.rest != nil {
 				return s.rest
@@ -155,15 +156,12 @@ func (s *segment) insert(pattern string, e *entry) *entry {
 			}
 		}
 		s = next
-		if !more {
-			if s.end != nil {
-				return s.end
-			}
-			s.end = e
-			return nil
-		}
-		rest = tail
 	}
+	if s.end != nil {
+		return s.end
+	}
+	s.end = e
+	return nil
 }
 
 // lookup finds the route for method and path. Static segments win over

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/terminator"
 )
 
@@ -31,11 +32,7 @@ type seen struct {
 // "/slow" sleeps for the duration in its body; "/block" waits for release.
 func echoService(t testing.TB, service string, release <-chan struct{}) *nanobus.Node {
 	t.Helper()
-	n, err := nanobus.NewNode(nanobus.Config{Service: service, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := nanobustest.NewNode(t, nanobus.Config{Service: service})
 	report := func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		s := seen{Method: string(req.Method), Path: string(req.Path), Query: string(req.Query),
 			Client: string(req.Client), TraceParent: string(req.TraceParent), Body: string(req.Body), Header: map[string]string{}}
@@ -49,23 +46,23 @@ func echoService(t testing.TB, service string, release <-chan struct{}) *nanobus
 		rep.Header.Add("Connection", "close") // hop-by-hop: must not reach the client
 		return rep, nil
 	}
-	n.Handle("GET /echo", report)
-	n.Handle("POST /echo", report)
-	n.Handle("GET /items/{id}", report)
-	n.Handle("GET /slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, n.Handle("GET /echo", report))
+	must(t, n.Handle("POST /echo", report))
+	must(t, n.Handle("GET /items/{id}", report))
+	must(t, n.Handle("GET /slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		select {
 		case <-time.After(500 * time.Millisecond):
 		case <-ctx.Done():
 		}
 		return nanobus.Reply{Body: []byte("slow")}, nil
-	})
-	n.Handle("POST /block", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	}))
+	must(t, n.Handle("POST /block", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
 		}
 		return nanobus.Reply{Body: []byte("released")}, nil
-	})
+	}))
 	return n
 }
 
@@ -76,8 +73,9 @@ func echoRoutes(service string) []terminator.Route {
 		if key == "GET /slow" {
 			timeout = 100 * time.Millisecond
 		}
-		r, _ := terminator.ParseRoute(key, service, timeout)
-		out = append(out, r)
+		r, _ := nanobus.ParseRoute(key)
+		r.Timeout = timeout
+		out = append(out, terminator.Route{Route: r, Service: service})
 	}
 	return out
 }
@@ -85,25 +83,11 @@ func echoRoutes(service string) []terminator.Route {
 // front starts a terminator on loopback ports, routing to the given nodes.
 func front(t testing.TB, cfg terminator.Config, routes []terminator.Route, services ...*nanobus.Node) (*terminator.Server, *nanobus.Node) {
 	t.Helper()
-	node, err := nanobus.NewNode(nanobus.Config{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Close() })
-	for _, s := range services {
-		node.AddPeer(nanobus.Peer{Service: s.Service(), Addr: s.Addr()})
-	}
-	for _, s := range services {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := node.WaitReady(ctx, s.Service()); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-	}
+	node := nanobustest.NewNode(t, nanobus.Config{})
+	nanobustest.Connect(t, node, services...)
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
-	cfg.AdminListen = "127.0.0.1:0"
 	srv, err := terminator.New(cfg, node, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +170,8 @@ func TestStatusTable(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	svc := echoService(t, "echo", release)
-	routes := append(echoRoutes("echo"), terminator.Route{Method: "GET", Pattern: "/ghost", Service: "ghost"})
+	ghost, _ := nanobus.ParseRoute("GET /ghost")
+	routes := append(echoRoutes("echo"), terminator.Route{Route: ghost, Service: "ghost"})
 	srv, _ := front(t, terminator.Config{MaxBodyBytes: 1024, MaxHeaderBytes: 4096}, routes, svc)
 	base := "http://" + srv.Addr()
 
@@ -268,16 +253,9 @@ func TestAdmissionLimit(t *testing.T) {
 func TestPeerCreditExhausted(t *testing.T) {
 	release := make(chan struct{})
 	svc := echoService(t, "echo", release)
-	node, err := nanobus.NewNode(nanobus.Config{MaxInFlight: 1, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	node.AddPeer(nanobus.Peer{Service: "echo", Addr: svc.Addr()})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	node.WaitReady(ctx, "echo")
-	srv, err := terminator.New(terminator.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0"}, node, quiet)
+	node := nanobustest.NewNode(t, nanobus.Config{MaxInFlight: 1})
+	nanobustest.Connect(t, node, svc)
+	srv, err := terminator.New(terminator.Config{Listen: "127.0.0.1:0"}, node, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,9 +365,8 @@ func TestDrain(t *testing.T) {
 	release := make(chan struct{})
 	svc := echoService(t, "echo", release)
 	srv, _ := front(t, terminator.Config{}, echoRoutes("echo"), svc)
-	admin := "http://" + srv.AdminAddr()
-	if resp, _ := get(t, admin+"/readyz", nil); resp.StatusCode != 200 {
-		t.Fatalf("readyz %d before drain", resp.StatusCode)
+	if err := srv.Ready(); err != nil {
+		t.Fatalf("not ready before drain: %v", err)
 	}
 	inflight := make(chan string, 1)
 	go func() { inflight <- fetchStatus("POST", "http://"+srv.Addr()+"/block") }()
@@ -400,10 +377,7 @@ func TestDrain(t *testing.T) {
 		defer cancel()
 		drained <- srv.Drain(ctx)
 	}()
-	eventually(t, "readiness false", func() bool {
-		resp, _ := get(t, admin+"/readyz", nil)
-		return resp.StatusCode == 503
-	})
+	eventually(t, "readiness false", func() bool { return srv.Ready() != nil })
 	eventually(t, "new connections refused", func() bool {
 		c, err := net.DialTimeout("tcp", srv.Addr(), time.Second)
 		if err == nil {
@@ -420,39 +394,29 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-func TestAdmin(t *testing.T) {
+// The front's status: routes with their responses, the instances of their
+// services, and the page that shows them.
+func TestStatus(t *testing.T) {
 	svc := echoService(t, "echo", nil)
 	srv, _ := front(t, terminator.Config{}, echoRoutes("echo"), svc)
 	get(t, "http://"+srv.Addr()+"/echo", nil)
-	admin := "http://" + srv.AdminAddr()
-	for path, want := range map[string]string{
-		"/healthz":      "ok",
-		"/readyz":       "ready",
-		"/status.json":  `"pattern": "/items/{id}"`,
-		"/":             "connected",
-		"/debug/pprof/": "goroutine",
-	} {
-		resp, body := get(t, admin+path, nil)
-		if resp.StatusCode != 200 || !strings.Contains(body, want) {
-			t.Errorf("%s: %d, body lacks %q:\n%.300s", path, resp.StatusCode, want, body)
-		}
+	st := srv.Status()
+	b, _ := json.Marshal(st)
+	if len(st.Services["echo"]) != 1 || !st.Services["echo"][0].Ready || !strings.Contains(string(b), `"pattern":"/items/{id}"`) ||
+		!strings.Contains(string(b), `"2xx":1`) {
+		t.Fatalf("status: %s", b)
 	}
-	var st terminator.Status
-	_, body := get(t, admin+"/status.json", nil)
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Services["echo"]) != 1 || !st.Services["echo"][0].Ready || st.Bus.Replies == 0 {
-		t.Fatalf("status: %+v", st)
+	var page strings.Builder
+	if err := terminator.StatusPage.Execute(&page, st); err != nil || !strings.Contains(page.String(), "connected") {
+		t.Fatalf("page: %v\n%s", err, page.String())
 	}
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
+var eventually = nanobustest.Eventually
+
+func must(t testing.TB, err error) {
 	t.Helper()
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("timed out waiting for %s", what)
 }

@@ -158,3 +158,17 @@ func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
 		t.Fatalf("seeded profile changed across the restart (seeded twice?):\n%s\n%s", before, after)
 	}
 }
+
+func send(ctx context.Context, method, url, body string) (int, string) {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

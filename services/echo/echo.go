@@ -7,6 +7,7 @@ package echo
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -17,9 +18,8 @@ import (
 const Service = "echo"
 
 // Register adds echo's handlers to n: GET and POST /echo.
-func Register(n *nanobus.Node) {
-	n.Handle("GET /echo", handle)
-	n.Handle("POST /echo", handle)
+func Register(n *nanobus.Node) error {
+	return errors.Join(n.Handle("GET /echo", handle), n.Handle("POST /echo", handle))
 }
 
 func handle(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {

@@ -5,6 +5,7 @@ package flirts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -44,9 +45,9 @@ type Received struct {
 }
 
 // Register adds the flirt service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s store.Store) {
+func Register(n *nanobus.Node, s store.Store) error {
 	t := tally.New(s, "f")
-	n.Handle(RouteSend, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	add := n.Handle(RouteSend, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var f Flirt
 		if err := json.Unmarshal(req.Body, &f); err != nil {
 			return nanobus.Reply{}, nanobus.Errorf(400, "flirt: %v", err)
@@ -70,6 +71,6 @@ func Register(n *nanobus.Node, s store.Store) {
 		}
 		return nanobus.JSON(201, c)
 	})
-	t.HandleCount(n, RouteCount)
-	tally.HandleList(n, RouteList, t, func(l []Flirt) any { return Received{Flirts: l} })
+	return errors.Join(add, t.HandleCount(n, RouteCount),
+		tally.HandleList(n, RouteList, t, func(l []Flirt) any { return Received{Flirts: l} }))
 }

@@ -59,8 +59,8 @@ func validPhotoURL(s string) bool {
 }
 
 // Register adds the profile service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s store.Store) {
-	n.Handle(RouteGet, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+func Register(n *nanobus.Node, s store.Store) error {
+	get := n.Handle(RouteGet, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		id := string(req.Body)
 		if !store.ValidID(id) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
@@ -76,8 +76,9 @@ func Register(n *nanobus.Node, s store.Store) {
 		rep := nanobus.Reply{Body: raw}
 		rep.Header.Add("Content-Type", "application/json")
 		return rep, nil
-	})
-	n.Handle(RoutePut, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	}, nanobus.Idempotent())
+	// A put stores the whole profile: running it twice is running it once.
+	put := n.Handle(RoutePut, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var p Profile
 		if err := json.Unmarshal(req.Body, &p); err != nil {
 			return nanobus.Reply{}, nanobus.Errorf(400, "profile: %v", err)
@@ -102,5 +103,6 @@ func Register(n *nanobus.Node, s store.Store) {
 			status = 201
 		}
 		return nanobus.JSON(status, p)
-	})
+	}, nanobus.Idempotent())
+	return errors.Join(get, put)
 }

@@ -64,8 +64,8 @@ func (t *Tally) Add(ctx context.Context, profile, suffix string, item any, uniqu
 }
 
 // HandleCount serves route: body a profile ID, answer its Count.
-func (t *Tally) HandleCount(n *nanobus.Node, route string) {
-	n.Handle(route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+func (t *Tally) HandleCount(n *nanobus.Node, route string) error {
+	return n.Handle(route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		id := string(req.Body)
 		if !store.ValidID(id) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
@@ -75,13 +75,13 @@ func (t *Tally) HandleCount(n *nanobus.Node, route string) {
 			return nanobus.Reply{}, err
 		}
 		return nanobus.JSON(200, c)
-	})
+	}, nanobus.Idempotent())
 }
 
 // HandleList serves route: body a ListRequest, answer wrap(items) in key
 // order.
-func HandleList[T any](n *nanobus.Node, route string, t *Tally, wrap func([]T) any) {
-	n.Handle(route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+func HandleList[T any](n *nanobus.Node, route string, t *Tally, wrap func([]T) any) error {
+	return n.Handle(route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var lr ListRequest
 		if err := json.Unmarshal(req.Body, &lr); err != nil || !store.ValidID(lr.Profile) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "list: want {\"profile\": id, \"limit\": n}")
@@ -94,5 +94,5 @@ func HandleList[T any](n *nanobus.Node, route string, t *Tally, wrap func([]T) a
 			return nanobus.Reply{}, err
 		}
 		return nanobus.JSON(200, wrap(list))
-	})
+	}, nanobus.Idempotent())
 }

@@ -5,6 +5,7 @@ package visits
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -43,9 +44,9 @@ type Visitors struct {
 }
 
 // Register adds the visit service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s store.Store) {
+func Register(n *nanobus.Node, s store.Store) error {
 	t := tally.New(s, "v")
-	n.Handle(RouteRecord, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	add := n.Handle(RouteRecord, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var v Visit
 		if err := json.Unmarshal(req.Body, &v); err != nil {
 			return nanobus.Reply{}, nanobus.Errorf(400, "visit: %v", err)
@@ -64,6 +65,6 @@ func Register(n *nanobus.Node, s store.Store) {
 		}
 		return nanobus.JSON(200, c)
 	})
-	t.HandleCount(n, RouteCount)
-	tally.HandleList(n, RouteList, t, func(l []Visit) any { return Visitors{Visits: l} })
+	return errors.Join(add, t.HandleCount(n, RouteCount),
+		tally.HandleList(n, RouteList, t, func(l []Visit) any { return Visitors{Visits: l} }))
 }

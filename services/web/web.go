@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,14 +34,18 @@ type Page struct {
 }
 
 // Register adds the public routes to n; n must know the domain services'
-// peers (discovery does that).
-func Register(n *nanobus.Node) {
+// peers (discovery does that). A PUT stores the whole profile, so running
+// it twice is running it once: it is declared idempotent and retried on
+// another instance when one is lost mid-request, as the GETs are.
+func Register(n *nanobus.Node) error {
 	a := &aggregator{n: n}
-	n.Handle("GET /profiles/{id}", a.page)
-	n.Handle("PUT /profiles/{id}", a.putProfile)
-	n.Handle("POST /profiles/{id}/visits", a.visit)
-	n.Handle("POST /profiles/{id}/flirts", a.flirt)
-	n.Handle("GET /profiles/{id}/visitors", a.visitors)
+	return errors.Join(
+		n.Handle("GET /profiles/{id}", a.page),
+		n.Handle("PUT /profiles/{id}", a.putProfile, nanobus.Idempotent()),
+		n.Handle("POST /profiles/{id}/visits", a.visit),
+		n.Handle("POST /profiles/{id}/flirts", a.flirt),
+		n.Handle("GET /profiles/{id}/visitors", a.visitors),
+	)
 }
 
 type aggregator struct{ n *nanobus.Node }
@@ -198,7 +203,7 @@ func (a *aggregator) call(ctx context.Context, service, route string, body []byt
 func (a *aggregator) callRaw(ctx context.Context, service, route string, body []byte) (int, []byte, error) {
 	resp, err := a.n.Call(ctx, service, route, body)
 	if err != nil {
-		return 0, nil, busError(service, err)
+		return 0, nil, fmt.Errorf("%s: %w", service, err) // answered as nanobus.StatusOf says
 	}
 	defer resp.Release()
 	if resp.Status/100 != 2 {
@@ -216,20 +221,6 @@ func (a *aggregator) forward(ctx context.Context, service, route string, body []
 	rep := nanobus.Reply{Status: status, Body: raw}
 	rep.Header.Add("Content-Type", "application/json")
 	return rep, nil
-}
-
-// busError maps a failed call to the status the client sees, as the
-// terminator's table does.
-func busError(service string, err error) error {
-	switch {
-	case errors.Is(err, nanobus.ErrDeadline):
-		return nanobus.Errorf(504, "%s did not answer in time", service)
-	case errors.Is(err, nanobus.ErrNoPeer), errors.Is(err, nanobus.ErrBusy), errors.Is(err, nanobus.ErrUnavailable):
-		return nanobus.Errorf(503, "%s unavailable", service)
-	case errors.Is(err, context.Canceled):
-		return err
-	}
-	return nanobus.Errorf(502, "%s: %v", service, err)
 }
 
 func pathID(req *nanobus.Request) (string, error) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services/flirts"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
@@ -32,26 +33,10 @@ type stack struct {
 }
 
 func node(t *testing.T, service string) *nanobus.Node {
-	t.Helper()
-	n, err := nanobus.NewNode(nanobus.Config{Service: service, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return nanobustest.NewNode(t, nanobus.Config{Service: service})
 }
 
-func link(t *testing.T, from *nanobus.Node, to ...*nanobus.Node) {
-	t.Helper()
-	for _, n := range to {
-		from.AddPeer(nanobus.Peer{Service: n.Service(), Addr: n.Addr()})
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := from.WaitReady(ctx, n.Service()); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-	}
-}
+var link = nanobustest.Connect
 
 // newStack runs the real domain services (real stores), the aggregator and
 // a terminator in front, over real loopback sockets. domain, when given,
@@ -60,7 +45,7 @@ func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *sta
 	t.Helper()
 	s := &stack{nodes: map[string]*nanobus.Node{}}
 	if len(domain) == 0 {
-		for name, register := range map[string]func(*nanobus.Node, store.Store){
+		for name, register := range map[string]func(*nanobus.Node, store.Store) error{
 			profiles.Service: profiles.Register, visits.Service: visits.Register, flirts.Service: flirts.Register,
 		} {
 			st, err := store.OpenPebble(t.TempDir())
@@ -68,7 +53,7 @@ func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *sta
 				t.Fatal(err)
 			}
 			n := node(t, name)
-			register(n, st)
+			must(t, register(n, st))
 			t.Cleanup(func() { n.Close(); st.Close() })
 			domain = append(domain, n)
 		}
@@ -77,21 +62,16 @@ func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *sta
 		s.nodes[n.Service()] = n
 	}
 	s.web = node(t, web.Service)
-	web.Register(s.web)
+	must(t, web.Register(s.web))
 	link(t, s.web, domain...)
 
 	front := node(t, "")
 	link(t, front, s.web)
-	srv, err := terminator.New(terminator.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", Timeout: timeout, MaxBodyBytes: 64 << 10}, front, quiet)
+	srv, err := terminator.New(terminator.Config{Listen: "127.0.0.1:0", Timeout: timeout, MaxBodyBytes: 64 << 10}, front, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var routes []terminator.Route
-	for _, key := range s.web.Routes() {
-		r, _ := terminator.ParseRoute(key, web.Service, 0)
-		routes = append(routes, r)
-	}
-	srv.SetRoutes(routes)
+	srv.SetRoutes(terminator.PublicRoutes(s.web.Peer()))
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -212,9 +192,9 @@ func TestPageFansOutInParallel(t *testing.T) {
 		}
 	}
 	p, v, f := node(t, profiles.Service), node(t, visits.Service), node(t, flirts.Service)
-	p.Handle(profiles.RouteGet, barrier([]byte(`{"id":"x","name":"X","age":30}`)))
-	v.Handle(visits.RouteCount, barrier([]byte(`{"count":4}`)))
-	f.Handle(flirts.RouteCount, barrier([]byte(`{"count":2}`)))
+	must(t, p.Handle(profiles.RouteGet, barrier([]byte(`{"id":"x","name":"X","age":30}`))))
+	must(t, v.Handle(visits.RouteCount, barrier([]byte(`{"count":4}`))))
+	must(t, f.Handle(flirts.RouteCount, barrier([]byte(`{"count":2}`))))
 	s := newStack(t, 2*time.Second, p, v, f)
 
 	code, body := s.do(t, "GET", "/profiles/x", "")
@@ -247,10 +227,10 @@ func TestPageDegrades(t *testing.T) {
 
 	// A slow (not dead) service is cut off at its share of the deadline.
 	slow := node(t, flirts.Service)
-	slow.Handle(flirts.RouteCount, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	must(t, slow.Handle(flirts.RouteCount, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		<-ctx.Done()
 		return nanobus.Reply{}, ctx.Err()
-	})
+	}))
 	s.web.RemovePeer(nanobus.Peer{Service: flirts.Service, Addr: s.nodes[flirts.Service].Addr()})
 	link(t, s.web, slow)
 	code, body = s.do(t, "GET", "/profiles/ann", "")
@@ -262,5 +242,12 @@ func TestPageDegrades(t *testing.T) {
 	s.waitDown(t, profiles.Service)
 	if code, body := s.do(t, "GET", "/profiles/ann", ""); code != 503 {
 		t.Fatalf("without the profile service: %d %s, want 503", code, body)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

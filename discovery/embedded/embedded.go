@@ -1,4 +1,13 @@
-package discovery
+// Package embedded runs etcd inside this process: the registry of the
+// one-process default ("terminator all") and of tests. It is a package of
+// its own so that a service binary that only registers with an external
+// etcd (through discovery) does not link the etcd server.
+//
+// Start runs one member with its data in a directory, on loopback ports
+// chosen free unless given, logging only errors to stderr; starting it
+// again with the same Config (same Dir and ports) restarts the same member
+// with its data. StartCluster runs an n-member cluster in one process.
+package embedded
 
 import (
 	"errors"
@@ -17,8 +26,8 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// EmbeddedConfig configures an etcd member run inside this process.
-type EmbeddedConfig struct {
+// Config configures an etcd member run inside this process.
+type Config struct {
 	Dir       string // data directory (required); a restart on the same Dir keeps the data
 	Name      string // member name, default "default"
 	ClientURL string // e.g. "http://127.0.0.1:2379"; default a free loopback port
@@ -30,24 +39,28 @@ type EmbeddedConfig struct {
 	// in Dir rather than bootstrapping a new one.
 	Existing bool
 	LogLevel string // zap level of etcd's own log lines (stderr): default "error"
+	// TLS for clients, when CertFile and KeyFile are set (ClientURL must
+	// then be https://); with CAFile, clients must present a certificate
+	// it signed.
+	CertFile, KeyFile, CAFile string
 }
 
-// Embedded is an etcd member running in this process.
-type Embedded struct {
+// Etcd is an etcd member running in this process.
+type Etcd struct {
 	etcd    *embed.Etcd
-	cfg     EmbeddedConfig
+	cfg     Config
 	closing *atomic.Bool // set when Close starts: the logger drops etcd's shutdown noise
 	once    sync.Once
 }
 
-// StartEmbedded starts an etcd member and waits until it serves. A member
+// Start starts an etcd member and waits until it serves. A member
 // of a multi-member cluster serves only once a quorum runs: start the
 // members together (StartCluster does).
-func StartEmbedded(c EmbeddedConfig) (*Embedded, error) {
+func Start(c Config) (*Etcd, error) {
 	// A free port picked here can be taken by someone else before etcd
 	// binds it; pick again a few times rather than fail a test run.
 	for attempt := 1; ; attempt++ {
-		e, err := startEmbedded(c)
+		e, err := start(c)
 		if err == nil || attempt == 3 || (c.ClientURL != "" && c.PeerURL != "") || !addrInUse(err) {
 			return e, err
 		}
@@ -58,7 +71,7 @@ func addrInUse(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
 
-func startEmbedded(c EmbeddedConfig) (*Embedded, error) {
+func start(c Config) (*Etcd, error) {
 	if c.Dir == "" {
 		return nil, errors.New("embedded etcd: no data directory")
 	}
@@ -103,6 +116,11 @@ func startEmbedded(c EmbeddedConfig) (*Embedded, error) {
 	if c.Existing {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
+	if c.CertFile != "" {
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = c.CertFile, c.KeyFile
+		cfg.ClientTLSInfo.TrustedCAFile = c.CAFile
+		cfg.ClientTLSInfo.ClientCertAuth = c.CAFile != ""
+	}
 	cfg.LogLevel = c.LogLevel
 	cfg.LogOutputs = []string{"stderr"}
 	closing := new(atomic.Bool)
@@ -120,7 +138,7 @@ func startEmbedded(c EmbeddedConfig) (*Embedded, error) {
 		e.Close()
 		return nil, errors.New("embedded etcd: not ready after 60s")
 	}
-	return &Embedded{etcd: e, cfg: c, closing: closing}, nil
+	return &Etcd{etcd: e, cfg: c, closing: closing}, nil
 }
 
 // quietLogger writes JSON lines at level and above to stderr, except the
@@ -153,19 +171,19 @@ func (f *shutdownFilter) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zap
 }
 
 // Endpoints are the client URLs to give clientv3.
-func (e *Embedded) Endpoints() []string { return []string{e.cfg.ClientURL} }
+func (e *Etcd) Endpoints() []string { return []string{e.cfg.ClientURL} }
 
 // Config is the configuration the member runs with (free ports filled in),
 // to start it again on the same ports and data.
-func (e *Embedded) Config() EmbeddedConfig { return e.cfg }
+func (e *Etcd) Config() Config { return e.cfg }
 
 // IsLeader reports whether this member leads its cluster.
-func (e *Embedded) IsLeader() bool { return e.etcd.Server.Leader() == e.etcd.Server.MemberID() }
+func (e *Etcd) IsLeader() bool { return e.etcd.Server.Leader() == e.etcd.Server.MemberID() }
 
 // Close stops the member and waits until it has stopped. Calling it again
 // does nothing. With clients still connected (watches open) etcd gives them
 // its request timeout (about 7s) to go before cutting them off.
-func (e *Embedded) Close() {
+func (e *Etcd) Close() {
 	e.once.Do(func() {
 		e.closing.Store(true)
 		e.etcd.Close()
@@ -185,16 +203,16 @@ func FreeLoopbackURL() (string, error) {
 // StartCluster starts an n-member cluster on loopback, data under
 // dir/m1, dir/m2, ..., and waits until every member serves. Stop it by
 // closing every member.
-func StartCluster(dir string, n int) ([]*Embedded, error) {
+func StartCluster(dir string, n int) ([]*Etcd, error) {
 	cfgs, err := ClusterConfigs(dir, n)
 	if err != nil {
 		return nil, err
 	}
-	members := make([]*Embedded, n)
+	members := make([]*Etcd, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, c := range cfgs {
-		wg.Go(func() { members[i], errs[i] = StartEmbedded(c) }) // each waits for a quorum
+		wg.Go(func() { members[i], errs[i] = Start(c) }) // each waits for a quorum
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -210,8 +228,8 @@ func StartCluster(dir string, n int) ([]*Embedded, error) {
 
 // ClusterConfigs returns configs for an n-member cluster on loopback,
 // with data under dir/<name>.
-func ClusterConfigs(dir string, n int) ([]EmbeddedConfig, error) {
-	cfgs := make([]EmbeddedConfig, n)
+func ClusterConfigs(dir string, n int) ([]Config, error) {
+	cfgs := make([]Config, n)
 	var members []string
 	for i := range cfgs {
 		c, err := FreeLoopbackURL()
@@ -223,7 +241,7 @@ func ClusterConfigs(dir string, n int) ([]EmbeddedConfig, error) {
 			return nil, err
 		}
 		name := fmt.Sprintf("m%d", i+1)
-		cfgs[i] = EmbeddedConfig{Dir: dir + "/" + name, Name: name, ClientURL: c, PeerURL: p}
+		cfgs[i] = Config{Dir: dir + "/" + name, Name: name, ClientURL: c, PeerURL: p}
 		members = append(members, name+"="+p)
 	}
 	for i := range cfgs {

@@ -1,4 +1,4 @@
-package nanobus
+package transport
 
 import (
 	"bufio"
@@ -20,31 +20,47 @@ import (
 	"go.nanomsg.org/mangos/v3/transport"
 )
 
-// The bus's own mangos transport for "tcp://" and "tls+tcp://", speaking
-// the standard SP-over-TCP framing (an 8-byte SP header exchange, then each
-// message as a 64-bit big-endian length and its bytes), so any SP peer
-// interoperates. It replaces mangos' stock tcp and tls+tcp transports for
-// three reasons:
-//   - mangos v3.4.2's listener writes a pipe's state during the handshake
-//     without the lock its Close reads it under: a data race whenever a node
-//     closes while a peer is connecting, which fails `go test -race`.
-//   - the stock pipe allocates on every message (a length buffer and
-//     net.Buffers on send, binary.Read on receive) and makes a syscall per
-//     message each way; this one reads through a buffer and batches writes
-//     (see pipe), so a burst costs one syscall each way, and allocates
-//     nothing.
-//   - it counts what it has written, so a draining node can wait until
-//     its last replies have left instead of cutting them off.
-//
-// Registering replaces mangos' transports for these schemes process-wide.
 func init() {
 	transport.RegisterTransport(tcpTransport{scheme: "tcp"})
 	transport.RegisterTransport(tcpTransport{scheme: "tls+tcp", tls: true})
 }
 
-// optWritten is a dialer option: an *atomic.Uint64 its pipes add one to for
-// each message written to the socket.
-const optWritten = "NANOBUS-WRITTEN"
+// Options this transport takes besides mangos' own (nanobus sets them; the
+// names are nanobus's, which is why they are strings and not types of
+// ours). Every one is optional.
+const (
+	// OptionWritten (dialers and listeners): an *atomic.Uint64 that each
+	// pipe adds one to for every message it has written to the socket.
+	OptionWritten = "nanobus.written"
+	// OptionFrameTimeout (listeners and dialers): a time.Duration within
+	// which a frame whose length has arrived must be complete; a peer that
+	// stalls mid-frame is cut. 0: no limit.
+	OptionFrameTimeout = "nanobus.frame-timeout"
+	// OptionIdleTimeout (listeners): a time.Duration within which an
+	// accepted connection must send its first frame after the handshake,
+	// or be closed. 0: no limit.
+	OptionIdleTimeout = "nanobus.idle-timeout"
+	// OptionMaxConns (listeners): an int bounding the accepted connections
+	// open at once, handshakes included; one over it is closed at once.
+	// 0: no limit.
+	OptionMaxConns = "nanobus.max-conns"
+	// OptionMaxBuffered (listeners): an int bounding the bytes held for
+	// unfinished large frames across all the listener's connections; a
+	// connection whose frame would go over it is closed. 0: no limit.
+	OptionMaxBuffered = "nanobus.max-buffered"
+	// OptionOnRefuse (listeners and dialers): a func(reason string) called
+	// for every connection closed by a limit above, with reason one of the
+	// Refused* constants.
+	OptionOnRefuse = "nanobus.on-refuse"
+)
+
+// Reasons passed to OptionOnRefuse.
+const (
+	RefusedConns        = "conns"         // over OptionMaxConns
+	RefusedFrameTimeout = "frame-timeout" // a frame not finished in time
+	RefusedIdle         = "idle"          // no frame within OptionIdleTimeout
+	RefusedBuffered     = "buffered"      // over OptionMaxBuffered
+)
 
 const (
 	handshakeTimeout = 5 * time.Second
@@ -82,42 +98,63 @@ func (t tcpTransport) NewListener(url string, sock mangos.Socket) (transport.Lis
 	}, nil
 }
 
+// limits are the options that bound what a peer can make us hold.
+type limits struct {
+	maxRecv      int
+	frameTimeout time.Duration
+	idleTimeout  time.Duration
+	maxConns     int
+	maxBuffered  int64
+	written      *atomic.Uint64
+	onRefuse     func(reason string)
+}
+
+func (l *limits) refused(reason string) {
+	if l.onRefuse != nil {
+		l.onRefuse(reason)
+	}
+}
+
 // endpoint holds what dialers and listeners share: options and the
 // handshake.
 type endpoint struct {
-	addr    string
-	tls     bool
-	proto   mangos.ProtocolInfo
-	mu      sync.Mutex
-	config  *tls.Config
-	maxRecv int
-	written *atomic.Uint64
+	addr   string
+	tls    bool
+	proto  mangos.ProtocolInfo
+	mu     sync.Mutex
+	config *tls.Config
+	limits limits
 }
 
 func (e *endpoint) SetOption(name string, v any) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	ok := true
 	switch name {
 	case mangos.OptionTLSConfig:
-		c, ok := v.(*tls.Config)
-		if !ok {
-			return mangos.ErrBadValue
-		}
-		e.config = c
+		e.config, ok = v.(*tls.Config)
 	case mangos.OptionMaxRecvSize:
-		n, ok := v.(int)
-		if !ok || n < 0 {
-			return mangos.ErrBadValue
-		}
-		e.maxRecv = n
-	case optWritten:
-		w, ok := v.(*atomic.Uint64)
-		if !ok {
-			return mangos.ErrBadValue
-		}
-		e.written = w
+		e.limits.maxRecv, ok = v.(int)
+		ok = ok && e.limits.maxRecv >= 0
+	case OptionWritten:
+		e.limits.written, ok = v.(*atomic.Uint64)
+	case OptionFrameTimeout:
+		e.limits.frameTimeout, ok = v.(time.Duration)
+	case OptionIdleTimeout:
+		e.limits.idleTimeout, ok = v.(time.Duration)
+	case OptionMaxConns:
+		e.limits.maxConns, ok = v.(int)
+	case OptionMaxBuffered:
+		var n int
+		n, ok = v.(int)
+		e.limits.maxBuffered = int64(n)
+	case OptionOnRefuse:
+		e.limits.onRefuse, ok = v.(func(string))
 	default:
 		return mangos.ErrBadOption
+	}
+	if !ok {
+		return mangos.ErrBadValue
 	}
 	return nil
 }
@@ -129,18 +166,28 @@ func (e *endpoint) GetOption(name string) (any, error) {
 	case mangos.OptionTLSConfig:
 		return e.config, nil
 	case mangos.OptionMaxRecvSize:
-		return e.maxRecv, nil
+		return e.limits.maxRecv, nil
+	case OptionFrameTimeout:
+		return e.limits.frameTimeout, nil
+	case OptionIdleTimeout:
+		return e.limits.idleTimeout, nil
+	case OptionMaxConns:
+		return e.limits.maxConns, nil
+	case OptionMaxBuffered:
+		return int(e.limits.maxBuffered), nil
 	}
 	return nil, mangos.ErrBadOption
 }
 
 // open runs the TLS handshake (when configured) and the SP handshake on c.
-func (e *endpoint) open(c net.Conn, server bool) (*pipe, error) {
+// buffered, when not nil, is the listener's count of bytes held for
+// unfinished frames.
+func (e *endpoint) open(c net.Conn, server bool, buffered *atomic.Int64) (*pipe, error) {
 	e.mu.Lock()
-	cfg, maxRecv, written := e.config, e.maxRecv, e.written
+	cfg, lim := e.config, e.limits
 	e.mu.Unlock()
 	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
-	p := newPipe(c, maxRecv, written)
+	p := newPipe(c, lim, buffered)
 	if e.tls {
 		if cfg == nil {
 			c.Close()
@@ -182,7 +229,20 @@ func (e *endpoint) open(c net.Conn, server bool) (*pipe, error) {
 		p.conn.Close()
 		return nil, mangos.ErrBadProto
 	}
+	if !server {
+		// Say hello: an empty frame, so that the listener knows at once
+		// this is a member and not an idle connection (see Recv).
+		if _, err := p.conn.Write(make([]byte, 8)); err != nil {
+			p.conn.Close()
+			return nil, err
+		}
+	}
 	_ = c.SetDeadline(time.Time{})
+	if server && lim.idleTimeout > 0 {
+		// Until its first frame, an accepted connection is on probation.
+		p.idleUntil = time.Now().Add(lim.idleTimeout)
+		_ = p.conn.SetReadDeadline(p.idleUntil)
+	}
 	p.start()
 	return p, nil
 }
@@ -197,7 +257,7 @@ func (d *dialer) Dial() (transport.Pipe, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.open(c, false)
+	return d.open(c, false, nil)
 }
 
 type listener struct {
@@ -206,6 +266,9 @@ type listener struct {
 	ready  chan *pipe
 	closeq chan struct{}
 	once   sync.Once
+
+	conns    atomic.Int64 // accepted and not yet closed, handshakes included
+	buffered atomic.Int64 // bytes held for unfinished large frames
 
 	lmu     sync.Mutex
 	l       net.Listener
@@ -235,10 +298,20 @@ func (l *listener) accept(ln net.Listener) {
 			time.Sleep(5 * time.Millisecond) // e.g. out of file descriptors: do not spin
 			continue
 		}
+		l.mu.Lock()
+		lim := l.limits
+		l.mu.Unlock()
+		if n := l.conns.Add(1); lim.maxConns > 0 && n > int64(lim.maxConns) {
+			l.conns.Add(-1)
+			c.Close()
+			lim.refused(RefusedConns)
+			continue
+		}
 		l.lmu.Lock()
 		select {
 		case <-l.closeq:
 			l.lmu.Unlock()
+			l.conns.Add(-1)
 			c.Close()
 			return
 		default:
@@ -248,13 +321,15 @@ func (l *listener) accept(ln net.Listener) {
 		// Handshake off the accept loop: a slow or silent client must not
 		// hold up the others.
 		go func() {
-			p, err := l.open(c, true)
+			p, err := l.open(c, true, &l.buffered)
 			l.lmu.Lock()
 			delete(l.pending, c)
 			l.lmu.Unlock()
 			if err != nil {
+				l.conns.Add(-1)
 				return
 			}
+			p.onClose = func() { l.conns.Add(-1) }
 			select {
 			case l.ready <- p:
 			case <-l.closeq:
@@ -310,9 +385,12 @@ type pipe struct {
 	conn     net.Conn
 	r        *bufio.Reader
 	hdr      [8]byte // Recv's length scratch
-	maxRecv  int
-	written  *atomic.Uint64
+	lim      limits
+	buffered *atomic.Int64 // the listener's, or nil
 	tlsState *tls.ConnectionState
+
+	idleUntil time.Time // an accepted pipe's probation: its first frame is due by then
+	deadline  bool      // a read deadline is set
 
 	wmu     sync.Mutex
 	wcond   *sync.Cond // signals the writer (more to write) and Send (room again)
@@ -320,6 +398,7 @@ type pipe struct {
 	count   uint64     // messages in pending
 	werr    error      // the writer's first error; the pipe is dead after it
 	closed  bool
+	onClose func() // once, when the pipe closes (the listener's count)
 }
 
 // maxPending bounds the bytes waiting for the writer; Send blocks above it.
@@ -330,8 +409,8 @@ const maxPending = 1 << 20
 // batchEnough is a write big enough not to wait for company.
 const batchEnough = 16 << 10
 
-func newPipe(c net.Conn, maxRecv int, written *atomic.Uint64) *pipe {
-	p := &pipe{conn: c, maxRecv: maxRecv, written: written}
+func newPipe(c net.Conn, lim limits, buffered *atomic.Int64) *pipe {
+	p := &pipe{conn: c, lim: lim, buffered: buffered}
 	p.wcond = sync.NewCond(&p.wmu)
 	return p
 }
@@ -397,8 +476,8 @@ func (p *pipe) writer() {
 			p.conn.Close() // the receiver sees it too, and mangos drops the pipe
 			return
 		}
-		if p.written != nil {
-			p.written.Add(n)
+		if p.lim.written != nil {
+			p.lim.written.Add(n)
 		}
 		if cap(buf) > 4*maxPending {
 			buf = nil // do not keep a burst's buffer forever
@@ -406,16 +485,55 @@ func (p *pipe) writer() {
 	}
 }
 
+// Recv reads the next frame. An empty frame is a dialer's hello: it ends an
+// accepted connection's probation and is not passed on. (SP allows empty
+// messages; stock mangos peers never send one unasked, and a bus frame is
+// never empty.)
 func (p *pipe) Recv() (*mangos.Message, error) {
-	if _, err := io.ReadFull(p.r, p.hdr[:]); err != nil {
-		return nil, err
+	var size uint64
+	for size == 0 {
+		if _, err := io.ReadFull(p.r, p.hdr[:]); err != nil {
+			if !p.idleUntil.IsZero() && isTimeout(err) {
+				p.lim.refused(RefusedIdle)
+			}
+			return nil, err
+		}
+		if !p.idleUntil.IsZero() {
+			p.clearDeadline()
+			p.idleUntil = time.Time{} // a member now: no idle limit
+		}
+		size = binary.BigEndian.Uint64(p.hdr[:])
 	}
-	size := binary.BigEndian.Uint64(p.hdr[:])
-	if p.maxRecv > 0 && size > uint64(p.maxRecv) || size > math.MaxInt32 {
+	if p.lim.maxRecv > 0 && size > uint64(p.lim.maxRecv) || size > math.MaxInt32 {
 		return nil, mangos.ErrTooLong
 	}
+	// A frame not already in the buffer must arrive within the frame
+	// timeout: a peer that announces a frame and stalls is cut.
+	if p.lim.frameTimeout > 0 && uint64(p.r.Buffered()) < size {
+		p.deadline = true
+		_ = p.conn.SetReadDeadline(time.Now().Add(p.lim.frameTimeout))
+	}
+	m, err := p.readBody(int(size))
+	if err != nil {
+		if p.deadline && isTimeout(err) {
+			p.lim.refused(RefusedFrameTimeout)
+		}
+		return nil, err
+	}
+	p.clearDeadline()
+	return m, nil
+}
+
+func (p *pipe) clearDeadline() {
+	if p.deadline || !p.idleUntil.IsZero() {
+		p.deadline = false
+		_ = p.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+func (p *pipe) readBody(size int) (*mangos.Message, error) {
 	if size <= recvChunk {
-		m := mangos.NewMessage(int(size))
+		m := mangos.NewMessage(size)
 		m.Body = m.Body[:size]
 		if _, err := io.ReadFull(p.r, m.Body); err != nil {
 			m.Free()
@@ -425,11 +543,27 @@ func (p *pipe) Recv() (*mangos.Message, error) {
 	}
 	// A large frame is read a chunk at a time, growing the buffer as bytes
 	// arrive: a peer that announces 16 MiB and trickles must not get 16 MiB
-	// of our memory up front.
+	// of our memory up front. What it holds counts against the listener's
+	// bound on bytes in unfinished frames.
+	held := 0
+	defer func() {
+		if p.buffered != nil {
+			p.buffered.Add(-int64(held))
+		}
+	}()
 	m := mangos.NewMessage(recvChunk)
 	body := m.Body[:0]
-	for left := int(size); left > 0; {
+	for left := size; left > 0; {
 		n := min(left, recvChunk)
+		if p.buffered != nil && p.lim.maxBuffered > 0 {
+			if p.buffered.Add(int64(n)) > p.lim.maxBuffered {
+				p.buffered.Add(-int64(n))
+				m.Free()
+				p.lim.refused(RefusedBuffered)
+				return nil, errBufferFull
+			}
+			held += n
+		}
 		body = slices.Grow(body, n)
 		if _, err := io.ReadFull(p.r, body[len(body):len(body)+n]); err != nil {
 			m.Free()
@@ -442,18 +576,30 @@ func (p *pipe) Recv() (*mangos.Message, error) {
 	return m, nil
 }
 
+var errBufferFull = errors.New("bytes held for unfinished frames over the bound")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func (p *pipe) Close() error {
 	p.wmu.Lock()
+	already := p.closed
 	p.closed = true
 	p.wcond.Broadcast()
+	onClose := p.onClose
 	p.wmu.Unlock()
+	if !already && onClose != nil {
+		onClose()
+	}
 	return p.conn.Close()
 }
 
 func (p *pipe) GetOption(name string) (any, error) {
 	switch name {
 	case mangos.OptionMaxRecvSize:
-		return p.maxRecv, nil
+		return p.lim.maxRecv, nil
 	case mangos.OptionLocalAddr:
 		return p.conn.LocalAddr(), nil
 	case mangos.OptionRemoteAddr:

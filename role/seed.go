@@ -1,40 +1,20 @@
-package main
+package role
 
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 )
 
-// seedMain is `terminator seed`: sample data through a running front.
-func seedMain(args []string) int {
-	fs := flag.NewFlagSet("seed", flag.ExitOnError)
-	target := fs.String("url", "http://127.0.0.1:8080", "the front to load through")
-	n := fs.Int("n", 300, "profiles to create")
-	_ = fs.Parse(args)
-	if err := seed(context.Background(), *target, *n); err != nil {
-		fmt.Fprintln(os.Stderr, "seed:", err)
-		return 1
-	}
-	fmt.Printf("seeded %d profiles with visits and flirts through %s\n", *n, *target)
-	return 0
-}
-
-// seedIfEmpty seeds through this process's own front on a first start.
-func seedIfEmpty(ctx context.Context, o options, log *slog.Logger) error {
-	base := "http://" + strings.Replace(o.front.Listen, ":", "127.0.0.1:", 1)
-	if !strings.HasPrefix(o.front.Listen, ":") {
-		base = "http://" + o.front.Listen
-	}
+// seedIfEmpty loads sample data through this process's own front on a
+// first start: when profile 1 exists, the data survived a restart.
+func seedIfEmpty(ctx context.Context, base string, n int, log *slog.Logger) error {
 	// The front learns the web routes through etcd: wait for them.
 	var status int
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
@@ -44,10 +24,10 @@ func seedIfEmpty(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	}
 	if status == 200 {
-		return nil // seeded before: the data survived the restart
+		return nil
 	}
-	log.Info("first start: seeding sample data", "profiles", o.seed)
-	return seed(ctx, base, o.seed)
+	log.Info("first start: seeding sample data", "profiles", n)
+	return Seed(ctx, base, n)
 }
 
 var (
@@ -56,7 +36,10 @@ var (
 	hobbies    = []string{"hiking", "jazz", "board games", "cooking", "climbing", "film noir", "cycling", "poetry", "chess", "sailing"}
 )
 
-func seed(ctx context.Context, base string, n int) error {
+// Seed loads n sample profiles, with visits and flirts among them, through
+// the front at base ("http://127.0.0.1:8080"). The sample is the same every
+// time.
+func Seed(ctx context.Context, base string, n int) error {
 	r := rand.New(rand.NewPCG(1, 2)) // the same sample every time
 	put := func(method, path, body string, ok ...int) error {
 		var status int

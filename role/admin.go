@@ -1,0 +1,255 @@
+package role
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// AdminConfig configures a process's admin listener.
+type AdminConfig struct {
+	Listen string // e.g. "127.0.0.1:8081"
+	// Token guards everything but /healthz and /readyz: a request must
+	// carry "Authorization: Bearer <token>", or basic auth with the token
+	// as the password. Required when Listen is not a loopback address.
+	Token     string
+	TokenFile string // read Token from this file (trailing newline dropped)
+	// CertFile and KeyFile, when given, serve the admin listener over TLS.
+	CertFile, KeyFile string
+}
+
+func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, /status.json, /debug/pprof/, a status page")
+	// Not StringVar: flag prints a non-empty default in --help.
+	fs.Func("admin-token", "token for the admin listener's status pages and pprof (prefer the environment or -admin-token-file: flags show in ps)",
+		func(s string) error { c.Token = s; return nil })
+	fs.StringVar(&c.TokenFile, "admin-token-file", c.TokenFile, "file holding the admin token")
+	fs.StringVar(&c.CertFile, "admin-cert", c.CertFile, "admin TLS certificate (with -admin-key: serve the admin listener over https)")
+	fs.StringVar(&c.KeyFile, "admin-key", c.KeyFile, "admin TLS key")
+}
+
+// Section is one part of a process's status: its numbers, shown under Name
+// in /status.json, and a template that shows them on the status page
+// (executed with what Status returns).
+type Section struct {
+	Name   string
+	Status func() any
+	Page   *template.Template
+}
+
+// Admin is a process's admin listener: liveness and readiness for probes,
+// and, behind the token, status and pprof for people.
+type Admin struct {
+	cfg   AdminConfig
+	log   *slog.Logger
+	token []byte
+	srv   *http.Server
+	ln    net.Listener
+
+	mu       sync.Mutex
+	checks   []check
+	sections []Section
+}
+
+type check struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// NewAdmin checks cfg and returns an admin listener; Start binds it.
+func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
+	a := &Admin{cfg: cfg, log: log}
+	token := cfg.Token
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		token = strings.TrimRight(string(b), "\r\n")
+	}
+	if token == "" && !loopback(cfg.Listen) {
+		return nil, fmt.Errorf("admin listener %s is not on loopback: give it a token (-admin-token-file, or %s)",
+			cfg.Listen, EnvName("admin-token"))
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("admin TLS: give both -admin-cert and -admin-key, or neither")
+	}
+	a.token = []byte(token)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	private := http.NewServeMux()
+	private.HandleFunc("/debug/pprof/", pprof.Index)
+	private.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	private.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	private.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	private.HandleFunc("GET /status.json", a.statusJSON)
+	private.HandleFunc("GET /{$}", a.statusPage)
+	mux.Handle("/", a.authorized(private))
+	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return a, nil
+}
+
+// loopback reports whether addr ("host:port") listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (a *Admin) authorized(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(a.token) > 0 {
+			got := ""
+			if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+				got = bearer
+			} else if _, pw, ok := r.BasicAuth(); ok {
+				got = pw
+			}
+			if subtle.ConstantTimeCompare([]byte(got), a.token) != 1 {
+				w.Header().Set("WWW-Authenticate", `Basic realm="terminator admin"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Check adds a readiness condition: /readyz answers 503 while any fails.
+func (a *Admin) Check(name string, fn func(context.Context) error) {
+	a.mu.Lock()
+	a.checks = append(a.checks, check{name, fn})
+	a.mu.Unlock()
+}
+
+// Section adds a part to the status page and /status.json.
+func (a *Admin) Section(s Section) {
+	a.mu.Lock()
+	a.sections = append(a.sections, s)
+	a.mu.Unlock()
+}
+
+// Ready runs the readiness checks (a second at most) and reports the
+// failures, each named.
+func (a *Admin) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	a.mu.Lock()
+	checks := append([]check(nil), a.checks...)
+	a.mu.Unlock()
+	var errs []error
+	for _, c := range checks {
+		if err := c.fn(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start binds the listener and serves in the background.
+func (a *Admin) Start() error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", a.cfg.Listen, err)
+	}
+	if a.cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.CertFile, a.cfg.KeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("admin TLS: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	a.ln = ln
+	go func() { _ = a.srv.Serve(ln) }()
+	a.log.Info("admin listening", "addr", ln.Addr().String(), "tls", a.cfg.CertFile != "", "token", len(a.token) > 0)
+	return nil
+}
+
+// Addr is the listener's address.
+func (a *Admin) Addr() string { return a.ln.Addr().String() }
+
+// Close stops the listener.
+func (a *Admin) Close() error { return a.srv.Close() }
+
+// status is /status.json: readiness, then each section by name.
+func (a *Admin) status(ctx context.Context) map[string]any {
+	out := map[string]any{"ready": true}
+	if err := a.Ready(ctx); err != nil {
+		out["ready"], out["reason"] = false, err.Error()
+	}
+	a.mu.Lock()
+	sections := append([]Section(nil), a.sections...)
+	a.mu.Unlock()
+	for _, s := range sections {
+		out[s.Name] = s.Status()
+	}
+	return out
+}
+
+func (a *Admin) statusJSON(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(a.status(r.Context()))
+}
+
+func (a *Admin) statusPage(w http.ResponseWriter, r *http.Request) {
+	ready := a.Ready(r.Context())
+	a.mu.Lock()
+	sections := append([]Section(nil), a.sections...)
+	a.mu.Unlock()
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = pageHead.Execute(w, ready)
+	for _, s := range sections {
+		fmt.Fprintf(w, "<section><h1>%s</h1>\n", template.HTMLEscapeString(s.Name))
+		v := s.Status()
+		if s.Page != nil {
+			if err := s.Page.Execute(w, v); err != nil {
+				fmt.Fprintf(w, "<p class=bad>%s</p>", template.HTMLEscapeString(err.Error()))
+			}
+		} else {
+			b, _ := json.MarshalIndent(v, "", "  ")
+			fmt.Fprintf(w, "<pre>%s</pre>", template.HTMLEscapeString(string(b)))
+		}
+		fmt.Fprintln(w, "</section>")
+	}
+	fmt.Fprintln(w, "</body></html>")
+}
+
+var pageHead = template.Must(template.New("head").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>terminator</title>
+<meta http-equiv="refresh" content="5">
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.bad{color:#b00}.ok{color:#070}
+section{margin-bottom:2em}h1{font-size:1.4em;border-bottom:1px solid #ccc}</style></head>
+<body><p>{{if .}}<b class="bad">not ready: {{.}}</b>{{else}}<b class="ok">ready</b>{{end}}
+· <a href="status.json">status.json</a> · <a href="debug/pprof/">pprof</a></p>
+`))

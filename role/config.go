@@ -1,0 +1,168 @@
+package role
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/terminator-gw/terminator/discovery"
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services"
+	"github.com/terminator-gw/terminator/terminator"
+)
+
+// Config is what a process's roles run with. The binary fills it from
+// flags and the environment (RegisterFlags, Parse); tests fill it directly.
+type Config struct {
+	Bus     BusConfig
+	Etcd    discovery.ClientConfig
+	Embed   EmbedConfig // "all" without Etcd.Endpoints
+	Admin   AdminConfig
+	Front   terminator.Config
+	DataDir string // Pebble stores (one per stateful service) and the embedded etcd
+	Seed    int    // "all": sample profiles to load on a first start
+	TTL     time.Duration
+	Version string // of every service the process runs
+	// Grace is how long a stopping service stays up after deregistering,
+	// answering what callers still send it while their watchers catch up.
+	Grace time.Duration
+	// DrainTimeout bounds how long a stopping service waits for its
+	// handlers to finish.
+	DrainTimeout time.Duration
+}
+
+// BusConfig is this process's place on the bus.
+type BusConfig struct {
+	Listen    string // "tcp://host:port" or "tls+tcp://host:port"
+	Advertise string // the address peers dial, when Listen is 0.0.0.0
+	CA        string // with Cert and Key: mutual TLS, every member certified by CA
+	Cert, Key string
+	Limits    nanobus.Limits
+}
+
+// EmbedConfig says where "all" runs its own etcd.
+type EmbedConfig struct {
+	ClientURL, PeerURL string
+}
+
+// RegisterFlags adds the flags of role ("all", "front", or a service's name)
+// to fs, with defaults for what c leaves zero. Every flag also reads an
+// environment variable (see EnvName), named in --help.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
+	svc, isService := services.Lookup(role)
+	all, front := role == "all", role == "front"
+	c.setDefaults(role)
+
+	fs.StringVar(&c.Bus.Listen, "bus-listen", c.Bus.Listen, "bus address to listen on")
+	fs.StringVar(&c.Bus.Advertise, "bus-advertise", c.Bus.Advertise, "bus address peers dial, when listening on 0.0.0.0")
+	fs.StringVar(&c.Bus.CA, "bus-ca", c.Bus.CA, "bus TLS: CA file that signs every bus member's certificate; with -bus-cert and -bus-key, use tls+tcp:// addresses")
+	fs.StringVar(&c.Bus.Cert, "bus-cert", c.Bus.Cert, "bus TLS: this process's certificate, used as server and client")
+	fs.StringVar(&c.Bus.Key, "bus-key", c.Bus.Key, "bus TLS: its key")
+	fs.DurationVar(&c.Bus.Limits.FrameTimeout, "bus-frame-timeout", c.Bus.Limits.FrameTimeout, "a bus frame whose length has arrived must be complete within this")
+	fs.DurationVar(&c.Bus.Limits.IdleTimeout, "bus-idle-timeout", c.Bus.Limits.IdleTimeout, "a bus connection must send its first frame within this")
+	fs.IntVar(&c.Bus.Limits.MaxConns, "bus-max-conns", c.Bus.Limits.MaxConns, "bus connections other processes may open to this one")
+	fs.IntVar(&c.Bus.Limits.MaxBuffered, "bus-max-buffered", c.Bus.Limits.MaxBuffered, "bytes held for unfinished large bus frames, all connections together")
+	c.Etcd.RegisterFlags(fs)
+	fs.DurationVar(&c.TTL, "ttl", c.TTL, "etcd lease TTL: how long a process that died stays listed")
+	fs.StringVar(&c.Version, "version", c.Version, "version this process's services register with")
+	c.Admin.registerFlags(fs)
+	if all || isService {
+		fs.DurationVar(&c.Grace, "grace", c.Grace, "on stop, how long a service keeps answering after deregistering")
+		fs.DurationVar(&c.DrainTimeout, "drain", c.DrainTimeout, "on stop, how long a service waits for its handlers")
+	}
+	if all || svc.Stateful {
+		fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory: Pebble stores (one per service), and the embedded etcd's")
+	}
+	if all {
+		fs.StringVar(&c.Embed.ClientURL, "embedded-etcd-client", c.Embed.ClientURL, "embedded etcd's client URL (without -etcd-endpoints)")
+		fs.StringVar(&c.Embed.PeerURL, "embedded-etcd-peer", c.Embed.PeerURL, "embedded etcd's peer URL")
+		fs.IntVar(&c.Seed, "seed", c.Seed, "on a first start (no data yet), load this many sample profiles")
+	}
+	if all || front {
+		c.Front.RegisterFlags(fs)
+	}
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + EnvName(f.Name) + ")" })
+}
+
+func (c *Config) setDefaults(role string) {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.Bus.Listen, "tcp://127.0.0.1:0")
+	def(&c.Version, BuildVersion())
+	def(&c.DataDir, "data")
+	def(&c.Embed.ClientURL, "http://127.0.0.1:23790")
+	def(&c.Embed.PeerURL, "http://127.0.0.1:23800")
+	if role == "all" || role == "front" {
+		def(&c.Admin.Listen, "127.0.0.1:8081")
+	}
+	def(&c.Admin.Listen, "127.0.0.1:0") // a service: a free port, logged
+	c.Bus.Limits.SetDefaults()
+	if c.TTL <= 0 {
+		c.TTL = 5 * time.Second
+	}
+	if c.Grace <= 0 {
+		c.Grace = 500 * time.Millisecond
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+}
+
+// EnvName is the environment variable that gives flag its value when the
+// command line does not: BUS_* and ETCD_* for the bus and etcd flags,
+// SERVICE_VERSION for -version, TERMINATOR_<FLAG> for the rest (-max-waiting
+// reads TERMINATOR_MAX_WAITING).
+func EnvName(flag string) string {
+	name := strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	switch {
+	case flag == "version":
+		return "SERVICE_VERSION"
+	case strings.HasPrefix(flag, "bus-"), strings.HasPrefix(flag, "etcd-"):
+		return name
+	}
+	return "TERMINATOR_" + name
+}
+
+// Parse sets each flag of fs from its environment variable, then parses
+// args (which win). A value that does not parse, from either, is an error
+// that names it; nothing bad is silently ignored.
+func Parse(fs *flag.FlagSet, args []string) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := EnvName(f.Name)
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return fs.Parse(args)
+}
+
+// BuildVersion is the version the binary was built as (its module version,
+// or its VCS revision), or "dev".
+func BuildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	return "dev"
+}

@@ -1,0 +1,24 @@
+// Package role starts and stops what one terminator process runs: the HTTP
+// front, one service, or everything at once ("all"), each with its bus
+// node, its etcd registration and watch, and one admin listener for the
+// whole process.
+//
+// Start order: the admin listener (so that /healthz answers and /readyz
+// says "starting"), etcd (embedded for "all" without -etcd-endpoints), the
+// services in services.All order (domain services before the aggregator
+// that calls them), the front. Stop runs the reverse: readiness turns false
+// at once; the front stops taking connections and drains; each service
+// revokes its registration, keeps answering for the grace period while its
+// callers' watchers catch up, drains its handlers and closes its store; the
+// embedded etcd goes last.
+//
+// Readiness (/readyz) is the conjunction of named checks: every part
+// started, registered in etcd, etcd reachable (membership not stale), the
+// stores answering, the front not draining. /healthz is liveness only.
+// Both stay open; /status.json, the status page and pprof need the admin
+// token whenever one is set, and a token is required when the admin
+// listener is not on loopback.
+//
+// Flags come with environment variables (EnvName): Parse reads the
+// environment first and refuses values that do not parse.
+package role

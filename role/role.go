@@ -1,0 +1,415 @@
+package role
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/terminator-gw/terminator/discovery"
+	"github.com/terminator-gw/terminator/discovery/embedded"
+	"github.com/terminator-gw/terminator/nanobus"
+	_ "github.com/terminator-gw/terminator/nanobus/transport" // the bus's tcp transport
+	"github.com/terminator-gw/terminator/services"
+	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/terminator"
+)
+
+// Roles are the roles a process can run: "all", "front", and each
+// service's name.
+func Roles() []string {
+	out := []string{"all", "front"}
+	for _, s := range services.All() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// Process is what one process runs: its parts, started in order, stopped
+// in the reverse order.
+type Process struct {
+	cfg   Config
+	log   *slog.Logger
+	admin *Admin
+	front *terminator.Server
+
+	stops    []func() // in start order; Stop runs them backwards
+	started  atomic.Bool
+	stopping atomic.Bool
+	seeding  atomic.Bool
+}
+
+// Run starts role, waits for ctx to end, and stops it.
+func Run(ctx context.Context, role string, cfg Config, log *slog.Logger) error {
+	p, err := Start(ctx, role, cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	p.Stop()
+	return nil
+}
+
+// Start starts role: "all" (an embedded etcd unless cfg.Etcd names one,
+// every service, the front), "front", or one service by name. It returns
+// once every part serves (for "all -seed", once the sample data is in).
+func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Process, error) {
+	cfg.setDefaults(role)
+	var run []services.Service
+	for _, s := range services.All() {
+		if role == "all" || role == s.Name {
+			run = append(run, s)
+		}
+	}
+	if role != "all" && role != "front" && len(run) == 0 {
+		return nil, fmt.Errorf("no role %q: want one of %s", role, strings.Join(Roles(), ", "))
+	}
+	p := &Process{cfg: cfg, log: log}
+	admin, err := NewAdmin(cfg.Admin, log)
+	if err != nil {
+		return nil, err
+	}
+	p.admin = admin
+	admin.Check("started", func(context.Context) error {
+		switch {
+		case p.stopping.Load():
+			return errors.New("stopping")
+		case p.seeding.Load():
+			return errors.New("loading sample data")
+		case !p.started.Load():
+			return errors.New("starting")
+		}
+		return nil
+	})
+	if err := admin.Start(); err != nil {
+		return nil, err
+	}
+	p.stops = append(p.stops, func() { admin.Close() })
+
+	if err := p.start(ctx, role, run); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	p.started.Store(true)
+	return p, nil
+}
+
+func (p *Process) start(ctx context.Context, role string, run []services.Service) error {
+	cli, err := p.etcd(role)
+	if err != nil {
+		return err
+	}
+	for _, s := range run {
+		if err := p.startService(ctx, cli, s); err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+	}
+	if role == "all" || role == "front" {
+		if err := p.startFront(ctx, cli); err != nil {
+			return fmt.Errorf("front: %w", err)
+		}
+	}
+	if role == "all" && p.cfg.Seed > 0 {
+		// Sample data is a convenience: failing to load it is worth a
+		// warning, not an exit.
+		p.seeding.Store(true)
+		if err := seedIfEmpty(ctx, "http://"+p.front.Addr(), p.cfg.Seed, p.log); err != nil {
+			p.log.Warn("seeding sample data failed", "err", err)
+		}
+		p.seeding.Store(false)
+	}
+	return nil
+}
+
+// Stop stops every part in the reverse order of their start: the front
+// drains first, services deregister and drain, etcd goes last. Readiness
+// turns false at once.
+func (p *Process) Stop() {
+	p.stopping.Store(true)
+	for i := len(p.stops) - 1; i >= 0; i-- {
+		p.stops[i]()
+	}
+	p.stops = nil
+}
+
+// AdminAddr is the admin listener's address.
+func (p *Process) AdminAddr() string { return p.admin.Addr() }
+
+// FrontAddr is the front's public address ("" without a front).
+func (p *Process) FrontAddr() string {
+	if p.front == nil {
+		return ""
+	}
+	return p.front.Addr()
+}
+
+// Ready reports whether every part of the process is ready, and why not.
+func (p *Process) Ready(ctx context.Context) error { return p.admin.Ready(ctx) }
+
+// etcd returns a client of the configured cluster, or of an embedded etcd
+// that "all" starts when none is configured.
+func (p *Process) etcd(role string) (*clientv3.Client, error) {
+	c := p.cfg.Etcd
+	if len(c.Endpoints) == 0 {
+		if role != "all" {
+			return nil, errors.New("-etcd-endpoints is required (only \"all\" embeds etcd)")
+		}
+		dir := filepath.Join(p.cfg.DataDir, "etcd")
+		p.log.Info("starting embedded etcd", "client", p.cfg.Embed.ClientURL, "data", dir)
+		e, err := embedded.Start(embedded.Config{Dir: dir, ClientURL: p.cfg.Embed.ClientURL, PeerURL: p.cfg.Embed.PeerURL,
+			LogLevel: "fatal"}) // etcd logs its own orderly shutdown as errors
+		if err != nil {
+			return nil, err
+		}
+		p.stops = append(p.stops, e.Close)
+		c.Endpoints = e.Endpoints()
+		p.log.Info("embedded etcd ready", "endpoints", c.Endpoints)
+	}
+	cli, err := c.Client()
+	if err != nil {
+		return nil, err
+	}
+	p.stops = append(p.stops, func() { cli.Close() })
+	return cli, nil
+}
+
+func (p *Process) newNode(service string) (*nanobus.Node, error) {
+	b := p.cfg.Bus
+	cfg := nanobus.Config{Service: service, Listen: b.Listen, Advertise: b.Advertise, Version: p.cfg.Version,
+		Limits: b.Limits, Logger: p.log}
+	if b.CA != "" || b.Cert != "" || b.Key != "" {
+		if b.CA == "" || b.Cert == "" || b.Key == "" {
+			return nil, errors.New("bus TLS needs -bus-ca, -bus-cert and -bus-key together")
+		}
+		t, err := nanobus.TLSFromFiles(b.CA, b.Cert, b.Key)
+		if err != nil {
+			return nil, fmt.Errorf("bus %w", err)
+		}
+		t.MinVersion = 0x0304 // TLS 1.3: every member runs this binary
+		cfg.TLS = t
+	}
+	return nanobus.NewNode(cfg)
+}
+
+// watch follows etcd into node's peers. A service's watcher logs only
+// warnings: the front logs membership changes, and a service would repeat
+// them (once per service in "all").
+func (p *Process) watch(ctx context.Context, cli *clientv3.Client, node *nanobus.Node, quiet bool) (*discovery.Watcher, error) {
+	log := p.log
+	if quiet {
+		log = slog.New(levelFilter{log.Handler(), slog.LevelWarn})
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := discovery.Watch(wctx, cli, discovery.WatchOptions{Peers: node, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	p.admin.Check(node.Service()+": etcd", func(context.Context) error {
+		if w.Stats().Stale {
+			return errors.New("etcd unreachable: membership may be stale")
+		}
+		return nil
+	})
+	return w, nil
+}
+
+// register announces node in etcd and keeps it there.
+func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nanobus.Node) (*discovery.Registrar, error) {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	reg, err := discovery.Register(rctx, cli, discovery.RegistrationOf(node), discovery.RegisterOptions{TTL: p.cfg.TTL, Logger: p.log})
+	if err != nil {
+		return nil, err
+	}
+	p.admin.Check(node.Service()+": registration", func(context.Context) error { return reg.Registered() })
+	return reg, nil
+}
+
+// startService runs one service on its own bus node: its store, its
+// handlers, its peers from etcd (the aggregator calls the others), its
+// registration. Stopping it deregisters, keeps answering for the grace
+// period while callers' watchers catch up, drains, and closes the store.
+func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s services.Service) error {
+	node, err := p.newNode(s.Name)
+	if err != nil {
+		return err
+	}
+	p.stops = append(p.stops, func() { node.Close() })
+	var st store.Store
+	if s.Stateful {
+		pb, err := store.OpenPebble(filepath.Join(p.cfg.DataDir, s.Name))
+		if err != nil {
+			return err
+		}
+		st = pb
+		p.stops = append(p.stops, func() { st.Close() })
+		p.admin.Check(s.Name+": store", st.Check)
+	}
+	if err := s.Register(node, st); err != nil {
+		return err
+	}
+	w, err := p.watch(ctx, cli, node, true)
+	if err != nil {
+		return err
+	}
+	p.stops = append(p.stops, w.Close)
+	reg, err := p.register(ctx, cli, node)
+	if err != nil {
+		return err
+	}
+	p.admin.Section(nodeSection(node))
+	p.stops = append(p.stops, func() {
+		reg.Close()
+		time.Sleep(p.cfg.Grace) // callers' watchers see us go; meanwhile we still answer
+		dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+		defer cancel()
+		if err := node.Shutdown(dctx); err != nil {
+			p.log.Warn("drain incomplete", "service", s.Name, "err", err)
+		}
+	})
+	p.log.Info("service up", "service", s.Name, "version", node.Version(), "bus", node.Addr())
+	return nil
+}
+
+// startFront runs the terminator: its routes and peers follow etcd.
+func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
+	node, err := p.newNode("terminator")
+	if err != nil {
+		return err
+	}
+	p.stops = append(p.stops, func() { node.Close() })
+	srv, err := terminator.New(p.cfg.Front, node, p.log)
+	if err != nil {
+		return err
+	}
+	p.stops = append(p.stops, func() { srv.Close() })
+	w, err := p.watch(ctx, cli, node, false)
+	if err != nil {
+		return err
+	}
+	p.stops = append(p.stops, w.Close)
+	followCtx, stopFollowing := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		for {
+			srv.SetRoutes(routesOf(w))
+			select {
+			case <-followCtx.Done():
+				return
+			case <-w.Changes():
+			}
+		}
+	}()
+	p.stops = append(p.stops, func() { stopFollowing(); <-followed })
+	reg, err := p.register(ctx, cli, node)
+	if err != nil {
+		return err
+	}
+	p.stops = append(p.stops, func() { reg.Close() })
+	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
+	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
+	p.admin.Section(nodeSection(node))
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	p.front = srv
+	p.stops = append(p.stops, func() {
+		dctx, cancel := context.WithTimeout(context.Background(), p.cfg.Front.DrainTimeout)
+		defer cancel()
+		if err := srv.Drain(dctx); err != nil {
+			p.log.Warn("drain incomplete", "err", err)
+		}
+	})
+	return nil
+}
+
+// routesOf is the front's routing table: the public routes of the live
+// registrations (with the timeouts they declare), and the routes services
+// announced before, which answer 503 while no instance runs rather than
+// 404.
+func routesOf(w *discovery.Watcher) []terminator.Route {
+	var out []terminator.Route
+	seen := map[string]bool{}
+	add := func(r terminator.Route) {
+		if k := r.Service + " " + r.Name; !seen[k] {
+			seen[k] = true
+			out = append(out, r)
+		}
+	}
+	for _, reg := range w.Snapshot() {
+		peer, _ := reg.Peer() // routes that do not parse are left out, and logged by the watcher
+		for _, r := range terminator.PublicRoutes(peer) {
+			add(r)
+		}
+	}
+	for service, routes := range w.Announced() {
+		for _, r := range routes {
+			add(terminator.Route{Route: r, Service: service})
+		}
+	}
+	return out
+}
+
+// nodeSection shows a bus node: the routes it serves with their numbers,
+// the instances it calls, and its counters.
+func nodeSection(n *nanobus.Node) Section {
+	name := "node:" + n.Service()
+	return Section{Name: name, Page: nodePage, Status: func() any {
+		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
+			Peers: map[string][]nanobus.PeerState{}, Bus: n.Stats()}
+		for _, s := range n.Services() {
+			st.Peers[s] = n.Instances(s)
+		}
+		return st
+	}}
+}
+
+type nodeStatus struct {
+	Service string                         `json:"service"`
+	Version string                         `json:"version"`
+	Addr    string                         `json:"addr"`
+	Routes  []nanobus.RouteStats           `json:"routes"`
+	Peers   map[string][]nanobus.PeerState `json:"peers"`
+	Bus     nanobus.Stats                  `json:"bus"`
+}
+
+var nodePage = template.Must(template.New("node").Parse(`
+<p>{{.Service}} {{.Version}} on {{.Addr}}</p>
+{{if .Routes}}<table><tr><th>route</th><th>requests</th><th>5xx</th><th>4xx</th><th>avg</th><th>p50</th><th>p99</th><th>last error</th></tr>
+{{range .Routes}}<tr><td>{{.Route}}</td><td>{{.Requests}}</td><td>{{.Errors}}</td><td>{{.ClientErrors}}</td><td>{{.AverageTime}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.LastError}}</td></tr>
+{{end}}</table>{{end}}
+{{if .Peers}}<table><tr><th>calls to</th><th>address</th><th>version</th><th>state</th><th>in flight</th></tr>
+{{range $svc, $peers := .Peers}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td>
+<td>{{if .Ready}}<span class="ok">connected</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{.InFlight}}</td></tr>
+{{end}}{{end}}</table>{{end}}
+<table>
+<tr><td>calls / replies</td><td>{{.Bus.Calls}} / {{.Bus.Replies}}</td></tr>
+<tr><td>busy / no peer / timeouts / peer lost / retries</td><td>{{.Bus.Busy}} / {{.Bus.NoPeer}} / {{.Bus.Timeouts}} / {{.Bus.PeerLost}} / {{.Bus.Retries}}</td></tr>
+<tr><td>late / stale / unknown replies</td><td>{{.Bus.LateReplies}} / {{.Bus.StaleReplies}} / {{.Bus.UnknownReplies}}</td></tr>
+<tr><td>requests / handled / handler errors</td><td>{{.Bus.Requests}} / {{.Bus.Handled}} / {{.Bus.HandlerErrors}}</td></tr>
+<tr><td>expired on arrival / in handler; overload; undeliverable</td><td>{{.Bus.ExpiredOnArrival}} / {{.Bus.ExpiredInHandler}}; {{.Bus.Overload}}; {{.Bus.Undeliverable}}</td></tr>
+<tr><td>malformed frames</td><td>{{.Bus.Malformed}}</td></tr>
+<tr><td>connections closed by limits: conns / frame timeout / idle / buffered</td><td>{{.Bus.ConnsRefused}} / {{.Bus.FrameTimeouts}} / {{.Bus.IdleClosed}} / {{.Bus.BufferRefused}}</td></tr>
+<tr><td>limits</td><td>frame {{.Bus.Limits.FrameTimeout}}, idle {{.Bus.Limits.IdleTimeout}}, {{.Bus.Limits.MaxConns}} conns, {{.Bus.Limits.MaxBuffered}} bytes buffered</td></tr>
+</table>
+`))
+
+// levelFilter drops records below min.
+type levelFilter struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}

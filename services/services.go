@@ -1,0 +1,51 @@
+// Package services is the list of services this project ships, written
+// once: the binary's commands, its usage text, what "terminator all" runs
+// and the tests all derive from it. Each service is a package of its own
+// whose Register adds its handlers to a bus node.
+package services
+
+import (
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services/echo"
+	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/profiles"
+	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/visits"
+	"github.com/terminator-gw/terminator/services/web"
+)
+
+// Service is one service the binary can run.
+type Service struct {
+	Name     string // the command that runs it alone, and the name it registers under
+	Summary  string // one line, for the usage text
+	Stateful bool   // keeps data in a store.Store
+	// Register adds the service's handlers to n; s is its store, nil for a
+	// service that keeps none.
+	Register func(n *nanobus.Node, s store.Store) error
+}
+
+// All lists the services in start order: the domain services before the
+// aggregator that calls them.
+func All() []Service {
+	return []Service{
+		{profiles.Service, "the profile service", true, profiles.Register},
+		{visits.Service, "the visit service", true, visits.Register},
+		{flirts.Service, "the flirt service", true, flirts.Register},
+		{web.Service, "the aggregator: owns the public /profiles routes", false, stateless(web.Register)},
+		{echo.Service, "answers what it gets: GET and POST /echo", false, stateless(echo.Register)},
+	}
+}
+
+// Lookup finds a service by name.
+func Lookup(name string) (Service, bool) {
+	for _, s := range All() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+func stateless(register func(*nanobus.Node) error) func(*nanobus.Node, store.Store) error {
+	return func(n *nanobus.Node, _ store.Store) error { return register(n) }
+}

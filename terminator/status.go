@@ -1,0 +1,66 @@
+package terminator
+
+import (
+	"html/template"
+	"slices"
+	"strings"
+
+	"github.com/terminator-gw/terminator/nanobus"
+)
+
+// Status is what the admin endpoints show of the front: routes, the
+// instances of their services, and counters. (The bus node's own numbers
+// are shown beside it.)
+type Status struct {
+	Waiting  int64                          `json:"waiting"`
+	Routes   []RouteStatus                  `json:"routes"`
+	Services map[string][]nanobus.PeerState `json:"services"`
+	HTTP     map[string]uint64              `json:"http"`
+}
+
+// RouteStatus is a route with its response counts by status class.
+type RouteStatus struct {
+	Route
+	Timeout   string            `json:"timeout"`
+	Responses map[string]uint64 `json:"responses"`
+}
+
+// Status returns a snapshot for the admin endpoints.
+func (s *Server) Status() Status {
+	st := Status{Waiting: s.waiting.Load(), Services: map[string][]nanobus.PeerState{}}
+	for _, e := range s.router.entries() {
+		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}}
+		for class := 1; class <= 5; class++ {
+			if n := e.stats.classes[class].Load(); n > 0 {
+				rs.Responses[strings.TrimPrefix(classTags[class], "status:")] = n
+			}
+		}
+		st.Routes = append(st.Routes, rs)
+		if _, ok := st.Services[e.Service]; !ok {
+			st.Services[e.Service] = s.node.Instances(e.Service)
+		}
+	}
+	slices.SortFunc(st.Routes, func(a, b RouteStatus) int { return strings.Compare(a.Name, b.Name) })
+	c := &s.counts
+	st.HTTP = map[string]uint64{
+		"overloaded": c.overloaded.Load(), "no_route": c.noRoute.Load(), "header_too_large": c.headerTooLarge.Load(),
+		"body_too_large": c.bodyTooLarge.Load(), "malformed": c.malformed.Load(), "read_timeouts": c.timeouts.Load(),
+	}
+	return st
+}
+
+// StatusPage shows a Status as part of the admin status page.
+var StatusPage = template.Must(template.New("front").Parse(`
+<h2>Routes</h2>
+<p>{{.Waiting}} requests waiting for replies</p>
+<table><tr><th>route</th><th>service</th><th>timeout</th><th>responses</th></tr>
+{{range .Routes}}<tr><td>{{.Method}} {{.Pattern}}</td><td>{{.Service}}</td><td>{{.Timeout}}</td><td>{{range $k, $v := .Responses}}{{$k}}: {{$v}} {{end}}</td></tr>
+{{else}}<tr><td colspan="4">no routes announced yet</td></tr>{{end}}</table>
+<h2>Instances</h2>
+<table><tr><th>service</th><th>address</th><th>version</th><th>weight</th><th>state</th><th>in flight</th></tr>
+{{range $svc, $peers := .Services}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td><td>{{.Weight}}</td>
+<td>{{if .Ready}}<span class="ok">connected</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{.InFlight}}</td></tr>
+{{else}}<tr><td>{{$svc}}</td><td colspan="5" class="bad">no instance</td></tr>{{end}}{{end}}</table>
+<h2>HTTP</h2>
+<table>{{range $k, $v := .HTTP}}<tr><td>{{$k}}</td><td>{{$v}}</td></tr>{{end}}</table>
+`))

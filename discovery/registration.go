@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/terminator-gw/terminator/nanobus"
@@ -80,6 +81,14 @@ func (r Route) parse() (nanobus.Route, error) {
 // Key is the registration's etcd key under prefix.
 func (r Registration) Key(prefix string) string {
 	return servicesPrefix(prefix) + r.Service + "/" + r.Node
+}
+
+// newBackoff is the wait between tries against etcd: from first, growing to
+// 2s at most (a node must notice soon that etcd is back), with jitter,
+// never giving up.
+func newBackoff(first time.Duration) *backoff.ExponentialBackOff {
+	return backoff.NewExponentialBackOff(backoff.WithInitialInterval(first),
+		backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(0))
 }
 
 // rootPrefix is prefix with one trailing slash: "/terminator/".
@@ -198,7 +207,7 @@ func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt R
 // lease is lost, until Close.
 func (r *Registrar) run(ctx context.Context, first chan<- struct{}) {
 	defer close(r.done)
-	backoff := 200 * time.Millisecond
+	retry := newBackoff(200 * time.Millisecond)
 	for {
 		ch, err := r.register(ctx)
 		r.mu.Lock()
@@ -209,7 +218,7 @@ func (r *Registrar) run(ctx context.Context, first chan<- struct{}) {
 			first = nil
 		}
 		if err == nil {
-			backoff = 200 * time.Millisecond
+			retry.Reset()
 			// Drain: clientv3 drops keepalive responses for a full channel,
 			// and the channel closing is the only sign that the lease is
 			// gone (etcd unreachable for a TTL, or the lease revoked).
@@ -228,13 +237,13 @@ func (r *Registrar) run(ctx context.Context, first chan<- struct{}) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.log.Warn("registration failed; retrying", "err", err, "in", backoff)
+		wait := retry.NextBackOff()
+		r.log.Warn("registration failed; retrying", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -124,7 +124,7 @@ func (w *Watcher) start(rev int64) {
 func (w *Watcher) run(ctx context.Context, rev int64) {
 	defer close(w.done)
 	go w.probe(ctx)
-	backoff := 100 * time.Millisecond
+	retry := newBackoff(100 * time.Millisecond)
 	for {
 		wctx, stop := context.WithCancel(ctx)
 		w.mu.Lock()
@@ -148,16 +148,15 @@ func (w *Watcher) run(ctx context.Context, rev int64) {
 			}
 			var err error
 			if rev, err = w.list(ctx); err == nil {
-				backoff = 100 * time.Millisecond
+				retry.Reset()
 				break
 			}
 			w.markStale(err)
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(retry.NextBackOff()):
 			}
-			backoff = min(2*backoff, 2*time.Second)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package nanobus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -232,56 +233,72 @@ func TestPeerLostFailsCallsAtOnce(t *testing.T) {
 	}
 }
 
-// A GET whose instance dies is retried once on another instance.
+// A request whose instance dies mid-call is retried once on another
+// instance when its route is idempotent, as the instances declared it: a
+// public GET unless declared otherwise, an internal route only when
+// declared. Anything else fails at once with ErrPeerLost.
 func TestIdempotentRetryOnPeerLost(t *testing.T) {
-	caller := newNode(t, nanobus.Config{})
-	dying, err := nanobus.NewNode(nanobus.Config{Service: "s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{}, 100)
-	must(t, dying.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		started <- struct{}{}
-		<-ctx.Done()
-		return nanobus.Reply{}, nil
-	}))
-	connect(t, caller, dying)
-	healthy := newNode(t, nanobus.Config{Service: "s"})
-	must(t, healthy.Handle("GET /x", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		return nanobus.Reply{Body: []byte("ok")}, nil
-	}))
-	connect(t, caller, healthy)
+	for _, tt := range []struct {
+		route, method string
+		opts          []nanobus.RouteOption
+		retried       bool
+	}{
+		{"GET /x", "GET", nil, true},
+		{"GET /x", "GET", []nanobus.RouteOption{nanobus.NotIdempotent()}, false},
+		{"POST /x", "POST", nil, false},
+		{"PUT /x", "PUT", []nanobus.RouteOption{nanobus.Idempotent()}, true},
+		{"s.get", "", []nanobus.RouteOption{nanobus.Idempotent()}, true},
+		{"s.put", "", nil, false},
+	} {
+		t.Run(tt.route+fmt.Sprint(len(tt.opts)), func(t *testing.T) {
+			caller := newNode(t, nanobus.Config{})
+			dying := newNode(t, nanobus.Config{Service: "s"})
+			started := make(chan struct{}, 100)
+			must(t, dying.Handle(tt.route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+				started <- struct{}{}
+				<-ctx.Done()
+				return nanobus.Reply{}, nil
+			}, tt.opts...))
+			connect(t, caller, dying)
+			healthy := newNode(t, nanobus.Config{Service: "s"})
+			must(t, healthy.Handle(tt.route, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+				return nanobus.Reply{Body: []byte("ok")}, nil
+			}, tt.opts...))
+			connect(t, caller, healthy)
 
-	// Keep calling until one lands on the dying instance, then kill it.
-	type result struct {
-		resp *nanobus.Response
-		err  error
-	}
-	results := make(chan result, 100)
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := caller.Do(context.Background(), "s", &wire.Request{Route: []byte("GET /x"), Method: []byte("GET")})
-			results <- result{resp, err}
-		}()
-	}
-	<-started
-	dying.Close()
-	wg.Wait()
-	close(results)
-	for r := range results {
-		if r.err != nil {
-			t.Fatalf("GET failed despite the retry: %v\n%+v", r.err, caller.Stats())
-		}
-		if string(r.resp.Body) != "ok" {
-			t.Fatalf("body %q", r.resp.Body)
-		}
-		r.resp.Release()
-	}
-	if caller.Stats().Retries == 0 {
-		t.Fatal("no retry counted")
+			// Keep calling until one lands on the dying instance, then kill it.
+			errs := make(chan error, 100)
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Go(func() {
+					resp, err := caller.Do(context.Background(), "s", &wire.Request{Route: []byte(tt.route), Method: []byte(tt.method)})
+					if err == nil {
+						if string(resp.Body) != "ok" {
+							err = fmt.Errorf("body %q", resp.Body)
+						}
+						resp.Release()
+					}
+					errs <- err
+				})
+			}
+			<-started
+			dying.Close()
+			wg.Wait()
+			close(errs)
+			lost := 0
+			for err := range errs {
+				switch {
+				case errors.Is(err, nanobus.ErrPeerLost):
+					lost++
+				case err != nil:
+					t.Fatal(err)
+				}
+			}
+			retries := caller.Stats().Retries
+			if tt.retried && (lost > 0 || retries == 0) || !tt.retried && (lost == 0 || retries > 0) {
+				t.Fatalf("retried %v: %d calls lost, %d retries\n%+v", tt.retried, lost, retries, caller.Stats())
+			}
+		})
 	}
 }
 

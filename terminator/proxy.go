@@ -27,6 +27,17 @@ type exchange struct {
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
+// release returns x to the pool, keeping the buffers it owns (client
+// address, request ID, encoded headers) and dropping its views into
+// fasthttp's buffers, which fasthttp reuses for the next request.
+func (x *exchange) release() {
+	h := x.req.Header
+	h.Reset()
+	x.req = wire.Request{Header: h}
+	x.ctx = deadlineContext{}
+	exchangePool.Put(x)
+}
+
 // deadlineContext carries a request's deadline to the bus and nothing
 // else: the bus enforces the deadline with its own timer, so no channel,
 // timer or goroutine is needed here (context.WithDeadline would cost three
@@ -56,7 +67,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer s.waiting.Add(-1)
 
 	x := exchangePool.Get().(*exchange)
-	defer exchangePool.Put(x)
+	defer x.release()
 	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
 	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
 

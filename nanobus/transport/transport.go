@@ -20,9 +20,16 @@ import (
 	"go.nanomsg.org/mangos/v3/transport"
 )
 
+// The transports this package registers, as mangos' transport packages
+// export theirs.
+var (
+	TCP transport.Transport = tcpTransport{scheme: "tcp"}
+	TLS transport.Transport = tcpTransport{scheme: "tls+tcp", tls: true}
+)
+
 func init() {
-	transport.RegisterTransport(tcpTransport{scheme: "tcp"})
-	transport.RegisterTransport(tcpTransport{scheme: "tls+tcp", tls: true})
+	transport.RegisterTransport(TCP)
+	transport.RegisterTransport(TLS)
 }
 
 // Options this transport takes besides mangos' own (nanobus sets them; the

@@ -16,7 +16,10 @@
 //	offset size field
 //	0      1    version, 1
 //	1      1    kind: 1 request, 2 reply, 3 error
-//	2      2    flags, 0 in version 1 (a decoder rejects other values)
+//	2      2    flags: in a request, 0x1 ghost (a copy for a version under
+//	            test: skip side effects), 0x2 timing (put a Server-Timing
+//	            entry in the reply), 0x4 labels (the labels field is there);
+//	            0 in replies and errors. A decoder rejects unknown bits.
 //	4      8    correlation ID, node: the asker's incarnation, random per process start
 //	12     8    correlation ID, sequence: the asker's counter
 //
@@ -31,6 +34,9 @@
 //	            query        str16  raw query without '?'
 //	            client       str16  client address as the terminator saw it
 //	            traceparent  str16  W3C traceparent header value, may be empty
+//	            labels       str16  only with flag 0x4, and then not empty: feature
+//	                                flags on ("+name") and A/B variants
+//	                                ("experiment=variant"), comma separated
 //	            headers             see below
 //	            body         str32
 //

@@ -22,6 +22,13 @@ func seed(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{1, 1, 0, 0})
+	labeled := sampleRequest()
+	labeled.Flags, labeled.Labels = wire.FlagGhost|wire.FlagTiming, []byte("+flag,exp=B")
+	b, err := wire.AppendRequest(nil, labeled)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
 }
 
 // Every decoder must either reject a frame or accept one that encodes back

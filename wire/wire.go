@@ -45,6 +45,7 @@ const (
 	MaxPath        = 16 << 10
 	MaxQuery       = 32 << 10
 	MaxTraceParent = 128
+	MaxLabels      = 4096 // request labels
 	MaxMessage     = 1024 // error frame message
 )
 
@@ -73,11 +74,28 @@ type ID struct {
 	Seq  uint64
 }
 
+// Request flags.
+const (
+	// FlagGhost marks a copy of a request sent to a ghost version under
+	// test: its reply is compared with the live one and never used, and
+	// its handler should skip side effects.
+	FlagGhost uint16 = 1 << 0
+	// FlagTiming asks the handler's node to put its Server-Timing entry
+	// (service, version, handler time) in the reply's headers.
+	FlagTiming uint16 = 1 << 1
+	// flagLabels says a labels field follows traceparent; the encoder sets
+	// it exactly when Labels is not empty.
+	flagLabels uint16 = 1 << 2
+
+	requestFlags = FlagGhost | FlagTiming | flagLabels
+)
+
 // Request is a request frame. After DecodeRequest its slices are views into
 // the frame and stay valid until the frame's buffer is reused.
 type Request struct {
 	ID          ID
-	Deadline    int64 // Unix nanoseconds; 0 means none
+	Flags       uint16 // FlagGhost, FlagTiming
+	Deadline    int64  // Unix nanoseconds; 0 means none
 	From        []byte
 	Service     []byte
 	Route       []byte
@@ -86,8 +104,12 @@ type Request struct {
 	Query       []byte
 	Client      []byte
 	TraceParent []byte
-	Header      Headers
-	Body        []byte
+	// Labels are what the edge decided about the request and every call
+	// made on its behalf: feature flags that are on ("+name") and A/B
+	// variants ("experiment=variant"), comma separated.
+	Labels []byte
+	Header Headers
+	Body   []byte
 }
 
 // Reply is a reply frame: what the handler answered.
@@ -152,7 +174,14 @@ func KindOf(frame []byte) (Kind, error) {
 func (r *Request) Size() int {
 	return prefixSize + 8 + 8*2 + len(r.From) + len(r.Service) + len(r.Route) +
 		len(r.Method) + len(r.Path) + len(r.Query) + len(r.Client) + len(r.TraceParent) +
-		r.Header.size() + 4 + len(r.Body)
+		r.labelsSize() + r.Header.size() + 4 + len(r.Body)
+}
+
+func (r *Request) labelsSize() int {
+	if len(r.Labels) == 0 {
+		return 0
+	}
+	return 2 + len(r.Labels)
 }
 
 // AppendRequest appends r's encoding to dst.
@@ -160,7 +189,11 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 	if err := r.check(); err != nil {
 		return dst, err
 	}
-	dst = appendPrefix(dst, KindRequest, r.ID)
+	flags := r.Flags &^ flagLabels
+	if len(r.Labels) > 0 {
+		flags |= flagLabels
+	}
+	dst = appendPrefix(dst, KindRequest, flags, r.ID)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Deadline))
 	dst = appendStr16(dst, r.From)
 	dst = appendStr16(dst, r.Service)
@@ -170,6 +203,9 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 	dst = appendStr16(dst, r.Query)
 	dst = appendStr16(dst, r.Client)
 	dst = appendStr16(dst, r.TraceParent)
+	if len(r.Labels) > 0 {
+		dst = appendStr16(dst, r.Labels)
+	}
 	dst = r.Header.appendTo(dst)
 	dst = appendStr32(dst, r.Body)
 	return dst, nil
@@ -195,6 +231,10 @@ func (r *Request) check() error {
 		return fieldError("client", ErrTooLarge)
 	case len(r.TraceParent) > MaxTraceParent:
 		return fieldError("traceparent", ErrTooLarge)
+	case len(r.Labels) > MaxLabels:
+		return fieldError("labels", ErrTooLarge)
+	case r.Flags&^requestFlags != 0:
+		return fieldError("flags", ErrFlags)
 	case r.Size() > MaxFrameSize:
 		return fieldError("frame", ErrTooLarge)
 	}
@@ -204,7 +244,9 @@ func (r *Request) check() error {
 // DecodeRequest decodes frame into r. r's slices point into frame.
 func DecodeRequest(frame []byte, r *Request) error {
 	d := decoder{b: frame}
-	r.ID = d.prefix(KindRequest)
+	var flags uint16
+	r.ID, flags = d.prefix(KindRequest, requestFlags)
+	r.Flags = flags &^ flagLabels
 	r.Deadline = int64(d.u64("deadline"))
 	r.From = d.str16("from", MaxAddr)
 	r.Service = d.str16("service", MaxName)
@@ -214,6 +256,13 @@ func DecodeRequest(frame []byte, r *Request) error {
 	r.Query = d.str16("query", MaxQuery)
 	r.Client = d.str16("client", MaxAddr)
 	r.TraceParent = d.str16("traceparent", MaxTraceParent)
+	r.Labels = nil
+	if flags&flagLabels != 0 {
+		// Canonical: the field is there exactly when it is not empty.
+		if r.Labels = d.str16("labels", MaxLabels); len(r.Labels) == 0 && d.err == nil {
+			d.fail("labels", ErrField)
+		}
+	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
 	return d.end()
@@ -232,7 +281,7 @@ func AppendReply(dst []byte, r *Reply) ([]byte, error) {
 	case r.Size() > MaxFrameSize:
 		return dst, fieldError("frame", ErrTooLarge)
 	}
-	dst = appendPrefix(dst, KindReply, r.ID)
+	dst = appendPrefix(dst, KindReply, 0, r.ID)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(r.Status))
 	dst = r.Header.appendTo(dst)
 	dst = appendStr32(dst, r.Body)
@@ -242,7 +291,7 @@ func AppendReply(dst []byte, r *Reply) ([]byte, error) {
 // DecodeReply decodes frame into r. r's slices point into frame.
 func DecodeReply(frame []byte, r *Reply) error {
 	d := decoder{b: frame}
-	r.ID = d.prefix(KindReply)
+	r.ID, _ = d.prefix(KindReply, 0)
 	r.Status = int(d.u16("status"))
 	if d.err == nil && (r.Status < 100 || r.Status > 999) {
 		d.fail("status", ErrField)
@@ -260,7 +309,7 @@ func AppendError(dst []byte, e *Error) ([]byte, error) {
 	if len(e.Message) > MaxMessage {
 		return dst, fieldError("message", ErrTooLarge)
 	}
-	dst = appendPrefix(dst, KindError, e.ID)
+	dst = appendPrefix(dst, KindError, 0, e.ID)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(e.Code))
 	dst = appendStr16(dst, e.Message)
 	return dst, nil
@@ -269,14 +318,15 @@ func AppendError(dst []byte, e *Error) ([]byte, error) {
 // DecodeError decodes frame into e. e.Message points into frame.
 func DecodeError(frame []byte, e *Error) error {
 	d := decoder{b: frame}
-	e.ID = d.prefix(KindError)
+	e.ID, _ = d.prefix(KindError, 0)
 	e.Code = Code(d.u16("code"))
 	e.Message = d.str16("message", MaxMessage)
 	return d.end()
 }
 
-func appendPrefix(dst []byte, k Kind, id ID) []byte {
-	dst = append(dst, Version, byte(k), 0, 0)
+func appendPrefix(dst []byte, k Kind, flags uint16, id ID) []byte {
+	dst = append(dst, Version, byte(k))
+	dst = binary.BigEndian.AppendUint16(dst, flags)
 	dst = binary.BigEndian.AppendUint64(dst, id.Node)
 	return binary.BigEndian.AppendUint64(dst, id.Seq)
 }
@@ -306,27 +356,30 @@ func (d *decoder) fail(field string, err error) {
 	d.b = nil
 }
 
-func (d *decoder) prefix(want Kind) ID {
+// prefix reads the common prefix of a frame of kind want whose flags may
+// have the bits in known set.
+func (d *decoder) prefix(want Kind, known uint16) (ID, uint16) {
 	if len(d.b) > MaxFrameSize {
 		d.fail("frame", ErrTooLarge)
-		return ID{}
+		return ID{}, 0
 	}
 	k, err := KindOf(d.b)
 	if err != nil {
 		d.err, d.b = err, nil
-		return ID{}
+		return ID{}, 0
 	}
 	if k != want {
 		d.fail("kind", ErrKind)
-		return ID{}
+		return ID{}, 0
 	}
-	if d.b[2] != 0 || d.b[3] != 0 {
+	flags := binary.BigEndian.Uint16(d.b[2:])
+	if flags&^known != 0 {
 		d.fail("flags", ErrFlags)
-		return ID{}
+		return ID{}, 0
 	}
 	id := ID{Node: binary.BigEndian.Uint64(d.b[4:]), Seq: binary.BigEndian.Uint64(d.b[12:])}
 	d.b = d.b[prefixSize:]
-	return id
+	return id, flags
 }
 
 func (d *decoder) u16(field string) uint16 {

@@ -152,6 +152,41 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// Flags and labels travel; the labels field is there exactly when it is
+// not empty (an empty one flagged as present is not canonical).
+func TestFlagsAndLabels(t *testing.T) {
+	in := sampleRequest()
+	in.Flags = wire.FlagGhost | wire.FlagTiming
+	in.Labels = []byte("+new-inbox,page=B")
+	frame := encodeRequest(t, in)
+	var out wire.Request
+	if err := wire.DecodeRequest(frame, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Flags != in.Flags || string(out.Labels) != string(in.Labels) || string(out.Body) != string(in.Body) {
+		t.Fatalf("got flags %x labels %q body %q", out.Flags, out.Labels, out.Body)
+	}
+	// Without labels the frame is as before flags existed.
+	in.Flags, in.Labels = 0, nil
+	plain := encodeRequest(t, in)
+	if len(plain) != len(frame)-2-len("+new-inbox,page=B") {
+		t.Fatalf("labels cost %d bytes, want %d", len(frame)-len(plain), 2+len("+new-inbox,page=B"))
+	}
+	// Flag 0x4 with an empty labels field: refused.
+	pos := 20 + 8
+	for range 8 { // from .. traceparent
+		pos += 2 + int(plain[pos])<<8 + int(plain[pos+1])
+	}
+	bad := append(append(bytes.Clone(plain[:pos]), 0, 0), plain[pos:]...)
+	bad[3] = 4
+	if err := wire.DecodeRequest(bad, &out); !errors.Is(err, wire.ErrField) {
+		t.Fatalf("empty flagged labels: %v, want ErrField", err)
+	}
+	if _, err := wire.AppendRequest(nil, &wire.Request{Flags: 0x100}); !errors.Is(err, wire.ErrFlags) {
+		t.Fatalf("encoding an unknown flag: %v", err)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	good := encodeRequest(t, sampleRequest())
 	mutate := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
@@ -167,7 +202,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"version", mutate(func(b []byte) []byte { b[0] = 2; return b }), wire.ErrVersion},
 		{"kind", mutate(func(b []byte) []byte { b[1] = 9; return b }), wire.ErrKind},
 		{"reply as request", mutate(func(b []byte) []byte { b[1] = byte(wire.KindReply); return b }), wire.ErrKind},
-		{"flags", mutate(func(b []byte) []byte { b[3] = 1; return b }), wire.ErrFlags},
+		{"unknown flag", mutate(func(b []byte) []byte { b[2] = 0x80; return b }), wire.ErrFlags},
 		{"from too long", mutate(func(b []byte) []byte { b[28], b[29] = 0xff, 0xff; return b }), wire.ErrTooLarge},
 		{"huge body length", mutate(func(b []byte) []byte {
 			n := len(b) - len(`{"hello":"world"}`) - 4

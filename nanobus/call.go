@@ -16,10 +16,11 @@ import (
 // Response is a reply to a call. Header and Body are views into the
 // received frame: valid until Release, which returns the frame to its pool.
 type Response struct {
-	Status int
-	Header wire.Headers
-	Body   []byte
-	msg    *mangos.Message
+	Status  int
+	Header  wire.Headers
+	Body    []byte
+	Version string // the version of the instance that answered
+	msg     *mangos.Message
 }
 
 var responsePool = sync.Pool{New: func() any { return new(Response) }}
@@ -91,7 +92,10 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 		}
 		return nil, err
 	}
-	in, err := n.pick(service, nil)
+	if hc := handlerContextOf(ctx); hc != nil {
+		hc.inherit(req) // calls made for a request carry its labels, and its ghost mark
+	}
+	in, err := n.pick(service, nil, req.Labels)
 	if err != nil {
 		return nil, err
 	}
@@ -102,15 +106,28 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 	req.Service = readOnlyBytes(service)
 	req.Deadline = deadline.UnixNano()
 	req.From = n.from
+	g := n.ghost(service, in, req, deadline) // nil unless a copy goes to a ghost version
 
+	start := time.Now()
 	resp, err := n.roundTrip(ctx, in.conn, req, deadline)
 	// Retry once elsewhere when the request surely did not run (the
 	// instance is draining), or may have run but is safe to repeat.
 	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
-		if in2, perr := n.pick(service, in.conn); perr == nil {
+		if in2, perr := n.pick(service, in.conn, req.Labels); perr == nil {
 			n.stats.retries.Add(1)
-			resp, err = n.roundTrip(ctx, in2.conn, req, deadline)
+			in = in2
+			resp, err = n.roundTrip(ctx, in.conn, req, deadline)
 		}
+	}
+	took := time.Since(start)
+	status := 0
+	if err == nil {
+		status = resp.Status
+		resp.Version = in.version
+	}
+	in.stats.record(took, status)
+	if g != nil {
+		g.live(resp, err, took)
 	}
 	return resp, err
 }
@@ -119,6 +136,16 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 // waits for the reply. It gives the slot back.
 func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadline time.Time) (*Response, error) {
 	defer c.inflight.Add(-1)
+	cl, err := n.dispatch(c, req)
+	if err != nil {
+		return nil, err
+	}
+	return n.await(ctx, cl, deadline)
+}
+
+// dispatch encodes req with a new correlation ID and hands it to c. The
+// returned call waits in pending for its answer (see await).
+func (n *Node) dispatch(c *conn, req *wire.Request) (*call, error) {
 	cl := callPool.Get().(*call)
 	cl.seq = n.seq.Add(1)
 	cl.conn = c
@@ -129,6 +156,7 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadli
 	var err error
 	if m.Body, err = wire.AppendRequest(m.Body[:0], req); err != nil {
 		m.Free()
+		cl.conn = nil
 		callPool.Put(cl)
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
@@ -136,33 +164,41 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadli
 	// finds the call in pending and fails it, so none waits in vain.
 	n.pending.add(cl)
 	if !c.ready.Load() {
-		if n.pending.take(cl.seq) == cl {
-			m.Free()
-			callPool.Put(cl)
-			n.stats.peerLost.Add(1)
-			return nil, ErrPeerLost
-		}
-		<-cl.done // the pipe-loss handler got it first
 		m.Free()
-		n.stats.peerLost.Add(1)
-		callPool.Put(cl)
-		return nil, ErrPeerLost
+		return nil, n.abandon(cl, ErrPeerLost)
 	}
 	if err := c.send(m); err == ErrBusy {
-		if n.pending.take(cl.seq) == cl {
-			cl.conn = nil
-			callPool.Put(cl)
-			n.stats.busy.Add(1)
-			return nil, ErrBusy
-		}
-		<-cl.done // the pipe-loss handler got it first
+		return nil, n.abandon(cl, ErrBusy)
 	}
 	// Any other error is a closed socket, whose pipe-loss handler fails
 	// the call.
 	n.stats.calls.Add(1)
+	return cl, nil
+}
+
+// abandon takes back a call whose request did not go out, and returns why
+// it failed: why, or what the pipe-loss handler said if it got there first.
+func (n *Node) abandon(cl *call, why error) error {
+	if n.pending.take(cl.seq) != cl {
+		<-cl.done // the pipe-loss handler (or Close) failed it already
+		why = cl.err
+	}
+	cl.resp, cl.err, cl.conn = nil, nil, nil
+	callPool.Put(cl)
+	switch why {
+	case ErrPeerLost:
+		n.stats.peerLost.Add(1)
+	case ErrBusy:
+		n.stats.busy.Add(1)
+	}
+	return why
+}
+
+// await waits for the answer to cl until the deadline, or until ctx is
+// cancelled.
+func (n *Node) await(ctx context.Context, cl *call, deadline time.Time) (*Response, error) {
 	n.stats.inFlight.Add(1)
 	defer n.stats.inFlight.Add(-1)
-
 	// The timer enforces the deadline; ctx.Done() adds cancellation. A
 	// handler's context needs no channel here: its deadline is the same
 	// and the node's closing fails every pending call anyway.
@@ -185,6 +221,7 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadli
 	cl.timer.Stop()
 	if gaveUp != nil {
 		if n.pending.take(cl.seq) == cl {
+			cl.conn = nil
 			callPool.Put(cl)
 			if gaveUp == ErrDeadline {
 				n.stats.timeouts.Add(1)

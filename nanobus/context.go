@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/terminator-gw/terminator/wire"
 )
 
 // handlerContext is the context a handler runs with. context.WithDeadline
@@ -15,6 +17,8 @@ import (
 type handlerContext struct {
 	deadline time.Time
 	node     context.Context
+	labels   string // the request's labels, for the calls it makes
+	ghost    bool   // the request is a ghost copy: so are the calls it makes
 
 	mu    sync.Mutex
 	done  chan struct{}
@@ -29,7 +33,37 @@ func newHandlerContext(node context.Context, deadline time.Time) *handlerContext
 
 func (c *handlerContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
-func (c *handlerContext) Value(key any) any { return c.node.Value(key) }
+// handlerKey finds the handlerContext under contexts a handler derives
+// from it (context.WithTimeout(ctx, ...)).
+type handlerKey struct{}
+
+func (c *handlerContext) Value(key any) any {
+	if key == (handlerKey{}) {
+		return c
+	}
+	return c.node.Value(key)
+}
+
+// handlerContextOf returns the context of the request being handled that
+// ctx is, or derives from; nil outside a handler.
+func handlerContextOf(ctx context.Context) *handlerContext {
+	if hc, ok := ctx.(*handlerContext); ok {
+		return hc
+	}
+	hc, _ := ctx.Value(handlerKey{}).(*handlerContext)
+	return hc
+}
+
+// inherit gives a call made while handling a request what the request
+// carried: its labels (unless the call has its own) and its ghost mark.
+func (c *handlerContext) inherit(req *wire.Request) {
+	if len(req.Labels) == 0 && c.labels != "" {
+		req.Labels = readOnlyBytes(c.labels)
+	}
+	if c.ghost {
+		req.Flags |= wire.FlagGhost
+	}
+}
 
 func (c *handlerContext) Done() <-chan struct{} {
 	c.mu.Lock()

@@ -37,42 +37,76 @@ func histLower(i int) time.Duration {
 func (h *histogram) record(d time.Duration) { h.buckets[histIndex(d)].Add(1) }
 
 // snapshot copies the counts.
-func (h *histogram) snapshot() (s histSnapshot) {
+func (h *histogram) snapshot() Histogram {
+	var s Histogram
 	for i := range h.buckets {
-		s[i] = h.buckets[i].Load()
+		if n := h.buckets[i].Load(); n > 0 {
+			s = append(s, Bucket{Index: i, Count: n})
+		}
 	}
 	return s
 }
 
-type histSnapshot [histBuckets]uint64
+// Histogram is a snapshot of latency counts: the non-empty buckets, in
+// order. Histograms from many nodes add up (Add), and the counts of a
+// window are a later snapshot minus an earlier one (Sub).
+type Histogram []Bucket
 
-// sub is the counts added since an earlier snapshot.
-func (s histSnapshot) sub(earlier histSnapshot) (d histSnapshot) {
-	for i := range s {
-		d[i] = s[i] - earlier[i]
-	}
-	return d
+// Bucket is one bucket's count; Index places it (8 buckets per power of
+// two of microseconds).
+type Bucket struct {
+	Index int    `json:"i"`
+	Count uint64 `json:"n"`
 }
 
-// quantile is the q-quantile (0 < q ≤ 1), as the upper end of its bucket;
-// 0 with no samples.
-func (s histSnapshot) quantile(q float64) time.Duration {
-	var total uint64
-	for _, n := range s {
-		total += n
+// Count is the number of samples.
+func (h Histogram) Count() uint64 {
+	var n uint64
+	for _, b := range h {
+		n += b.Count
 	}
+	return n
+}
+
+// Add returns the sum of h and o.
+func (h Histogram) Add(o Histogram) Histogram { return h.merge(o, 1) }
+
+// Sub returns h minus an earlier snapshot of the same counters.
+func (h Histogram) Sub(earlier Histogram) Histogram { return h.merge(earlier, -1) }
+
+func (h Histogram) merge(o Histogram, sign int) Histogram {
+	var dense [histBuckets]int64
+	for _, b := range h {
+		if b.Index >= 0 && b.Index < histBuckets {
+			dense[b.Index] += int64(b.Count)
+		}
+	}
+	for _, b := range o {
+		if b.Index >= 0 && b.Index < histBuckets {
+			dense[b.Index] += int64(sign) * int64(b.Count)
+		}
+	}
+	var out Histogram
+	for i, n := range dense {
+		if n > 0 {
+			out = append(out, Bucket{Index: i, Count: uint64(n)})
+		}
+	}
+	return out
+}
+
+// Quantile is the q-quantile (0 < q ≤ 1), as the upper end of its bucket;
+// 0 with no samples.
+func (h Histogram) Quantile(q float64) time.Duration {
+	total := h.Count()
 	if total == 0 {
 		return 0
 	}
-	rank := uint64(q*float64(total) + 0.5)
-	rank = max(rank, 1)
+	rank := max(uint64(q*float64(total)+0.5), 1)
 	var seen uint64
-	for i, n := range s {
-		if seen += n; seen >= rank {
-			if i+1 < histBuckets {
-				return histLower(i + 1)
-			}
-			return histLower(i)
+	for _, b := range h {
+		if seen += b.Count; seen >= rank {
+			return histLower(min(b.Index+1, histBuckets-1))
 		}
 	}
 	return histLower(histBuckets - 1)

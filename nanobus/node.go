@@ -1,6 +1,7 @@
 package nanobus
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -138,7 +139,10 @@ type Node struct {
 	id   uint64 // incarnation: random per start, the high half of every correlation ID
 	addr string // advertised address
 	from []byte // addr, as sent in requests
-	sock mangos.Socket
+	// timingPrefix starts this node's Server-Timing entry:
+	// `service;desc="version";dur=`.
+	timingPrefix []byte
+	sock         mangos.Socket
 
 	seq     atomic.Uint64
 	pending pendingCalls
@@ -146,10 +150,16 @@ type Node struct {
 	badLog  rate.Sometimes // malformed input
 	errLog  rate.Sometimes // everything else that goes wrong per request
 
-	mu        sync.RWMutex     // guards conns and writes of instances and routes
+	mu        sync.RWMutex     // guards conns, policies, callStats and writes of services and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
-	instances atomic.Pointer[map[string][]instance]
-	routes    atomic.Pointer[map[string]*route]
+	policies  map[string]*Policy
+	callStats map[[2]string]*callStats // (service, version) -> calls made to it
+	services  atomic.Pointer[map[string]*service]
+
+	ghosts     atomic.Int64 // ghost copies in flight
+	ghostMu    sync.Mutex
+	ghostStats map[[2]string]*ghostStats // (service, route) -> comparisons
+	routes     atomic.Pointer[map[string]*route]
 
 	ctx      context.Context // ends when the node closes; parent of handler contexts
 	cancel   context.CancelFunc
@@ -188,10 +198,11 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg:   cfg,
 		log:   cfg.Logger.With("node", cfg.Service),
 		id:    binary.BigEndian.Uint64(idb[:]) | 1, // never 0
-		conns: map[string]*conn{},
+		conns: map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
+		ghostStats: map[[2]string]*ghostStats{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
-	n.instances.Store(&map[string][]instance{})
+	n.services.Store(&map[string]*service{})
 	n.routes.Store(&map[string]*route{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
@@ -238,6 +249,7 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 	}
 	n.from = []byte(n.addr)
+	n.timingPrefix = fmt.Appendf(nil, "%s;desc=%q;dur=", cmp.Or(cfg.Service, "node"), cfg.Version)
 
 	// Two receivers: one decodes while the other waits in RecvMsg.
 	for range 2 {
@@ -273,7 +285,7 @@ func (n *Node) Version() string { return n.cfg.Version }
 
 // Services lists the services this node knows instances of, sorted.
 func (n *Node) Services() []string {
-	m := *n.instances.Load()
+	m := *n.services.Load()
 	out := make([]string, 0, len(m))
 	for s := range m {
 		out = append(out, s)

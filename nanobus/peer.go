@@ -3,7 +3,9 @@ package nanobus
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/terminator-gw/terminator/wire"
@@ -34,17 +36,7 @@ type instance struct {
 	weight  int64
 	version string
 	routes  map[string]Route
-}
-
-func newInstance(c *conn, p Peer) instance {
-	in := instance{conn: c, weight: int64(max(p.Weight, 1)), version: p.Version}
-	if len(p.Routes) > 0 {
-		in.routes = make(map[string]Route, len(p.Routes))
-		for _, r := range p.Routes {
-			in.routes[r.Name] = r
-		}
-	}
-	return in
+	stats   *callStats // calls to this service's instances of this version
 }
 
 // idempotent reports whether req may run twice, as the instance declared
@@ -57,12 +49,111 @@ func (in *instance) idempotent(req *wire.Request) bool {
 	return string(req.Method) == "GET" || string(req.Method) == "HEAD"
 }
 
+// ghostable reports whether a copy of req may go to a ghost version.
+func (in *instance) ghostable(req *wire.Request) bool {
+	if r, ok := in.routes[string(req.Route)]; ok && r.GhostSafe {
+		return true
+	}
+	return in.idempotent(req)
+}
+
 // timeout is the deadline the instance asks for route, or def.
 func (in *instance) timeout(route []byte, def time.Duration) time.Duration {
 	if r, ok := in.routes[string(route)]; ok && r.Timeout > 0 {
 		return r.Timeout
 	}
 	return def
+}
+
+// service is what a node knows of a service it calls: its instances and
+// its rollout policy, compiled for pick. Copied on write.
+type service struct {
+	all    []instance
+	policy *Policy
+	// With a policy: the instances live calls may go to, by version.
+	weighted []versionList // the versions Weights names, weight > 0
+	total    int           // their weights' sum
+	rest     []instance    // without Weights: every instance but the ghost's
+	variants map[string][]instance
+	ghost    []instance
+}
+
+type versionList struct {
+	weight int
+	list   []instance
+}
+
+func (n *Node) compile(all []instance, p *Policy) *service {
+	s := &service{all: all, policy: p}
+	if p == nil {
+		return s
+	}
+	byVersion := map[string][]instance{}
+	for _, in := range all {
+		byVersion[in.version] = append(byVersion[in.version], in)
+	}
+	for _, v := range slices.Sorted(maps.Keys(p.Weights)) {
+		if w := p.Weights[v]; w > 0 {
+			s.weighted = append(s.weighted, versionList{w, byVersion[v]})
+			s.total += w
+		}
+	}
+	if g := p.Ghost; g != nil {
+		s.ghost = byVersion[g.Version]
+	}
+	if len(p.Weights) == 0 {
+		for _, in := range all {
+			if p.Ghost == nil || in.version != p.Ghost.Version {
+				s.rest = append(s.rest, in)
+			}
+		}
+	}
+	if e := p.AB; e != nil {
+		s.variants = map[string][]instance{}
+		for _, v := range e.Variants {
+			s.variants[v.Name] = byVersion[v.Version]
+		}
+	}
+	return s
+}
+
+// candidates fills lists with the instance lists a live call may go to, in
+// the order to try them: the client's A/B variant, then a version drawn by
+// weight, then the other weighted versions (a version with no instance up
+// gives its share to the others). It returns how many it filled.
+func (s *service) candidates(labels []byte, lists *[4][]instance) int {
+	p := s.policy
+	if p == nil {
+		lists[0] = s.all
+		return 1
+	}
+	k := 0
+	if p.AB != nil {
+		if v, ok := label(labels, false, p.AB.Name); ok {
+			if list := s.variants[v]; len(list) > 0 {
+				lists[k] = list
+				k++
+			}
+		}
+	}
+	if len(s.weighted) == 0 {
+		lists[k] = s.rest
+		return k + 1
+	}
+	r := rand.IntN(s.total)
+	first := 0
+	for i, v := range s.weighted {
+		if r < v.weight {
+			first = i
+			break
+		}
+		r -= v.weight
+	}
+	for i := 0; i < len(s.weighted) && k < len(lists); i++ {
+		lists[k] = s.weighted[(first+i)%len(s.weighted)].list
+		k++
+	}
+	return k
 }
 
 // AddPeer starts dialing p (if no conn to its address exists) and lists it
@@ -73,13 +164,12 @@ func (n *Node) AddPeer(p Peer) {
 	if n.closed.Load() {
 		return
 	}
-	old := *n.instances.Load()
-	list := old[p.Service]
+	list := n.instanceList(p.Service)
 	for i, in := range list {
 		if in.conn.addr == p.Addr {
-			next := append([]instance(nil), list...)
-			next[i] = newInstance(in.conn, p)
-			n.storeInstances(old, p.Service, next)
+			next := slices.Clone(list)
+			next[i] = n.newInstance(in.conn, p)
+			n.storeService(p.Service, next)
 			return
 		}
 	}
@@ -93,8 +183,19 @@ func (n *Node) AddPeer(p Peer) {
 		n.conns[p.Addr] = c
 	}
 	c.refs++
-	next := append(append([]instance(nil), list...), newInstance(c, p))
-	n.storeInstances(old, p.Service, next)
+	n.storeService(p.Service, append(slices.Clone(list), n.newInstance(c, p)))
+}
+
+// newInstance is p on conn c. Called with n.mu held.
+func (n *Node) newInstance(c *conn, p Peer) instance {
+	in := instance{conn: c, weight: int64(max(p.Weight, 1)), version: p.Version, stats: n.callStatsFor(p.Service, p.Version)}
+	if len(p.Routes) > 0 {
+		in.routes = make(map[string]Route, len(p.Routes))
+		for _, r := range p.Routes {
+			in.routes[r.Name] = r
+		}
+	}
+	return in
 }
 
 // RemovePeer stops sending p.Service's calls to p. Calls already waiting
@@ -103,14 +204,12 @@ func (n *Node) AddPeer(p Peer) {
 func (n *Node) RemovePeer(p Peer) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	old := *n.instances.Load()
-	list := old[p.Service]
+	list := n.instanceList(p.Service)
 	for i, in := range list {
 		if in.conn.addr != p.Addr {
 			continue
 		}
-		next := append(append([]instance(nil), list[:i]...), list[i+1:]...)
-		n.storeInstances(old, p.Service, next)
+		n.storeService(p.Service, slices.Delete(slices.Clone(list), i, i+1))
 		// The conn stays: calls in flight on it finish, and replies to the
 		// peer's own calls still go out. It closes when its pipe goes
 		// (connLost), as when the departed process exits.
@@ -119,25 +218,77 @@ func (n *Node) RemovePeer(p Peer) {
 	}
 }
 
-// storeInstances publishes a new service -> instances map (copy on write:
-// calls read it without a lock). Called with n.mu held.
-func (n *Node) storeInstances(old map[string][]instance, service string, list []instance) {
-	next := make(map[string][]instance, len(old)+1)
-	for k, v := range old {
-		next[k] = v
+// SetPolicy sets the rollout policy for calls to service; nil goes back to
+// spreading calls over every instance alike. Calls in flight are not
+// touched; the next call follows the new policy.
+func (n *Node) SetPolicy(service string, p *Policy) error {
+	if p != nil {
+		if err := p.Check(); err != nil {
+			return err
+		}
+		p = clonePolicy(p)
 	}
-	if len(list) == 0 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p == nil {
+		delete(n.policies, service)
+	} else {
+		n.policies[service] = p
+	}
+	n.storeService(service, n.instanceList(service))
+	return nil
+}
+
+// Policy returns the rollout policy for calls to service, or nil.
+func (n *Node) Policy(service string) *Policy {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if p := n.policies[service]; p != nil {
+		return clonePolicy(p)
+	}
+	return nil
+}
+
+func clonePolicy(p *Policy) *Policy {
+	c := *p
+	c.Weights = maps.Clone(p.Weights)
+	if p.Ghost != nil {
+		g := *p.Ghost
+		c.Ghost = &g
+	}
+	if p.AB != nil {
+		e := *p.AB
+		e.Variants = slices.Clone(e.Variants)
+		c.AB = &e
+	}
+	return &c
+}
+
+func (n *Node) instanceList(service string) []instance {
+	if s := (*n.services.Load())[service]; s != nil {
+		return s.all
+	}
+	return nil
+}
+
+// storeService publishes service's new instance list, compiled with its
+// policy (copy on write: calls read the map without a lock). Called with
+// n.mu held.
+func (n *Node) storeService(service string, list []instance) {
+	old := *n.services.Load()
+	next := maps.Clone(old)
+	if len(list) == 0 && n.policies[service] == nil {
 		delete(next, service)
 	} else {
-		next[service] = list
+		next[service] = n.compile(list, n.policies[service])
 	}
-	n.instances.Store(&next)
+	n.services.Store(&next)
 }
 
 // Instances reports the known instances of service and whether each is
 // connected.
 func (n *Node) Instances(service string) []PeerState {
-	list := (*n.instances.Load())[service]
+	list := n.instanceList(service)
 	out := make([]PeerState, len(list))
 	for i, in := range list {
 		out[i] = PeerState{
@@ -156,12 +307,38 @@ type PeerState struct {
 	InFlight int  `json:"in_flight"` // calls waiting on its connection
 }
 
-// pick chooses an instance of service by the power of two choices: two
-// connected instances at random, the one with fewer calls in flight per
-// unit of weight wins. It takes an in-flight slot on the chosen conn.
-// avoid, if not nil, is not chosen (the instance a retry moves away from).
-func (n *Node) pick(service string, avoid *conn) (*instance, error) {
-	list := (*n.instances.Load())[service]
+// pick chooses an instance of service for a live call, as the service's
+// policy says (see candidates), and within a version by the power of two
+// choices. It takes an in-flight slot on the chosen conn. avoid, if not
+// nil, is not chosen (the instance a retry moves away from).
+func (n *Node) pick(service string, avoid *conn, labels []byte) (*instance, error) {
+	s := (*n.services.Load())[service]
+	if s == nil {
+		n.stats.noPeer.Add(1)
+		return nil, ErrNoPeer
+	}
+	var lists [4][]instance
+	busy := false
+	for _, list := range lists[:s.candidates(labels, &lists)] {
+		in, full := n.pickFrom(list, avoid)
+		if in != nil {
+			return in, nil
+		}
+		busy = busy || full
+	}
+	if busy {
+		n.stats.busy.Add(1)
+		return nil, ErrBusy
+	}
+	n.stats.noPeer.Add(1)
+	return nil, ErrNoPeer
+}
+
+// pickFrom chooses from list by the power of two choices: two connected
+// instances at random, the one with fewer calls in flight per unit of
+// weight wins, and takes its in-flight slot. It returns nil with full set
+// when the usable instances are all at their bound.
+func (n *Node) pickFrom(list []instance, avoid *conn) (in *instance, full bool) {
 	var a, b *instance
 	switch len(list) {
 	case 0:
@@ -198,8 +375,7 @@ func (n *Node) pick(service string, avoid *conn) (*instance, error) {
 		}
 	}
 	if a == nil {
-		n.stats.noPeer.Add(1)
-		return nil, ErrNoPeer
+		return nil, false
 	}
 	if b != nil && b.conn.inflight.Load()*a.weight < a.conn.inflight.Load()*b.weight {
 		a, b = b, a
@@ -210,12 +386,11 @@ func (n *Node) pick(service string, avoid *conn) (*instance, error) {
 			continue
 		}
 		if in.conn.inflight.Add(1) <= max {
-			return in, nil
+			return in, false
 		}
 		in.conn.inflight.Add(-1)
 	}
-	n.stats.busy.Add(1)
-	return nil, ErrBusy
+	return nil, true
 }
 
 // WaitReady waits until at least one instance of service is connected, or
@@ -225,7 +400,7 @@ func (n *Node) WaitReady(ctx context.Context, service string) error {
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
 	for {
-		for _, in := range (*n.instances.Load())[service] {
+		for _, in := range n.instanceList(service) {
 			if in.conn.ready.Load() {
 				return nil
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -161,6 +162,10 @@ func (n *Node) serve(m *mangos.Message) {
 	req.route = rt
 
 	ctx := newHandlerContext(n.ctx, deadline)
+	if len(req.Labels) > 0 {
+		ctx.labels = string(req.Labels)
+	}
+	ctx.ghost = req.Flags&wire.FlagGhost != 0
 	start := time.Now()
 	rep, err := n.run(ctx, rt, req)
 	ctx.end(context.Canceled) // like a CancelFunc: the handler is done
@@ -185,6 +190,11 @@ func (n *Node) serve(m *mangos.Message) {
 		return
 	}
 	n.stats.handled.Add(1)
+	if req.Flags&wire.FlagTiming != 0 {
+		h := n.withTiming(rep.Header, now.Sub(start))
+		defer headersPool.Put(h)
+		rep.Header = *h
+	}
 	out := wire.Reply{ID: req.ID, Status: rep.Status, Header: rep.Header, Body: rep.Body}
 	reply := mangos.NewMessage(out.Size())
 	if reply.Body, err = wire.AppendReply(reply.Body[:0], &out); err != nil {
@@ -193,6 +203,27 @@ func (n *Node) serve(m *mangos.Message) {
 		reply.Body, _ = wire.AppendReply(reply.Body[:0], &wire.Reply{ID: req.ID, Status: 500, Body: []byte("reply does not encode")})
 	}
 	n.send(asker, reply, deadline)
+}
+
+var headersPool = sync.Pool{New: func() any { return new(wire.Headers) }}
+
+var hdrServerTiming = []byte("Server-Timing")
+
+// withTiming returns a copy of h (the handler's, which it may share) with
+// this node's Server-Timing entry added: service, version and handler time,
+// e.g. `profiles;desc="v2";dur=0.412`. Put it back in headersPool when the
+// reply is encoded.
+func (n *Node) withTiming(h wire.Headers, d time.Duration) *wire.Headers {
+	out := headersPool.Get().(*wire.Headers)
+	out.Reset()
+	for k, v := range h.All() {
+		out.AddBytes(k, v)
+	}
+	var buf [128]byte
+	v := append(buf[:0], n.timingPrefix...)
+	v = strconv.AppendFloat(v, float64(d)/1e6, 'f', 3, 64)
+	out.AddBytes(hdrServerTiming, v)
+	return out
 }
 
 // run calls the handler, turning a panic into an error.

@@ -128,7 +128,7 @@ func (n *Node) RouteStats() []RouteStats {
 			s.LastError = *e
 		}
 		h := c.hist.snapshot()
-		s.P50, s.P99 = h.quantile(0.5), h.quantile(0.99)
+		s.P50, s.P99 = h.Quantile(0.5), h.Quantile(0.99)
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b RouteStats) int { return strings.Compare(a.Route, b.Route) })

@@ -146,7 +146,10 @@ func testGetPut(t *testing.T, s *Suite) {
 	mustGet(t, st, "p/ann", `{"name":"Ann B"}`)
 
 	// The value returned is the caller's to keep and change.
-	v, _ := st.Get(ctx, "p/ann")
+	v, err := st.Get(ctx, "p/ann")
+	if err != nil || len(v) == 0 {
+		t.Fatalf("get p/ann = %q, %v", v, err)
+	}
 	v[0] = 'X'
 	mustGet(t, st, "p/ann", `{"name":"Ann B"}`)
 
@@ -294,13 +297,14 @@ func testConcurrentIncrements(t *testing.T, s *Suite) {
 		handles = append(handles, s.open(t, n))
 	}
 	const workers, each = 8, 25
+	ctx := ctxFor(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
 		st := handles[w%len(handles)]
 		wg.Go(func() {
 			for i := range each {
-				err := st.Update(ctxFor(t), func(tx store.Tx) error {
+				err := st.Update(ctx, func(tx store.Tx) error {
 					var c struct{ N int }
 					if _, err := store.ReadJSON(tx, "n", &c); err != nil {
 						return err

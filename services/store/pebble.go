@@ -17,7 +17,13 @@ import (
 type Pebble struct {
 	db  *pebble.DB
 	dir string
-	mu  sync.Mutex // one Update at a time
+	// writer is held by the one Update running: a channel, not a mutex,
+	// so that waiting for it ends with the caller's context.
+	writer chan struct{}
+	// life is read-held by every call and write-held by Close: Pebble
+	// panics on a closed DB, and a store answers ErrClosed instead.
+	life   sync.RWMutex
+	closed bool
 }
 
 // OpenPebble opens (creating if needed) the store in dir. A second process
@@ -32,16 +38,38 @@ func OpenPebble(dir string) (*Pebble, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	return &Pebble{db: db, dir: dir}, nil
+	return &Pebble{db: db, dir: dir, writer: make(chan struct{}, 1)}, nil
+}
+
+// enter starts a call: it fails once ctx has ended or the store is
+// closed. On success the caller must call p.life.RUnlock.
+func (p *Pebble) enter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.life.RLock()
+	if p.closed {
+		p.life.RUnlock()
+		return fmt.Errorf("store %s: %w", p.dir, ErrClosed)
+	}
+	return nil
 }
 
 // Get returns a copy of the value at key, or ErrNotFound.
-func (p *Pebble) Get(_ context.Context, key string) ([]byte, error) {
+func (p *Pebble) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := p.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer p.life.RUnlock()
 	return get(p.db, key)
 }
 
 // List returns up to limit entries under prefix, in key order.
-func (p *Pebble) List(_ context.Context, prefix string, limit int) ([]Entry, error) {
+func (p *Pebble) List(ctx context.Context, prefix string, limit int) ([]Entry, error) {
+	if err := p.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer p.life.RUnlock()
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
@@ -55,10 +83,19 @@ func (p *Pebble) List(_ context.Context, prefix string, limit int) ([]Entry, err
 }
 
 // Update runs fn on an indexed batch (its reads see its writes) and commits
-// it synced. Updates run one at a time, so fn runs exactly once.
+// it synced. Updates run one at a time, so fn runs exactly once; waiting
+// for the one before ends with ctx.
 func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	if err := p.enter(ctx); err != nil {
+		return err
+	}
+	defer p.life.RUnlock()
+	select {
+	case p.writer <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the update in progress: %w", ctx.Err())
+	}
+	defer func() { <-p.writer }()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -74,16 +111,25 @@ func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
 }
 
 // Check fails once the store is closed or its disk fails a read.
-func (p *Pebble) Check(context.Context) error {
-	_, err := get(p.db, "\x00check")
+func (p *Pebble) Check(ctx context.Context) error {
+	_, err := p.Get(ctx, "\x00check")
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	return err
 }
 
-// Close closes the store.
-func (p *Pebble) Close() error { return p.db.Close() }
+// Close waits for calls in progress and closes the store; closing again
+// returns ErrClosed.
+func (p *Pebble) Close() error {
+	p.life.Lock()
+	defer p.life.Unlock()
+	if p.closed {
+		return fmt.Errorf("store %s: %w", p.dir, ErrClosed)
+	}
+	p.closed = true
+	return p.db.Close()
+}
 
 type pebbleTx struct{ b *pebble.Batch }
 

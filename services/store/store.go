@@ -1,13 +1,3 @@
-// Package store is the domain services' durable data: a small key-value
-// interface (keys are short strings, values JSON documents) with two
-// implementations. Pebble is the embedded default: one process per data
-// directory, every write synced. PostgreSQL is what a fleet shares: any
-// number of instances, and two versions of a service during a rollout,
-// read and write the same data.
-//
-// Writes go through Update, a transaction whose reads and writes commit
-// together or not at all; a store may run fn again after a conflict with
-// another writer, so fn must not have effects outside its Tx.
 package store
 
 import (
@@ -15,12 +5,42 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 )
 
 // ErrNotFound is what Get returns for a key with no value.
 var ErrNotFound = errors.New("store: not found")
 
-// Store is one service's data.
+// ErrClosed is what a store's methods return after Close.
+var ErrClosed = errors.New("store: closed")
+
+// Open opens namespace's store as spec says: a "postgres://" or
+// "postgresql://" URL opens PostgreSQL (every namespace shares the
+// database, each sees only its own keys); anything else is a data
+// directory, and the Pebble store lives in filepath.Join(spec, namespace).
+// namespace is a service name: 1 to 64 of [a-z0-9_-].
+func Open(ctx context.Context, spec, namespace string) (Store, error) {
+	if !ValidID(namespace) {
+		return nil, fmt.Errorf("open store: bad namespace %q: want 1 to 64 of a-z, 0-9, '-', '_'", namespace)
+	}
+	if strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://") {
+		p, err := OpenPostgres(ctx, spec, namespace)
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return p, nil
+	}
+	p, err := OpenPebble(filepath.Join(spec, namespace))
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Store is one service's data. Its methods are safe for concurrent use;
+// each fails with the context's error once ctx has ended (its deadline
+// bounds every wait), and with ErrClosed after Close.
 type Store interface {
 	// Get returns a copy of the value at key, or ErrNotFound.
 	Get(ctx context.Context, key string) ([]byte, error)
@@ -33,6 +53,7 @@ type Store interface {
 	Update(ctx context.Context, fn func(Tx) error) error
 	// Check reports whether the store can serve: what readiness shows.
 	Check(ctx context.Context) error
+	// Close waits for calls in progress, then releases the store.
 	Close() error
 }
 

@@ -389,6 +389,21 @@ func (w *Watcher) parse(key, value []byte, modRev int64) (record, bool) {
 	return rec, true
 }
 
+// Values returns the raw values of the keys under subtree ("rollout/",
+// "flags/"), by the rest of their key: settings kept beside the
+// registrations, for whoever understands them.
+func (w *Watcher) Values(subtree string) map[string][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string][]byte{}
+	for k, rec := range w.known {
+		if rest, ok := strings.CutPrefix(k, w.prefix+subtree); ok && rest != "" && !rec.registration() && rec.route == nil {
+			out[rest] = []byte(rec.raw)
+		}
+	}
+	return out
+}
+
 // Announced returns the public routes each service has announced, live
 // instances or not (see Registrar), by service.
 func (w *Watcher) Announced() map[string][]nanobus.Route {

@@ -24,6 +24,7 @@ type Config struct {
 	Admin   AdminConfig
 	Front   terminator.Config
 	DataDir string // Pebble stores (one per stateful service) and the embedded etcd
+	Store   string // "postgres://...": every stateful service on PostgreSQL; "": Pebble under DataDir
 	Seed    int    // "all": sample profiles to load on a first start
 	TTL     time.Duration
 	Version string // of every service the process runs
@@ -76,6 +77,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	}
 	if all || svc.Stateful {
 		fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory: Pebble stores (one per service), and the embedded etcd's")
+		fs.StringVar(&c.Store, "store", c.Store, "the services' store: empty for Pebble under -data (one process per directory), "+
+			"or a postgres:// URL that any number of instances share")
 	}
 	if all {
 		fs.StringVar(&c.Embed.ClientURL, "embedded-etcd-client", c.Embed.ClientURL, "embedded etcd's client URL (without -etcd-endpoints)")

@@ -2,6 +2,7 @@ package role
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -246,11 +247,10 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	p.stops = append(p.stops, func() { node.Close() })
 	var st store.Store
 	if s.Stateful {
-		pb, err := store.OpenPebble(filepath.Join(p.cfg.DataDir, s.Name))
+		st, err = p.openStore(ctx, s.Name)
 		if err != nil {
 			return err
 		}
-		st = pb
 		p.stops = append(p.stops, func() { st.Close() })
 		p.admin.Check(s.Name+": store", st.Check)
 	}
@@ -262,6 +262,8 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 		return err
 	}
 	p.stops = append(p.stops, w.Close)
+	rollout := p.rollout(node, w)
+	p.follow(w, func() { rollout() })
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -278,6 +280,19 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	})
 	p.log.Info("service up", "service", s.Name, "version", node.Version(), "bus", node.Addr())
 	return nil
+}
+
+// openStore opens service's store: on the PostgreSQL that -store names, or
+// Pebble under the data directory. Opening PostgreSQL connects and
+// migrates: it gets 30 seconds.
+func (p *Process) openStore(ctx context.Context, service string) (store.Store, error) {
+	spec := p.cfg.Store
+	if spec == "" {
+		spec = p.cfg.DataDir
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return store.Open(octx, spec, service)
 }
 
 // startFront runs the terminator: its routes and peers follow etcd.
@@ -297,20 +312,11 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 		return err
 	}
 	p.stops = append(p.stops, w.Close)
-	followCtx, stopFollowing := context.WithCancel(context.Background())
-	followed := make(chan struct{})
-	go func() {
-		defer close(followed)
-		for {
-			srv.SetRoutes(routesOf(w))
-			select {
-			case <-followCtx.Done():
-				return
-			case <-w.Changes():
-			}
-		}
-	}()
-	p.stops = append(p.stops, func() { stopFollowing(); <-followed })
+	rollout := p.rollout(node, w)
+	p.follow(w, func() {
+		srv.SetRoutes(routesOf(w))
+		srv.SetRollout(flagsOf(w, p.log), rollout())
+	})
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -331,6 +337,75 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 		}
 	})
 	return nil
+}
+
+// follow calls apply now and after every change w sees, until the process
+// stops.
+func (p *Process) follow(w *discovery.Watcher, apply func()) {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			apply()
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.Changes():
+			}
+		}
+	}()
+	p.stops = append(p.stops, func() { stop(); <-done })
+}
+
+// rollout returns a func that gives node the rollout policies in etcd
+// (rollout/<service>), clearing those that went, and returns the A/B
+// experiments among them by service (what the front decides).
+func (p *Process) rollout(node *nanobus.Node, w *discovery.Watcher) func() map[string]nanobus.Experiment {
+	applied := map[string]string{} // service -> the raw policy applied
+	return func() map[string]nanobus.Experiment {
+		experiments := map[string]nanobus.Experiment{}
+		values := w.Values("rollout/")
+		for service := range applied {
+			if _, ok := values[service]; !ok {
+				_ = node.SetPolicy(service, nil)
+				delete(applied, service)
+			}
+		}
+		for service, raw := range values {
+			var pol nanobus.Policy
+			if err := json.Unmarshal(raw, &pol); err != nil {
+				p.log.Warn("rollout policy does not parse; keeping the last", "service", service, "err", err)
+				continue
+			}
+			if pol.AB != nil {
+				experiments[service] = *pol.AB
+			}
+			if applied[service] == string(raw) {
+				continue
+			}
+			if err := node.SetPolicy(service, &pol); err != nil {
+				p.log.Warn("rollout policy refused; keeping the last", "service", service, "err", err)
+				continue
+			}
+			applied[service] = string(raw)
+		}
+		return experiments
+	}
+}
+
+// flagsOf is the feature flags in etcd (flags/<name>).
+func flagsOf(w *discovery.Watcher, log *slog.Logger) []nanobus.Flag {
+	var out []nanobus.Flag
+	for name, raw := range w.Values("flags/") {
+		f := nanobus.Flag{Name: name}
+		if err := json.Unmarshal(raw, &f); err != nil || f.Name != name {
+			log.Warn("feature flag does not parse", "flag", name, "err", err)
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 // routesOf is the front's routing table: the public routes of the live

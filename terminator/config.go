@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -26,6 +27,10 @@ type Config struct {
 	StatsdAddr     string         // DogStatsD agent, "" for none
 	LatencySample  float64        // share of requests whose latency is sent to statsd
 	StatsdInterval time.Duration  // how often counters are flushed to statsd
+	// HideServerTiming leaves out the Server-Timing header that names the
+	// service and version that answered, with the handler's, the bus's and
+	// the front's times.
+	HideServerTiming bool
 }
 
 func (c *Config) setDefaults() {
@@ -77,6 +82,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
 	fs.DurationVar(&c.StatsdInterval, "statsd-interval", c.StatsdInterval, "statsd flush period")
 	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd, 0 to 1")
+	fs.Var((*notBool)(&c.HideServerTiming), "server-timing", "send Server-Timing (service and version that answered; handler, bus and front times) with every reply")
 	c.TrustedProxies, _ = ParsePrefixes("127.0.0.1/32,::1/128")
 	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (default 127.0.0.1/32,::1/128)",
 		func(s string) error {
@@ -110,3 +116,18 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// notBool is a boolean flag that sets the opposite of its value: the
+// flag reads as what users want to turn on, the field as a zero-value
+// default.
+type notBool bool
+
+func (b *notBool) String() string { return strconv.FormatBool(!bool(*b)) }
+
+func (b *notBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	*b = notBool(!v)
+	return err
+}
+
+func (b *notBool) IsBoolFlag() bool { return true }

@@ -103,6 +103,20 @@ func (m *metrics) flush() {
 		}
 	}
 	m.s.router.mu.Unlock()
+	if e := m.s.edge.Load(); e != nil {
+		for _, ex := range e.experiments {
+			for _, v := range ex.counts {
+				for class := 1; class <= 5; class++ {
+					now := v.classes[class].Load()
+					if d := now - v.sent[class]; d > 0 {
+						_ = c.Count("variant.requests", int64(d), []string{"service:" + ex.service, "experiment:" + v.experiment,
+							"variant:" + v.variant, classTags[class]}, 1)
+						v.sent[class] = now
+					}
+				}
+			}
+		}
+	}
 	_ = c.Gauge("in_flight", float64(m.s.waiting.Load()), nil, 1)
 
 	hc := &m.s.counts

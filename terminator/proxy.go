@@ -19,10 +19,14 @@ import (
 // exchange is the per-request state of the hot path, pooled: the wire
 // request with its buffers, and the context carrying the deadline.
 type exchange struct {
-	req    wire.Request
-	client []byte
-	reqID  []byte
-	ctx    deadlineContext
+	req         wire.Request
+	client      []byte
+	reqID       []byte
+	labels      []byte           // feature flags on and A/B variants, for req.Labels
+	variants    []*variantCounts // the client's variants, to count its response in
+	madeCookies [][2]string      // keys made up for this client: cookie name, value
+	timing      []byte           // the front's Server-Timing value
+	ctx         deadlineContext
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -35,6 +39,8 @@ func (x *exchange) release() {
 	h.Reset()
 	x.req = wire.Request{Header: h}
 	x.ctx = deadlineContext{}
+	clear(x.variants)
+	x.variants, x.madeCookies = x.variants[:0], x.madeCookies[:0]
 	exchangePool.Put(x)
 }
 
@@ -78,8 +84,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.fill(x, ctx, e)
+	s.decide(x, ctx)
+	if !s.cfg.HideServerTiming {
+		x.req.Flags |= wire.FlagTiming
+	}
 	x.ctx.deadline = start.Add(e.timeout)
+	called := time.Now()
 	resp, err := s.node.Do(&x.ctx, e.Service, &x.req)
+	if !s.cfg.HideServerTiming {
+		now := time.Now()
+		x.timing = serverTiming(x.timing[:0], now.Sub(called), now.Sub(start))
+		ctx.Response.Header.AddBytesV("Server-Timing", x.timing)
+	}
 	status := fasthttp.StatusOK
 	if err != nil {
 		status = s.fail(ctx, err)
@@ -95,6 +111,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		resp.Release()
 	}
 	e.stats.count(status)
+	countVariants(x, status)
 	s.metrics.latency(e, time.Since(start))
 }
 

@@ -42,15 +42,18 @@ func BenchmarkProxy(b *testing.B) {
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
+		// One RequestCtx, reset between requests, as fasthttp's server
+		// reuses it: the buffers it keeps are what makes it cheap.
 		var rc fasthttp.RequestCtx
-		var req fasthttp.Request
+		rc.Init(&fasthttp.Request{}, remote, nil)
 		for pb.Next() {
+			req := &rc.Request
 			req.Reset()
+			rc.Response.Reset()
 			req.Header.SetMethod("GET")
 			req.SetRequestURI("/echo?x=1")
 			req.Header.Set("User-Agent", "bench")
 			req.Header.Set("Accept", "*/*")
-			rc.Init(&req, remote, nil)
 			s.handle(&rc)
 			if rc.Response.StatusCode() != 200 {
 				b.Fatalf("status %d: %s", rc.Response.StatusCode(), rc.Response.Body())

@@ -33,6 +33,7 @@ type Server struct {
 	idPrefix   []byte
 
 	ln        net.Listener
+	edge      atomic.Pointer[edge] // feature flags and experiments, decided per request
 	ready     atomic.Bool
 	waiting   atomic.Int64
 	idSeq     atomic.Uint64

@@ -16,6 +16,7 @@ type Status struct {
 	Routes   []RouteStatus                  `json:"routes"`
 	Services map[string][]nanobus.PeerState `json:"services"`
 	HTTP     map[string]uint64              `json:"http"`
+	Variants []VariantStatus                `json:"variants,omitempty"` // A/B experiments' responses per variant
 }
 
 // RouteStatus is a route with its response counts by status class.
@@ -27,7 +28,7 @@ type RouteStatus struct {
 
 // Status returns a snapshot for the admin endpoints.
 func (s *Server) Status() Status {
-	st := Status{Waiting: s.waiting.Load(), Services: map[string][]nanobus.PeerState{}}
+	st := Status{Waiting: s.waiting.Load(), Services: map[string][]nanobus.PeerState{}, Variants: s.variantStatus()}
 	for _, e := range s.router.entries() {
 		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}}
 		for class := 1; class <= 5; class++ {
@@ -61,6 +62,10 @@ var StatusPage = template.Must(template.New("front").Parse(`
 {{range $svc, $peers := .Services}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td><td>{{.Weight}}</td>
 <td>{{if .Ready}}<span class="ok">connected</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{.InFlight}}</td></tr>
 {{else}}<tr><td>{{$svc}}</td><td colspan="5" class="bad">no instance</td></tr>{{end}}{{end}}</table>
+{{if .Variants}}<h2>Experiments</h2>
+<table><tr><th>experiment</th><th>service</th><th>variant</th><th>version</th><th>responses</th></tr>
+{{range .Variants}}<tr><td>{{.Experiment}}</td><td>{{.Service}}</td><td>{{.Variant}}</td><td>{{.Version}}</td><td>{{range $k, $v := .Responses}}{{$k}}: {{$v}} {{end}}</td></tr>
+{{end}}</table>{{end}}
 <h2>HTTP</h2>
 <table>{{range $k, $v := .HTTP}}<tr><td>{{$k}}</td><td>{{$v}}</td></tr>{{end}}</table>
 `))

@@ -35,6 +35,10 @@ type conn struct {
 	qlen     uint64        // the socket's write queue length
 	counted  bool          // the transport counts written messages (nanobus's does)
 	gen      atomic.Uint64
+	// direct writes to the current pipe from the caller's goroutine (the
+	// bus transport's OptionSend), sparing mangos' send queue and sender
+	// goroutine; nil when the transport has none.
+	direct atomic.Pointer[func([]byte) error]
 
 	mu      sync.Mutex
 	readyCh chan struct{}     // closed while ready; replaced when the pipe goes
@@ -116,6 +120,11 @@ func (c *conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 		g := c.gen.Add(1)
 		c.pipes[p.ID()] = g
 		c.cur = p.ID()
+		if v, err := p.GetOption(optSend); err == nil {
+			if send, ok := v.(func([]byte) error); ok {
+				c.direct.Store(&send)
+			}
+		}
 		if !c.ready.Load() {
 			c.ready.Store(true)
 			close(c.readyCh)
@@ -133,6 +142,7 @@ func (c *conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 		delete(c.pipes, p.ID())
 		if ok && p.ID() == c.cur && c.ready.Load() {
 			c.ready.Store(false)
+			c.direct.Store(nil)
 			c.readyCh = make(chan struct{})
 		}
 		c.mu.Unlock()
@@ -171,6 +181,14 @@ func (c *conn) send(m *mangos.Message) error {
 		return ErrBusy
 	}
 	c.sent.Add(1)
+	if send := c.direct.Load(); send != nil {
+		err := (*send)(m.Body)
+		m.Free()
+		if err != nil {
+			c.sent.Add(^uint64(0))
+		}
+		return err
+	}
 	if err := c.sock.SendMsg(m); err != nil {
 		c.sent.Add(^uint64(0))
 		m.Free()

@@ -111,6 +111,8 @@ const (
 	optMaxConns     = "nanobus.max-conns"
 	optMaxBuffered  = "nanobus.max-buffered"
 	optOnRefuse     = "nanobus.on-refuse"
+	optDeliver      = "nanobus.deliver"
+	optSend         = "nanobus.send"
 )
 
 // withOptions calls open with mangos' options plus the bus transport's;
@@ -161,12 +163,15 @@ type Node struct {
 	ghostStats map[[2]string]*ghostStats // (service, route) -> comparisons
 	routes     atomic.Pointer[map[string]*route]
 
-	ctx      context.Context // ends when the node closes; parent of handler contexts
-	cancel   context.CancelFunc
-	serving  atomic.Int64 // handler goroutines running or about to
-	draining atomic.Bool
-	closed   atomic.Bool
-	recvDone sync.WaitGroup
+	ctx         context.Context // ends when the node closes; parent of handler contexts
+	cancel      context.CancelFunc
+	serving     atomic.Int64         // handlers running or about to
+	work        chan *mangos.Message // requests for idle workers; closed by Close
+	idleWorkers atomic.Int64
+	delivering  atomic.Int64 // deliver calls under way
+	draining    atomic.Bool
+	closed      atomic.Bool
+	recvDone    sync.WaitGroup
 
 	foreignTransport sync.Once
 }
@@ -203,6 +208,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.services.Store(&map[string]*service{})
+	n.work = make(chan *mangos.Message)
 	n.routes.Store(&map[string]*route{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
@@ -223,7 +229,7 @@ func NewNode(cfg Config) (*Node, error) {
 	var l mangos.Listener
 	_, err = n.withOptions(opts, map[string]any{
 		optFrameTimeout: lim.FrameTimeout, optIdleTimeout: lim.IdleTimeout,
-		optMaxConns: lim.MaxConns, optMaxBuffered: lim.MaxBuffered, optOnRefuse: n.refused,
+		optMaxConns: lim.MaxConns, optMaxBuffered: lim.MaxBuffered, optOnRefuse: n.refused, optDeliver: n.deliver,
 	}, func(o map[string]any) (err error) {
 		l, err = sock.NewListener(cfg.Listen, o)
 		return err
@@ -316,6 +322,8 @@ func (n *Node) Stats() Stats {
 	return s
 }
 
+// receive takes messages off the socket: those a transport other than the
+// bus's own passes up (the bus's hands them to deliver directly).
 func (n *Node) receive() {
 	defer n.recvDone.Done()
 	for {
@@ -326,25 +334,68 @@ func (n *Node) receive() {
 			}
 			continue
 		}
-		kind, err := wire.KindOf(m.Body)
-		switch {
-		case err != nil:
-			n.malformed(m, err)
-		case kind == wire.KindRequest:
-			// A node-wide bound on handler goroutines: askers bound their
-			// own calls, but nothing else stops a flood of frames.
-			if n.serving.Add(1) > int64(maxServing*n.cfg.MaxInFlight) {
-				n.serving.Add(-1)
-				n.stats.overload.Add(1)
-				warnSometimes(&n.errLog, n.log, "request dropped: too many handlers running")
-				m.Free()
-				continue
-			}
-			go n.serve(m)
-		case kind == wire.KindReply:
-			n.completeReply(m)
-		case kind == wire.KindError:
-			n.completeError(m)
+		n.deliver(m)
+	}
+}
+
+// deliver takes one received message: a request goes to a worker, a reply
+// or error frame completes its call. The bus's transport calls it on the
+// goroutine that read the message.
+func (n *Node) deliver(m *mangos.Message) bool {
+	// Close waits for deliveries under way before it closes n.work.
+	n.delivering.Add(1)
+	defer n.delivering.Add(-1)
+	if n.closed.Load() {
+		m.Free()
+		return true
+	}
+	kind, err := wire.KindOf(m.Body)
+	switch {
+	case err != nil:
+		n.malformed(m, err)
+	case kind == wire.KindRequest:
+		// A node-wide bound on handler goroutines: askers bound their own
+		// calls, but nothing else stops a flood of frames.
+		if n.serving.Add(1) > int64(maxServing*n.cfg.MaxInFlight) {
+			n.serving.Add(-1)
+			n.stats.overload.Add(1)
+			warnSometimes(&n.errLog, n.log, "request dropped: too many handlers running")
+			m.Free()
+			return true
+		}
+		select {
+		case n.work <- m: // an idle worker takes it
+		default:
+			go n.worker(m)
+		}
+	case kind == wire.KindReply:
+		n.completeReply(m)
+	case kind == wire.KindError:
+		n.completeError(m)
+	}
+	return true
+}
+
+// maxIdleWorkers bounds the workers that wait for requests. A worker is a
+// goroutine that serves request after request: its stack, grown by the
+// first handlers it ran, stays grown, where a goroutine per request would
+// grow a fresh stack every time. Past this many idle, a worker exits.
+const maxIdleWorkers = 256
+
+// worker serves m, then whatever receive hands it, until the node closes or
+// enough others wait.
+func (n *Node) worker(m *mangos.Message) {
+	for {
+		n.serve(m)
+		if n.idleWorkers.Add(1) > maxIdleWorkers {
+			n.idleWorkers.Add(-1)
+			return
+		}
+		var ok bool
+		m, ok = <-n.work
+		n.idleWorkers.Add(-1)
+		if !ok {
+			return // the node closed
 		}
 	}
 }
@@ -488,6 +539,10 @@ func (n *Node) Close() error {
 	}
 	err := n.sock.Close()
 	n.recvDone.Wait()
+	for n.delivering.Load() > 0 {
+		time.Sleep(100 * time.Microsecond) // a delivery finishes its hand-off
+	}
+	close(n.work) // idle workers exit
 	n.mu.Lock()
 	conns := n.conns
 	n.conns = map[string]*conn{}

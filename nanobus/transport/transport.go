@@ -59,6 +59,17 @@ const (
 	// for every connection closed by a limit above, with reason one of the
 	// Refused* constants.
 	OptionOnRefuse = "nanobus.on-refuse"
+	// OptionDeliver (listeners and dialers): a func(*mangos.Message) bool
+	// that each pipe calls, on its reading goroutine, with every message it
+	// receives; a message it takes (true) does not go up to the mangos
+	// socket. This spares the socket's receive queue and the goroutine that
+	// would take the message off it.
+	OptionDeliver = "nanobus.deliver"
+	// OptionSend (a pipe's, read with mangos.Pipe.GetOption): a
+	// func([]byte) error that writes one message on the pipe from the
+	// calling goroutine, sparing the socket's send queue and its sender
+	// goroutine (see pipe).
+	OptionSend = "nanobus.send"
 )
 
 // Reasons passed to OptionOnRefuse.
@@ -114,6 +125,7 @@ type limits struct {
 	maxBuffered  int64
 	written      *atomic.Uint64
 	onRefuse     func(reason string)
+	deliver      func(*mangos.Message) bool
 }
 
 func (l *limits) refused(reason string) {
@@ -157,6 +169,8 @@ func (e *endpoint) SetOption(name string, v any) error {
 		e.limits.maxBuffered = int64(n)
 	case OptionOnRefuse:
 		e.limits.onRefuse, ok = v.(func(string))
+	case OptionDeliver:
+		e.limits.deliver, ok = v.(func(*mangos.Message) bool)
 	default:
 		return mangos.ErrBadOption
 	}
@@ -380,14 +394,16 @@ func (l *listener) Address() string {
 }
 
 // pipe is one established connection. mangos calls Send from one goroutine
-// and Recv from another, never each concurrently with itself.
+// and Recv from another, never each concurrently with itself; nanobus may
+// also write through OptionSend from any goroutine.
 //
-// Send does not write: it appends the message to a buffer that a writer
-// goroutine flushes. Under load, messages pile up while a write is in the
-// kernel, and the next write carries them all: one syscall for many
-// messages, where a write per message spent most of the bus's CPU time. At
-// low load the writer is idle and wakes at once, so nothing waits for a
-// batch to fill.
+// Writes are combined: a sender appends its framed message to a buffer,
+// and if no write is under way it writes the buffer itself, then whatever
+// others appended meanwhile, a few rounds at most, before handing what is
+// left to the pipe's writer goroutine. Idle, a message costs one write
+// from the sender's own goroutine, with no hand-off; busy, one write
+// carries many messages, where a write per message spent most of the bus's
+// CPU time.
 type pipe struct {
 	conn     net.Conn
 	r        *bufio.Reader
@@ -400,10 +416,13 @@ type pipe struct {
 	deadline  bool      // a read deadline is set
 
 	wmu     sync.Mutex
-	wcond   *sync.Cond // signals the writer (more to write) and Send (room again)
-	pending []byte     // framed messages waiting for the writer
+	wcond   *sync.Cond // signals the writer (its turn) and senders (room again)
+	pending []byte     // framed messages waiting to be written
 	count   uint64     // messages in pending
-	werr    error      // the writer's first error; the pipe is dead after it
+	spare   []byte     // the last written buffer, for reuse
+	writing bool       // a write is under way (by a sender or the writer)
+	handoff bool       // the writer's turn: a sender left it the rest
+	werr    error      // the first write error; the pipe is dead after it
 	closed  bool
 	onClose func() // once, when the pipe closes (the listener's count)
 }
@@ -427,7 +446,21 @@ func (p *pipe) start() {
 	go p.writer()
 }
 
+// maxRounds is how many writes a sender makes for others before it hands
+// the rest to the writer goroutine: its own caller is waiting.
+const maxRounds = 4
+
+// Send writes m (mangos' send path), then frees it.
 func (p *pipe) Send(m *mangos.Message) error {
+	err := p.write(m.Header, m.Body)
+	m.Free()
+	return err
+}
+
+// send writes one message whose bytes are body (OptionSend's function).
+func (p *pipe) send(body []byte) error { return p.write(nil, body) }
+
+func (p *pipe) write(header, body []byte) error {
 	p.wmu.Lock()
 	for p.werr == nil && !p.closed && len(p.pending) > maxPending {
 		p.wcond.Wait()
@@ -439,56 +472,89 @@ func (p *pipe) Send(m *mangos.Message) error {
 		}
 		return err
 	}
-	p.pending = binary.BigEndian.AppendUint64(p.pending, uint64(len(m.Header)+len(m.Body)))
-	p.pending = append(append(p.pending, m.Header...), m.Body...)
+	p.pending = binary.BigEndian.AppendUint64(p.pending, uint64(len(header)+len(body)))
+	p.pending = append(append(p.pending, header...), body...)
 	p.count++
-	p.wcond.Broadcast()
-	p.wmu.Unlock()
-	m.Free()
-	return nil
-}
-
-func (p *pipe) writer() {
-	var buf []byte
-	for {
-		p.wmu.Lock()
-		for len(p.pending) == 0 && !p.closed {
-			p.wcond.Wait()
-		}
-		if p.closed {
+	if p.writing {
+		p.wmu.Unlock() // the write under way takes ours along
+		return nil
+	}
+	p.writing = true
+	for round := 0; ; round++ {
+		if !p.flush() {
 			p.wmu.Unlock()
-			return
+			return nil
 		}
-		if len(p.pending) < batchEnough {
-			// Let goroutines that are about to send run first: under load
-			// they add to this write; when idle, Gosched returns at once.
+		if len(p.pending) == 0 {
+			p.writing = false
 			p.wmu.Unlock()
-			runtime.Gosched()
-			p.wmu.Lock()
+			return nil
 		}
-		buf, p.pending = p.pending, buf[:0]
-		n := p.count
-		p.count = 0
-		p.wcond.Broadcast() // room for blocked senders
-		p.wmu.Unlock()
-
-		// A peer that stops reading must not hold this pipe forever: it
-		// counts as lost, and calls on it fail instead of timing out.
-		_ = p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := p.conn.Write(buf); err != nil {
-			p.wmu.Lock()
-			p.werr = err
+		if round == maxRounds {
+			p.handoff = true
 			p.wcond.Broadcast()
 			p.wmu.Unlock()
-			p.conn.Close() // the receiver sees it too, and mangos drops the pipe
+			return nil
+		}
+	}
+}
+
+// flush writes what is pending, with wmu held (released during the
+// write). It reports false if the pipe is dead.
+func (p *pipe) flush() bool {
+	buf, n := p.pending, p.count
+	p.pending, p.count = p.spare[:0], 0
+	p.wcond.Broadcast() // room for blocked senders
+	p.wmu.Unlock()
+
+	// A peer that stops reading must not hold this pipe forever: it
+	// counts as lost, and calls on it fail instead of timing out.
+	_ = p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := p.conn.Write(buf)
+
+	p.wmu.Lock()
+	if cap(buf) <= 4*maxPending {
+		p.spare = buf // do not keep a burst's buffer forever
+	}
+	if err != nil {
+		p.werr = err
+		p.writing = false
+		p.wcond.Broadcast()
+		p.conn.Close() // the reader sees it too, and mangos drops the pipe
+		return false
+	}
+	if p.lim.written != nil {
+		p.lim.written.Add(n)
+	}
+	return true
+}
+
+// writer writes what senders hand over when they have written enough
+// rounds for others.
+func (p *pipe) writer() {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	for {
+		for !p.handoff && !p.closed && p.werr == nil {
+			p.wcond.Wait()
+		}
+		if p.closed || p.werr != nil {
 			return
 		}
-		if p.lim.written != nil {
-			p.lim.written.Add(n)
+		p.handoff = false
+		for len(p.pending) > 0 {
+			if len(p.pending) < batchEnough {
+				// Let goroutines that are about to send run first: under
+				// load they add to this write.
+				p.wmu.Unlock()
+				runtime.Gosched()
+				p.wmu.Lock()
+			}
+			if !p.flush() {
+				return
+			}
 		}
-		if cap(buf) > 4*maxPending {
-			buf = nil // do not keep a burst's buffer forever
-		}
+		p.writing = false
 	}
 }
 
@@ -497,6 +563,15 @@ func (p *pipe) writer() {
 // messages; stock mangos peers never send one unasked, and a bus frame is
 // never empty.)
 func (p *pipe) Recv() (*mangos.Message, error) {
+	for {
+		m, err := p.recv()
+		if err != nil || p.lim.deliver == nil || !p.lim.deliver(m) {
+			return m, err
+		}
+	}
+}
+
+func (p *pipe) recv() (*mangos.Message, error) {
 	var size uint64
 	for size == 0 {
 		if _, err := io.ReadFull(p.r, p.hdr[:]); err != nil {
@@ -605,6 +680,8 @@ func (p *pipe) Close() error {
 
 func (p *pipe) GetOption(name string) (any, error) {
 	switch name {
+	case OptionSend:
+		return p.send, nil
 	case mangos.OptionMaxRecvSize:
 		return p.lim.maxRecv, nil
 	case mangos.OptionLocalAddr:

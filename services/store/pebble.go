@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -17,8 +18,13 @@ import (
 type Pebble struct {
 	db  *pebble.DB
 	dir string
-	mu  sync.Mutex // one Update at a time
+	mu  sync.Mutex // one Update at a time; Check and Close take it too
+	// closed is set by Close: Pebble panics when used after Close, and
+	// readiness can still ask Check while a process stops.
+	closed atomic.Bool
 }
+
+var errClosed = errors.New("store: closed")
 
 // OpenPebble opens (creating if needed) the store in dir. A second process
 // on the same dir is refused with an error that says what to do instead.
@@ -37,12 +43,22 @@ func OpenPebble(dir string) (*Pebble, error) {
 
 // Get returns a copy of the value at key, or ErrNotFound.
 func (p *Pebble) Get(_ context.Context, key string) ([]byte, error) {
+	if p.closed.Load() {
+		return nil, errClosed
+	}
 	return get(p.db, key)
 }
 
 // List returns up to limit entries under prefix, in key order.
 func (p *Pebble) List(_ context.Context, prefix string, limit int) ([]Entry, error) {
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	if p.closed.Load() {
+		return nil, errClosed
+	}
+	var lower []byte // nil for "": Pebble's invariant checks (on in -race builds) index a non-nil empty bound
+	if prefix != "" {
+		lower = []byte(prefix)
+	}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +75,9 @@ func (p *Pebble) List(_ context.Context, prefix string, limit int) ([]Entry, err
 func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return errClosed
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -75,6 +94,11 @@ func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
 
 // Check fails once the store is closed or its disk fails a read.
 func (p *Pebble) Check(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return errClosed
+	}
 	_, err := get(p.db, "\x00check")
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -82,8 +106,16 @@ func (p *Pebble) Check(context.Context) error {
 	return err
 }
 
-// Close closes the store.
-func (p *Pebble) Close() error { return p.db.Close() }
+// Close closes the store; calls after it fail (Get and List racing with
+// Close are the caller's to avoid: a service drains before closing).
+func (p *Pebble) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Swap(true) {
+		return nil
+	}
+	return p.db.Close()
+}
 
 type pebbleTx struct{ b *pebble.Batch }
 

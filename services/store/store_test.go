@@ -207,7 +207,7 @@ func TestPebbleSecondOpenRefused(t *testing.T) {
 
 	other := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldStore$")
-	cmd.Env = append(os.Environ(), holdEnv+"="+other)
+	cmd.Env = append(os.Environ(), holdEnv+"="+other, "GORACE=atexit_sleep_ms=0") // no wait at exit under -race
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {

@@ -46,6 +46,7 @@ func (s service) call(t *testing.T, route, body string) (int, string) {
 }
 
 func profileJSON(t *testing.T, p profiles.Profile) string {
+	t.Helper()
 	b, err := json.Marshal(p)
 	if err != nil {
 		t.Fatal(err)

@@ -12,9 +12,11 @@ build:
 run: build
 	./bin/terminator all -data data -seed 300
 
-## test: the full suite, race detector on (what CI runs)
+## test: the full suite, race detector on (what CI runs), then the allocation
+## guards (Test...Allocs), which only mean something without the race detector
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -timeout 5m -run 'Allocs$$' $(PKGS)
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)

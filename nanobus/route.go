@@ -85,6 +85,14 @@ func ParseRoute(name string) (Route, error) {
 			return Route{}, fmt.Errorf("route %q: method %q: want upper-case letters, e.g. GET", name, method)
 		}
 	}
+	// A request's path never holds these (the query and fragment are
+	// split off, control bytes and spaces are refused or escaped), so a
+	// pattern with them could never match.
+	for _, c := range []byte(pattern) {
+		if c <= ' ' || c == 0x7f || c == '?' || c == '#' {
+			return Route{}, fmt.Errorf("route %q: path: no spaces, control characters, '?' or '#'", name)
+		}
+	}
 	segs := strings.Split(pattern[1:], "/")
 	seen := map[string]bool{}
 	for i, seg := range segs {

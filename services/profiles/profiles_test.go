@@ -3,78 +3,190 @@ package profiles_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
-	"github.com/terminator-gw/terminator/services/store/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// service runs the profile service over a Pebble store in dir, with a
+// caller connected to it. stop closes both before the test ends (to open
+// the store again).
+type service struct {
+	caller, node *nanobus.Node
+	stop         func()
+}
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func newNode(t *testing.T, service string) *nanobus.Node {
+func start(t *testing.T, dir string) service {
 	t.Helper()
-	n, err := nanobus.NewNode(nanobus.Config{Service: service, Logger: quiet})
+	st, err := store.OpenPebble(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	caller, node := nanobustest.Pair(t, profiles.Service, func(n *nanobus.Node) error { return profiles.Register(n, st) })
+	stop := func() { node.Close(); st.Close() }
+	t.Cleanup(stop)
+	return service{caller, node, stop}
 }
 
-// caller returns a node that reaches profiles only through instance.
-func caller(t *testing.T, ctx context.Context, instance *nanobus.Node) *nanobus.Node {
+func (s service) call(t *testing.T, route, body string) (int, string) {
 	t.Helper()
-	c := newNode(t, "")
-	c.AddPeer(nanobus.Peer{Service: profiles.Service, Addr: instance.Addr()})
-	if err := c.WaitReady(ctx, profiles.Service); err != nil {
+	resp, err := s.caller.Call(nanobustest.Context(t, 10*time.Second), profiles.Service, route, []byte(body))
+	if err != nil {
+		t.Fatalf("%s %s: %v", route, body, err)
+	}
+	defer resp.Release()
+	return resp.Status, string(resp.Body)
+}
+
+func profileJSON(t *testing.T, p profiles.Profile) string {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return string(b)
 }
 
-// TestInstancesShareOnePostgres: two profiles instances over one
-// PostgreSQL serve the same data, as a fleet's instances (or two versions
-// in a rollout) do: a profile put through one is read through the other.
-func TestInstancesShareOnePostgres(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	url := pgtest.NewDatabase(t)
-	var instances [2]*nanobus.Node
-	for i := range instances {
-		st, err := store.Open(ctx, url, profiles.Service)
-		if err != nil {
-			t.Fatal(err)
+func TestRoutesDeclared(t *testing.T) {
+	s := start(t, t.TempDir())
+	want := []nanobus.Route{
+		{Name: profiles.RouteGet, Idempotent: true},
+		{Name: profiles.RoutePut, Idempotent: true}, // a put stores the whole profile
+	}
+	if got := s.node.Routes(); !slices.Equal(got, want) {
+		t.Fatalf("routes %+v, want %+v", got, want)
+	}
+}
+
+func TestGetAndPut(t *testing.T) {
+	s := start(t, t.TempDir())
+	ann := profiles.Profile{ID: "ann", Name: "Ann", Age: 30, City: "Lyon", Bio: "hiking", PhotoURL: "https://photos.example/ann.jpg"}
+	with := func(f func(*profiles.Profile)) string {
+		p := ann
+		f(&p)
+		return profileJSON(t, p)
+	}
+	steps := []struct {
+		name, route, body string
+		status            int
+		bodyHas           string
+	}{
+		{"get before put", profiles.RouteGet, "ann", 404, "no profile ann"},
+		{"get empty id", profiles.RouteGet, "", 400, "bad profile id"},
+		{"get upper case id", profiles.RouteGet, "Ann", 400, "bad profile id"},
+		{"get id with slash", profiles.RouteGet, "a/b", 400, "bad profile id"},
+		{"get id too long", profiles.RouteGet, strings.Repeat("a", 65), 400, "bad profile id"},
+		{"put new", profiles.RoutePut, profileJSON(t, ann), 201, `"id":"ann"`},
+		{"put again", profiles.RoutePut, with(func(p *profiles.Profile) { p.City = "Berlin" }), 200, `"city":"Berlin"`},
+		{"get", profiles.RouteGet, "ann", 200, `"city":"Berlin"`},
+		{"put not json", profiles.RoutePut, "{", 400, "profile:"},
+		{"put wrong type", profiles.RoutePut, `{"id":"x","age":"old"}`, 400, "profile:"},
+		{"put bad id", profiles.RoutePut, with(func(p *profiles.Profile) { p.ID = "A" }), 400, "id:"},
+		{"put empty id", profiles.RoutePut, with(func(p *profiles.Profile) { p.ID = "" }), 400, "id:"},
+		{"put blank name", profiles.RoutePut, with(func(p *profiles.Profile) { p.Name = "  \t" }), 400, "name:"},
+		{"put name too long", profiles.RoutePut, with(func(p *profiles.Profile) { p.Name = strings.Repeat("x", 101) }), 400, "name:"},
+		{"put name 100 runes", profiles.RoutePut, with(func(p *profiles.Profile) { p.Name = strings.Repeat("é", 100) }), 200, `"name":"éé`},
+		{"put age 17", profiles.RoutePut, with(func(p *profiles.Profile) { p.Age = 17 }), 400, "age:"},
+		{"put age 121", profiles.RoutePut, with(func(p *profiles.Profile) { p.Age = 121 }), 400, "age:"},
+		{"put age 18", profiles.RoutePut, with(func(p *profiles.Profile) { p.Age = 18 }), 200, `"age":18`},
+		{"put city too long", profiles.RoutePut, with(func(p *profiles.Profile) { p.City = strings.Repeat("c", 101) }), 400, "city:"},
+		{"put bio too long", profiles.RoutePut, with(func(p *profiles.Profile) { p.Bio = strings.Repeat("ü", 2001) }), 400, "bio:"},
+		{"put bio 2000 runes", profiles.RoutePut, with(func(p *profiles.Profile) { p.Bio = strings.Repeat("ü", 2000) }), 200, `"bio":"üü`},
+		{"put photo ftp", profiles.RoutePut, with(func(p *profiles.Profile) { p.PhotoURL = "ftp://x/y.jpg" }), 400, "photo_url:"},
+		{"put photo without host", profiles.RoutePut, with(func(p *profiles.Profile) { p.PhotoURL = "https:///y.jpg" }), 400, "photo_url:"},
+		{"put photo too long", profiles.RoutePut, with(func(p *profiles.Profile) { p.PhotoURL = "https://x/" + strings.Repeat("y", 491) }), 400, "photo_url:"},
+		{"put no photo", profiles.RoutePut, with(func(p *profiles.Profile) { p.PhotoURL = "" }), 200, `"photo_url":""`},
+		{"get after refused puts", profiles.RouteGet, "ann", 200, `"photo_url":""`},
+	}
+	for _, st := range steps {
+		status, body := s.call(t, st.route, st.body)
+		if status != st.status || !strings.Contains(body, st.bodyHas) {
+			t.Errorf("%s: got %d %.200s, want %d with %q", st.name, status, body, st.status, st.bodyHas)
 		}
-		t.Cleanup(func() { st.Close() }) // after the node's: cleanups run last first
-		instances[i] = newNode(t, profiles.Service)
-		profiles.Register(instances[i], st)
 	}
-	viaA, viaB := caller(t, ctx, instances[0]), caller(t, ctx, instances[1])
+}
 
-	put, err := viaA.Call(ctx, profiles.Service, profiles.RoutePut,
-		[]byte(`{"id":"ann","name":"Ann","age":31,"city":"Lyon"}`))
+// The stored JSON is what get answers: the profile as put, with the time
+// of the put.
+func TestGetAnswersTheStoredProfile(t *testing.T) {
+	s := start(t, t.TempDir())
+	before := time.Now().UTC().Add(-time.Second)
+	put := profiles.Profile{ID: "b-1", Name: "Ben", Age: 44, Bio: "jazz", Updated: time.Unix(1, 0)}
+	if status, body := s.call(t, profiles.RoutePut, profileJSON(t, put)); status != 201 {
+		t.Fatalf("put: %d %s", status, body)
+	}
+	resp, err := s.caller.Call(context.Background(), profiles.Service, profiles.RouteGet, []byte("b-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if put.Status != 201 {
-		t.Fatalf("put through A: status %d: %s", put.Status, put.Body)
+	defer resp.Release()
+	if ct := string(resp.Header.Get("Content-Type")); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
 	}
-	put.Release()
-
-	get, err := viaB.Call(ctx, profiles.Service, profiles.RouteGet, []byte("ann"))
-	if err != nil {
+	var got profiles.Profile
+	if err := json.Unmarshal(resp.Body, &got); err != nil {
 		t.Fatal(err)
 	}
-	defer get.Release()
-	var p profiles.Profile
-	if get.Status != 200 || json.Unmarshal(get.Body, &p) != nil || p.Name != "Ann" || p.City != "Lyon" {
-		t.Fatalf("get through B: status %d: %s", get.Status, get.Body)
+	if got.Updated.Before(before) { // the service sets it, whatever the caller sent
+		t.Errorf("updated %v, want the time of the put", got.Updated)
+	}
+	got.Updated = put.Updated
+	if got != put {
+		t.Errorf("got %+v, want %+v", got, put)
+	}
+}
+
+// Concurrent puts of one new profile: exactly one creates it.
+func TestConcurrentPutsCreateOnce(t *testing.T) {
+	s := start(t, t.TempDir())
+	const n = 16
+	body := profileJSON(t, profiles.Profile{ID: "c", Name: "Chloe", Age: 25})
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, err := s.caller.Call(context.Background(), profiles.Service, profiles.RoutePut, []byte(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses <- resp.Status
+			resp.Release()
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for st := range statuses {
+		count[st]++
+	}
+	if count[201] != 1 || count[200] != n-1 {
+		t.Fatalf("statuses %v, want one 201 and %d 200", count, n-1)
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := start(t, dir)
+	body := profileJSON(t, profiles.Profile{ID: "d", Name: "Dario", Age: 51, City: "Turin"})
+	if status, reply := s.call(t, profiles.RoutePut, body); status != 201 {
+		t.Fatalf("put: %d %s", status, reply)
+	}
+	_, stored := s.call(t, profiles.RouteGet, "d")
+	s.stop()
+
+	s = start(t, dir)
+	if status, got := s.call(t, profiles.RouteGet, "d"); status != 200 || got != stored {
+		t.Fatalf("after reopen: %d %s, want 200 %s", status, got, stored)
+	}
+	if status, _ := s.call(t, profiles.RoutePut, body); status != 200 {
+		t.Fatalf("put after reopen: %d, want 200 (it exists)", status)
 	}
 }

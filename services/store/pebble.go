@@ -70,7 +70,11 @@ func (p *Pebble) List(ctx context.Context, prefix string, limit int) ([]Entry, e
 		return nil, err
 	}
 	defer p.life.RUnlock()
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	var lower []byte // nil for "": Pebble's invariant checks (on in -race builds) index a non-nil empty bound
+	if prefix != "" {
+		lower = []byte(prefix)
+	}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,151 @@
+package role
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEnvName(t *testing.T) {
+	for flag, want := range map[string]string{
+		"bus-listen":       "BUS_LISTEN",
+		"bus-max-conns":    "BUS_MAX_CONNS",
+		"etcd-endpoints":   "ETCD_ENDPOINTS",
+		"etcd-password":    "ETCD_PASSWORD",
+		"version":          "SERVICE_VERSION",
+		"max-waiting":      "TERMINATOR_MAX_WAITING",
+		"admin-token":      "TERMINATOR_ADMIN_TOKEN",
+		"admin-token-file": "TERMINATOR_ADMIN_TOKEN_FILE",
+		"data":             "TERMINATOR_DATA",
+		"ttl":              "TERMINATOR_TTL",
+	} {
+		if got := EnvName(flag); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", flag, got, want)
+		}
+	}
+}
+
+func flags(role string) (*flag.FlagSet, *Config, *bytes.Buffer) {
+	var c Config
+	var out bytes.Buffer
+	fs := flag.NewFlagSet(role, flag.ContinueOnError)
+	fs.SetOutput(&out)
+	c.RegisterFlags(fs, role)
+	return fs, &c, &out
+}
+
+func TestParseTakesTheEnvironment(t *testing.T) {
+	t.Setenv("TERMINATOR_MAX_WAITING", "77")
+	t.Setenv("TERMINATOR_TIMEOUT", "250ms")
+	t.Setenv("ETCD_ENDPOINTS", "http://10.0.0.1:2379, http://10.0.0.2:2379")
+	t.Setenv("ETCD_PASSWORD", "env-password")
+	t.Setenv("BUS_MAX_CONNS", "9")
+	t.Setenv("SERVICE_VERSION", "v9")
+	t.Setenv("TERMINATOR_ADMIN_TOKEN", "env-token")
+	t.Setenv("TERMINATOR_TTL", "7s")
+
+	fs, c, _ := flags("front")
+	// The command line wins over the environment.
+	if err := Parse(fs, []string{"-max-waiting", "5", "-ttl=3s"}); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"max-waiting (command line)", c.Front.MaxWaiting, 5},
+		{"ttl (command line)", c.TTL, 3 * time.Second},
+		{"timeout", c.Front.Timeout, 250 * time.Millisecond},
+		{"etcd-endpoints", strings.Join(c.Etcd.Endpoints, " "), "http://10.0.0.1:2379 http://10.0.0.2:2379"},
+		{"etcd-password", c.Etcd.Password, "env-password"},
+		{"bus-max-conns", c.Bus.Limits.MaxConns, 9},
+		{"version", c.Version, "v9"},
+		{"admin-token", c.Admin.Token, "env-token"},
+		{"bus-listen (default)", c.Bus.Listen, "tcp://127.0.0.1:0"},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestParseRefusesBadEnvironment(t *testing.T) {
+	for _, tt := range []struct{ role, env, value string }{
+		{"front", "TERMINATOR_MAX_WAITING", "lots"},
+		{"front", "TERMINATOR_TIMEOUT", "3"},
+		{"profiles", "BUS_MAX_CONNS", "-"},
+		{"profiles", "TERMINATOR_GRACE", "soon"},
+		{"all", "TERMINATOR_SEED", "1e3"},
+	} {
+		t.Run(tt.env, func(t *testing.T) {
+			t.Setenv(tt.env, tt.value)
+			fs, _, _ := flags(tt.role)
+			err := Parse(fs, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.env) || !strings.Contains(err.Error(), tt.value) {
+				t.Errorf("%s=%q: Parse = %v, want an error naming the variable and its value", tt.env, tt.value, err)
+			}
+		})
+	}
+}
+
+// --help names every flag's environment variable, and never prints a
+// secret, whether it came from the environment or the command line.
+func TestHelpShowsEnvNamesNotSecrets(t *testing.T) {
+	t.Setenv("ETCD_PASSWORD", "env-password")
+	t.Setenv("TERMINATOR_ADMIN_TOKEN", "env-token")
+	for _, role := range Roles() {
+		t.Run(role, func(t *testing.T) {
+			fs, _, out := flags(role)
+			err := Parse(fs, []string{"-etcd-password", "cli-password", "-admin-token", "cli-token", "-help"})
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("Parse(-help) = %v, want flag.ErrHelp", err)
+			}
+			help := out.String()
+			var names []string
+			fs.VisitAll(func(f *flag.Flag) {
+				names = append(names, f.Name)
+				if !strings.Contains(help, "(env "+EnvName(f.Name)+")") {
+					t.Errorf("help does not name %s's variable %s", f.Name, EnvName(f.Name))
+				}
+			})
+			for _, secret := range []string{"env-password", "cli-password", "env-token", "cli-token"} {
+				if strings.Contains(help, secret) {
+					t.Errorf("help prints the secret %q", secret)
+				}
+			}
+			for _, want := range []string{"bus-listen", "etcd-endpoints", "etcd-password", "admin", "admin-token", "version"} {
+				if !slices.Contains(names, want) {
+					t.Errorf("no -%s flag", want)
+				}
+			}
+		})
+	}
+	// Each role has its own flags.
+	for _, tt := range []struct {
+		role    string
+		has     []string
+		hasNone []string
+	}{
+		{"front", []string{"listen", "max-waiting", "timeout"}, []string{"data", "grace", "seed"}},
+		{"profiles", []string{"data", "grace", "drain"}, []string{"listen", "seed"}},
+		{"echo", []string{"grace"}, []string{"data", "listen"}},
+		{"all", []string{"data", "seed", "listen", "grace", "embedded-etcd-client"}, nil},
+	} {
+		fs, _, _ := flags(tt.role)
+		for _, name := range tt.has {
+			if fs.Lookup(name) == nil {
+				t.Errorf("%s: no -%s", tt.role, name)
+			}
+		}
+		for _, name := range tt.hasNone {
+			if fs.Lookup(name) != nil {
+				t.Errorf("%s: -%s is not its flag", tt.role, name)
+			}
+		}
+	}
+}

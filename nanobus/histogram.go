@@ -8,7 +8,7 @@ import (
 
 // histogram counts durations in log-linear buckets of microseconds (8 per
 // power of two: quantiles within 12.5%), with one atomic add per sample and
-// no lock, so the hot path can afford it. It spans 0 to about 12 days.
+// no lock, so the hot path can afford it. It spans 0 to about 48 days.
 type histogram struct {
 	buckets [histBuckets]atomic.Uint64
 }

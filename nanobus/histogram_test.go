@@ -58,7 +58,7 @@ func TestHistogramBuckets(t *testing.T) {
 // nearest-rank sample's bucket, reported as the bucket's upper end.
 func TestHistogramQuantiles(t *testing.T) {
 	var h histogram
-	if q := h.snapshot().quantile(0.5); q != 0 {
+	if q := h.snapshot().Quantile(0.5); q != 0 {
 		t.Errorf("quantile with no samples %v, want 0", q)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
@@ -78,7 +78,7 @@ func TestHistogramQuantiles(t *testing.T) {
 	for _, q := range []float64{0.0001, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1} {
 		rank := max(int(math.Ceil(q*n-1e-9)), 1)
 		ref := samples[rank-1]
-		got := s.quantile(q)
+		got := s.Quantile(q)
 		if want := histLower(histIndex(ref) + 1); got != want {
 			t.Errorf("q%v: %v, want %v (the end of the bucket of the reference %v)", q, got, want, ref)
 		}
@@ -95,8 +95,8 @@ func TestHistogramQuantiles(t *testing.T) {
 	for range 99 {
 		h2.record(5 * time.Second)
 	}
-	d := h2.snapshot().sub(before)
-	if q := d.quantile(0.01); q < 5*time.Second {
+	d := h2.snapshot().Sub(before)
+	if q := d.Quantile(0.01); q < 5*time.Second {
 		t.Errorf("since the snapshot, q0.01 is %v: the earlier sample is still counted", q)
 	}
 }
@@ -115,7 +115,7 @@ func TestHistogramConcurrent(t *testing.T) {
 	wg.Wait()
 	var total uint64
 	for _, c := range h.snapshot() {
-		total += c
+		total += c.Count
 	}
 	if total != 8000 {
 		t.Fatalf("%d samples counted, want 8000", total)

@@ -394,16 +394,16 @@ func (l *listener) Address() string {
 }
 
 // pipe is one established connection. mangos calls Send from one goroutine
-// and Recv from another, never each concurrently with itself; nanobus may
-// also write through OptionSend from any goroutine.
+// and Recv from another, never each concurrently with itself; nanobus also
+// writes through OptionSend from any goroutine, and takes what Recv reads
+// through OptionDeliver.
 //
-// Writes are combined: a sender appends its framed message to a buffer,
-// and if no write is under way it writes the buffer itself, then whatever
-// others appended meanwhile, a few rounds at most, before handing what is
-// left to the pipe's writer goroutine. Idle, a message costs one write
-// from the sender's own goroutine, with no hand-off; busy, one write
-// carries many messages, where a write per message spent most of the bus's
-// CPU time.
+// Writes are batched: a sender appends its framed message to a buffer that
+// the pipe's writer goroutine writes. Under load, messages pile up while a
+// write is in the kernel, and the next write carries them all: one syscall
+// for many messages, where a write per message spent most of the bus's CPU
+// time. (Writing from the sender's own goroutine when no write is under
+// way saves the hand-off but loses most batching: it measured slower.)
 type pipe struct {
 	conn     net.Conn
 	r        *bufio.Reader
@@ -416,12 +416,11 @@ type pipe struct {
 	deadline  bool      // a read deadline is set
 
 	wmu     sync.Mutex
-	wcond   *sync.Cond // signals the writer (its turn) and senders (room again)
+	wcond   *sync.Cond // signals the writer (more to write) and senders (room again)
 	pending []byte     // framed messages waiting to be written
 	count   uint64     // messages in pending
 	spare   []byte     // the last written buffer, for reuse
-	writing bool       // a write is under way (by a sender or the writer)
-	handoff bool       // the writer's turn: a sender left it the rest
+	writing bool       // the writer has work: senders need not wake it
 	werr    error      // the first write error; the pipe is dead after it
 	closed  bool
 	onClose func() // once, when the pipe closes (the listener's count)
@@ -445,10 +444,6 @@ func (p *pipe) start() {
 	p.r = bufio.NewReaderSize(p.conn, readBufferSize)
 	go p.writer()
 }
-
-// maxRounds is how many writes a sender makes for others before it hands
-// the rest to the writer goroutine: its own caller is waiting.
-const maxRounds = 4
 
 // Send writes m (mangos' send path), then frees it.
 func (p *pipe) Send(m *mangos.Message) error {
@@ -475,28 +470,12 @@ func (p *pipe) write(header, body []byte) error {
 	p.pending = binary.BigEndian.AppendUint64(p.pending, uint64(len(header)+len(body)))
 	p.pending = append(append(p.pending, header...), body...)
 	p.count++
-	if p.writing {
-		p.wmu.Unlock() // the write under way takes ours along
-		return nil
+	if !p.writing { // wake the writer; otherwise the write under way takes ours along
+		p.writing = true
+		p.wcond.Broadcast()
 	}
-	p.writing = true
-	for round := 0; ; round++ {
-		if !p.flush() {
-			p.wmu.Unlock()
-			return nil
-		}
-		if len(p.pending) == 0 {
-			p.writing = false
-			p.wmu.Unlock()
-			return nil
-		}
-		if round == maxRounds {
-			p.handoff = true
-			p.wcond.Broadcast()
-			p.wmu.Unlock()
-			return nil
-		}
-	}
+	p.wmu.Unlock()
+	return nil
 }
 
 // flush writes what is pending, with wmu held (released during the
@@ -529,19 +508,17 @@ func (p *pipe) flush() bool {
 	return true
 }
 
-// writer writes what senders hand over when they have written enough
-// rounds for others.
+// writer writes what senders append, while there is some.
 func (p *pipe) writer() {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	for {
-		for !p.handoff && !p.closed && p.werr == nil {
+		for !p.writing && !p.closed && p.werr == nil {
 			p.wcond.Wait()
 		}
 		if p.closed || p.werr != nil {
 			return
 		}
-		p.handoff = false
 		for len(p.pending) > 0 {
 			if len(p.pending) < batchEnough {
 				// Let goroutines that are about to send run first: under

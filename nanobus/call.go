@@ -203,7 +203,7 @@ func (n *Node) await(ctx context.Context, cl *call, deadline time.Time) (*Respon
 	// handler's context needs no channel here: its deadline is the same
 	// and the node's closing fails every pending call anyway.
 	var cancelled <-chan struct{}
-	if _, ok := ctx.(*handlerContext); !ok {
+	if !deadlineOnly(ctx) {
 		cancelled = ctx.Done()
 	}
 	cl.timer.Reset(time.Until(deadline))

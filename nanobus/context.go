@@ -110,3 +110,46 @@ func (c *handlerContext) end(err error) {
 		c.stop()
 	}
 }
+
+// WithDeadline returns a context that ends at d or when ctx ends, whichever
+// is first: context.WithDeadline for the calls a handler makes, without
+// its timer and goroutine. Calls made with it enforce d with their own
+// timer; its Done is ctx's, so code that waits on Done alone sees the
+// earlier deadline only through Err.
+func WithDeadline(ctx context.Context, d time.Time) context.Context {
+	if cur, ok := ctx.Deadline(); ok && !d.Before(cur) {
+		return ctx
+	}
+	return &narrowContext{Context: ctx, deadline: d}
+}
+
+type narrowContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c *narrowContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *narrowContext) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// deadlineOnly reports whether ctx can end only at its deadline or when the
+// node closes: then a call need not watch its Done channel (its timer and
+// Close cover both), which for a handler's context would build the channel
+// and a timer for nothing.
+func deadlineOnly(ctx context.Context) bool {
+	switch c := ctx.(type) {
+	case *handlerContext:
+		return true
+	case *narrowContext:
+		return deadlineOnly(c.Context)
+	}
+	return false
+}

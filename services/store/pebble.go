@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Pebble is the embedded store: one data directory, one process. Writes
@@ -24,7 +26,20 @@ type Pebble struct {
 	// panics on a closed DB, and a store answers ErrClosed instead.
 	life   sync.RWMutex
 	closed bool
+
+	// A small cache of recent reads. Only this process writes the data
+	// (the directory's lock says so), so an Update can keep it true: it
+	// drops what it wrote. A read that raced a write must not refill the
+	// cache with what it read before the write: fills check the write
+	// generation under cacheMu, which writes bump.
+	cache   *lru.Cache[string, []byte]
+	cacheMu sync.Mutex
+	gen     uint64 // under cacheMu
 }
+
+// cacheEntries is how many values the read cache keeps: a few MiB of small
+// JSON documents, the hot set of a busy service.
+const cacheEntries = 8192
 
 // OpenPebble opens (creating if needed) the store in dir. A second process
 // on the same dir is refused with an error that says what to do instead.
@@ -38,7 +53,8 @@ func OpenPebble(dir string) (*Pebble, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	return &Pebble{db: db, dir: dir, writer: make(chan struct{}, 1)}, nil
+	cache, _ := lru.New[string, []byte](cacheEntries)
+	return &Pebble{db: db, dir: dir, writer: make(chan struct{}, 1), cache: cache}, nil
 }
 
 // enter starts a call: it fails once ctx has ended or the store is
@@ -61,7 +77,22 @@ func (p *Pebble) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, err
 	}
 	defer p.life.RUnlock()
-	return get(p.db, key)
+	if v, ok := p.cache.Get(key); ok {
+		return slices.Clone(v), nil
+	}
+	p.cacheMu.Lock()
+	gen := p.gen
+	p.cacheMu.Unlock()
+	v, err := get(p.db, key)
+	if err != nil {
+		return nil, err
+	}
+	p.cacheMu.Lock()
+	if p.gen == gen { // no write since the read began
+		p.cache.Add(key, slices.Clone(v))
+	}
+	p.cacheMu.Unlock()
+	return v, nil
 }
 
 // List returns up to limit entries under prefix, in key order.
@@ -105,10 +136,18 @@ func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
 	}
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
-	if err := fn(pebbleTx{b}); err != nil {
+	tx := &pebbleTx{b: b}
+	if err := fn(tx); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err := b.Commit(pebble.Sync)
+	p.cacheMu.Lock()
+	p.gen++
+	for _, k := range tx.written {
+		p.cache.Remove(k)
+	}
+	p.cacheMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
@@ -135,11 +174,17 @@ func (p *Pebble) Close() error {
 	return p.db.Close()
 }
 
-type pebbleTx struct{ b *pebble.Batch }
+type pebbleTx struct {
+	b       *pebble.Batch
+	written []string // keys put, to drop from the read cache
+}
 
-func (t pebbleTx) Get(key string) ([]byte, error) { return get(t.b, key) }
+func (t *pebbleTx) Get(key string) ([]byte, error) { return get(t.b, key) }
 
-func (t pebbleTx) Put(key string, value []byte) error { return t.b.Set([]byte(key), value, nil) }
+func (t *pebbleTx) Put(key string, value []byte) error {
+	t.written = append(t.written, key)
+	return t.b.Set([]byte(key), value, nil)
+}
 
 // get reads key from a DB or an indexed batch.
 func get(r pebble.Reader, key string) ([]byte, error) {

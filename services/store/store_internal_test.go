@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -228,5 +230,37 @@ func TestPebbleCheckAfterClose(t *testing.T) {
 	}
 	if err := s.Close(); !errors.Is(err, ErrClosed) {
 		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+}
+
+// The read cache never serves a value older than the last Update that
+// returned, however reads race the writes.
+func TestPebbleCacheFollowsWrites(t *testing.T) {
+	s := openPebble(t, t.TempDir())
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 { // readers racing to fill the cache with what they read
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_, _ = s.Get(ctx, "k")
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 300 {
+		want := strconv.Itoa(i)
+		if err := s.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte(want)) }); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "k")
+		if err != nil || string(got) != want {
+			t.Fatalf("after writing %s, read %q, %v", want, got, err)
+		}
 	}
 }

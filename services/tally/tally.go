@@ -3,9 +3,11 @@
 package tally
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/store"
@@ -70,12 +72,33 @@ func (t *Tally) HandleCount(n *nanobus.Node, route string) error {
 		if !store.ValidID(id) {
 			return nanobus.Reply{}, nanobus.Errorf(400, "bad profile id %q", id)
 		}
-		var c Count
-		if _, err := store.GetJSON(ctx, t.s, "n/"+id, &c); err != nil {
+		// The stored count is the answer, as it is.
+		raw, err := t.s.Get(ctx, "n/"+id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			raw = []byte(`{"count":0}`)
+		case err != nil:
 			return nanobus.Reply{}, err
 		}
-		return nanobus.JSON(200, c)
+		rep := nanobus.Reply{Body: raw}
+		rep.Header.Add("Content-Type", "application/json")
+		return rep, nil
 	}, nanobus.Idempotent())
+}
+
+// ParseCount reads a Count: {"count":N} as this package writes it without
+// reflection, anything else through encoding/json.
+func ParseCount(b []byte) (Count, error) {
+	if rest, ok := bytes.CutPrefix(b, []byte(`{"count":`)); ok {
+		if digits, ok := bytes.CutSuffix(rest, []byte("}")); ok {
+			if n, err := strconv.Atoi(string(digits)); err == nil {
+				return Count{Count: n}, nil
+			}
+		}
+	}
+	var c Count
+	err := json.Unmarshal(b, &c)
+	return c, err
 }
 
 // HandleList serves route: body a ListRequest, answer wrap(items) in key

@@ -208,3 +208,22 @@ func TestHandlers(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCount(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{`{"count":0}`, 0, true},
+		{`{"count":1234}`, 1234, true},
+		{`{ "count": 7 }`, 7, true}, // not the fast path: encoding/json
+		{`{"count":"x"}`, 0, false},
+		{`nope`, 0, false},
+	} {
+		c, err := tally.ParseCount([]byte(tt.in))
+		if (err == nil) != tt.ok || c.Count != tt.want {
+			t.Errorf("ParseCount(%s) = %v, %v", tt.in, c, err)
+		}
+	}
+}

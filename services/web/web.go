@@ -17,6 +17,7 @@ import (
 	"github.com/terminator-gw/terminator/services/flirts"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/tally"
 	"github.com/terminator-gw/terminator/services/visits"
 )
 
@@ -60,28 +61,15 @@ func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Re
 		return nanobus.Reply{}, err
 	}
 	// Three independent calls at once: the page takes as long as the
-	// slowest, not their sum.
-	var profile []byte
-	var profileErr error
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		_, profile, profileErr = a.callRaw(ctx, profiles.Service, profiles.RouteGet, []byte(id))
-	}()
-	optional, cancel := context.WithDeadline(ctx, shareOf(ctx, optionalShare))
-	defer cancel()
-	var visitCount visits.Count
-	var flirtCount flirts.Count
+	// slowest, not their sum. The counts go in goroutines; the profile,
+	// which the page cannot do without, on this one.
+	optional := nanobus.WithDeadline(ctx, shareOf(ctx, optionalShare))
+	var visitCount, flirtCount tally.Count
 	var visitsErr, flirtsErr error
-	go func() {
-		defer wg.Done()
-		visitsErr = a.call(optional, visits.Service, visits.RouteCount, []byte(id), &visitCount)
-	}()
-	go func() {
-		defer wg.Done()
-		flirtsErr = a.call(optional, flirts.Service, flirts.RouteCount, []byte(id), &flirtCount)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { visitCount, visitsErr = a.count(optional, visits.Service, visits.RouteCount, id) })
+	wg.Go(func() { flirtCount, flirtsErr = a.count(optional, flirts.Service, flirts.RouteCount, id) })
+	_, profile, profileErr := a.callRaw(ctx, profiles.Service, profiles.RouteGet, []byte(id))
 	wg.Wait()
 	if profileErr != nil {
 		return nanobus.Reply{}, profileErr // 404 for an unknown profile, or the bus error
@@ -188,14 +176,13 @@ func (a *aggregator) bothExist(ctx context.Context, id, other string) error {
 	return errors.Join(errs...)
 }
 
-// call makes one call and decodes a 2xx reply into out; any other status
-// comes back as a *nanobus.StatusError, bus errors as mapped statuses.
-func (a *aggregator) call(ctx context.Context, service, route string, body []byte, out any) error {
-	_, raw, err := a.callRaw(ctx, service, route, body)
+// count asks service for profile id's count.
+func (a *aggregator) count(ctx context.Context, service, route, id string) (tally.Count, error) {
+	_, raw, err := a.callRaw(ctx, service, route, []byte(id))
 	if err != nil {
-		return err
+		return tally.Count{}, err
 	}
-	return json.Unmarshal(raw, out)
+	return tally.ParseCount(raw)
 }
 
 // callRaw is call with the 2xx reply's status and body as they came (the

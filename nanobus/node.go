@@ -62,6 +62,10 @@ type Config struct {
 	Version string
 	// Limits bound what remote peers can make this node hold.
 	Limits Limits
+	// Limiter, when set, bounds the handlers running at once, adaptively
+	// (see Limiter): a request over it is refused at once as busy, before
+	// its handler runs.
+	Limiter *Limiter
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -299,6 +303,9 @@ func (n *Node) Services() []string {
 	slices.Sort(out)
 	return out
 }
+
+// Limiter is the node's limit on handlers running at once, or nil.
+func (n *Node) Limiter() *Limiter { return n.cfg.Limiter }
 
 // Peer is this node as its callers see it: what a registry announces.
 func (n *Node) Peer() Peer {

@@ -160,6 +160,14 @@ func (n *Node) serve(m *mangos.Message) {
 		return
 	}
 	req.route = rt
+	if lim := n.cfg.Limiter; lim != nil {
+		if !lim.Acquire() {
+			n.stats.overload.Add(1)
+			n.refuse(asker, req, deadline, wire.CodeBusy, "over the concurrency limit")
+			return
+		}
+		defer func(start time.Time) { lim.Release(time.Since(start)) }(time.Now())
+	}
 
 	ctx := newHandlerContext(n.ctx, deadline)
 	if len(req.Labels) > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,6 +72,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	fs.DurationVar(&c.TTL, "ttl", c.TTL, "etcd lease TTL: how long a process that died stays listed")
 	fs.StringVar(&c.Version, "version", c.Version, "version this process's services register with")
 	c.Admin.registerFlags(fs)
+	if isService { // the front's flags have it for "all" and "front"
+		fs.BoolFunc("adaptive-limit", "limit the handlers running at once adaptively, by measured latency; over the limit, busy at once (default true)",
+			func(s string) error {
+				v, err := strconv.ParseBool(s)
+				c.Front.FixedLimit = !v
+				return err
+			})
+	}
 	if all || isService {
 		fs.DurationVar(&c.Grace, "grace", c.Grace, "on stop, how long a service keeps answering after deregistering")
 		fs.DurationVar(&c.DrainTimeout, "drain", c.DrainTimeout, "on stop, how long a service waits for its handlers")

@@ -186,6 +186,11 @@ func (p *Process) newNode(service string) (*nanobus.Node, error) {
 	b := p.cfg.Bus
 	cfg := nanobus.Config{Service: service, Listen: b.Listen, Advertise: b.Advertise, Version: p.cfg.Version,
 		Limits: b.Limits, Logger: p.log}
+	if !p.cfg.Front.FixedLimit {
+		// Far above what an unloaded service runs at once: it moves only
+		// under load. The ceiling is the node's own bound on handlers.
+		cfg.Limiter = nanobus.NewLimiter(512, 16, 8192)
+	}
 	if b.CA != "" || b.Cert != "" || b.Key != "" {
 		if b.CA == "" || b.Cert == "" || b.Key == "" {
 			return nil, errors.New("bus TLS needs -bus-ca, -bus-cert and -bus-key together")
@@ -442,6 +447,9 @@ func nodeSection(n *nanobus.Node) Section {
 	return Section{Name: name, Page: nodePage, Status: func() any {
 		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
 			Peers: map[string][]nanobus.PeerState{}, Bus: n.Stats()}
+		if lim := n.Limiter(); lim != nil {
+			st.Limit, st.LimitHistory = lim.Limit(), lim.History()
+		}
 		for _, s := range n.Services() {
 			st.Peers[s] = n.Instances(s)
 		}
@@ -456,10 +464,13 @@ type nodeStatus struct {
 	Routes  []nanobus.RouteStats           `json:"routes"`
 	Peers   map[string][]nanobus.PeerState `json:"peers"`
 	Bus     nanobus.Stats                  `json:"bus"`
+	// The adaptive limit on handlers running at once, now and over time.
+	Limit        int                  `json:"limit,omitempty"`
+	LimitHistory []nanobus.LimitPoint `json:"limit_history,omitempty"`
 }
 
 var nodePage = template.Must(template.New("node").Parse(`
-<p>{{.Service}} {{.Version}} on {{.Addr}}</p>
+<p>{{.Service}} {{.Version}} on {{.Addr}}{{if .Limit}}; handlers limited to {{.Limit}} at once{{with .LimitHistory}} (the last minutes: {{range .}}{{.Limit}} {{end}}){{end}}{{end}}</p>
 {{if .Routes}}<table><tr><th>route</th><th>requests</th><th>5xx</th><th>4xx</th><th>avg</th><th>p50</th><th>p99</th><th>last error</th></tr>
 {{range .Routes}}<tr><td>{{.Route}}</td><td>{{.Requests}}</td><td>{{.Errors}}</td><td>{{.ClientErrors}}</td><td>{{.AverageTime}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.LastError}}</td></tr>
 {{end}}</table>{{end}}

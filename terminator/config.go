@@ -12,15 +12,18 @@ import (
 // Config configures a Server. Every field has a flag and an environment
 // variable (see RegisterFlags); the zero value of a field means its default.
 type Config struct {
-	Listen         string         // public HTTP address
-	Timeout        time.Duration  // per-request deadline unless the route announces one
-	MaxBodyBytes   int            // larger bodies get 413
-	MaxHeaderBytes int            // larger request heads get 431
-	ReadTimeout    time.Duration  // reading one request
-	WriteTimeout   time.Duration  // writing one response
-	IdleTimeout    time.Duration  // keep-alive connection idle
-	MaxConns       int            // concurrent connections
-	MaxWaiting     int            // requests waiting for a reply; over it, 503 at once
+	Listen         string        // public HTTP address
+	Timeout        time.Duration // per-request deadline unless the route announces one
+	MaxBodyBytes   int           // larger bodies get 413
+	MaxHeaderBytes int           // larger request heads get 431
+	ReadTimeout    time.Duration // reading one request
+	WriteTimeout   time.Duration // writing one response
+	IdleTimeout    time.Duration // keep-alive connection idle
+	MaxConns       int           // concurrent connections
+	MaxWaiting     int           // requests waiting for a reply, at most; over it, 503 at once
+	// FixedLimit makes MaxWaiting the limit, instead of the bound of an
+	// adaptive limit driven by latency (nanobus.Limiter).
+	FixedLimit     bool
 	RetryAfter     time.Duration  // Retry-After on 503s for overload
 	DrainTimeout   time.Duration  // how long in-flight requests get on shutdown
 	TrustedProxies []netip.Prefix // direct peers whose X-Forwarded-For / X-Real-IP are believed
@@ -76,7 +79,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "time to write one response")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "keep-alive idle time")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "concurrent client connections")
-	fs.IntVar(&c.MaxWaiting, "max-waiting", c.MaxWaiting, "requests waiting for replies before 503")
+	fs.IntVar(&c.MaxWaiting, "max-waiting", c.MaxWaiting, "requests waiting for replies, at most: the adaptive limit's ceiling, or with -adaptive-limit=false the limit")
+	fs.Var((*notBool)(&c.FixedLimit), "adaptive-limit", "limit the requests waiting for replies adaptively, by measured latency; over the limit, 503 at once")
 	fs.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After sent with overload 503s")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time in-flight requests get on shutdown")
 	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")

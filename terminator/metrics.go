@@ -117,7 +117,8 @@ func (m *metrics) flush() {
 			}
 		}
 	}
-	_ = c.Gauge("in_flight", float64(m.s.waiting.Load()), nil, 1)
+	_ = c.Gauge("in_flight", float64(m.s.limiter.InFlight()), nil, 1)
+	_ = c.Gauge("limit", float64(m.s.limiter.Limit()), nil, 1)
 
 	hc := &m.s.counts
 	bus := m.s.node.Stats()

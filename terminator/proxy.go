@@ -63,14 +63,14 @@ func (c *deadlineContext) Err() error {
 // handle is the public handler: one HTTP request becomes one bus request to
 // one instance of the route's service, and its reply becomes the response.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
-	if s.waiting.Add(1) > int64(s.cfg.MaxWaiting) {
-		s.waiting.Add(-1)
+	// Admission first, so that a refusal costs next to nothing.
+	if !s.limiter.Acquire() {
 		s.counts.overloaded.Add(1)
 		s.overload(ctx, "overloaded")
 		return
 	}
-	defer s.waiting.Add(-1)
+	start := time.Now()
+	defer func() { s.limiter.Release(time.Since(start)) }()
 
 	x := exchangePool.Get().(*exchange)
 	defer x.release()

@@ -35,7 +35,7 @@ type Server struct {
 	ln        net.Listener
 	edge      atomic.Pointer[edge] // feature flags and experiments, decided per request
 	ready     atomic.Bool
-	waiting   atomic.Int64
+	limiter   *nanobus.Limiter // requests waiting for replies
 	idSeq     atomic.Uint64
 	counts    httpCounts
 	badLog    rate.Sometimes
@@ -48,6 +48,15 @@ type Server struct {
 type httpCounts struct {
 	overloaded, noRoute, headerTooLarge, bodyTooLarge, malformed, timeouts atomic.Uint64
 }
+
+// The front's adaptive limit on requests waiting for replies starts at
+// initialLimit and stays at minLimit or more (and at Config.MaxWaiting or
+// less): far above what an unloaded box keeps in flight, so it only moves
+// under load.
+const (
+	initialLimit = 512
+	minLimit     = 16
+)
 
 // New returns a server that sends requests through node. Start it with Start.
 func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
@@ -66,6 +75,10 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		idPrefix:   []byte(hex.EncodeToString(idb[:]) + "-"),
 		served:     make(chan error, 1),
 		badLog:     rate.Sometimes{Interval: time.Second},
+		limiter:    nanobus.NewLimiter(cfg.MaxWaiting, cfg.MaxWaiting, cfg.MaxWaiting),
+	}
+	if !cfg.FixedLimit {
+		s.limiter = nanobus.NewLimiter(initialLimit, minLimit, cfg.MaxWaiting)
 	}
 	m, err := newMetrics(s)
 	if err != nil {

@@ -12,11 +12,13 @@ import (
 // instances of their services, and counters. (The bus node's own numbers
 // are shown beside it.)
 type Status struct {
-	Waiting  int64                          `json:"waiting"`
-	Routes   []RouteStatus                  `json:"routes"`
-	Services map[string][]nanobus.PeerState `json:"services"`
-	HTTP     map[string]uint64              `json:"http"`
-	Variants []VariantStatus                `json:"variants,omitempty"` // A/B experiments' responses per variant
+	Waiting      int                            `json:"waiting"`                 // requests waiting for replies now
+	Limit        int                            `json:"limit"`                   // how many may wait (adaptive unless -adaptive-limit=false)
+	LimitHistory []nanobus.LimitPoint           `json:"limit_history,omitempty"` // the limit over the last minutes
+	Routes       []RouteStatus                  `json:"routes"`
+	Services     map[string][]nanobus.PeerState `json:"services"`
+	HTTP         map[string]uint64              `json:"http"`
+	Variants     []VariantStatus                `json:"variants,omitempty"` // A/B experiments' responses per variant
 }
 
 // RouteStatus is a route with its response counts by status class.
@@ -28,7 +30,7 @@ type RouteStatus struct {
 
 // Status returns a snapshot for the admin endpoints.
 func (s *Server) Status() Status {
-	st := Status{Waiting: s.waiting.Load(), Services: map[string][]nanobus.PeerState{}, Variants: s.variantStatus()}
+	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), LimitHistory: s.limiter.History(), Services: map[string][]nanobus.PeerState{}, Variants: s.variantStatus()}
 	for _, e := range s.router.entries() {
 		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}}
 		for class := 1; class <= 5; class++ {
@@ -53,7 +55,8 @@ func (s *Server) Status() Status {
 // StatusPage shows a Status as part of the admin status page.
 var StatusPage = template.Must(template.New("front").Parse(`
 <h2>Routes</h2>
-<p>{{.Waiting}} requests waiting for replies</p>
+<p>{{.Waiting}} requests waiting for replies; limit {{.Limit}}{{with .LimitHistory}} (the last minutes:
+{{range .}}{{.Limit}} {{end}}){{end}}</p>
 <table><tr><th>route</th><th>service</th><th>timeout</th><th>responses</th></tr>
 {{range .Routes}}<tr><td>{{.Method}} {{.Pattern}}</td><td>{{.Service}}</td><td>{{.Timeout}}</td><td>{{range $k, $v := .Responses}}{{$k}}: {{$v}} {{end}}</td></tr>
 {{else}}<tr><td colspan="4">no routes announced yet</td></tr>{{end}}</table>

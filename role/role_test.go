@@ -133,7 +133,7 @@ func TestServiceRole(t *testing.T) {
 // each other through etcd.
 func TestFrontFindsService(t *testing.T) {
 	endpoints, _ := etcdFor(t)
-	startRole(t, "echo", testConfig(t, endpoints))
+	echo := startRole(t, "echo", testConfig(t, endpoints))
 	cfg := testConfig(t, endpoints)
 	cfg.Front.Listen = "127.0.0.1:0"
 	front := startRole(t, "front", cfg)
@@ -154,6 +154,23 @@ func TestFrontFindsService(t *testing.T) {
 	})
 	if body != "hello\n" {
 		t.Errorf("GET /echo: %d %q, want 200 hello", status, body)
+	}
+
+	// The last instance gone (deregistered at once), the route it announced
+	// stays: 503 with Retry-After, not 404.
+	echo.Stop()
+	var retry string
+	eventually(t, "503 once echo is gone", func() bool {
+		resp, err := client.Get("http://" + front.FrontAddr() + "/echo")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		status, retry = resp.StatusCode, resp.Header.Get("Retry-After")
+		return status != 200
+	})
+	if status != 503 || retry == "" {
+		t.Fatalf("GET /echo with no instance left: %d, Retry-After %q; want 503 with Retry-After", status, retry)
 	}
 }
 

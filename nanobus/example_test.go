@@ -2,11 +2,13 @@ package nanobus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	_ "github.com/terminator-gw/terminator/nanobus/transport" // the bus's tcp:// transport
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -18,67 +20,97 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer svc.Close()
-	svc.Handle("hello", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	err = svc.Handle("greeter.hello", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		if len(req.Body) == 0 {
 			return nanobus.Reply{}, nanobus.Errorf(400, "say who to greet")
 		}
 		return nanobus.Reply{Body: fmt.Appendf(nil, "hello, %s", req.Body)}, nil
-	})
+	}, nanobus.Idempotent(), nanobus.Timeout(500*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
 
-	// The caller: told about the service by hand here, by discovery/ in
-	// production.
+	// The caller: told about the service by hand here (its routes say
+	// what they declared), by discovery from etcd in production.
 	caller, err := nanobus.NewNode(nanobus.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer caller.Close()
-	caller.AddPeer(nanobus.Peer{Service: "greeter", Addr: svc.Addr()})
+	caller.AddPeer(svc.Peer())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := caller.WaitReady(ctx, "greeter"); err != nil {
 		log.Fatal(err)
 	}
-	resp, err := caller.Call(ctx, "greeter", "hello", []byte("world"))
-	if err != nil {
-		log.Fatal(err)
+	for _, who := range []string{"world", ""} {
+		resp, err := caller.Call(ctx, "greeter", "greeter.hello", []byte(who))
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(resp.Status, string(resp.Body))
+		resp.Release()
 	}
-	fmt.Println(resp.Status, string(resp.Body))
-	resp.Release()
-
-	resp, err = caller.Call(ctx, "greeter", "hello", nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(resp.Status, string(resp.Body))
-	resp.Release()
 	// Output:
 	// 200 hello, world
 	// 400 say who to greet
 }
 
-// A public route with a wildcard, whose handler calls another service: the
-// two-hop chain of an aggregator in front of a domain service.
+// Routes are checked when they are registered: a typo is an error, not a
+// route nobody can reach.
+func ExampleNode_Handle_checked() {
+	n, err := nanobus.NewNode(nanobus.Config{Service: "profiles"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer n.Close()
+	noop := func(context.Context, *nanobus.Request) (nanobus.Reply, error) { return nanobus.Reply{}, nil }
+	fmt.Println(n.Handle("GET /profiles/{id}", noop))
+	fmt.Println(n.Handle("profiles.get", noop, nanobus.Idempotent()))
+	fmt.Println(n.Handle("GET/profiles", noop))
+	fmt.Println(n.Handle("profiles.get", noop))
+	for _, r := range n.Routes() {
+		fmt.Printf("%s public=%v idempotent=%v\n", r.Name, r.Public(), r.Idempotent)
+	}
+	// Output:
+	// <nil>
+	// <nil>
+	// route "GET/profiles": want "METHOD /path", e.g. "GET /profiles/{id}"
+	// route "profiles.get": registered already
+	// GET /profiles/{id} public=true idempotent=true
+	// profiles.get public=false idempotent=true
+}
+
+// A public route whose handler calls another service: the two-hop chain of
+// an aggregator in front of a domain service. A bus error the handler
+// passes on reaches the client as the status it means (here, a 504 for a
+// call whose deadline passed), not as a 500.
 func ExampleNode_Handle() {
 	profiles, _ := nanobus.NewNode(nanobus.Config{Service: "profiles"})
 	defer profiles.Close()
-	profiles.Handle("profiles.name", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		names := map[string]string{"7": "Ann"}
-		name, ok := names[string(req.Body)]
-		if !ok {
-			return nanobus.Reply{}, nanobus.Errorf(404, "no profile %s", req.Body)
+	_ = profiles.Handle("profiles.name", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		switch string(req.Body) {
+		case "7":
+			return nanobus.Reply{Body: []byte("Ann")}, nil
+		case "9": // slow: past any deadline
+			<-ctx.Done()
+			return nanobus.Reply{}, ctx.Err()
 		}
-		return nanobus.Reply{Body: []byte(name)}, nil
-	})
+		return nanobus.Reply{}, nanobus.Errorf(404, "no profile %s", req.Body)
+	}, nanobus.Idempotent())
 
 	web, _ := nanobus.NewNode(nanobus.Config{Service: "web"})
 	defer web.Close()
-	web.AddPeer(nanobus.Peer{Service: "profiles", Addr: profiles.Addr()})
-	web.Handle("GET /profiles/{id}", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		// ctx carries the request's deadline to the next hop.
-		resp, err := web.Call(ctx, "profiles", "profiles.name", []byte(req.PathValue("id")))
+	web.AddPeer(profiles.Peer())
+	_ = web.Handle("GET /profiles/{id}", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		// ctx carries the request's deadline to the next hop; give the
+		// call half of what is left.
+		dl, _ := ctx.Deadline()
+		call := nanobus.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+		resp, err := web.Call(call, "profiles", "profiles.name", []byte(req.PathValue("id")))
 		if err != nil {
-			return nanobus.Reply{}, err
+			return nanobus.Reply{}, fmt.Errorf("profiles: %w", err) // a 504, 503, 502... as StatusOf says
 		}
 		defer resp.Release()
 		if resp.Status != 200 {
@@ -91,16 +123,18 @@ func ExampleNode_Handle() {
 
 	front, _ := nanobus.NewNode(nanobus.Config{})
 	defer front.Close()
-	front.AddPeer(nanobus.Peer{Service: "web", Addr: web.Addr()})
+	front.AddPeer(web.Peer())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = front.WaitReady(ctx, "web")
 	_ = web.WaitReady(ctx, "profiles")
 
-	for _, path := range []string{"/profiles/7", "/profiles/8"} {
-		resp, err := front.Do(ctx, "web", &wire.Request{
+	for _, path := range []string{"/profiles/7", "/profiles/8", "/profiles/9"} {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := front.Do(rctx, "web", &wire.Request{
 			Route: []byte("GET /profiles/{id}"), Method: []byte("GET"), Path: []byte(path),
 		})
+		cancel()
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -110,4 +144,27 @@ func ExampleNode_Handle() {
 	// Output:
 	// 200 application/json {"name":"Ann"}
 	// 404  no profile 8
+	// 504  deadline passed before the reply
+}
+
+// StatusOf is the one table from errors to HTTP statuses: the terminator
+// answers bus errors with it, and a node answers with it for whatever its
+// handler returns.
+func ExampleStatusOf() {
+	for _, err := range []error{
+		nanobus.Errorf(409, "already flirted"),
+		fmt.Errorf("profiles: %w", nanobus.ErrDeadline),
+		nanobus.ErrNoPeer,
+		nanobus.ErrPeerLost,
+		errors.New("disk on fire"),
+	} {
+		st := nanobus.StatusOf(err)
+		fmt.Println(st.Code, st.Message, st.RetryAfter)
+	}
+	// Output:
+	// 409 already flirted false
+	// 504 deadline passed before the reply false
+	// 503 no live instance of the service true
+	// 502 connection to the service lost false
+	// 500 internal error false
 }

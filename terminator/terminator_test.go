@@ -165,7 +165,7 @@ func rawRequest(t *testing.T, addr, raw string) string {
 	return strings.TrimSpace(line)
 }
 
-// Every row of DESIGN.md's status table, produced for real.
+// Every row of the status table (docs/status-codes.md), produced for real.
 func TestStatusTable(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)

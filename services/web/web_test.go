@@ -16,6 +16,7 @@ import (
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
+	"github.com/terminator-gw/terminator/services"
 	"github.com/terminator-gw/terminator/services/flirts"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
@@ -45,15 +46,16 @@ func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *sta
 	t.Helper()
 	s := &stack{nodes: map[string]*nanobus.Node{}}
 	if len(domain) == 0 {
-		for name, register := range map[string]func(*nanobus.Node, store.Store) error{
-			profiles.Service: profiles.Register, visits.Service: visits.Register, flirts.Service: flirts.Register,
-		} {
+		for _, svc := range services.All() {
+			if !svc.Stateful { // the domain services
+				continue
+			}
 			st, err := store.OpenPebble(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := node(t, name)
-			must(t, register(n, st))
+			n := node(t, svc.Name)
+			must(t, svc.Register(n, st))
 			t.Cleanup(func() { n.Close(); st.Close() })
 			domain = append(domain, n)
 		}

@@ -83,51 +83,113 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 // deadline in ctx, the route's declared Timeout applies, else
 // Config.Timeout.
 func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Response, error) {
+	var p Pending
+	n.start(ctx, service, req, &p)
+	return p.finish(req)
+}
+
+// Go sends a call as Call does and returns at once; Wait returns its
+// reply. A handler that needs several independent answers starts each
+// with Go, then waits for each: they run at once, with no goroutine each.
+// body and route must stay as they are until Wait returns.
+func (n *Node) Go(ctx context.Context, service, route string, body []byte) *Pending {
+	p := pendingPool.Get().(*Pending)
+	p.req = wire.Request{Route: readOnlyBytes(route), Body: body}
+	n.start(ctx, service, &p.req, p)
+	return p
+}
+
+// Pending is a call on its way (see Go).
+type Pending struct {
+	node     *Node
+	ctx      context.Context
+	service  string
+	req      wire.Request // Go's request; Do's is the caller's
+	in       *instance    // where it went; nil if it did not
+	deadline time.Time
+	sent     time.Time
+	ghost    *ghostCall
+	cl       *call
+	err      error
+}
+
+var pendingPool = sync.Pool{New: func() any { return new(Pending) }}
+
+// Wait waits for the reply of a call Go started, until the call's
+// deadline. Call it once: the Pending is not to be used after.
+func (p *Pending) Wait() (*Response, error) {
+	resp, err := p.finish(&p.req)
+	*p = Pending{}
+	pendingPool.Put(p)
+	return resp, err
+}
+
+// start sends req to one instance of service and records what finish
+// needs in p (an error, if it did not go out).
+func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *Pending) {
+	p.node, p.ctx, p.service = n, ctx, service
 	if n.closed.Load() {
-		return nil, ErrClosed
+		p.err = ErrClosed
+		return
 	}
 	if err := ctx.Err(); err != nil {
 		if err == context.DeadlineExceeded {
 			err = ErrDeadline
 		}
-		return nil, err
+		p.err = err
+		return
 	}
 	if hc := handlerContextOf(ctx); hc != nil {
 		hc.inherit(req) // calls made for a request carry its labels, and its ghost mark
 	}
 	in, err := n.pick(service, nil, req.Labels)
 	if err != nil {
-		return nil, err
+		p.err = err
+		return
 	}
+	p.in = in
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(in.timeout(req.Route, n.cfg.Timeout))
 	}
+	p.deadline = deadline
 	req.Service = readOnlyBytes(service)
 	req.Deadline = deadline.UnixNano()
 	req.From = n.from
-	g := n.ghost(service, in, req, deadline) // nil unless a copy goes to a ghost version
+	p.ghost = n.ghost(service, in, req, deadline) // nil unless a copy goes to a ghost version
+	p.sent = time.Now()
+	p.cl, p.err = n.dispatch(in.conn, req)
+}
 
-	start := time.Now()
-	resp, err := n.roundTrip(ctx, in.conn, req, deadline)
-	// Retry once elsewhere when the request surely did not run (the
-	// instance is draining), or may have run but is safe to repeat.
+// finish waits for the answer to what start sent, retries once elsewhere
+// when the request surely did not run (the instance is draining) or may
+// have run but is safe to repeat, and counts the call.
+func (p *Pending) finish(req *wire.Request) (*Response, error) {
+	n, in := p.node, p.in
+	if in == nil {
+		return nil, p.err // it did not go out: nothing to count
+	}
+	resp, err := (*Response)(nil), p.err
+	if p.cl != nil {
+		resp, err = n.await(p.ctx, p.cl, p.deadline)
+	}
+	in.conn.inflight.Add(-1)
 	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
-		if in2, perr := n.pick(service, in.conn, req.Labels); perr == nil {
+		if in2, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
 			n.stats.retries.Add(1)
 			in = in2
-			resp, err = n.roundTrip(ctx, in.conn, req, deadline)
+			resp, err = n.roundTrip(p.ctx, in.conn, req, p.deadline)
 		}
 	}
-	took := time.Since(start)
+	took := time.Since(p.sent)
 	status := 0
 	if err == nil {
 		status = resp.Status
 		resp.Version = in.version
 	}
 	in.stats.record(took, status)
-	if g != nil {
-		g.live(resp, err, took)
+	if p.ghost != nil {
+		p.ghost.live(resp, err, took)
 	}
 	return resp, err
 }

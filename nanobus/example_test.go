@@ -168,3 +168,43 @@ func ExampleStatusOf() {
 	// 502 connection to the service lost false
 	// 500 internal error false
 }
+
+// A handler that needs several answers starts each call with Go and then
+// waits for each: the calls run at once, with no goroutine each.
+func ExampleNode_Go() {
+	counts, _ := nanobus.NewNode(nanobus.Config{Service: "counts"})
+	defer counts.Close()
+	_ = counts.Handle("counts.get", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		return nanobus.Reply{Body: fmt.Appendf(nil, "%d", len(req.Body))}, nil
+	}, nanobus.Idempotent())
+
+	caller, _ := nanobus.NewNode(nanobus.Config{})
+	defer caller.Close()
+	caller.AddPeer(counts.Peer())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = caller.WaitReady(ctx, "counts")
+
+	words := []string{"visits", "flirts", "no-such-service"}
+	pending := make([]*nanobus.Pending, len(words))
+	for i, w := range words {
+		service := "counts"
+		if w == "no-such-service" {
+			service = w
+		}
+		pending[i] = caller.Go(ctx, service, "counts.get", []byte(w))
+	}
+	for i, p := range pending {
+		resp, err := p.Wait()
+		if err != nil {
+			fmt.Println(words[i], "->", err)
+			continue
+		}
+		fmt.Println(words[i], "->", string(resp.Body))
+		resp.Release()
+	}
+	// Output:
+	// visits -> 6
+	// flirts -> 6
+	// no-such-service -> nanobus: no live instance of the service
+}

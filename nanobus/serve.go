@@ -274,7 +274,17 @@ func JSON(status int, v any) (Reply, error) {
 	if err != nil {
 		return Reply{}, fmt.Errorf("encode reply: %w", err)
 	}
-	r := Reply{Status: status, Body: b}
-	r.Header.Add("Content-Type", "application/json")
-	return r, nil
+	return RawJSON(status, b), nil
 }
+
+// RawJSON is a reply whose body is JSON already (a stored document, a page
+// assembled by hand). Its Content-Type header is shared by every such
+// reply, built once: add no header to it.
+func RawJSON(status int, body []byte) Reply {
+	return Reply{Status: status, Header: jsonHeader, Body: body}
+}
+
+var jsonHeader = func() (h wire.Headers) {
+	h.Add("Content-Type", "application/json")
+	return h
+}()

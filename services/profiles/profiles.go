@@ -73,9 +73,7 @@ func Register(n *nanobus.Node, s store.Store) error {
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		rep := nanobus.Reply{Body: raw}
-		rep.Header.Add("Content-Type", "application/json")
-		return rep, nil
+		return nanobus.RawJSON(200, raw), nil
 	}, nanobus.Idempotent())
 	// A put stores the whole profile: running it twice is running it once.
 	put := n.Handle(RoutePut, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {

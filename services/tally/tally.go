@@ -80,9 +80,7 @@ func (t *Tally) HandleCount(n *nanobus.Node, route string) error {
 		case err != nil:
 			return nanobus.Reply{}, err
 		}
-		rep := nanobus.Reply{Body: raw}
-		rep.Header.Add("Content-Type", "application/json")
-		return rep, nil
+		return nanobus.RawJSON(200, raw), nil
 	}, nanobus.Idempotent())
 }
 

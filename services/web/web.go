@@ -4,13 +4,12 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
@@ -61,40 +60,46 @@ func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Re
 		return nanobus.Reply{}, err
 	}
 	// Three independent calls at once: the page takes as long as the
-	// slowest, not their sum. The counts go in goroutines; the profile,
-	// which the page cannot do without, on this one.
+	// slowest, not their sum. The counts, which the page can do without,
+	// get a share of the deadline.
+	idb := []byte(id)
 	optional := nanobus.WithDeadline(ctx, shareOf(ctx, optionalShare))
-	var visitCount, flirtCount tally.Count
-	var visitsErr, flirtsErr error
-	var wg sync.WaitGroup
-	wg.Go(func() { visitCount, visitsErr = a.count(optional, visits.Service, visits.RouteCount, id) })
-	wg.Go(func() { flirtCount, flirtsErr = a.count(optional, flirts.Service, flirts.RouteCount, id) })
-	_, profile, profileErr := a.callRaw(ctx, profiles.Service, profiles.RouteGet, []byte(id))
-	wg.Wait()
+	visitsCall := a.n.Go(optional, visits.Service, visits.RouteCount, idb)
+	flirtsCall := a.n.Go(optional, flirts.Service, flirts.RouteCount, idb)
+	// The page is assembled by hand around the profile's JSON as the
+	// profile service sent it: encoding a Page would parse it all again.
+	var b []byte
+	profileErr := a.call(ctx, profiles.Service, profiles.RouteGet, idb, func(_ int, profile []byte) error {
+		b = append(append(make([]byte, 0, len(profile)+80), `{"profile":`...), profile...)
+		return nil
+	})
+	visitCount, visitsErr := count(visits.Service, visitsCall)
+	flirtCount, flirtsErr := count(flirts.Service, flirtsCall)
 	if profileErr != nil {
 		return nanobus.Reply{}, profileErr // 404 for an unknown profile, or the bus error
 	}
-	// The page is assembled by hand around the profile's JSON as the
-	// profile service sent it: encoding a Page would parse it all again.
-	b := make([]byte, 0, len(profile)+80)
-	b = append(append(b, `{"profile":`...), profile...)
-	var missing []string
-	if visitsErr == nil {
-		b = strconv.AppendInt(append(b, `,"visits":`...), int64(visitCount.Count), 10)
-	} else {
-		missing = append(missing, `"visits"`)
+	// The counts that came, then the names of those that did not.
+	parts := [...]struct {
+		name  string
+		count tally.Count
+		err   error
+	}{{"visits", visitCount, visitsErr}, {"flirts", flirtCount, flirtsErr}}
+	for _, p := range parts {
+		if p.err == nil {
+			b = strconv.AppendInt(append(append(append(b, `,"`...), p.name...), `":`...), int64(p.count.Count), 10)
+		}
 	}
-	if flirtsErr == nil {
-		b = strconv.AppendInt(append(b, `,"flirts":`...), int64(flirtCount.Count), 10)
-	} else {
-		missing = append(missing, `"flirts"`)
+	sep := `,"missing":[`
+	for _, p := range parts {
+		if p.err != nil {
+			b = append(append(append(append(b, sep...), '"'), p.name...), '"')
+			sep = ","
+		}
 	}
-	if len(missing) > 0 {
-		b = append(append(append(b, `,"missing":[`...), strings.Join(missing, ",")...), ']')
+	if sep == "," {
+		b = append(b, ']')
 	}
-	rep := nanobus.Reply{Body: append(b, '}')}
-	rep.Header.Add("Content-Type", "application/json")
-	return rep, nil
+	return nanobus.RawJSON(200, append(b, '}')), nil
 }
 
 func (a *aggregator) putProfile(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
@@ -163,51 +168,53 @@ func (a *aggregator) bothExist(ctx context.Context, id, other string) error {
 	if !store.ValidID(other) {
 		return nanobus.Errorf(400, "bad profile id %q", other)
 	}
-	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	for i, p := range []string{id, other} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, errs[i] = a.callRaw(ctx, profiles.Service, profiles.RouteGet, []byte(p))
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	// Both at once; Wait for each in turn.
+	first := a.n.Go(ctx, profiles.Service, profiles.RouteGet, []byte(id))
+	second := a.n.Go(ctx, profiles.Service, profiles.RouteGet, []byte(other))
+	return errors.Join(use(profiles.Service, first, nil), use(profiles.Service, second, nil))
 }
 
-// count asks service for profile id's count.
-func (a *aggregator) count(ctx context.Context, service, route, id string) (tally.Count, error) {
-	_, raw, err := a.callRaw(ctx, service, route, []byte(id))
-	if err != nil {
-		return tally.Count{}, err
-	}
-	return tally.ParseCount(raw)
+// count waits for a count call's reply.
+func count(service string, p *nanobus.Pending) (tally.Count, error) {
+	var c tally.Count
+	err := use(service, p, func(_ int, body []byte) (err error) {
+		c, err = tally.ParseCount(body)
+		return err
+	})
+	return c, err
 }
 
-// callRaw is call with the 2xx reply's status and body as they came (the
-// body copied out of the frame, which is released on return).
-func (a *aggregator) callRaw(ctx context.Context, service, route string, body []byte) (int, []byte, error) {
-	resp, err := a.n.Call(ctx, service, route, body)
+// call makes one call and hands a 2xx reply's status and body to fn (nil:
+// the reply is not needed) before the reply's frame is released; any other
+// status comes back as a *nanobus.StatusError, a bus error wrapped, to be
+// answered as nanobus.StatusOf says.
+func (a *aggregator) call(ctx context.Context, service, route string, body []byte, fn func(int, []byte) error) error {
+	return use(service, a.n.Go(ctx, service, route, body), fn)
+}
+
+// use waits for p's reply and hands it to fn as call says.
+func use(service string, p *nanobus.Pending, fn func(int, []byte) error) error {
+	resp, err := p.Wait()
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s: %w", service, err) // answered as nanobus.StatusOf says
+		return fmt.Errorf("%s: %w", service, err)
 	}
 	defer resp.Release()
 	if resp.Status/100 != 2 {
-		return 0, nil, &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
+		return &nanobus.StatusError{Status: resp.Status, Message: string(resp.Body)}
 	}
-	return resp.Status, append([]byte(nil), resp.Body...), nil
+	if fn == nil {
+		return nil
+	}
+	return fn(resp.Status, resp.Body)
 }
 
 // forward makes one call and answers with its reply as it is.
-func (a *aggregator) forward(ctx context.Context, service, route string, body []byte) (nanobus.Reply, error) {
-	status, raw, err := a.callRaw(ctx, service, route, body)
-	if err != nil {
-		return nanobus.Reply{}, err
-	}
-	rep := nanobus.Reply{Status: status, Body: raw}
-	rep.Header.Add("Content-Type", "application/json")
-	return rep, nil
+func (a *aggregator) forward(ctx context.Context, service, route string, body []byte) (rep nanobus.Reply, err error) {
+	err = a.call(ctx, service, route, body, func(status int, b []byte) error {
+		rep = nanobus.RawJSON(status, bytes.Clone(b))
+		return nil
+	})
+	return rep, err
 }
 
 func pathID(req *nanobus.Request) (string, error) {

@@ -33,7 +33,7 @@ type stack struct {
 	web   *nanobus.Node
 }
 
-func node(t *testing.T, service string) *nanobus.Node {
+func node(t testing.TB, service string) *nanobus.Node {
 	return nanobustest.NewNode(t, nanobus.Config{Service: service})
 }
 
@@ -42,7 +42,7 @@ var link = nanobustest.Connect
 // newStack runs the real domain services (real stores), the aggregator and
 // a terminator in front, over real loopback sockets. domain, when given,
 // replaces the real domain services.
-func newStack(t *testing.T, timeout time.Duration, domain ...*nanobus.Node) *stack {
+func newStack(t testing.TB, timeout time.Duration, domain ...*nanobus.Node) *stack {
 	t.Helper()
 	s := &stack{nodes: map[string]*nanobus.Node{}}
 	if len(domain) == 0 {
@@ -97,7 +97,7 @@ func (s *stack) waitDown(t *testing.T, service string) {
 	t.Fatalf("web still sees %s up", service)
 }
 
-func (s *stack) do(t *testing.T, method, path, body string) (int, string) {
+func (s *stack) do(t testing.TB, method, path, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, s.base+path, strings.NewReader(body))
 	resp, err := http.DefaultClient.Do(req)
@@ -113,7 +113,7 @@ func (s *stack) do(t *testing.T, method, path, body string) (int, string) {
 // but not the body, and reads the answer. A server refusing a body from its
 // Content-Length closes the connection; had the client been sending the
 // body, it could see a reset instead of the answer.
-func (s *stack) doHeadOnly(t *testing.T, method, path, body string) (int, string) {
+func (s *stack) doHeadOnly(t testing.TB, method, path, body string) (int, string) {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
 	if err != nil {

@@ -6,7 +6,7 @@ PKGS ?= ./...
 
 ## build: the one binary, static, into bin/
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/terminator ./cmd/terminator
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o bin/terminator ./cmd/terminator
 
 ## run: everything in one process (embedded etcd, terminator on :8080, services), data under ./data
 run: build

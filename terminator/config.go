@@ -80,13 +80,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "keep-alive idle time")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "concurrent client connections")
 	fs.IntVar(&c.MaxWaiting, "max-waiting", c.MaxWaiting, "requests waiting for replies, at most: the adaptive limit's ceiling, or with -adaptive-limit=false the limit")
-	fs.Var((*notBool)(&c.FixedLimit), "adaptive-limit", "limit the requests waiting for replies adaptively, by measured latency; over the limit, 503 at once")
+	fs.Var((*notBool)(&c.FixedLimit), "adaptive-limit", "limit the requests waiting for replies adaptively, by measured latency; over the limit, 503 at once (default true)")
 	fs.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After sent with overload 503s")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time in-flight requests get on shutdown")
 	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
 	fs.DurationVar(&c.StatsdInterval, "statsd-interval", c.StatsdInterval, "statsd flush period")
 	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd, 0 to 1")
-	fs.Var((*notBool)(&c.HideServerTiming), "server-timing", "send Server-Timing (service and version that answered; handler, bus and front times) with every reply")
+	fs.Var((*notBool)(&c.HideServerTiming), "server-timing", "send Server-Timing (service and version that answered; handler, bus and front times) with every reply (default true)")
 	c.TrustedProxies, _ = ParsePrefixes("127.0.0.1/32,::1/128")
 	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (default 127.0.0.1/32,::1/128)",
 		func(s string) error {

@@ -7,43 +7,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
-	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services/flirts"
-	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/servicetest"
 )
 
-// service runs the flirt service over a Pebble store in dir, with a caller
-// connected to it. stop closes both before the test ends (to open the
-// store again).
-type service struct {
-	caller, node *nanobus.Node
-	stop         func()
-}
-
-func start(t *testing.T, dir string) service {
-	t.Helper()
-	st, err := store.OpenPebble(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caller, node := nanobustest.Pair(t, flirts.Service, func(n *nanobus.Node) error { return flirts.Register(n, st) })
-	stop := func() { node.Close(); st.Close() }
-	t.Cleanup(stop)
-	return service{caller, node, stop}
-}
-
-func (s service) call(t *testing.T, route, body string) (int, string) {
-	t.Helper()
-	resp, err := s.caller.Call(nanobustest.Context(t, 10*time.Second), flirts.Service, route, []byte(body))
-	if err != nil {
-		t.Errorf("%s %s: %v", route, body, err)
-		return 0, ""
-	}
-	defer resp.Release()
-	return resp.Status, string(resp.Body)
+func start(t *testing.T, dir string) *servicetest.Service {
+	return servicetest.Start(t, flirts.Service, flirts.Register, dir)
 }
 
 func flirt(from, to, message string) string {
@@ -51,9 +22,9 @@ func flirt(from, to, message string) string {
 	return string(b)
 }
 
-func (s service) count(t *testing.T, profile string) int {
+func count(t *testing.T, s *servicetest.Service, profile string) int {
 	t.Helper()
-	status, body := s.call(t, flirts.RouteCount, profile)
+	status, body := s.Call(t, flirts.RouteCount, profile)
 	var c flirts.Count
 	if err := json.Unmarshal([]byte(body), &c); status != 200 || err != nil {
 		t.Fatalf("count %s: %d %s", profile, status, body)
@@ -61,10 +32,10 @@ func (s service) count(t *testing.T, profile string) int {
 	return c.Count
 }
 
-func (s service) received(t *testing.T, profile string) []flirts.Flirt {
+func received(t *testing.T, s *servicetest.Service, profile string) []flirts.Flirt {
 	t.Helper()
 	b, _ := json.Marshal(flirts.ListRequest{Profile: profile})
-	status, body := s.call(t, flirts.RouteList, string(b))
+	status, body := s.Call(t, flirts.RouteList, string(b))
 	var r flirts.Received
 	if err := json.Unmarshal([]byte(body), &r); status != 200 || err != nil {
 		t.Fatalf("list %s: %d %s", profile, status, body)
@@ -79,7 +50,7 @@ func TestRoutesDeclared(t *testing.T) {
 		{Name: flirts.RouteList, Idempotent: true},
 		{Name: flirts.RouteSend}, // a retry would answer 409 to a flirt that went through
 	}
-	if got := s.node.Routes(); !slices.Equal(got, want) {
+	if got := s.Node.Routes(); !slices.Equal(got, want) {
 		t.Fatalf("routes %+v, want %+v", got, want)
 	}
 }
@@ -108,12 +79,12 @@ func TestSendCountList(t *testing.T) {
 		{"count of the other", flirts.RouteCount, "ben", 200, `{"count":1}`},
 	}
 	for _, st := range steps {
-		status, body := s.call(t, st.route, st.body)
+		status, body := s.Call(t, st.route, st.body)
 		if status != st.status || !strings.Contains(body, st.bodyHas) {
 			t.Errorf("%s: got %d %.100s, want %d with %q", st.name, status, body, st.status, st.bodyHas)
 		}
 	}
-	got := s.received(t, "ann")
+	got := received(t, s, "ann")
 	var from []string
 	for _, f := range got {
 		from = append(from, f.From)
@@ -138,31 +109,31 @@ func TestConcurrentSends(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			st, _ := s.call(t, flirts.RouteSend, flirt("x", "y", fmt.Sprint("try ", i)))
+			st, _ := s.Call(t, flirts.RouteSend, flirt("x", "y", fmt.Sprint("try ", i)))
 			statuses <- st
 		})
 		wg.Go(func() {
-			if st, body := s.call(t, flirts.RouteSend, flirt(fmt.Sprint("s", i), "z", "")); st != 201 {
+			if st, body := s.Call(t, flirts.RouteSend, flirt(fmt.Sprint("s", i), "z", "")); st != 201 {
 				t.Errorf("sender %d: %d %s", i, st, body)
 			}
 		})
 	}
 	wg.Wait()
 	close(statuses)
-	count := map[int]int{}
+	seen := map[int]int{}
 	for st := range statuses {
-		count[st]++
+		seen[st]++
 	}
-	if count[201] != 1 || count[409] != n-1 {
-		t.Errorf("one pair sent %d times at once: statuses %v, want one 201 and %d 409", n, count, n-1)
+	if seen[201] != 1 || seen[409] != n-1 {
+		t.Errorf("one pair sent %d times at once: statuses %v, want one 201 and %d 409", n, seen, n-1)
 	}
-	if c := s.count(t, "y"); c != 1 {
+	if c := count(t, s, "y"); c != 1 {
 		t.Errorf("count of y %d, want 1", c)
 	}
-	if c := s.count(t, "z"); c != n {
+	if c := count(t, s, "z"); c != n {
 		t.Errorf("count of z %d, want %d", c, n)
 	}
-	if l := s.received(t, "z"); len(l) != n {
+	if l := received(t, s, "z"); len(l) != n {
 		t.Errorf("z received %d flirts, want %d", len(l), n)
 	}
 }
@@ -170,19 +141,19 @@ func TestConcurrentSends(t *testing.T) {
 func TestDataSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := start(t, dir)
-	if status, body := s.call(t, flirts.RouteSend, flirt("a", "b", "hello")); status != 201 {
+	if status, body := s.Call(t, flirts.RouteSend, flirt("a", "b", "hello")); status != 201 {
 		t.Fatalf("send: %d %s", status, body)
 	}
-	s.stop()
+	s.Stop()
 
 	s = start(t, dir)
-	if c := s.count(t, "b"); c != 1 {
+	if c := count(t, s, "b"); c != 1 {
 		t.Errorf("count after reopen %d, want 1", c)
 	}
-	if l := s.received(t, "b"); len(l) != 1 || l[0].From != "a" || l[0].Message != "hello" {
+	if l := received(t, s, "b"); len(l) != 1 || l[0].From != "a" || l[0].Message != "hello" {
 		t.Errorf("received after reopen %+v", l)
 	}
-	if status, _ := s.call(t, flirts.RouteSend, flirt("a", "b", "again")); status != 409 {
+	if status, _ := s.Call(t, flirts.RouteSend, flirt("a", "b", "again")); status != 409 {
 		t.Errorf("the same pair after reopen: %d, want 409", status)
 	}
 }

@@ -10,39 +10,12 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
-	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services/profiles"
-	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/servicetest"
 )
 
-// service runs the profile service over a Pebble store in dir, with a
-// caller connected to it. stop closes both before the test ends (to open
-// the store again).
-type service struct {
-	caller, node *nanobus.Node
-	stop         func()
-}
-
-func start(t *testing.T, dir string) service {
-	t.Helper()
-	st, err := store.OpenPebble(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caller, node := nanobustest.Pair(t, profiles.Service, func(n *nanobus.Node) error { return profiles.Register(n, st) })
-	stop := func() { node.Close(); st.Close() }
-	t.Cleanup(stop)
-	return service{caller, node, stop}
-}
-
-func (s service) call(t *testing.T, route, body string) (int, string) {
-	t.Helper()
-	resp, err := s.caller.Call(nanobustest.Context(t, 10*time.Second), profiles.Service, route, []byte(body))
-	if err != nil {
-		t.Fatalf("%s %s: %v", route, body, err)
-	}
-	defer resp.Release()
-	return resp.Status, string(resp.Body)
+func start(t *testing.T, dir string) *servicetest.Service {
+	return servicetest.Start(t, profiles.Service, profiles.Register, dir)
 }
 
 func profileJSON(t *testing.T, p profiles.Profile) string {
@@ -60,7 +33,7 @@ func TestRoutesDeclared(t *testing.T) {
 		{Name: profiles.RouteGet, Idempotent: true},
 		{Name: profiles.RoutePut, Idempotent: true}, // a put stores the whole profile
 	}
-	if got := s.node.Routes(); !slices.Equal(got, want) {
+	if got := s.Node.Routes(); !slices.Equal(got, want) {
 		t.Fatalf("routes %+v, want %+v", got, want)
 	}
 }
@@ -106,7 +79,7 @@ func TestGetAndPut(t *testing.T) {
 		{"get after refused puts", profiles.RouteGet, "ann", 200, `"photo_url":""`},
 	}
 	for _, st := range steps {
-		status, body := s.call(t, st.route, st.body)
+		status, body := s.Call(t, st.route, st.body)
 		if status != st.status || !strings.Contains(body, st.bodyHas) {
 			t.Errorf("%s: got %d %.200s, want %d with %q", st.name, status, body, st.status, st.bodyHas)
 		}
@@ -119,10 +92,10 @@ func TestGetAnswersTheStoredProfile(t *testing.T) {
 	s := start(t, t.TempDir())
 	before := time.Now().UTC().Add(-time.Second)
 	put := profiles.Profile{ID: "b-1", Name: "Ben", Age: 44, Bio: "jazz", Updated: time.Unix(1, 0)}
-	if status, body := s.call(t, profiles.RoutePut, profileJSON(t, put)); status != 201 {
+	if status, body := s.Call(t, profiles.RoutePut, profileJSON(t, put)); status != 201 {
 		t.Fatalf("put: %d %s", status, body)
 	}
-	resp, err := s.caller.Call(context.Background(), profiles.Service, profiles.RouteGet, []byte("b-1"))
+	resp, err := s.Caller.Call(context.Background(), profiles.Service, profiles.RouteGet, []byte("b-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +125,7 @@ func TestConcurrentPutsCreateOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			resp, err := s.caller.Call(context.Background(), profiles.Service, profiles.RoutePut, []byte(body))
+			resp, err := s.Caller.Call(context.Background(), profiles.Service, profiles.RoutePut, []byte(body))
 			if err != nil {
 				t.Error(err)
 				return
@@ -176,17 +149,17 @@ func TestDataSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := start(t, dir)
 	body := profileJSON(t, profiles.Profile{ID: "d", Name: "Dario", Age: 51, City: "Turin"})
-	if status, reply := s.call(t, profiles.RoutePut, body); status != 201 {
+	if status, reply := s.Call(t, profiles.RoutePut, body); status != 201 {
 		t.Fatalf("put: %d %s", status, reply)
 	}
-	_, stored := s.call(t, profiles.RouteGet, "d")
-	s.stop()
+	_, stored := s.Call(t, profiles.RouteGet, "d")
+	s.Stop()
 
 	s = start(t, dir)
-	if status, got := s.call(t, profiles.RouteGet, "d"); status != 200 || got != stored {
+	if status, got := s.Call(t, profiles.RouteGet, "d"); status != 200 || got != stored {
 		t.Fatalf("after reopen: %d %s, want 200 %s", status, got, stored)
 	}
-	if status, _ := s.call(t, profiles.RoutePut, body); status != 200 {
+	if status, _ := s.Call(t, profiles.RoutePut, body); status != 200 {
 		t.Fatalf("put after reopen: %d, want 200 (it exists)", status)
 	}
 }

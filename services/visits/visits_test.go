@@ -7,43 +7,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
-	"github.com/terminator-gw/terminator/nanobus/nanobustest"
-	"github.com/terminator-gw/terminator/services/store"
+	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/visits"
 )
 
-// service runs the visit service over a Pebble store in dir, with a caller
-// connected to it. stop closes both before the test ends (to open the
-// store again).
-type service struct {
-	caller, node *nanobus.Node
-	stop         func()
-}
-
-func start(t *testing.T, dir string) service {
-	t.Helper()
-	st, err := store.OpenPebble(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caller, node := nanobustest.Pair(t, visits.Service, func(n *nanobus.Node) error { return visits.Register(n, st) })
-	stop := func() { node.Close(); st.Close() }
-	t.Cleanup(stop)
-	return service{caller, node, stop}
-}
-
-func (s service) call(t *testing.T, route, body string) (int, string) {
-	t.Helper()
-	resp, err := s.caller.Call(nanobustest.Context(t, 10*time.Second), visits.Service, route, []byte(body))
-	if err != nil {
-		t.Errorf("%s %s: %v", route, body, err)
-		return 0, ""
-	}
-	defer resp.Release()
-	return resp.Status, string(resp.Body)
+func start(t *testing.T, dir string) *servicetest.Service {
+	return servicetest.Start(t, visits.Service, visits.Register, dir)
 }
 
 func visit(profile, visitor string) string {
@@ -51,9 +22,9 @@ func visit(profile, visitor string) string {
 	return string(b)
 }
 
-func (s service) count(t *testing.T, profile string) int {
+func count(t *testing.T, s *servicetest.Service, profile string) int {
 	t.Helper()
-	status, body := s.call(t, visits.RouteCount, profile)
+	status, body := s.Call(t, visits.RouteCount, profile)
 	var c visits.Count
 	if err := json.Unmarshal([]byte(body), &c); status != 200 || err != nil {
 		t.Fatalf("count %s: %d %s", profile, status, body)
@@ -62,10 +33,10 @@ func (s service) count(t *testing.T, profile string) int {
 }
 
 // visitors lists profile's visitors, newest first.
-func (s service) visitors(t *testing.T, profile string, limit int) []string {
+func visitors(t *testing.T, s *servicetest.Service, profile string, limit int) []string {
 	t.Helper()
 	b, _ := json.Marshal(visits.ListRequest{Profile: profile, Limit: limit})
-	status, body := s.call(t, visits.RouteList, string(b))
+	status, body := s.Call(t, visits.RouteList, string(b))
 	var l visits.Visitors
 	if err := json.Unmarshal([]byte(body), &l); status != 200 || err != nil {
 		t.Fatalf("list %s: %d %s", profile, status, body)
@@ -87,7 +58,7 @@ func TestRoutesDeclared(t *testing.T) {
 		{Name: visits.RouteList, Idempotent: true},
 		{Name: visits.RouteRecord}, // a retry would count the visit twice
 	}
-	if got := s.node.Routes(); !slices.Equal(got, want) {
+	if got := s.Node.Routes(); !slices.Equal(got, want) {
 		t.Fatalf("routes %+v, want %+v", got, want)
 	}
 }
@@ -116,18 +87,18 @@ func TestRecordCountList(t *testing.T) {
 		{"count after refusals", visits.RouteCount, "1", 200, `{"count":3}`},
 	}
 	for _, st := range steps {
-		status, body := s.call(t, st.route, st.body)
+		status, body := s.Call(t, st.route, st.body)
 		if status != st.status || !strings.Contains(body, st.bodyHas) {
 			t.Errorf("%s: got %d %s, want %d with %q", st.name, status, body, st.status, st.bodyHas)
 		}
 	}
-	if got, want := s.visitors(t, "1", 0), []string{"2", "3", "2"}; !slices.Equal(got, want) {
+	if got, want := visitors(t, s, "1", 0), []string{"2", "3", "2"}; !slices.Equal(got, want) {
 		t.Errorf("visitors of 1, newest first: %v, want %v", got, want)
 	}
-	if got, want := s.visitors(t, "1", 1), []string{"2"}; !slices.Equal(got, want) {
+	if got, want := visitors(t, s, "1", 1), []string{"2"}; !slices.Equal(got, want) {
 		t.Errorf("latest visitor of 1: %v, want %v", got, want)
 	}
-	if got := s.visitors(t, "3", 0); len(got) != 0 {
+	if got := visitors(t, s, "3", 0); len(got) != 0 {
 		t.Errorf("visitors of 3: %v, want none", got)
 	}
 }
@@ -139,16 +110,16 @@ func TestConcurrentVisitsAllCount(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if status, body := s.call(t, visits.RouteRecord, visit("p", fmt.Sprint("v", i))); status != 200 {
+			if status, body := s.Call(t, visits.RouteRecord, visit("p", fmt.Sprint("v", i))); status != 200 {
 				t.Errorf("visit %d: %d %s", i, status, body)
 			}
 		})
 	}
 	wg.Wait()
-	if c := s.count(t, "p"); c != n {
+	if c := count(t, s, "p"); c != n {
 		t.Errorf("count %d, want %d", c, n)
 	}
-	got := s.visitors(t, "p", 0)
+	got := visitors(t, s, "p", 0)
 	slices.Sort(got)
 	if got = slices.Compact(got); len(got) != n {
 		t.Errorf("%d distinct visitors listed, want %d", len(got), n)
@@ -159,20 +130,20 @@ func TestDataSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := start(t, dir)
 	for _, v := range []string{"a", "b"} {
-		if status, body := s.call(t, visits.RouteRecord, visit("p", v)); status != 200 {
+		if status, body := s.Call(t, visits.RouteRecord, visit("p", v)); status != 200 {
 			t.Fatalf("visit: %d %s", status, body)
 		}
 	}
-	s.stop()
+	s.Stop()
 
 	s = start(t, dir)
-	if c := s.count(t, "p"); c != 2 {
+	if c := count(t, s, "p"); c != 2 {
 		t.Errorf("count after reopen %d, want 2", c)
 	}
-	if got, want := s.visitors(t, "p", 0), []string{"b", "a"}; !slices.Equal(got, want) {
+	if got, want := visitors(t, s, "p", 0), []string{"b", "a"}; !slices.Equal(got, want) {
 		t.Errorf("visitors after reopen %v, want %v", got, want)
 	}
-	if status, body := s.call(t, visits.RouteRecord, visit("p", "c")); status != 200 || body != `{"count":3}` {
+	if status, body := s.Call(t, visits.RouteRecord, visit("p", "c")); status != 200 || body != `{"count":3}` {
 		t.Errorf("visit after reopen: %d %s, want the count to go on: 3", status, body)
 	}
 }

@@ -57,15 +57,27 @@ token() {
 compose() { "${compose_cmd[@]}" -p "$project" -f "$here/compose.yaml" "$@"; }
 
 build_images() {
+  export TERMINATOR_IMAGE=${TERMINATOR_IMAGE:-terminator-gw/terminator:dev}
   # With a registry at hand, PUBLIC_IMAGES=1 leaves etcd, nginx and
   # PostgreSQL to compose's defaults (the public images, pulled).
-  if [ "${PUBLIC_IMAGES:-}" != 1 ]; then
-    local base
-    base=$("$images/base.sh")
-    export ETCD_IMAGE=${ETCD_IMAGE:-$base} NGINX_IMAGE=${NGINX_IMAGE:-$base} POSTGRES_IMAGE=${POSTGRES_IMAGE:-$base}
+  if [ "${PUBLIC_IMAGES:-}" = 1 ]; then
+    "$images/terminator.sh" >/dev/null
+    return
   fi
-  export TERMINATOR_IMAGE=${TERMINATOR_IMAGE:-terminator-gw/terminator:dev}
-  "$images/terminator.sh" >/dev/null
+  # The two builds share nothing: run them side by side.
+  local tag
+  tag=$(mktemp)
+  "$images/base.sh" >"$tag" &
+  local base_pid=$!
+  if ! "$images/terminator.sh" >/dev/null; then
+    wait $base_pid || true
+    die "building the terminator image failed (see above)"
+  fi
+  wait $base_pid || die "building the base image failed (see above)"
+  local base
+  base=$(cat "$tag")
+  rm -f "$tag"
+  export ETCD_IMAGE=${ETCD_IMAGE:-$base} NGINX_IMAGE=${NGINX_IMAGE:-$base} POSTGRES_IMAGE=${POSTGRES_IMAGE:-$base}
 }
 
 registrations() {

@@ -189,7 +189,16 @@ func etcdAllStopped(t *testing.T, f *fleet) {
 	parallel(etcds, 3, func(e string) { f.docker(t, "stop", "-t", "10", f.ids[e]) })
 	down := time.Now()
 	t.Log("all of etcd stopped")
-	hold(2*ttl + time.Second)
+	hold(ttl + time.Second)
+	// What a readiness probe (Kubernetes, a load balancer) sees meanwhile:
+	// logged, not asserted.
+	for _, fr := range []string{"front1", "front2"} {
+		if addr, err := f.published(ctx, fr, 8081); err == nil {
+			st, body, err := get("http://" + addr + "/readyz")
+			t.Logf("fleet: %s /readyz with etcd down: %d %s %v", fr, st, body, err)
+		}
+	}
+	hold(ttl)
 	parallel(etcds, 3, func(e string) { f.docker(t, "start", f.ids[e]) })
 	t.Logf("etcd started again after %.1fs", time.Since(down).Seconds())
 	if err := f.etcdHealthy(ctx); err != nil {

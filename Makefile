@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus build run bench bench-quick
+.PHONY: test test-short vet fuzz bench-bus build run bench bench-quick images up down test-fleet check-units
 
 ## build: the one binary, static, into bin/
 build:
@@ -12,11 +12,13 @@ build:
 run: build
 	./bin/terminator all -data data -seed 300
 
-## test: the full suite, race detector on (what CI runs), then the allocation
-## guards (Test...Allocs), which only mean something without the race detector
+## test: the full suite, race detector on (what CI runs); then the allocation
+## guards (Test...Allocs), which only mean something without the race
+## detector; deploy/k8s is a module of its own
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -timeout 5m -run 'Allocs$$' $(PKGS)
+	cd deploy/k8s && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
@@ -42,3 +44,26 @@ bench: build
 ## bench-quick: the same cases, 2s each
 bench-quick: build
 	$(GO) run ./bench/cmd/harness -quick
+
+## images: the fleet's images, built locally: terminator FROM scratch, and one
+## debootstrap base for etcd, nginx and PostgreSQL (cached until its recipe changes)
+images:
+	deploy/compose/fleet.sh images
+
+## up: the compose fleet, 2 of every role behind nginx on http://127.0.0.1:8090 (FLEET_PORT)
+up:
+	deploy/compose/fleet.sh up
+
+## down: stop the fleet, remove its containers, networks and volumes (REMOVE_IMAGES=1: images too)
+down:
+	deploy/compose/fleet.sh down
+
+## test-fleet: the fleet suite (Docker; a few minutes): faults under load, see deploy/fleet/doc.go
+FLEET_TEST_PROJECT ?= terminator-fleet-test
+test-fleet:
+	TERMINATOR_FLEET=1 FLEET_TEST_PROJECT=$(FLEET_TEST_PROJECT) $(GO) test -count=1 -v -timeout 20m ./deploy/fleet/; \
+	status=$$?; FLEET_PROJECT=$(FLEET_TEST_PROJECT) deploy/compose/fleet.sh down >/dev/null 2>&1; exit $$status
+
+## check-units: systemd-analyze verify and security on deploy/systemd
+check-units: build
+	deploy/systemd/verify.sh bin/terminator

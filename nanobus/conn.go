@@ -76,7 +76,8 @@ func (n *Node) newConn(addr string) (*conn, error) {
 		opts[mangos.OptionTLSConfig] = clientTLS(n.cfg.TLS, addr)
 	}
 	var d mangos.Dialer
-	c.counted, err = n.withOptions(opts, map[string]any{optWritten: &c.written, optFrameTimeout: n.cfg.Limits.FrameTimeout},
+	c.counted, err = n.withOptions(opts, map[string]any{optWritten: &c.written, optFrameTimeout: n.cfg.Limits.FrameTimeout,
+		optPeerTimeout: n.cfg.Limits.PeerTimeout},
 		func(o map[string]any) (err error) {
 			d, err = sock.NewDialer(addr, o)
 			return err

@@ -81,6 +81,11 @@ type Limits struct {
 	// IdleTimeout: an accepted connection must send its first frame within
 	// it. Default 30s.
 	IdleTimeout time.Duration `json:"idle_timeout"`
+	// PeerTimeout: a connection whose peer stops answering (a cut
+	// network: no reset ever comes) is closed after about this long, and
+	// the calls on it fail (and are retried elsewhere when idempotent),
+	// rather than waiting for their deadlines. Default 1s.
+	PeerTimeout time.Duration `json:"peer_timeout"`
 	// MaxConns bounds the connections other nodes open to this one.
 	// Default 4096.
 	MaxConns int `json:"max_conns"`
@@ -97,6 +102,9 @@ func (l *Limits) SetDefaults() {
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = 30 * time.Second
 	}
+	if l.PeerTimeout <= 0 {
+		l.PeerTimeout = time.Second
+	}
 	if l.MaxConns <= 0 {
 		l.MaxConns = 4096
 	}
@@ -112,6 +120,7 @@ const (
 	optWritten      = "nanobus.written"
 	optFrameTimeout = "nanobus.frame-timeout"
 	optIdleTimeout  = "nanobus.idle-timeout"
+	optPeerTimeout  = "nanobus.peer-timeout"
 	optMaxConns     = "nanobus.max-conns"
 	optMaxBuffered  = "nanobus.max-buffered"
 	optOnRefuse     = "nanobus.on-refuse"
@@ -232,7 +241,7 @@ func NewNode(cfg Config) (*Node, error) {
 	lim := cfg.Limits
 	var l mangos.Listener
 	_, err = n.withOptions(opts, map[string]any{
-		optFrameTimeout: lim.FrameTimeout, optIdleTimeout: lim.IdleTimeout,
+		optFrameTimeout: lim.FrameTimeout, optIdleTimeout: lim.IdleTimeout, optPeerTimeout: lim.PeerTimeout,
 		optMaxConns: lim.MaxConns, optMaxBuffered: lim.MaxBuffered, optOnRefuse: n.refused, optDeliver: n.deliver,
 	}, func(o map[string]any) (err error) {
 		l, err = sock.NewListener(cfg.Listen, o)

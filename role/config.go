@@ -66,6 +66,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	fs.StringVar(&c.Bus.Key, "bus-key", c.Bus.Key, "bus TLS: its key")
 	fs.DurationVar(&c.Bus.Limits.FrameTimeout, "bus-frame-timeout", c.Bus.Limits.FrameTimeout, "a bus frame whose length has arrived must be complete within this")
 	fs.DurationVar(&c.Bus.Limits.IdleTimeout, "bus-idle-timeout", c.Bus.Limits.IdleTimeout, "a bus connection must send its first frame within this")
+	fs.DurationVar(&c.Bus.Limits.PeerTimeout, "bus-peer-timeout", c.Bus.Limits.PeerTimeout, "a bus connection whose peer stops answering (a cut network) is closed after about this long, and its calls fail over")
 	fs.IntVar(&c.Bus.Limits.MaxConns, "bus-max-conns", c.Bus.Limits.MaxConns, "bus connections other processes may open to this one")
 	fs.IntVar(&c.Bus.Limits.MaxBuffered, "bus-max-buffered", c.Bus.Limits.MaxBuffered, "bytes held for unfinished large bus frames, all connections together")
 	c.Etcd.RegisterFlags(fs)

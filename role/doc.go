@@ -13,8 +13,10 @@
 // embedded etcd goes last.
 //
 // Readiness (/readyz) is the conjunction of named checks: every part
-// started, registered in etcd, etcd reachable (membership not stale), the
-// stores answering, the front not draining. /healthz is liveness only.
+// started and not stopping; a service registered in etcd with its store
+// answering; the front not draining. The front stays ready while etcd is
+// unreachable: it serves from the membership it knew (the status page says
+// so), where unready fronts would all leave service at once. /healthz is liveness only.
 // Both stay open; /status.json, the status page and pprof need the admin
 // token whenever one is set, and a token is required when the admin
 // listener is not on loopback.

@@ -219,12 +219,6 @@ func (p *Process) watch(ctx context.Context, cli *clientv3.Client, node *nanobus
 	if err != nil {
 		return nil, err
 	}
-	p.admin.Check(node.Service()+": etcd", func(context.Context) error {
-		if w.Stats().Stale {
-			return errors.New("etcd unreachable: membership may be stale")
-		}
-		return nil
-	})
 	return w, nil
 }
 
@@ -236,7 +230,6 @@ func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nano
 	if err != nil {
 		return nil, err
 	}
-	p.admin.Check(node.Service()+": registration", func(context.Context) error { return reg.Registered() })
 	return reg, nil
 }
 
@@ -273,7 +266,10 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	if err != nil {
 		return err
 	}
-	p.admin.Section(nodeSection(node))
+	// A service is ready while registered (its callers find it through
+	// etcd) and its store answers.
+	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
+	p.admin.Section(nodeSection(node, w, reg))
 	p.stops = append(p.stops, func() {
 		reg.Close()
 		time.Sleep(p.cfg.Grace) // callers' watchers see us go; meanwhile we still answer
@@ -327,9 +323,12 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 		return err
 	}
 	p.stops = append(p.stops, func() { reg.Close() })
+	// A front stays ready while etcd is unreachable: it serves from the
+	// membership it knows (and says so in its status), where an unready
+	// front would be taken out of service with every other, all at once.
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
-	p.admin.Section(nodeSection(node))
+	p.admin.Section(nodeSection(node, w, reg))
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -442,11 +441,14 @@ func routesOf(w *discovery.Watcher) []terminator.Route {
 
 // nodeSection shows a bus node: the routes it serves with their numbers,
 // the instances it calls, and its counters.
-func nodeSection(n *nanobus.Node) Section {
+func nodeSection(n *nanobus.Node, w *discovery.Watcher, reg *discovery.Registrar) Section {
 	name := "node:" + n.Service()
 	return Section{Name: name, Page: nodePage, Status: func() any {
 		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
-			Peers: map[string][]nanobus.PeerState{}, Bus: n.Stats()}
+			Peers: map[string][]nanobus.PeerState{}, Bus: n.Stats(), Etcd: w.Stats(), Registered: "yes"}
+		if err := reg.Registered(); err != nil {
+			st.Registered = err.Error()
+		}
 		if lim := n.Limiter(); lim != nil {
 			st.Limit, st.LimitHistory = lim.Limit(), lim.History()
 		}
@@ -464,12 +466,18 @@ type nodeStatus struct {
 	Routes  []nanobus.RouteStats           `json:"routes"`
 	Peers   map[string][]nanobus.PeerState `json:"peers"`
 	Bus     nanobus.Stats                  `json:"bus"`
+	// Etcd is how the node's view of etcd is: stale while etcd is
+	// unreachable (the node serves from what it knew).
+	Etcd       discovery.WatchStats `json:"etcd"`
+	Registered string               `json:"registered"` // "yes", or why not
 	// The adaptive limit on handlers running at once, now and over time.
 	Limit        int                  `json:"limit,omitempty"`
 	LimitHistory []nanobus.LimitPoint `json:"limit_history,omitempty"`
 }
 
 var nodePage = template.Must(template.New("node").Parse(`
+<p>{{if .Etcd.Stale}}<b class="bad">etcd unreachable since {{.Etcd.LastSeen}}: serving from the membership known then</b><br>{{end}}
+registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Outages}} etcd outages</p>
 <p>{{.Service}} {{.Version}} on {{.Addr}}{{if .Limit}}; handlers limited to {{.Limit}} at once{{with .LimitHistory}} (the last minutes: {{range .}}{{.Limit}} {{end}}){{end}}{{end}}</p>
 {{if .Routes}}<table><tr><th>route</th><th>requests</th><th>5xx</th><th>4xx</th><th>avg</th><th>p50</th><th>p99</th><th>last error</th></tr>
 {{range .Routes}}<tr><td>{{.Route}}</td><td>{{.Requests}}</td><td>{{.Errors}}</td><td>{{.ClientErrors}}</td><td>{{.AverageTime}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.LastError}}</td></tr>

@@ -8,12 +8,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/terminator-gw/terminator/role"
 	"github.com/terminator-gw/terminator/services"
@@ -29,6 +32,7 @@ func usage() {
 		fmt.Fprintf(w, "  %s\t%s, alone\n", s.Name, s.Summary)
 	}
 	fmt.Fprint(w, "  seed\tload sample profiles, visits and flirts through a running front\n")
+	fmt.Fprint(w, "  probe\tGET a URL and exit 0 if it answers 200 (health checks in images without curl)\n")
 	fmt.Fprint(w, "\nEvery command but all and seed needs -etcd-endpoints.\n")
 	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\".\n")
 	w.Flush()
@@ -40,8 +44,11 @@ func main() {
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
-	if cmd == "seed" {
+	switch cmd {
+	case "seed":
 		os.Exit(seed(args))
+	case "probe":
+		os.Exit(probe(args))
 	}
 	known := false
 	for _, r := range role.Roles() {
@@ -85,6 +92,27 @@ func seed(args []string) int {
 		return 1
 	}
 	fmt.Printf("seeded %d profiles with visits and flirts through %s\n", *n, *target)
+	return 0
+}
+
+// probe is `terminator probe URL`: 0 when URL answers 200 within 2s.
+func probe(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: terminator probe URL   (e.g. http://127.0.0.1:8081/readyz)")
+		return 2
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	fmt.Printf("%d %s", resp.StatusCode, b)
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
 	return 0
 }
 

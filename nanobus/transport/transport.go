@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
@@ -55,6 +56,13 @@ const (
 	// unfinished large frames across all the listener's connections; a
 	// connection whose frame would go over it is closed. 0: no limit.
 	OptionMaxBuffered = "nanobus.max-buffered"
+	// OptionPeerTimeout (listeners and dialers): a time.Duration after
+	// which a connection whose peer has stopped answering is closed: data
+	// it sent unacknowledged that long (TCP_USER_TIMEOUT), or, idle, no
+	// answer to keepalive probes for about as long. A cut network then
+	// fails the calls on it in about this time, not at their deadline.
+	// 0: the kernel's defaults (minutes).
+	OptionPeerTimeout = "nanobus.peer-timeout"
 	// OptionOnRefuse (listeners and dialers): a func(reason string) called
 	// for every connection closed by a limit above, with reason one of the
 	// Refused* constants.
@@ -121,6 +129,7 @@ type limits struct {
 	maxRecv      int
 	frameTimeout time.Duration
 	idleTimeout  time.Duration
+	peerTimeout  time.Duration
 	maxConns     int
 	maxBuffered  int64
 	written      *atomic.Uint64
@@ -161,6 +170,8 @@ func (e *endpoint) SetOption(name string, v any) error {
 		e.limits.frameTimeout, ok = v.(time.Duration)
 	case OptionIdleTimeout:
 		e.limits.idleTimeout, ok = v.(time.Duration)
+	case OptionPeerTimeout:
+		e.limits.peerTimeout, ok = v.(time.Duration)
 	case OptionMaxConns:
 		e.limits.maxConns, ok = v.(int)
 	case OptionMaxBuffered:
@@ -192,6 +203,8 @@ func (e *endpoint) GetOption(name string) (any, error) {
 		return e.limits.frameTimeout, nil
 	case OptionIdleTimeout:
 		return e.limits.idleTimeout, nil
+	case OptionPeerTimeout:
+		return e.limits.peerTimeout, nil
 	case OptionMaxConns:
 		return e.limits.maxConns, nil
 	case OptionMaxBuffered:
@@ -272,8 +285,32 @@ type dialer struct {
 	endpoint
 }
 
+// socketOptions are the keepalive settings and the control function that
+// make a connection whose peer stopped answering fail within timeout.
+func socketOptions(timeout time.Duration) (net.KeepAliveConfig, func(network, address string, c syscall.RawConn) error) {
+	if timeout <= 0 {
+		return net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second}, nil
+	}
+	// Probes every timeout/3 from timeout/3 of silence on: about timeout
+	// when nothing is in flight.
+	ka := net.KeepAliveConfig{Enable: true, Idle: timeout / 3, Interval: timeout / 3, Count: 2}
+	return ka, func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = setUserTimeout(int(fd), timeout)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
 func (d *dialer) Dial() (transport.Pipe, error) {
-	nd := net.Dialer{Timeout: handshakeTimeout, KeepAlive: 30 * time.Second}
+	d.mu.Lock()
+	ka, control := socketOptions(d.limits.peerTimeout)
+	d.mu.Unlock()
+	nd := net.Dialer{Timeout: handshakeTimeout, KeepAliveConfig: ka, Control: control}
 	c, err := nd.Dial("tcp", d.addr)
 	if err != nil {
 		return nil, err
@@ -297,7 +334,10 @@ type listener struct {
 }
 
 func (l *listener) Listen() error {
-	lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+	l.mu.Lock()
+	ka, _ := socketOptions(l.limits.peerTimeout) // the timeout is set on each accepted conn
+	l.mu.Unlock()
+	lc := net.ListenConfig{KeepAliveConfig: ka}
 	ln, err := lc.Listen(context.Background(), "tcp", l.addr)
 	if err != nil {
 		return err
@@ -322,6 +362,13 @@ func (l *listener) accept(ln net.Listener) {
 		l.mu.Lock()
 		lim := l.limits
 		l.mu.Unlock()
+		if _, control := socketOptions(lim.peerTimeout); control != nil {
+			if sc, ok := c.(syscall.Conn); ok {
+				if rc, err := sc.SyscallConn(); err == nil {
+					_ = control("tcp", "", rc)
+				}
+			}
+		}
 		if n := l.conns.Add(1); lim.maxConns > 0 && n > int64(lim.maxConns) {
 			l.conns.Add(-1)
 			c.Close()

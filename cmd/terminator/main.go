@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/role"
 	"github.com/terminator-gw/terminator/services"
 )
@@ -29,7 +30,9 @@ func usage() {
 		fmt.Fprintf(w, "  %s\t%s, alone\n", s.Name, s.Summary)
 	}
 	fmt.Fprint(w, "  seed\tload sample profiles, visits and flirts through a running front\n")
-	fmt.Fprint(w, "\nEvery command but all and seed needs -etcd-endpoints.\n")
+	fmt.Fprint(w, "  rollout\tshow and set rollout policies: weights, ramps, ghost, A/B (terminator rollout -h)\n")
+	fmt.Fprint(w, "  flag\tshow and set feature flags (terminator flag -h)\n")
+	fmt.Fprint(w, "\nEvery command but all, seed, rollout and flag needs -etcd-endpoints.\n")
 	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\".\n")
 	w.Flush()
 }
@@ -40,8 +43,11 @@ func main() {
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
-	if cmd == "seed" {
+	switch cmd {
+	case "seed":
 		os.Exit(seed(args))
+	case "rollout", "flag":
+		os.Exit(rollout.CLI{Parse: role.Parse, EnvName: role.EnvName}.Run(cmd, args))
 	}
 	known := false
 	for _, r := range role.Roles() {

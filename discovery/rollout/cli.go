@@ -188,17 +188,24 @@ func (cmd *command) parse(args []string, min, max int) ([]string, error) {
 	return pos, nil
 }
 
-// store connects to etcd.
-func (cmd *command) store() (*Store, func(), error) {
-	cli, err := cmd.etcd.Client()
-	if err != nil {
-		return nil, nil, err
-	}
-	return NewStore(cli, ""), func() { cli.Close() }, nil
-}
-
 // timeout bounds one command's talk with etcd.
 const timeout = 10 * time.Second
+
+// withStore connects to etcd and runs f with a context that ends after
+// limit (0: when ctx does).
+func (cmd *command) withStore(ctx context.Context, limit time.Duration, f func(context.Context, *Store) error) error {
+	cli, err := cmd.etcd.Client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	return f(ctx, NewStore(cli, ""))
+}
 
 func (c CLI) weights(ctx context.Context, args []string) error {
 	cmd := c.command("rollout weights", "SERVICE VERSION=PERCENT ...")
@@ -231,19 +238,13 @@ func (c CLI) weights(ctx context.Context, args []string) error {
 
 // update changes service's policy and prints what it is now.
 func (cmd *command) update(ctx context.Context, service string, change func(*Policy) (*Policy, error)) error {
-	s, closeStore, err := cmd.store()
-	if err != nil {
+	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
+		p, err := s.UpdatePolicy(ctx, service, change)
+		if err == nil {
+			describe(cmd.cli.Stdout, service, p)
+		}
 		return err
-	}
-	defer closeStore()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	p, err := s.UpdatePolicy(ctx, service, change)
-	if err != nil {
-		return err
-	}
-	describe(cmd.cli.Stdout, service, p)
-	return nil
+	})
 }
 
 func (c CLI) ramp(ctx context.Context, args []string) error {
@@ -253,7 +254,7 @@ func (c CLI) ramp(ctx context.Context, args []string) error {
 	steps := fs.String("steps", joinInts(DefaultSteps), "VERSION's share at each step, in percent")
 	every := fs.Duration("every", DefaultEvery, "the shortest time a step lasts")
 	b := DefaultBounds
-	fs.IntVar(&b.MinCalls, "min-calls", b.MinCalls, "calls VERSION must answer in a step before it is judged, and before the step may end")
+	fs.IntVar(&b.MinCalls, "min-calls", b.MinCalls, "calls VERSION must answer in a step before the step may end (a rollback needs 10, and evidence beyond doubt)")
 	fs.Float64Var(&b.MaxErrorIncrease, "max-error-increase", b.MaxErrorIncrease, "percentage points VERSION's error rate (bus errors and 5xx) may exceed the old version's by")
 	fs.Float64Var(&b.MaxP99Ratio, "max-p99-ratio", b.MaxP99Ratio, "VERSION's p99 may be at most the old version's times this, plus -p99-slack")
 	slack := fs.Duration("p99-slack", time.Duration(b.P99Slack), "added to the p99 bound (small p99s are noisy)")
@@ -268,36 +269,33 @@ func (c CLI) ramp(ctx context.Context, args []string) error {
 	if r.Steps, err = parseInts(*steps); err != nil {
 		return fmt.Errorf("-steps %q: %w", *steps, err)
 	}
-	s, closeStore, err := cmd.store()
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if r.From == "" {
-		if r.From, err = s.rampFrom(tctx, service, to); err != nil {
+	return cmd.withStore(ctx, 0, func(ctx context.Context, s *Store) error {
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if r.From == "" {
+			if r.From, err = s.rampFrom(tctx, service, to); err != nil {
+				return err
+			}
+		}
+		p, err := s.StartRamp(tctx, service, r)
+		if err != nil {
 			return err
 		}
-	}
-	p, err := s.StartRamp(tctx, service, r)
-	if err != nil {
-		return err
-	}
-	describe(c.Stdout, service, p)
-	leader, err := s.Leader(tctx)
-	switch {
-	case err != nil:
-		return err
-	case leader == nil:
-		fmt.Fprintln(c.Stdout, "warning: no process drives ramps now (every front campaigns to): the ramp waits at its first step")
-	default:
-		fmt.Fprintf(c.Stdout, "driven by %s\n", leader)
-	}
-	if !*wait {
-		return nil
-	}
-	return followRamp(ctx, s, service, c.Stdout)
+		describe(c.Stdout, service, p)
+		leader, err := s.Leader(tctx)
+		switch {
+		case err != nil:
+			return err
+		case leader == nil:
+			fmt.Fprintln(c.Stdout, "warning: no process drives ramps now (every front campaigns to): the ramp waits at its first step")
+		default:
+			fmt.Fprintf(c.Stdout, "driven by %s\n", leader)
+		}
+		if !*wait {
+			return nil
+		}
+		return followRamp(ctx, s, service, c.Stdout)
+	})
 }
 
 // rampFrom is the version a ramp to `to` moves calls away from: the one
@@ -440,19 +438,13 @@ func (c CLI) show(ctx context.Context, args []string) error {
 	if len(pos) == 1 {
 		service = pos[0]
 	}
-	s, closeStore, err := cmd.store()
-	if err != nil {
+	return cmd.withStore(ctx, timeout+*window, func(ctx context.Context, s *Store) error {
+		st, err := s.State(ctx, service, *window)
+		if err == nil {
+			st.Print(c.Stdout)
+		}
 		return err
-	}
-	defer closeStore()
-	tctx, cancel := context.WithTimeout(ctx, timeout+*window)
-	defer cancel()
-	st, err := s.State(tctx, service, *window)
-	if err != nil {
-		return err
-	}
-	st.Print(c.Stdout)
-	return nil
+	})
 }
 
 func (c CLI) flagSet(ctx context.Context, args []string) error {
@@ -472,27 +464,21 @@ func (c CLI) flagSet(ctx context.Context, args []string) error {
 			return fmt.Errorf("%q: want on, off or a percentage from 0 to 100", pos[1])
 		}
 	}
-	s, closeStore, err := cmd.store()
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	f, err := s.UpdateFlag(tctx, pos[0], func(f nanobus.Flag) (nanobus.Flag, error) {
-		f.Percent = percent
-		if *by != "" {
-			f.By = *by
-		} else if f.By == "" && percent > 0 && percent < 100 {
-			f.By = DefaultKey
+	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
+		f, err := s.UpdateFlag(ctx, pos[0], func(f nanobus.Flag) (nanobus.Flag, error) {
+			f.Percent = percent
+			if *by != "" {
+				f.By = *by
+			} else if f.By == "" && percent > 0 && percent < 100 {
+				f.By = DefaultKey
+			}
+			return f, nil
+		})
+		if err == nil {
+			printFlags(c.Stdout, []nanobus.Flag{f})
 		}
-		return f, nil
-	})
-	if err != nil {
 		return err
-	}
-	printFlags(c.Stdout, []nanobus.Flag{f})
-	return nil
+	})
 }
 
 func (c CLI) flagShow(ctx context.Context, args []string) error {
@@ -500,23 +486,18 @@ func (c CLI) flagShow(ctx context.Context, args []string) error {
 	if _, err := cmd.parse(args, 0, 0); err != nil {
 		return err
 	}
-	s, closeStore, err := cmd.store()
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	flags, err := s.Flags(tctx)
-	if err != nil {
-		return err
-	}
-	if len(flags) == 0 {
-		fmt.Fprintln(c.Stdout, "no feature flags")
+	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
+		flags, err := s.Flags(ctx)
+		switch {
+		case err != nil:
+			return err
+		case len(flags) == 0:
+			fmt.Fprintln(c.Stdout, "no feature flags")
+		default:
+			printFlags(c.Stdout, flags)
+		}
 		return nil
-	}
-	printFlags(c.Stdout, flags)
-	return nil
+	})
 }
 
 func (c CLI) flagClear(ctx context.Context, args []string) error {
@@ -525,22 +506,17 @@ func (c CLI) flagClear(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, closeStore, err := cmd.store()
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	found, err := s.DeleteFlag(tctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if !found {
-		return fmt.Errorf("no feature flag %s", pos[0])
-	}
-	fmt.Fprintf(c.Stdout, "flag %s removed\n", pos[0])
-	return nil
+	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
+		found, err := s.DeleteFlag(ctx, pos[0])
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			return fmt.Errorf("no feature flag %s", pos[0])
+		}
+		fmt.Fprintf(c.Stdout, "flag %s removed\n", pos[0])
+		return nil
+	})
 }
 
 func printFlags(out io.Writer, flags []nanobus.Flag) {

@@ -58,8 +58,8 @@ const (
 // version may do: the health rule (see the package doc).
 type Bounds struct {
 	// MinCalls is how many calls the new version must have answered in a
-	// step's window before it is judged at all, and before the step may
-	// end.
+	// step's window before the step may end. (A rollback needs 10 calls,
+	// and numbers out of bounds beyond doubt: see the package doc.)
 	MinCalls int `json:"min_calls"`
 	// MaxErrorIncrease is how many percentage points the new version's
 	// error rate may exceed the old one's by.

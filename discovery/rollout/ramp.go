@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"golang.org/x/time/rate"
 )
 
 // DriveOptions tunes a Driver.
@@ -31,10 +31,9 @@ type DriveOptions struct {
 
 // Leader is who drives the ramps, as the election's key says.
 type Leader struct {
-	Name  string    `json:"name"`
-	Host  string    `json:"host"`
-	PID   int       `json:"pid"`
-	Since time.Time `json:"since"`
+	Name string `json:"name"`
+	Host string `json:"host"`
+	PID  int    `json:"pid"`
 }
 
 func (l Leader) String() string { return fmt.Sprintf("%s (host %s, pid %d)", l.Name, l.Host, l.PID) }
@@ -45,13 +44,12 @@ func (l Leader) String() string { return fmt.Sprintf("%s (host %s, pid %d)", l.N
 // breach. Every process with a front runs one; etcd's election
 // (<prefix>/election/ramp) makes exactly one of them lead.
 type Driver struct {
-	cli     *clientv3.Client
-	store   *Store
-	opt     DriveOptions
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	leading atomic.Bool
+	cli    *clientv3.Client
+	store  *Store
+	opt    DriveOptions
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // Drive starts campaigning, in the background, until Close.
@@ -70,9 +68,6 @@ func Drive(cli *clientv3.Client, opt DriveOptions) *Driver {
 	go d.run()
 	return d
 }
-
-// Leading reports whether this driver drives the ramps now.
-func (d *Driver) Leading() bool { return d.leading.Load() }
 
 // Close stops driving: a leader resigns, so that another takes over at
 // once.
@@ -120,14 +115,12 @@ func (d *Driver) campaign() error {
 	}()
 	e := concurrency.NewElection(sess, d.store.electionKey())
 	host, _ := os.Hostname()
-	me, _ := json.Marshal(Leader{Name: d.opt.Name, Host: host, PID: os.Getpid(), Since: time.Now().UTC()})
+	me, _ := json.Marshal(Leader{Name: d.opt.Name, Host: host, PID: os.Getpid()})
 	if err := e.Campaign(ctx, string(me)); err != nil {
 		return fmt.Errorf("campaign: %w", err)
 	}
-	d.leading.Store(true)
 	d.opt.Logger.Info("driving rollout ramps", "election", d.store.electionKey())
 	d.drive(ctx, clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev()))
-	d.leading.Store(false)
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer rcancel()
 	_ = e.Resign(rctx) // the next in line takes over now, not a TTL later
@@ -149,6 +142,7 @@ func (d *Driver) drive(ctx context.Context, stillLeader clientv3.Cmp) {
 	t := time.NewTicker(d.opt.Check)
 	defer t.Stop()
 	tracks := map[string]*track{}
+	warn := rate.Sometimes{Interval: 10 * time.Second} // etcd down: one line, not four a second
 	for {
 		select {
 		case <-ctx.Done():
@@ -156,7 +150,7 @@ func (d *Driver) drive(ctx context.Context, stillLeader clientv3.Cmp) {
 		case <-t.C:
 		}
 		if err := d.check(ctx, tracks, stillLeader); err != nil && ctx.Err() == nil {
-			d.opt.Logger.Warn("ramp driver: check failed", "err", err)
+			warn.Do(func() { d.opt.Logger.Warn("ramp driver: check failed", "err", err) })
 		}
 	}
 }
@@ -221,8 +215,7 @@ func (d *Driver) check(ctx context.Context, tracks map[string]*track, stillLeade
 
 // weightsNow are the weights the ramp's state calls for.
 func (r *Ramp) weightsNow() map[string]int {
-	switch r.State {
-	case RampRolledBack:
+	if r.State == RampRolledBack {
 		return map[string]int{r.From: 100, r.To: 0}
 	}
 	return r.weights(r.Step)

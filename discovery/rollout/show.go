@@ -192,12 +192,25 @@ func printGhosts(out io.Writer, ss ServiceState) {
 			continue
 		}
 		fmt.Fprintf(out, "\n  last differing pairs, %s:\n", g.Route)
-		for _, d := range g.Diffs {
-			fmt.Fprintf(out, "    %s  %s differs\n", d.At.Local().Format("15:04:05"), d.What)
+		for i := 0; i < len(g.Diffs); {
+			d, same := g.Diffs[i], 1 // pairs alike in a row are shown once
+			for i+same < len(g.Diffs) && alike(d, g.Diffs[i+same]) {
+				same++
+			}
+			i += same
+			times := ""
+			if same > 1 {
+				times = fmt.Sprintf(" (%d pairs like it, the last at %s)", same, g.Diffs[i-1].At.Local().Format("15:04:05"))
+			}
+			fmt.Fprintf(out, "    %s  %s differs%s\n", d.At.Local().Format("15:04:05"), d.What, times)
 			fmt.Fprintf(out, "      live   %s\n", shownReply(d.Live))
 			fmt.Fprintf(out, "      ghost  %s\n", shownReply(d.Ghost))
 		}
 	}
+}
+
+func alike(a, b nanobus.GhostDiff) bool {
+	return a.What == b.What && shownReply(a.Live) == shownReply(b.Live) && shownReply(a.Ghost) == shownReply(b.Ghost)
 }
 
 func shownReply(r nanobus.ShownReply) string {

@@ -70,7 +70,7 @@ type ReportOptions struct {
 
 // Reporter publishes one node's numbers (NodeStats) every second under a
 // lease: the key goes when the node dies or closes. A value is written only
-// when it changed. Nothing else needs it pushed, so watchers leave stats/
+// when it changed, and not at all before the node makes its first call. Nothing else needs it pushed, so watchers leave stats/
 // out (see discovery.Watcher): readers get it when they want it.
 type Reporter struct {
 	cancel context.CancelFunc
@@ -108,6 +108,9 @@ func (r *Reporter) run(ctx context.Context, s *Store, node *nanobus.Node, opt Re
 		case <-t.C:
 		}
 		st := statsOf(node)
+		if last == "" && !st.called() {
+			continue // a node that called nobody yet has nothing to say: no key, no lease
+		}
 		numbers := st.marshalNumbers()
 		id, fresh, err := lease.get(ctx)
 		if err == nil && !fresh && numbers == last {
@@ -129,6 +132,16 @@ func (r *Reporter) run(ctx context.Context, s *Store, node *nanobus.Node, opt Re
 		}
 		last = numbers
 	}
+}
+
+// called reports whether the node made a call yet.
+func (st *NodeStats) called() bool {
+	for _, c := range st.Calls {
+		if c.Calls > 0 {
+			return true
+		}
+	}
+	return len(st.Ghosts) > 0
 }
 
 // marshalNumbers is st without its time, to tell whether anything changed.

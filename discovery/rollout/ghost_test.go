@@ -146,6 +146,15 @@ func TestGhost(t *testing.T) {
 			}
 		}
 		t.Logf("rollout show g:\n%s", show)
+
+		// The front's status page and status.json show the pairs too.
+		page := get("http://" + front.AdminAddr() + "/")
+		if !strings.Contains(page.body, "body differs · live: 200 <code>{&#34;n&#34;:1}</code> · ghost: 200 <code>{&#34;n&#34;:2}</code>") {
+			t.Fatalf("status page without the differing pair:\n%s", page.body)
+		}
+		if !strings.Contains(string(status(t, front)["node:terminator"]), `"ghost": {`) {
+			t.Fatal("status.json without the differing pairs")
+		}
 	})
 
 	t.Run("a slow ghost does not delay the client", func(t *testing.T) {

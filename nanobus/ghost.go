@@ -208,7 +208,11 @@ type GhostStats struct {
 	LiveP99    time.Duration `json:"live_p99_ns"`
 	GhostP50   time.Duration `json:"ghost_p50_ns"`
 	GhostP99   time.Duration `json:"ghost_p99_ns"`
-	Diffs      []GhostDiff   `json:"diffs,omitempty"` // the newest differing pairs
+	// The latencies the quantiles come from, so that numbers from many
+	// nodes add up (Histogram.Add).
+	LiveLatency  Histogram   `json:"live_latency,omitempty"`
+	GhostLatency Histogram   `json:"ghost_latency,omitempty"`
+	Diffs        []GhostDiff `json:"diffs,omitempty"` // the newest differing pairs
 }
 
 // GhostDiff is one differing pair of replies.
@@ -281,6 +285,7 @@ func (n *Node) GhostStats() []GhostStats {
 		st.mu.Unlock()
 		g.LiveP50, g.LiveP99 = live.Quantile(0.5), live.Quantile(0.99)
 		g.GhostP50, g.GhostP99 = ghost.Quantile(0.5), ghost.Quantile(0.99)
+		g.LiveLatency, g.GhostLatency = live, ghost
 		out[i] = g
 	}
 	return out

@@ -68,6 +68,18 @@ func (h Histogram) Count() uint64 {
 	return n
 }
 
+// Above counts the samples surely longer than d: those in buckets that
+// start above it.
+func (h Histogram) Above(d time.Duration) uint64 {
+	var n uint64
+	for _, b := range h {
+		if b.Index >= 0 && b.Index < histBuckets && histLower(b.Index) > d {
+			n += b.Count
+		}
+	}
+	return n
+}
+
 // Add returns the sum of h and o.
 func (h Histogram) Add(o Histogram) Histogram { return h.merge(o, 1) }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/terminator-gw/terminator/discovery"
 	"github.com/terminator-gw/terminator/discovery/embedded"
+	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/nanobus"
 	_ "github.com/terminator-gw/terminator/nanobus/transport" // the bus's tcp transport
 	"github.com/terminator-gw/terminator/services"
@@ -260,8 +261,8 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 		return err
 	}
 	p.stops = append(p.stops, w.Close)
-	rollout := p.rollout(node, w)
-	p.follow(w, func() { rollout() })
+	policies := p.rollout(node, w)
+	p.follow(w, func() { policies() })
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -269,6 +270,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	// A service is ready while registered (its callers find it through
 	// etcd) and its store answers.
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
+	p.publish(cli, node)
 	p.admin.Section(nodeSection(node, w, reg))
 	p.stops = append(p.stops, func() {
 		reg.Close()
@@ -313,16 +315,17 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 		return err
 	}
 	p.stops = append(p.stops, w.Close)
-	rollout := p.rollout(node, w)
+	policies := p.rollout(node, w)
 	p.follow(w, func() {
 		srv.SetRoutes(routesOf(w))
-		srv.SetRollout(flagsOf(w, p.log), rollout())
+		srv.SetRollout(flagsOf(w, p.log), policies())
 	})
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
 	}
 	p.stops = append(p.stops, func() { reg.Close() })
+	p.publish(cli, node)
 	// A front stays ready while etcd is unreachable: it serves from the
 	// membership it knows (and says so in its status), where an unready
 	// front would be taken out of service with every other, all at once.
@@ -340,7 +343,18 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 			p.log.Warn("drain incomplete", "err", err)
 		}
 	})
+	// Every front campaigns to drive the rollout ramps; the elected one
+	// does. Stopped first, it resigns at once: another front takes over.
+	ramps := rollout.Drive(cli, rollout.DriveOptions{Name: "front " + srv.Addr(), TTL: p.cfg.TTL, Logger: p.log})
+	p.stops = append(p.stops, ramps.Close)
 	return nil
+}
+
+// publish publishes node's calls and ghost comparisons to etcd every
+// second, for `terminator rollout show` and the ramp driver.
+func (p *Process) publish(cli *clientv3.Client, node *nanobus.Node) {
+	r := rollout.Report(cli, node, rollout.ReportOptions{TTL: p.cfg.TTL, Logger: p.log})
+	p.stops = append(p.stops, r.Close)
 }
 
 // follow calls apply now and after every change w sees, until the process
@@ -445,7 +459,8 @@ func nodeSection(n *nanobus.Node, w *discovery.Watcher, reg *discovery.Registrar
 	name := "node:" + n.Service()
 	return Section{Name: name, Page: nodePage, Status: func() any {
 		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
-			Peers: map[string][]nanobus.PeerState{}, Bus: n.Stats(), Etcd: w.Stats(), Registered: "yes"}
+			Peers: map[string][]nanobus.PeerState{}, Policies: map[string]*nanobus.Policy{}, Ghosts: n.GhostStats(),
+			Bus: n.Stats(), Etcd: w.Stats(), Registered: "yes"}
 		if err := reg.Registered(); err != nil {
 			st.Registered = err.Error()
 		}
@@ -454,6 +469,12 @@ func nodeSection(n *nanobus.Node, w *discovery.Watcher, reg *discovery.Registrar
 		}
 		for _, s := range n.Services() {
 			st.Peers[s] = n.Instances(s)
+			if p := n.Policy(s); p != nil {
+				st.Policies[s] = p
+			}
+		}
+		for i := range st.Ghosts {
+			st.Ghosts[i].LiveLatency, st.Ghosts[i].GhostLatency = nil, nil // the quantiles say it
 		}
 		return st
 	}}
@@ -465,7 +486,11 @@ type nodeStatus struct {
 	Addr    string                         `json:"addr"`
 	Routes  []nanobus.RouteStats           `json:"routes"`
 	Peers   map[string][]nanobus.PeerState `json:"peers"`
-	Bus     nanobus.Stats                  `json:"bus"`
+	// The rollout policies this node applies to its calls, and its ghost
+	// comparisons (see terminator rollout show for all callers at once).
+	Policies map[string]*nanobus.Policy `json:"policies,omitempty"`
+	Ghosts   []nanobus.GhostStats       `json:"ghosts,omitempty"`
+	Bus      nanobus.Stats              `json:"bus"`
 	// Etcd is how the node's view of etcd is: stale while etcd is
 	// unreachable (the node serves from what it knew).
 	Etcd       discovery.WatchStats `json:"etcd"`
@@ -485,6 +510,11 @@ registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Ou
 {{if .Peers}}<table><tr><th>calls to</th><th>address</th><th>version</th><th>state</th><th>in flight</th></tr>
 {{range $svc, $peers := .Peers}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td>
 <td>{{if .Ready}}<span class="ok">connected</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{.InFlight}}</td></tr>
+{{end}}{{end}}</table>{{end}}
+{{if .Ghosts}}<table><tr><th>ghosted route</th><th>ghosted</th><th>matched</th><th>differing</th><th>errors</th><th>dropped</th><th>pending</th><th>live p50 / p99</th><th>ghost p50 / p99</th></tr>
+{{range .Ghosts}}<tr><td>{{.Service}} {{.Route}}</td><td>{{.Ghosted}}</td><td>{{.Matched}}</td><td>{{.Differing}}</td><td>{{.Errors}}</td><td>{{.Dropped}}</td><td>{{.Pending}}</td>
+<td>{{.LiveP50}} / {{.LiveP99}}</td><td>{{.GhostP50}} / {{.GhostP99}}</td></tr>
+{{range .Diffs}}<tr><td colspan="9">{{.At.Format "15:04:05"}} {{.What}} differs · live: {{.Live.Status}} <code>{{.Live.Body}}</code> · ghost: {{.Ghost.Status}} <code>{{.Ghost.Body}}</code></td></tr>
 {{end}}{{end}}</table>{{end}}
 <table>
 <tr><td>calls / replies</td><td>{{.Bus.Calls}} / {{.Bus.Replies}}</td></tr>

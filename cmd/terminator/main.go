@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/role"
 	"github.com/terminator-gw/terminator/services"
 )
@@ -32,8 +33,11 @@ func usage() {
 		fmt.Fprintf(w, "  %s\t%s, alone\n", s.Name, s.Summary)
 	}
 	fmt.Fprint(w, "  seed\tload sample profiles, visits and flirts through a running front\n")
+	fmt.Fprint(w, "  rollout\tshow and set rollout policies: weights, ramps, ghost, A/B (terminator rollout -h)\n")
+	fmt.Fprint(w, "  flag\tshow and set feature flags (terminator flag -h)\n")
 	fmt.Fprint(w, "  probe\tGET a URL and exit 0 if it answers 200 (health checks in images without curl)\n")
-	fmt.Fprint(w, "\nEvery command but all and seed needs -etcd-endpoints.\n")
+	fmt.Fprint(w, "\nEvery role needs -etcd-endpoints but all, which embeds etcd; rollout and flag\n")
+	fmt.Fprint(w, "default to the embedded etcd of all.\n")
 	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\".\n")
 	w.Flush()
 }
@@ -49,6 +53,8 @@ func main() {
 		os.Exit(seed(args))
 	case "probe":
 		os.Exit(probe(args))
+	case "rollout", "flag":
+		os.Exit(rollout.CLI{Parse: role.Parse, EnvName: role.EnvName}.Run(cmd, args))
 	}
 	known := false
 	for _, r := range role.Roles() {

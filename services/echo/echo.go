@@ -2,6 +2,11 @@
 // smallest real workload, for benchmarks and tests. A query can make it
 // slow or fail: ?sleep=50ms waits (until the request's deadline at most),
 // ?status=503 answers that status.
+//
+// A feature flag can make one version fail, to try a rollout's automatic
+// rollback: while the flag echo-fail-<version> is on for a request (e.g.
+// `terminator flag set echo-fail-v2 on`), the instances of that version
+// answer it 500 "failing on purpose", and the others answer as usual.
 package echo
 
 import (
@@ -19,8 +24,20 @@ const Service = "echo"
 
 // Register adds echo's handlers to n: GET and POST /echo.
 func Register(n *nanobus.Node) error {
+	fail := FailFlag(n.Version())
+	handle := func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		if req.Flag(fail) {
+			return nanobus.Reply{Status: 500, Body: failing}, nil
+		}
+		return handle(ctx, req)
+	}
 	return errors.Join(n.Handle("GET /echo", handle), n.Handle("POST /echo", handle))
 }
+
+// FailFlag is the feature flag that makes echo's instances of version fail.
+func FailFlag(version string) string { return "echo-fail-" + version }
+
+var failing = []byte("failing on purpose\n")
 
 func handle(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 	if len(req.Query) > 0 {

@@ -247,33 +247,27 @@ type ghostStats struct {
 	diffs                                    []GhostDiff
 }
 
+// ghostStatsFor returns the comparisons of service's route, made on first
+// use. (A sync.Map: every ghosted call looks its route up.)
 func (n *Node) ghostStatsFor(service, route string) *ghostStats {
 	k := [2]string{service, route}
-	n.ghostMu.Lock()
-	defer n.ghostMu.Unlock()
-	st := n.ghostStats[k]
-	if st == nil {
-		st = new(ghostStats)
-		n.ghostStats[k] = st
+	if st, ok := n.ghostStats.Load(k); ok {
+		return st.(*ghostStats)
 	}
-	return st
+	st, _ := n.ghostStats.LoadOrStore(k, new(ghostStats))
+	return st.(*ghostStats)
 }
 
 // GhostStats returns the node's ghost comparisons by service and route.
 func (n *Node) GhostStats() []GhostStats {
-	n.ghostMu.Lock()
 	keys := slices.SortedFunc(func(yield func([2]string) bool) {
-		for k := range n.ghostStats {
-			if !yield(k) {
-				return
-			}
-		}
+		n.ghostStats.Range(func(k, _ any) bool { return yield(k.([2]string)) })
 	}, func(a, b [2]string) int { return strings.Compare(a[0]+" "+a[1], b[0]+" "+b[1]) })
 	stats := make([]*ghostStats, len(keys))
 	for i, k := range keys {
-		stats[i] = n.ghostStats[k]
+		st, _ := n.ghostStats.Load(k)
+		stats[i] = st.(*ghostStats)
 	}
-	n.ghostMu.Unlock()
 	out := make([]GhostStats, len(keys))
 	for i, st := range stats {
 		g := GhostStats{Service: keys[i][0], Route: keys[i][1], Ghosted: st.ghosted.Load(), Errors: st.errors.Load(), Dropped: st.dropped.Load()}

@@ -172,8 +172,7 @@ type Node struct {
 	services  atomic.Pointer[map[string]*service]
 
 	ghosts     atomic.Int64 // ghost copies in flight
-	ghostMu    sync.Mutex
-	ghostStats map[[2]string]*ghostStats // (service, route) -> comparisons
+	ghostStats sync.Map     // (service, route) -> *ghostStats
 	routes     atomic.Pointer[map[string]*route]
 
 	ctx         context.Context // ends when the node closes; parent of handler contexts
@@ -217,7 +216,6 @@ func NewNode(cfg Config) (*Node, error) {
 		log:   cfg.Logger.With("node", cfg.Service),
 		id:    binary.BigEndian.Uint64(idb[:]) | 1, // never 0
 		conns: map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
-		ghostStats: map[[2]string]*ghostStats{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.services.Store(&map[string]*service{})

@@ -396,17 +396,16 @@ func (p *Process) rollout(node *nanobus.Node, w *discovery.Watcher) func() map[s
 				p.log.Warn("rollout policy does not parse; keeping the last", "service", service, "err", err)
 				continue
 			}
+			if applied[service] != string(raw) {
+				if err := node.SetPolicy(service, &pol); err != nil {
+					p.log.Warn("rollout policy refused; keeping the last", "service", service, "err", err)
+					continue
+				}
+				applied[service] = string(raw)
+			}
 			if pol.AB != nil {
 				experiments[service] = *pol.AB
 			}
-			if applied[service] == string(raw) {
-				continue
-			}
-			if err := node.SetPolicy(service, &pol); err != nil {
-				p.log.Warn("rollout policy refused; keeping the last", "service", service, "err", err)
-				continue
-			}
-			applied[service] = string(raw)
 		}
 		return experiments
 	}

@@ -91,11 +91,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	x.ctx.deadline = start.Add(e.timeout)
 	called := time.Now()
 	resp, err := s.node.Do(&x.ctx, e.Service, &x.req)
-	if !s.cfg.HideServerTiming {
-		now := time.Now()
-		x.timing = serverTiming(x.timing[:0], now.Sub(called), now.Sub(start))
-		ctx.Response.Header.AddBytesV("Server-Timing", x.timing)
-	}
+	returned := time.Now()
 	status := fasthttp.StatusOK
 	if err != nil {
 		status = s.fail(ctx, err)
@@ -109,6 +105,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.Response.SetBody(resp.Body)
 		resp.Release()
+	}
+	if !s.cfg.HideServerTiming { // after the service's own entry
+		x.timing = serverTiming(x.timing[:0], returned.Sub(called), returned.Sub(start))
+		ctx.Response.Header.AddBytesV("Server-Timing", x.timing)
 	}
 	e.stats.count(status)
 	countVariants(x, status)

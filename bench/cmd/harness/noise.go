@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The noise rule. A round of a case is too noisy to trust when
+//
+//   - something else ran on the CPUs of the system under test: their busy
+//     time (/proc/stat) exceeds the case's own processes' CPU time by more
+//     than the threshold (-noise, 10% by default) of the window (pinned
+//     runs only; unpinned, the generator shares the CPUs by design), or
+//   - its rps or its CPU µs per request is more than the threshold away
+//     from the median of the case's rounds.
+//
+// A case's spread is (max - min) / median over its rounds, for rps and for
+// CPU per request. The tables give each case's medians with the noisy
+// rounds counted in (a median resists one outlier of three); the flags
+// column names the rounds and why, so a reader knows which numbers to
+// rerun before quoting.
+
+// summary is one case and tool over all its rounds.
+type summary struct {
+	key
+	name           string
+	rounds         int // rounds measured without error
+	rps            float64
+	p50, p99, p999 time.Duration
+	cpuPerReq      float64 // µs
+	sutPct, genPct float64 // % of one CPU over the window
+	errors, non2xx int64   // summed over rounds
+	rpsSpread      float64
+	cpuSpread      float64
+	rpsRatio       float64 // to the same tool's fasthttp hello
+	cpuRatio       float64
+	flags          []string // noisy rounds and why
+	failed         []string // rounds that could not run
+	procs          string
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}
+
+// spread is (max - min) / median.
+func spread(xs []float64) float64 {
+	m := median(xs)
+	if len(xs) < 2 || m == 0 {
+		return 0
+	}
+	return (slices.Max(xs) - slices.Min(xs)) / m
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = float64(d)
+	}
+	return time.Duration(median(xs))
+}
+
+// summarize applies the noise rule to one case's samples.
+func summarize(k key, name string, samples []sample, threshold float64, pinned bool) summary {
+	s := summary{key: k, name: name}
+	var rps, cpu, sut, gen []float64
+	var p50, p99, p999 []time.Duration
+	var ok []sample
+	for _, x := range samples {
+		if x.Err != "" {
+			s.failed = append(s.failed, fmt.Sprintf("round %d: %s", x.Round, x.Err))
+			continue
+		}
+		ok = append(ok, x)
+		rps = append(rps, x.RPS)
+		cpu = append(cpu, x.CPUPerReq())
+		sut = append(sut, pct(x.CPU, x.Window))
+		gen = append(gen, pct(x.GenCPU, x.Window))
+		p50, p99, p999 = append(p50, x.P50), append(p99, x.P99), append(p999, x.P999)
+		s.errors += x.Errors
+		s.non2xx += x.Non2xx
+		s.procs = x.Procs
+	}
+	s.rounds = len(ok)
+	if s.rounds == 0 {
+		return s
+	}
+	s.rps, s.cpuPerReq, s.sutPct, s.genPct = median(rps), median(cpu), median(sut), median(gen)
+	s.p50, s.p99, s.p999 = medianDur(p50), medianDur(p99), medianDur(p999)
+	s.rpsSpread, s.cpuSpread = spread(rps), spread(cpu)
+	for _, x := range ok {
+		var why []string
+		if pinned && x.Window > 0 && float64(x.Foreign) > threshold*float64(x.Window) {
+			why = append(why, fmt.Sprintf("%.0f%% foreign load on the SUT CPUs", pct(x.Foreign, x.Window)))
+		}
+		if off(x.RPS, s.rps) > threshold {
+			why = append(why, fmt.Sprintf("rps %+.0f%%", 100*(x.RPS/s.rps-1)))
+		}
+		if off(x.CPUPerReq(), s.cpuPerReq) > threshold {
+			why = append(why, fmt.Sprintf("CPU/req %+.0f%%", 100*(x.CPUPerReq()/s.cpuPerReq-1)))
+		}
+		if len(why) > 0 {
+			s.flags = append(s.flags, fmt.Sprintf("r%d: %s", x.Round, strings.Join(why, ", ")))
+		}
+	}
+	return s
+}
+
+// off is how far x is from m, as a fraction of m.
+func off(x, m float64) float64 {
+	if m == 0 {
+		return 0
+	}
+	return math.Abs(x/m - 1)
+}
+
+// summaries summarizes every case and relates it to the same tool's
+// fasthttp hello.
+func (r *runner) summaries() []summary {
+	var out []summary
+	hello := map[string]summary{}
+	for _, k := range r.order {
+		c, _ := findCase(k.id)
+		s := summarize(k, c.name, r.samples[k], r.cfg.noise, r.cfg.pin)
+		if c.big {
+			s.name = strings.Replace(s.name, "big c", fmt.Sprintf("c=%d", r.cfg.bigConns), 1)
+		}
+		if k.id == "hello" && s.rounds > 0 {
+			hello[k.tool] = s
+		}
+		out = append(out, s)
+	}
+	for i := range out {
+		if h, ok := hello[out[i].tool]; ok && out[i].rounds > 0 {
+			out[i].rpsRatio = out[i].rps / h.rps
+			if h.cpuPerReq > 0 {
+				out[i].cpuRatio = out[i].cpuPerReq / h.cpuPerReq
+			}
+		}
+	}
+	return out
+}

@@ -70,8 +70,10 @@ func TestNoiseRule(t *testing.T) {
 			[]string{"r2: rps -30%"}, 1000},
 		{"one costly round", []sample{round(1, 1000, 50, 0), round(2, 1000, 60, 0), round(3, 1000, 50, 0)}, true,
 			[]string{"r2: CPU/req +20%"}, 1000},
-		{"foreign load, pinned", []sample{round(1, 1000, 50, 200*time.Millisecond), round(2, 1000, 50, 50*time.Millisecond)}, true,
-			[]string{"r1: 20% foreign load"}, 1000},
+		{"foreign load is left out", []sample{round(1, 500, 90, 200*time.Millisecond), round(2, 1000, 50, 50*time.Millisecond)}, true,
+			[]string{"r1: 20% foreign load on the SUT CPUs (left out)"}, 1000},
+		{"no clean round", []sample{round(1, 500, 90, 200*time.Millisecond), round(2, 520, 90, 300*time.Millisecond)}, true,
+			[]string{"no clean round", "r1: 20% foreign load on the SUT CPUs", "r2: 30% foreign load"}, 510},
 		{"foreign load is expected unpinned", []sample{round(1, 1000, 50, 500*time.Millisecond)}, false, nil, 1000},
 		{"failed rounds are left out", []sample{round(1, 1000, 50, 0), {Round: 2, Err: "boom"}}, true, nil, 1000},
 	}
@@ -171,8 +173,8 @@ func TestReportKeepsNotes(t *testing.T) {
 		r.record("page", "loadgen", round(i, 15000, 70, 0))
 		r.record("page-nats", "loadgen", round(i, 9000, 120, 0))
 	}
-	r.sweep = &sweepResult{sat: 15000, points: []sweepPoint{{Offered: 3750, Goodput: 3750, Served: 3750, Window: time.Second,
-		CPU: 3750 * 70 * time.Microsecond, P99: time.Millisecond}}}
+	r.sweeps = []*sweepResult{{sat: 15000, points: []sweepPoint{{Offered: 3750, Goodput: 3750, Served: 3750, Window: time.Second,
+		CPU: 3750 * 70 * time.Microsecond, P99: time.Millisecond}}}}
 	if err := r.write(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -38,31 +37,32 @@ import (
 
 // config is everything a run needs; flags fill it in main, tests directly.
 type config struct {
-	rounds     int
-	dur, warm  time.Duration // per closed-loop case and round
-	wrkDur     time.Duration
-	sweepDur   time.Duration // per sweep point (after warm)
-	conns      int           // the closed-loop cases
-	bigConns   int           // the c=1024 case and the sweep
-	seed       int           // profiles in the shared data
-	out        string        // results directory
-	resultsMD  string        // the regenerated report; "" skips it
-	bin        string        // terminator binary
-	peersBin   string        // bench/cmd/peers binary
-	natsBin    string        // nats-server binary
-	wrk        bool          // also run wrk when installed
-	cases      []string      // case ids, in run order
-	pin        bool
-	sutCPUs    string // taskset -c lists
-	genCPUs    string
-	termFlags  []string // extra flags for every terminator
-	sweepFlags []string // extra flags for the sweep's terminator
-	noise      float64  // the noise rule's threshold, a fraction
-	keep       bool     // keep the scratch directory (logs, data)
-	log        io.Writer
-	plots      bool
-	stamp      string
-	command    string // how the run was started, for the report
+	rounds    int
+	dur, warm time.Duration // per closed-loop case and round
+	wrkDur    time.Duration
+	sweepDur  time.Duration // per sweep point (after warm)
+	conns     int           // the closed-loop cases
+	bigConns  int           // the c=1024 case and the sweep
+	seed      int           // profiles in the shared data
+	out       string        // results directory
+	resultsMD string        // the regenerated report; "" skips it
+	bin       string        // terminator binary
+	peersBin  string        // bench/cmd/peers binary
+	natsBin   string        // nats-server binary
+	wrk       bool          // also run wrk when installed
+	cases     []string      // case ids, in run order
+	pin       bool
+	sutCPUs   string // taskset -c lists
+	genCPUs   string
+	nice      int        // nice -n of every process of the run, the harness too
+	termFlags []string   // extra flags for every terminator
+	sweeps    [][]string // one sweep per entry: the extra flags of its terminator
+	noise     float64    // the noise rule's threshold, a fraction
+	keep      bool       // keep the scratch directory (logs, data)
+	log       io.Writer
+	plots     bool
+	stamp     string
+	command   string // how the run was started, for the report
 }
 
 // pinnedEnv marks the harness process that already runs under taskset.
@@ -96,8 +96,9 @@ func main() {
 	flag.BoolVar(&cfg.pin, "pin", true, "pin the systems under test and the generators to separate CPUs with taskset")
 	flag.StringVar(&cfg.sutCPUs, "sut-cpus", "1", "CPUs of the systems under test (taskset -c list)")
 	flag.StringVar(&cfg.genCPUs, "gen-cpus", "0", "CPUs of the generators (taskset -c list)")
+	flag.IntVar(&cfg.nice, "nice", 0, "run the harness and every system under test at this nice level; on a box others use too, -10 makes their bursts steal less of the measured CPUs (root only below 0)")
 	termFlags := flag.String("terminator-flags", os.Getenv("BENCH_TERMINATOR_FLAGS"), "extra flags for every terminator started, space-separated (env BENCH_TERMINATOR_FLAGS)")
-	sweepFlags := flag.String("sweep-flags", "", "extra flags for the sweep's terminator, e.g. \"-max-waiting 128\"")
+	sweeps := flag.String("sweeps", "", "the overload sweeps, separated by ';', each the extra flags of its terminator: \"\" is one sweep at default settings, \";-max-waiting 128\" adds one with a static bound")
 	flag.Float64Var(&cfg.noise, "noise", 0.10, "noise rule threshold (see the report)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (process logs, data copies)")
 	flag.Parse()
@@ -116,11 +117,13 @@ func main() {
 	}
 	cfg.cases = splitList(*cases, ",")
 	cfg.termFlags = strings.Fields(*termFlags)
-	cfg.sweepFlags = strings.Fields(*sweepFlags)
+	for _, s := range strings.Split(*sweeps, ";") {
+		cfg.sweeps = append(cfg.sweeps, strings.Fields(s))
+	}
 	cfg.command = "go run ./bench/cmd/harness " + strings.Join(os.Args[1:], " ")
 
-	if cfg.pin && os.Getenv(pinnedEnv) == "" {
-		if err := repinSelf(cfg.genCPUs); err != nil {
+	if (cfg.pin || cfg.nice != 0) && os.Getenv(pinnedEnv) == "" {
+		if err := repinSelf(cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "harness:", err)
 			os.Exit(2)
 		}
@@ -134,20 +137,23 @@ func main() {
 	}
 }
 
-// repinSelf runs this program again under taskset on cpus, in place (same
-// PID), so the built-in generator and everything it starts unpinned stay
-// on the generator's CPUs.
-func repinSelf(cpus string) error {
-	ts, err := exec.LookPath("taskset")
-	if err != nil {
-		return fmt.Errorf("taskset not found (apt-get install util-linux), or run with -pin=false: %w", err)
-	}
+// repinSelf runs this program again under taskset on the generator's CPUs
+// (and nice), in place (same PID), so the built-in generator and wrk, which
+// inherits the harness's CPUs, stay there.
+func repinSelf(cfg config) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("pin the generator: %w", err)
 	}
-	args := append([]string{"taskset", "-c", cpus, exe}, os.Args[1:]...)
-	return syscall.Exec(ts, args, append(os.Environ(), pinnedEnv+"=1"))
+	cpus := ""
+	if cfg.pin {
+		cpus = cfg.genCPUs
+	}
+	bin, args, err := wrap(exe, os.Args[1:], cpus, cfg.nice)
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(bin, append([]string{bin}, args...), append(os.Environ(), pinnedEnv+"=1"))
 }
 
 func splitList(s, sep string) []string {

@@ -13,21 +13,25 @@ import (
 //   - something else ran on the CPUs of the system under test: their busy
 //     time (/proc/stat) exceeds the case's own processes' CPU time by more
 //     than the threshold (-noise, 10% by default) of the window (pinned
-//     runs only; unpinned, the generator shares the CPUs by design), or
-//   - its rps or its CPU µs per request is more than the threshold away
-//     from the median of the case's rounds.
+//     runs only; unpinned, the generator shares the CPUs by design). Such
+//     a round is left out of the case's medians whenever the case has a
+//     round without it: on a shared box another process's bursts both
+//     steal the CPU and make every request dearer (cold caches, more
+//     switches), so its numbers are not the system's;
+//   - or its rps or CPU µs per request is more than the threshold away
+//     from the median of the rounds that count.
 //
-// A case's spread is (max - min) / median over its rounds, for rps and for
-// CPU per request. The tables give each case's medians with the noisy
-// rounds counted in (a median resists one outlier of three); the flags
-// column names the rounds and why, so a reader knows which numbers to
-// rerun before quoting.
+// A case's spread is (max - min) / median over the rounds that count, for
+// rps and for CPU per request. The flags column names every noisy round and
+// why, and says when no round was clean (then the medians are over all of
+// them, and the numbers are not to be quoted).
 
 // summary is one case and tool over all its rounds.
 type summary struct {
 	key
 	name           string
 	rounds         int // rounds measured without error
+	counted        int // rounds the medians are over
 	rps            float64
 	p50, p99, p999 time.Duration
 	cpuPerReq      float64 // µs
@@ -75,15 +79,33 @@ func medianDur(ds []time.Duration) time.Duration {
 // summarize applies the noise rule to one case's samples.
 func summarize(k key, name string, samples []sample, threshold float64, pinned bool) summary {
 	s := summary{key: k, name: name}
-	var rps, cpu, sut, gen []float64
-	var p50, p99, p999 []time.Duration
-	var ok []sample
+	foreign := func(x sample) bool {
+		return pinned && x.Window > 0 && float64(x.Foreign) > threshold*float64(x.Window)
+	}
+	var ok, clean []sample
 	for _, x := range samples {
 		if x.Err != "" {
 			s.failed = append(s.failed, fmt.Sprintf("round %d: %s", x.Round, x.Err))
 			continue
 		}
 		ok = append(ok, x)
+		if !foreign(x) {
+			clean = append(clean, x)
+		}
+	}
+	s.rounds = len(ok)
+	if s.rounds == 0 {
+		return s
+	}
+	use := clean
+	if len(clean) == 0 {
+		use = ok
+		s.flags = append(s.flags, "no clean round: medians over noisy ones")
+	}
+	s.counted = len(use)
+	var rps, cpu, sut, gen []float64
+	var p50, p99, p999 []time.Duration
+	for _, x := range use {
 		rps = append(rps, x.RPS)
 		cpu = append(cpu, x.CPUPerReq())
 		sut = append(sut, pct(x.CPU, x.Window))
@@ -93,17 +115,18 @@ func summarize(k key, name string, samples []sample, threshold float64, pinned b
 		s.non2xx += x.Non2xx
 		s.procs = x.Procs
 	}
-	s.rounds = len(ok)
-	if s.rounds == 0 {
-		return s
-	}
 	s.rps, s.cpuPerReq, s.sutPct, s.genPct = median(rps), median(cpu), median(sut), median(gen)
 	s.p50, s.p99, s.p999 = medianDur(p50), medianDur(p99), medianDur(p999)
 	s.rpsSpread, s.cpuSpread = spread(rps), spread(cpu)
 	for _, x := range ok {
 		var why []string
-		if pinned && x.Window > 0 && float64(x.Foreign) > threshold*float64(x.Window) {
+		if foreign(x) {
 			why = append(why, fmt.Sprintf("%.0f%% foreign load on the SUT CPUs", pct(x.Foreign, x.Window)))
+			if len(clean) > 0 {
+				why[0] += " (left out)"
+				s.flags = append(s.flags, fmt.Sprintf("r%d: %s", x.Round, why[0]))
+				continue
+			}
 		}
 		if off(x.RPS, s.rps) > threshold {
 			why = append(why, fmt.Sprintf("rps %+.0f%%", 100*(x.RPS/s.rps-1)))

@@ -35,7 +35,7 @@ func (r *runner) plots(sums []summary) error {
 	if len(rows) > 0 {
 		errs = append(errs, r.cpuPlot(rows), r.latencyPlot(rows))
 	}
-	if r.sweep != nil && len(r.sweep.points) > 0 {
+	if len(r.sweeps) > 0 && len(r.sweeps[0].points) > 0 {
 		errs = append(errs, r.sweepPlot(), r.goodputPlot())
 	}
 	return errors.Join(errs...)
@@ -135,54 +135,60 @@ func satLine(p *plot.Plot, x, y0, y1 float64) {
 	p.Legend.Add("closed-loop saturation", l)
 }
 
+// sweepPlot draws latency against offered load, every sweep.
 func (r *runner) sweepPlot() error {
-	sw := r.sweep
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: latency vs offered load", r.cfg.bigConns)
 	p.X.Label.Text = "offered rps"
 	p.Y.Label.Text = "ms (log)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	mk := func(get func(sweepPoint) time.Duration) plotter.XYs {
-		xy := make(plotter.XYs, len(sw.points))
-		for i, s := range sw.points {
-			xy[i] = plotter.XY{X: s.Offered, Y: math.Max(float64(get(s))/float64(time.Millisecond), 0.01)} // log needs > 0
+	var args []any
+	for _, sw := range r.sweeps {
+		mk := func(get func(sweepPoint) time.Duration) plotter.XYs {
+			xy := make(plotter.XYs, len(sw.points))
+			for i, s := range sw.points {
+				xy[i] = plotter.XY{X: s.Offered, Y: math.Max(float64(get(s))/float64(time.Millisecond), 0.01)} // log needs > 0
+			}
+			return xy
 		}
-		return xy
+		args = append(args,
+			"admitted p50, "+sw.label(), mk(func(s sweepPoint) time.Duration { return s.P50 }),
+			"admitted p99, "+sw.label(), mk(func(s sweepPoint) time.Duration { return s.P99 }))
 	}
-	if err := plotutil.AddLinePoints(p,
-		"admitted p50", mk(func(s sweepPoint) time.Duration { return s.P50 }),
-		"admitted p99", mk(func(s sweepPoint) time.Duration { return s.P99 }),
-		"service p99", mk(func(s sweepPoint) time.Duration { return s.SvcP99 })); err != nil {
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
 		return fmt.Errorf("sweep plot: %w", err)
 	}
 	logRange(p)
-	satLine(p, sw.sat, p.Y.Min, p.Y.Max)
+	satLine(p, r.sweeps[0].sat, p.Y.Min, p.Y.Max)
 	p.Legend.Top, p.Legend.Left = false, false // the low right corner stays empty
-	return save(p, 16*vg.Centimeter, 11*vg.Centimeter, filepath.Join(r.cfg.out, "sweep.png"))
+	return save(p, 18*vg.Centimeter, 12*vg.Centimeter, filepath.Join(r.cfg.out, "sweep.png"))
 }
 
+// goodputPlot draws what was served and what was refused, every sweep.
 func (r *runner) goodputPlot() error {
-	sw := r.sweep
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: what was answered", r.cfg.bigConns)
+	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: answers per second", r.cfg.bigConns)
 	p.X.Label.Text = "offered rps"
 	p.Y.Label.Text = "answers per second"
-	good, refused, offered := make(plotter.XYs, len(sw.points)), make(plotter.XYs, len(sw.points)), make(plotter.XYs, len(sw.points))
+	var args []any
 	top := 0.0
-	for i, s := range sw.points {
-		w := s.Window.Seconds()
-		good[i] = plotter.XY{X: s.Offered, Y: s.Goodput}
-		refused[i] = plotter.XY{X: s.Offered, Y: float64(s.Refused) / math.Max(w, 1e-9)}
-		offered[i] = plotter.XY{X: s.Offered, Y: s.Offered}
-		top = math.Max(top, s.Offered)
+	for _, sw := range r.sweeps {
+		good, refused := make(plotter.XYs, len(sw.points)), make(plotter.XYs, len(sw.points))
+		for i, s := range sw.points {
+			good[i] = plotter.XY{X: s.Offered, Y: s.Goodput}
+			refused[i] = plotter.XY{X: s.Offered, Y: float64(s.Refused) / math.Max(s.Window.Seconds(), 1e-9)}
+			top = math.Max(top, s.Offered)
+		}
+		args = append(args, "goodput (2xx), "+sw.label(), good, "refused (503), "+sw.label(), refused)
 	}
-	if err := plotutil.AddLinePoints(p, "goodput (2xx)", good, "refused (503)", refused, "offered", offered); err != nil {
+	args = append(args, "offered", plotter.XYs{{X: 0, Y: 0}, {X: top, Y: top}})
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
 		return fmt.Errorf("goodput plot: %w", err)
 	}
-	satLine(p, sw.sat, 0, top)
+	satLine(p, r.sweeps[0].sat, 0, top)
 	p.Legend.Top, p.Legend.Left = true, true
-	return save(p, 16*vg.Centimeter, 11*vg.Centimeter, filepath.Join(r.cfg.out, "goodput.png"))
+	return save(p, 18*vg.Centimeter, 12*vg.Centimeter, filepath.Join(r.cfg.out, "goodput.png"))
 }
 
 // logRange widens a log axis to whole decades around the data (gonum

@@ -67,6 +67,7 @@ type launch struct {
 	bin  string   // the program
 	args []string // its arguments
 	cpus string   // taskset -c list; "" runs it unpinned
+	nice int      // scheduling priority (nice -n); 0 leaves it
 	dir  string   // where its log goes
 	// stopSignal asks it to stop (default SIGTERM); after stopGrace
 	// (default 15 s) it is killed.
@@ -74,16 +75,32 @@ type launch struct {
 	stopGrace  time.Duration
 }
 
-// start runs l, pinned with taskset when l.cpus is set. taskset execs the
-// program in place, so the PID we hold is the server's own.
-func start(l launch) (*proc, error) {
-	bin, args := l.bin, l.args
-	if l.cpus != "" {
+// wrap prefixes a command with nice and taskset as asked. Both exec the
+// next program in place, so the PID of the result is the program's own,
+// and every thread it starts inherits the CPUs and the priority.
+func wrap(bin string, args []string, cpus string, nice int) (string, []string, error) {
+	if cpus != "" {
 		ts, err := exec.LookPath("taskset")
 		if err != nil {
-			return nil, fmt.Errorf("start %s pinned: taskset not found (apt-get install util-linux), or run with -pin=false: %w", l.name, err)
+			return "", nil, fmt.Errorf("taskset not found (apt-get install util-linux), or run with -pin=false: %w", err)
 		}
-		bin, args = ts, append([]string{"-c", l.cpus, l.bin}, l.args...)
+		bin, args = ts, append([]string{"-c", cpus, bin}, args...)
+	}
+	if nice != 0 {
+		n, err := exec.LookPath("nice")
+		if err != nil {
+			return "", nil, fmt.Errorf("nice not found (apt-get install coreutils), or run with -nice 0: %w", err)
+		}
+		bin, args = n, append([]string{"-n", fmt.Sprint(nice), bin}, args...)
+	}
+	return bin, args, nil
+}
+
+// start runs l, pinned and prioritized as it asks.
+func start(l launch) (*proc, error) {
+	bin, args, err := wrap(l.bin, l.args, l.cpus, l.nice)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", l.name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	// Its own process group: a Ctrl-C at the terminal reaches the harness

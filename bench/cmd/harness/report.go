@@ -88,6 +88,9 @@ func (r *runner) machine() string {
 	} else {
 		sb.WriteString(". Unpinned: systems under test and generators share every CPU.")
 	}
+	if r.cfg.nice != 0 {
+		fmt.Fprintf(&sb, " Every process of the run at nice %d.", r.cfg.nice)
+	}
 	return sb.String()
 }
 
@@ -104,20 +107,20 @@ func (r *runner) method() string {
 // summaryTable is the medians over rounds, one row per case and tool.
 func (r *runner) summaryTable(sums []summary) string {
 	var sb strings.Builder
-	sb.WriteString("| case | tool | rps | p50 | p99 | p99.9 | errors | CPU µs/req | SUT CPU | gen CPU | x hello rps | x hello CPU | spread rps / CPU | noisy rounds |\n")
-	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	sb.WriteString("| case | tool | rps | p50 | p99 | p99.9 | errors | CPU µs/req | SUT CPU | gen CPU | x hello rps | x hello CPU | spread rps / CPU | rounds | noisy rounds |\n")
+	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, s := range sums {
 		if s.rounds == 0 {
-			fmt.Fprintf(&sb, "| %s | %s | failed: %s | | | | | | | | | | | |\n", s.name, s.tool, cell(tail(strings.Join(s.failed, "; "), 300)))
+			fmt.Fprintf(&sb, "| %s | %s | failed: %s | | | | | | | | | | | | |\n", s.name, s.tool, cell(tail(strings.Join(s.failed, "; "), 300)))
 			continue
 		}
 		flags := strings.Join(append(s.flags, s.failed...), "; ")
 		if flags == "" {
 			flags = "-"
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %.0f | %s | %s | %s | %d | %.1f | %.0f%% | %.0f%% | %s | %s | %.0f%% / %.0f%% | %s |\n",
+		fmt.Fprintf(&sb, "| %s | %s | %.0f | %s | %s | %s | %d | %.1f | %.0f%% | %.0f%% | %s | %s | %.0f%% / %.0f%% | %d/%d | %s |\n",
 			s.name, s.tool, s.rps, ms(s.p50), ms(s.p99), ms(s.p999), s.errors+s.non2xx, s.cpuPerReq, s.sutPct, s.genPct,
-			ratio(s.rpsRatio), ratio(s.cpuRatio), 100*s.rpsSpread, 100*s.cpuSpread, cell(flags))
+			ratio(s.rpsRatio), ratio(s.cpuRatio), 100*s.rpsSpread, 100*s.cpuSpread, s.counted, len(s.failed)+s.rounds, cell(flags))
 	}
 	return sb.String()
 }
@@ -134,16 +137,26 @@ func procsTable(sums []summary) string {
 	return sb.String()
 }
 
-func (r *runner) sweepSection() string {
-	sw := r.sweep
-	if sw == nil {
-		return ""
-	}
+// sweepSections renders every sweep.
+func (r *runner) sweepSections() string {
 	var sb strings.Builder
-	flags := "default settings"
-	if len(sw.flags) > 0 {
-		flags = "flags " + strings.Join(sw.flags, " ")
+	for _, sw := range r.sweeps {
+		fmt.Fprintf(&sb, "\n## Overload sweep, %s\n\n%s", sw.label(), r.sweepSection(sw))
 	}
+	return sb.String()
+}
+
+// label says how the sweep's terminator ran.
+func (sw *sweepResult) label() string {
+	if len(sw.flags) == 0 {
+		return "default settings"
+	}
+	return strings.Join(sw.flags, " ")
+}
+
+func (r *runner) sweepSection(sw *sweepResult) string {
+	var sb strings.Builder
+	flags := sw.label()
 	fmt.Fprintf(&sb, "Open loop, `terminator all` (%s), c=%d, GET /profiles/{1..%d}, each point %v after %v warm-up; "+
 		"offered rates are fractions of the saturating rate, %.0f rps (%s). Latency is timed from the intended send "+
 		"(no coordinated omission); service p99 from the actual send. Goodput = 2xx answers per second inside the window.\n\n",
@@ -239,11 +252,16 @@ func (r *runner) targets(sums []summary) string {
 		rows = append(rows, row{fmt.Sprintf("c=%d: goodput >= 0.9x c=%d", r.cfg.bigConns, r.cfg.conns), fmt.Sprintf("%.2fx (%.0f rps, %d errors + non-2xx)", x, big.rps, big.errors+big.non2xx), verdict(x >= 0.9 && big.non2xx == 0)})
 		rows = append(rows, row{fmt.Sprintf("c=%d: p99 < 25 ms", r.cfg.bigConns), ms(big.p99), verdict(big.p99 < 25*time.Millisecond)})
 	}
-	if sw := r.sweep; sw != nil && len(sw.points) == len(sweepFractions) {
+	if len(r.sweeps) > 0 && len(r.sweeps[0].points) == len(sweepFractions) {
+		sw := r.sweeps[0]
 		low, top := sw.points[0], sw.points[len(sw.points)-1]
 		x := top.Goodput / sw.sat
-		rows = append(rows, row{"2x saturation: admitted goodput >= 0.9x peak", fmt.Sprintf("%.2fx (%.0f of %.0f rps)", x, top.Goodput, sw.sat), verdict(x >= 0.9)})
-		rows = append(rows, row{"2x saturation: admitted p99 <= 2x unloaded", fmt.Sprintf("%s vs %s at %.2fx", ms(top.P99), ms(low.P99), sweepFractions[0]), verdict(top.P99 <= 2*low.P99)})
+		rows = append(rows, row{"2x saturation (" + sw.label() + "): admitted goodput >= 0.9x peak", fmt.Sprintf("%.2fx (%.0f of %.0f rps)", x, top.Goodput, sw.sat), verdict(x >= 0.9)})
+		p99 := ms(top.P99)
+		if top.P99 == 0 {
+			p99 = "none of the requests sent in the window was answered"
+		}
+		rows = append(rows, row{"2x saturation: admitted p99 <= 2x unloaded", fmt.Sprintf("%s vs %s at %.2fx", p99, ms(low.P99), sweepFractions[0]), verdict(top.P99 > 0 && top.P99 <= 2*low.P99)})
 		if sw.refusalCPU != 0 {
 			rows = append(rows, row{"a refusal <= 0.3x a page's CPU", fmt.Sprintf("%.2fx (%.1f µs vs %.1f µs)", sw.refusalCPU/sw.pageCPU, sw.refusalCPU, sw.pageCPU), verdict(sw.refusalCPU <= 0.3*sw.pageCPU)})
 		} else {
@@ -267,9 +285,9 @@ const cpuMethod = "**CPU µs/req** is the utime+stime (from /proc/PID/stat) of e
 	"of one CPU over the window; **gen CPU** the generator's own (the harness for loadgen, wrk's rusage). A case whose " +
 	"gen CPU is near 100%% was limited by its generator, not by the system under test: its CPU per request still holds. " +
 	"**x hello** relates rps and CPU per request to the same tool's fasthttp hello. **Spread** is (max - min) / median over " +
-	"the rounds. A round is **noisy** when the SUT CPUs were busy with anything else for more than %.0f%% of the window " +
-	"(/proc/stat busy time minus the case's processes), or when its rps or CPU per request is more than %.0f%% off the " +
-	"case's median; medians count every round."
+	"the rounds counted. A round is **noisy** when the SUT CPUs were busy with anything else for more than %.0f%% of the window " +
+	"(/proc/stat busy time minus the case's processes): it is left out of the medians when the case has a clean round " +
+	"(**rounds** = counted/run); a counted round more than %.0f%% off the median in rps or CPU per request is flagged too."
 
 func (r *runner) legend() string {
 	return fmt.Sprintf(cpuMethod, 100*r.cfg.noise, 100*r.cfg.noise) + "\n\n" +
@@ -288,9 +306,7 @@ func (r *runner) rawReport(sums []summary) string {
 	fmt.Fprintf(&sb, "# terminator bench %s\n\n`%s`, %v.\n\n%s %s\n\n", r.cfg.stamp, r.cfg.command, time.Since(r.began).Round(time.Second), r.machine(), r.method())
 	sb.WriteString(r.summaryTable(sums))
 	sb.WriteString("\n" + r.legend() + "\n" + procsTable(sums))
-	if s := r.sweepSection(); s != "" {
-		sb.WriteString("\n## Overload sweep\n\n" + s)
-	}
+	sb.WriteString(r.sweepSections())
 	if t := r.targets(sums); t != "" {
 		sb.WriteString("\n## Targets\n\n" + t)
 	}
@@ -337,9 +353,7 @@ func (r *runner) writeResults(sums []summary, rawPath string) error {
 	if t := r.targets(sums); t != "" {
 		sb.WriteString("\n## Against the targets\n\n" + t)
 	}
-	if s := r.sweepSection(); s != "" {
-		sb.WriteString("\n## Overload sweep\n\n" + s)
-	}
+	sb.WriteString(r.sweepSections())
 	for _, p := range []string{"cpu.png", "latency.png", "sweep.png", "goodput.png"} {
 		if _, err := os.Stat(filepath.Join(r.cfg.out, p)); err == nil {
 			fmt.Fprintf(&sb, "\n![%s](%s)\n", strings.TrimSuffix(p, ".png"), rel(filepath.Join(r.cfg.out, p)))

@@ -121,7 +121,7 @@ type runner struct {
 	ref     map[string][]byte // the terminator's answers, the reference
 	samples map[key][]sample
 	order   []key // first-seen order, for the tables
-	sweep   *sweepResult
+	sweeps  []*sweepResult
 	notes   []string
 	began   time.Time
 }
@@ -206,8 +206,10 @@ func run(ctx context.Context, cfg config) (err error) {
 			r.runCase(c, round)
 		}
 	}
-	if sweep && ctx.Err() == nil {
-		r.runSweep()
+	for _, flags := range cfg.sweeps {
+		if sweep && ctx.Err() == nil {
+			r.runSweep(flags)
+		}
 	}
 	if ctx.Err() != nil {
 		r.note("interrupted after %v: the tables show what was measured", time.Since(r.began).Round(time.Second))
@@ -253,7 +255,7 @@ func (r *runner) estimate(cases int, sweep bool) time.Duration {
 	}
 	d := 15*time.Second + time.Duration(cases*r.cfg.rounds)*per
 	if sweep {
-		d += time.Duration(len(sweepFractions)+1)*(r.cfg.warm+r.cfg.sweepDur) + 5*time.Second
+		d += time.Duration(len(r.cfg.sweeps)) * (time.Duration(len(sweepFractions)+1)*(r.cfg.warm+r.cfg.sweepDur) + 5*time.Second)
 	}
 	return d
 }
@@ -337,6 +339,12 @@ func (r *runner) read(s *system) reading {
 	rd := reading{at: time.Now()}
 	var e1, e2, e3 error
 	rd.tree, e1 = cputime.Tree(s.pids()...)
+	for _, p := range s.roots {
+		// A server that died would silently stop costing anything.
+		if e1 == nil && !slices.ContainsFunc(rd.tree, func(x cputime.Process) bool { return x.PID == p.pid() }) {
+			e1 = fmt.Errorf("%s (pid %d) is gone", p.name, p.pid())
+		}
+	}
 	rd.self, e2 = cputime.ReadProcess(os.Getpid())
 	if r.cfg.pin {
 		rd.sut, e3 = cputime.ReadCPUs(r.sutList)

@@ -42,13 +42,13 @@ type sweepResult struct {
 // runSweep offers the page open loop at fractions of the saturating rate,
 // with many connections so that the excess can be refused rather than
 // queued in the generator, and charges the terminator's CPU per point.
-func (r *runner) runSweep() {
-	res := &sweepResult{flags: append(append([]string(nil), r.cfg.termFlags...), r.cfg.sweepFlags...)}
-	r.sweep = res
+func (r *runner) runSweep(flags []string) {
+	res := &sweepResult{flags: append(append([]string(nil), r.cfg.termFlags...), flags...)}
+	r.sweeps = append(r.sweeps, res)
 	s, err := r.newSystem("sweep")
 	if err == nil {
 		var public string
-		if public, _, err = s.startTerminatorAll(r.cfg.sweepFlags...); err == nil {
+		if public, _, err = s.startTerminatorAll(flags...); err == nil {
 			err = r.sweepOn(s, public, res)
 		}
 	}

@@ -36,7 +36,7 @@ func (r *runner) newSystem(name string) (*system, error) {
 // launch starts one of the system's processes, pinned to the system
 // under test's CPUs.
 func (s *system) launch(l launch) (*proc, error) {
-	l.cpus, l.dir = s.r.sutCPUs(), s.dir
+	l.cpus, l.nice, l.dir = s.r.sutCPUs(), s.r.cfg.nice, s.dir
 	p, err := start(l)
 	if err != nil {
 		return nil, err

@@ -151,7 +151,6 @@ func (r *runner) record(id, tool string, s sample) {
 
 // run executes the configured cases and writes the reports.
 func run(ctx context.Context, cfg config) (err error) {
-	defer procs.stopAll()
 	if cfg.log == nil {
 		cfg.log = os.Stderr
 	}
@@ -181,12 +180,20 @@ func run(ctx context.Context, cfg config) (err error) {
 	if r.tmp, err = os.MkdirTemp("", "bench-harness-"); err != nil {
 		return err
 	}
-	if cfg.keep {
-		r.logf("scratch (kept): %s", r.tmp)
-	} else {
-		defer os.RemoveAll(r.tmp)
+	defer func() {
+		// Whatever happened, every process goes first, then its files.
+		procs.stopAll()
+		if cfg.keep {
+			r.logf("scratch (kept): %s", r.tmp)
+		} else {
+			os.RemoveAll(r.tmp)
+		}
+	}()
+	sweeps := 0
+	if sweep {
+		sweeps = len(cfg.sweeps)
 	}
-	r.logf("about %v: %d cases x %d rounds, then the sweep", r.estimate(len(want), sweep).Round(time.Second), len(want), cfg.rounds)
+	r.logf("about %v: %d cases x %d rounds, then %d sweep(s)", r.estimate(len(want), sweep).Round(time.Second), len(want), cfg.rounds, sweeps)
 
 	if needsSeed(want) || sweep {
 		r.seedDir = filepath.Join(r.tmp, "seed")
@@ -197,7 +204,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	for round := 1; round <= cfg.rounds && ctx.Err() == nil; round++ {
 		// Each round starts one case further along, so no case always
-		// runs first or right after the same neighbour.
+		// runs first, on a box fresh from seeding.
 		k := (round - 1) % max(1, len(want))
 		for _, c := range append(want[k:len(want):len(want)], want[:k]...) {
 			if ctx.Err() != nil {
@@ -215,6 +222,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		r.note("interrupted after %v: the tables show what was measured", time.Since(r.began).Round(time.Second))
 	}
 	werr := r.write()
+	r.logf("done in %v", time.Since(r.began).Round(time.Second))
 	return errors.Join(werr, ctx.Err())
 }
 

@@ -46,11 +46,15 @@ func (s *system) launch(l launch) (*proc, error) {
 }
 
 // stop stops the system's processes, the last started first (a front
-// before the services it calls, the services before etcd).
+// before the services it calls, the services before etcd), and removes
+// its scratch directory unless the run keeps them.
 func (s *system) stop() error {
 	var errs []error
 	for i := len(s.roots) - 1; i >= 0; i-- {
 		errs = append(errs, s.roots[i].stop())
+	}
+	if !s.r.cfg.keep {
+		errs = append(errs, os.RemoveAll(s.dir))
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -120,7 +121,7 @@ func main() {
 	for _, s := range strings.Split(*sweeps, ";") {
 		cfg.sweeps = append(cfg.sweeps, strings.Fields(s))
 	}
-	cfg.command = "go run ./bench/cmd/harness " + strings.Join(os.Args[1:], " ")
+	cfg.command = commandLine(os.Args[1:])
 
 	if (cfg.pin || cfg.nice != 0) && os.Getenv(pinnedEnv) == "" {
 		if err := repinSelf(cfg); err != nil {
@@ -154,6 +155,18 @@ func repinSelf(cfg config) error {
 		return err
 	}
 	return syscall.Exec(bin, append([]string{bin}, args...), append(os.Environ(), pinnedEnv+"=1"))
+}
+
+// commandLine is how the run was started, quoted to be run again.
+func commandLine(args []string) string {
+	parts := []string{"harness"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " ;'\"$*") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }
 
 func splitList(s, sep string) []string {

@@ -140,15 +140,20 @@ func (r *runner) sweepPlot() error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: latency vs offered load", r.cfg.bigConns)
 	p.X.Label.Text = "offered rps"
+	p.X.Tick.Marker = wholeTicks{}
 	p.Y.Label.Text = "ms (log)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	var args []any
 	for _, sw := range r.sweeps {
+		// A point where nothing sent in the window was answered has no
+		// latency: it is left out, not drawn at zero.
 		mk := func(get func(sweepPoint) time.Duration) plotter.XYs {
-			xy := make(plotter.XYs, len(sw.points))
-			for i, s := range sw.points {
-				xy[i] = plotter.XY{X: s.Offered, Y: math.Max(float64(get(s))/float64(time.Millisecond), 0.01)} // log needs > 0
+			var xy plotter.XYs
+			for _, s := range sw.points {
+				if d := get(s); d > 0 {
+					xy = append(xy, plotter.XY{X: s.Offered, Y: float64(d) / float64(time.Millisecond)})
+				}
 			}
 			return xy
 		}
@@ -170,6 +175,7 @@ func (r *runner) goodputPlot() error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: answers per second", r.cfg.bigConns)
 	p.X.Label.Text = "offered rps"
+	p.X.Tick.Marker = wholeTicks{}
 	p.Y.Label.Text = "answers per second"
 	var args []any
 	top := 0.0
@@ -189,6 +195,19 @@ func (r *runner) goodputPlot() error {
 	satLine(p, r.sweeps[0].sat, 0, top)
 	p.Legend.Top, p.Legend.Left = true, true
 	return save(p, 18*vg.Centimeter, 12*vg.Centimeter, filepath.Join(r.cfg.out, "goodput.png"))
+}
+
+// wholeTicks labels an axis of request rates without decimals.
+type wholeTicks struct{}
+
+func (wholeTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = fmt.Sprintf("%.0f", ticks[i].Value)
+		}
+	}
+	return ticks
 }
 
 // logRange widens a log axis to whole decades around the data (gonum

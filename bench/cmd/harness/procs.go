@@ -19,14 +19,12 @@ import (
 // proc is a server process the harness started; it is stopped by its PID
 // only, and recorded in the registry until it has exited.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string // its stdout and stderr
-	done chan struct{}
-	err  error // Wait's result, once done is closed
-
-	stopSig syscall.Signal
-	grace   time.Duration
+	name  string
+	cmd   *exec.Cmd
+	log   string // its stdout and stderr
+	done  chan struct{}
+	err   error         // Wait's result, once done is closed
+	grace time.Duration // between SIGTERM and SIGKILL
 }
 
 // registry holds every live process the harness started, so that all of
@@ -69,10 +67,9 @@ type launch struct {
 	cpus string   // taskset -c list; "" runs it unpinned
 	nice int      // scheduling priority (nice -n); 0 leaves it
 	dir  string   // where its log goes
-	// stopSignal asks it to stop (default SIGTERM); after stopGrace
-	// (default 15 s) it is killed.
-	stopSignal syscall.Signal
-	stopGrace  time.Duration
+	// stopGrace is how long it may take to stop after SIGTERM (default
+	// 15 s) before it is killed.
+	stopGrace time.Duration
 }
 
 // wrap prefixes a command with nice and taskset as asked. Both exec the
@@ -117,14 +114,11 @@ func start(l launch) (*proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", l.name, l.bin, err)
 	}
-	sig, grace := l.stopSignal, l.stopGrace
-	if sig == 0 {
-		sig = syscall.SIGTERM
-	}
+	grace := l.stopGrace
 	if grace == 0 {
 		grace = 15 * time.Second
 	}
-	p := &proc{name: l.name, cmd: cmd, log: logPath, done: make(chan struct{}), stopSig: sig, grace: grace}
+	p := &proc{name: l.name, cmd: cmd, log: logPath, done: make(chan struct{}), grace: grace}
 	procs.add(p)
 	go func() {
 		p.err = cmd.Wait()
@@ -156,19 +150,20 @@ func (p *proc) exited() bool {
 	}
 }
 
-// stop signals the process by its PID, waits up to its grace, then kills
-// that PID. It reports an exit other than the one asked for.
+// stop sends SIGTERM to the process's PID (every server here, nginx
+// included, stops on it), waits up to its grace, then kills that PID. It
+// reports an exit other than the one asked for.
 func (p *proc) stop() error {
 	if p.exited() {
 		return p.unexpected()
 	}
-	_ = p.cmd.Process.Signal(p.stopSig)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 		// A clean exit, or death by the very signal we sent, is a stop.
 		var ee *exec.ExitError
 		if errors.As(p.err, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != p.stopSig {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
 				return fmt.Errorf("%s (pid %d) stopped with %v; log %s", p.name, p.pid(), p.err, p.log)
 			}
 		}
@@ -176,7 +171,7 @@ func (p *proc) stop() error {
 	case <-time.After(p.grace):
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		return fmt.Errorf("%s (pid %d) ignored %v for %v; killed", p.name, p.pid(), p.stopSig, p.grace)
+		return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v; killed", p.name, p.pid(), p.grace)
 	}
 }
 

@@ -30,8 +30,9 @@ import (
 type summary struct {
 	key
 	name           string
-	rounds         int // rounds measured without error
-	counted        int // rounds the medians are over
+	rounds         int  // rounds measured without error
+	counted        int  // rounds the medians are over
+	clean          bool // they had no foreign load (always, unpinned)
 	rps            float64
 	p50, p99, p999 time.Duration
 	cpuPerReq      float64 // µs
@@ -79,9 +80,7 @@ func medianDur(ds []time.Duration) time.Duration {
 // summarize applies the noise rule to one case's samples.
 func summarize(k key, name string, samples []sample, threshold float64, pinned bool) summary {
 	s := summary{key: k, name: name}
-	foreign := func(x sample) bool {
-		return pinned && x.Window > 0 && float64(x.Foreign) > threshold*float64(x.Window)
-	}
+	foreign := func(x sample) bool { return foreignLoad(x.Foreign, x.Window, threshold, pinned) }
 	var ok, clean []sample
 	for _, x := range samples {
 		if x.Err != "" {
@@ -98,6 +97,7 @@ func summarize(k key, name string, samples []sample, threshold float64, pinned b
 		return s
 	}
 	use := clean
+	s.clean = len(clean) > 0
 	if len(clean) == 0 {
 		use = ok
 		s.flags = append(s.flags, "no clean round: medians over noisy ones")
@@ -139,6 +139,16 @@ func summarize(k key, name string, samples []sample, threshold float64, pinned b
 		}
 	}
 	return s
+}
+
+// foreignLoad is the first half of the noise rule: the SUT CPUs spent more
+// than threshold of the window on work that was not the case's.
+func foreignLoad(foreign, window time.Duration, threshold float64, pinned bool) bool {
+	return pinned && window > 0 && float64(foreign) > threshold*float64(window)
+}
+
+func (r *runner) foreign(foreign, window time.Duration) bool {
+	return foreignLoad(foreign, window, r.cfg.noise, r.cfg.pin)
 }
 
 // off is how far x is from m, as a fraction of m.

@@ -116,6 +116,18 @@ func TestFitCosts(t *testing.T) {
 	if abs(page-50) > 0.01 || abs(refusal-10) > 0.01 {
 		t.Errorf("fit %.2f, %.2f (%s), want 50, 10", page, refusal, note)
 	}
+	// A light-load point, where a page costs more, is left out once two
+	// saturated points refused.
+	light := sweepPoint{Served: 100, CPU: 100 * 150 * time.Microsecond, Window: time.Second}
+	sat := func(served, refused int64) sweepPoint {
+		p := pt(served, refused)
+		p.Window = p.CPU // 100% SUT CPU
+		return p
+	}
+	page, refusal, note = fitCosts([]sweepPoint{light, sat(2000, 1000), sat(1800, 4000)})
+	if abs(page-50) > 0.01 || abs(refusal-10) > 0.01 || !strings.Contains(note, "saturated") {
+		t.Errorf("fit %.2f, %.2f (%s), want 50, 10 over the saturated points", page, refusal, note)
+	}
 	page, refusal, note = fitCosts([]sweepPoint{pt(1000, 0), pt(2000, 1)})
 	if abs(page-50) > 0.1 || refusal != 0 || !strings.Contains(note, "too few refusals") {
 		t.Errorf("without refusals: %.2f, %.2f, %q", page, refusal, note)

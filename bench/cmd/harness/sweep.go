@@ -128,11 +128,33 @@ func (r *runner) sweepOn(s *system, public string, res *sweepResult) error {
 
 func usDur(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
 
+// saturatedShare is the SUT CPU above which a sweep point counts as
+// saturated for the fit.
+const saturatedShare = 0.9
+
 // fitCosts splits the CPU time of the sweep's points into a cost per
 // served page and a cost per refusal: the least-squares fit of
-// CPU = page·served + refusal·refused over every point. Refusals must be
-// at least 1% of the answers for the second number to mean anything.
+// CPU = page·served + refusal·refused. A page costs more at light load
+// (nothing to batch, every request wakes the processes), so when two or
+// more saturated points (SUT CPU >= 90%) refused something, only the
+// saturated points are fitted: that is where refusals happen and where a
+// page's price is steady. Refusals must be at least 1% of the answers for
+// the second number to mean anything.
 func fitCosts(points []sweepPoint) (page, refusal float64, note string) {
+	var saturated []sweepPoint
+	refusing := 0
+	for _, p := range points {
+		if p.Window > 0 && float64(p.CPU) >= saturatedShare*float64(p.Window) {
+			saturated = append(saturated, p)
+			if p.Refused > 0 {
+				refusing++
+			}
+		}
+	}
+	which := "every point"
+	if refusing >= 2 {
+		points, which = saturated, "the saturated points"
+	}
 	var ss, sr, rr, sc, rc, served, refused float64
 	for _, p := range points {
 		s, r, c := float64(p.Served), float64(p.Refused), float64(p.CPU.Microseconds())
@@ -150,5 +172,5 @@ func fitCosts(points []sweepPoint) (page, refusal float64, note string) {
 		return sc / ss, 0, "refusals and pages rose together: no fit"
 	}
 	page, refusal = (sc*rr-rc*sr)/det, (ss*rc-sr*sc)/det
-	return page, refusal, fmt.Sprintf("least-squares fit over %d points, %.0f pages and %.0f refusals", len(points), served, refused)
+	return page, refusal, fmt.Sprintf("least-squares fit over %s (%d), %.0f pages and %.0f refusals", which, len(points), served, refused)
 }

@@ -1,7 +1,13 @@
 // Command harness benchmarks the terminator per core, side by side with
 // what users would pick instead, and writes the report.
 //
-//	go run ./bench/cmd/harness [-quick] [-rounds 3] [-cases hello,page,...] [-pin=false]
+//	make bench        # = make bench-build && bin/harness $(BENCH_FLAGS)
+//	bin/harness [-quick] [-rounds 3] [-cases hello,page,...] [-pin=false] [-sweeps ";-max-waiting 128"]
+//
+// It runs the real binaries: bin/terminator (make build), bin/peers (the
+// ceilings and the page over NATS and over HTTP, bench/cmd/peers) and
+// bin/nats-server (built from github.com/nats-io/nats-server/v2); make
+// bench-build makes all three.
 //
 // Every system under test runs as processes of its own, pinned with taskset
 // to -sut-cpus (CPU 1 by default); the generators, this process's built-in

@@ -41,11 +41,11 @@ bench-build: build
 	$(GO) build -o bin/harness ./bench/cmd/harness
 
 ## bench: every case pinned (system under test on CPU 1, generators on CPU 0),
-## 3 interleaved rounds, then the overload sweep (~9 minutes); regenerates
+## 3 interleaved rounds, then the overload sweep (7-8 minutes); regenerates
 ## bench/RESULTS.md and its plots. BENCH_FLAGS adds harness flags (-h lists them).
 bench: bench-build
 	./bin/harness $(BENCH_FLAGS)
 
-## bench-quick: the same cases once, 2s each (~2 minutes), into bench/results/quick/
+## bench-quick: the same cases once, 2s each (~1.5 minutes), into bench/results/quick/
 bench-quick: bench-build
 	./bin/harness -quick $(BENCH_FLAGS)

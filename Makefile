@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus build run bench bench-quick images up down test-fleet check-units
+.PHONY: test test-short vet fuzz bench-bus build run bench bench-quick bench-build images up down test-fleet check-units
 
 ## build: the one binary, static, into bin/
 build:
@@ -37,13 +37,22 @@ fuzz:
 bench-bus:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./wire ./nanobus ./terminator
 
-## bench: the full side-by-side harness (~3 minutes): tables to bench/results/, plots too
-bench: build
-	$(GO) run ./bench/cmd/harness
+## bench-build: the binaries the harness runs beside the terminator: the peers
+## (hello, proxies, the page over NATS and over HTTP, an etcd) and a nats-server
+bench-build: build
+	$(GO) build -o bin/peers ./bench/cmd/peers
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+	$(GO) build -o bin/harness ./bench/cmd/harness
 
-## bench-quick: the same cases, 2s each
-bench-quick: build
-	$(GO) run ./bench/cmd/harness -quick
+## bench: every case pinned (system under test on CPU 1, generators on CPU 0),
+## 3 interleaved rounds, then the overload sweep (7-8 minutes); regenerates
+## bench/RESULTS.md and its plots. BENCH_FLAGS adds harness flags (-h lists them).
+bench: bench-build
+	./bin/harness $(BENCH_FLAGS)
+
+## bench-quick: the same cases once, 2s each (~1.5 minutes), into bench/results/quick/
+bench-quick: bench-build
+	./bin/harness -quick $(BENCH_FLAGS)
 
 ## images: the fleet's images, built locally: terminator FROM scratch, and one
 ## debootstrap base for etcd, nginx and PostgreSQL (cached until its recipe changes)

@@ -51,6 +51,12 @@ type Options struct {
 	Timeout time.Duration
 	// AllowRemote permits non-loopback targets. Off by default.
 	AllowRemote bool
+	// OnWindow, when set, is called as the measured window opens (true)
+	// and as it closes (false), from a goroutine of its own, and both
+	// calls happen before Run returns (the closing one early when ctx ends
+	// first). A caller reads the target's counters there, its CPU time
+	// say, so that they cover exactly the requests the Result counts.
+	OnWindow func(open bool)
 }
 
 // Result is the outcome of a run. Latencies are in the histograms, in µs.
@@ -63,7 +69,9 @@ type Result struct {
 	// It differs from Requests in open loop under overload, where the
 	// window is spent answering a backlog scheduled earlier.
 	Completed int64
-	Status    map[int]int64 // measured responses by status code
+	// CompletedStatus splits Completed by status code.
+	CompletedStatus map[int]int64
+	Status          map[int]int64 // measured responses by status code
 	// ErrorKinds counts measured errors by message (capped at a few kinds).
 	ErrorKinds map[string]int64
 	Window     time.Duration // the measured window's length
@@ -229,13 +237,14 @@ func buildTargets(o *Options) ([]target, error) {
 type workerStats struct {
 	requests, errors, unsent int64
 	completed                int64
+	completedStatus          map[int]int64
 	status                   map[int]int64
 	errKinds                 map[string]int64
 	lat, ok, svc             *hdrhistogram.Histogram
 }
 
 func newWorkerStats() *workerStats {
-	return &workerStats{status: map[int]int64{}, errKinds: map[string]int64{}, lat: newHist(), ok: newHist(), svc: newHist()}
+	return &workerStats{status: map[int]int64{}, completedStatus: map[int]int64{}, errKinds: map[string]int64{}, lat: newHist(), ok: newHist(), svc: newHist()}
 }
 
 func clampUS(d time.Duration) int64 {
@@ -287,6 +296,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	stats := make([]*workerStats, o.Connections)
 	var wg sync.WaitGroup
+	if o.OnWindow != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			callWindow(ctx, o.OnWindow, measureFrom, end)
+		}()
+	}
 	for i := 0; i < o.Connections; i++ {
 		stats[i] = newWorkerStats()
 		wg.Add(1)
@@ -302,13 +318,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	wg.Wait()
 
-	res := &Result{Status: map[int]int64{}, ErrorKinds: map[string]int64{}, Window: o.Duration,
+	res := &Result{Status: map[int]int64{}, CompletedStatus: map[int]int64{}, ErrorKinds: map[string]int64{}, Window: o.Duration,
 		Offered: o.Rate, Latency: newHist(), Admitted: newHist(), Service: newHist()}
 	for _, s := range stats {
 		res.Requests += s.requests
 		res.Errors += s.errors
 		res.Unsent += s.unsent
 		res.Completed += s.completed
+		for k, v := range s.completedStatus {
+			res.CompletedStatus[k] += v
+		}
 		for k, v := range s.status {
 			res.Status[k] += v
 		}
@@ -368,7 +387,7 @@ func (w *worker) closedLoop(ctx context.Context) {
 		}
 		status, err := w.do(req, resp, seq)
 		done := time.Now()
-		w.countCompleted(err, done)
+		w.countCompleted(status, err, done)
 		if !sent.Before(w.measureFrom) {
 			d := done.Sub(sent)
 			w.st.record(status, err, d, d)
@@ -422,7 +441,7 @@ func (w *worker) openLoop(ctx context.Context) {
 		sent := time.Now()
 		status, err := w.do(req, resp, seq)
 		done := time.Now()
-		w.countCompleted(err, done)
+		w.countCompleted(status, err, done)
 		if !intended.Before(w.measureFrom) {
 			w.st.record(status, err, done.Sub(from), done.Sub(sent))
 		}
@@ -430,9 +449,25 @@ func (w *worker) openLoop(ctx context.Context) {
 }
 
 // countCompleted counts a response that arrived inside the window.
-func (w *worker) countCompleted(err error, done time.Time) {
+func (w *worker) countCompleted(status int, err error, done time.Time) {
 	if err == nil && !done.Before(w.measureFrom) && done.Before(w.end) {
 		w.st.completed++
+		w.st.completedStatus[status]++
+	}
+}
+
+// callWindow calls f(true) at from and f(false) at end, or at once when
+// ctx ends first (and then f(true) too if it was not called yet, so the
+// caller always gets the pair).
+func callWindow(ctx context.Context, f func(open bool), from, end time.Time) {
+	for i, at := range []time.Time{from, end} {
+		t := time.NewTimer(time.Until(at))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		f(i == 0)
 	}
 }
 

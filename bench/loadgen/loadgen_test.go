@@ -187,3 +187,43 @@ func TestRefusesRemote(t *testing.T) {
 		t.Errorf("errors=%d requests=%d", res.Errors, res.Requests)
 	}
 }
+
+// OnWindow brackets the measured window, in order, even when the run is
+// cancelled before the window opens; completions are split by status.
+func TestOnWindowBracketsTheWindow(t *testing.T) {
+	url, _ := stallServer(t, -1)
+	type call struct {
+		open bool
+		at   time.Time
+	}
+	for _, cancelEarly := range []bool{false, true} {
+		var mu sync.Mutex
+		var calls []call
+		ctx, cancel := context.WithCancel(context.Background())
+		if cancelEarly {
+			cancel()
+		}
+		start := time.Now()
+		res, err := Run(ctx, Options{URLs: []string{url}, Connections: 2, Warmup: 100 * time.Millisecond, Duration: 200 * time.Millisecond,
+			OnWindow: func(open bool) { mu.Lock(); calls = append(calls, call{open, time.Now()}); mu.Unlock() }})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		if len(calls) != 2 || !calls[0].open || calls[1].open {
+			t.Fatalf("cancelled=%v: calls %+v, want open then close", cancelEarly, calls)
+		}
+		if !cancelEarly && (calls[0].at.Sub(start) < 100*time.Millisecond || calls[1].at.Sub(start) < 300*time.Millisecond) {
+			t.Errorf("window called at %v and %v after start, want after the warm-up and the duration", calls[0].at.Sub(start), calls[1].at.Sub(start))
+		}
+		mu.Unlock()
+		var sum int64
+		for _, n := range res.CompletedStatus {
+			sum += n
+		}
+		if sum != res.Completed || (!cancelEarly && res.CompletedStatus[200] == 0) {
+			t.Errorf("cancelled=%v: CompletedStatus %v does not add up to Completed %d", cancelEarly, res.CompletedStatus, res.Completed)
+		}
+	}
+}

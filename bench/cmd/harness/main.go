@@ -1,11 +1,29 @@
-// Command harness benchmarks terminator side by side with its ceilings
-// (fasthttp hello world, nginx) and alternatives (nginx and Go reverse
-// proxies), all on loopback, one case after another, each bounded in time.
+// Command harness benchmarks the terminator per core, side by side with
+// what users would pick instead, and writes the report.
 //
-//	go run ./bench/cmd/harness [-quick] [-cases hello,echo,...] [-wrk=false]
+//	make bench        # = make bench-build && bin/harness $(BENCH_FLAGS)
+//	bin/harness [-quick] [-rounds 3] [-cases hello,page,...] [-pin=false] [-sweeps ";-max-waiting 128"]
 //
-// It prints one markdown table, writes it to bench/results/<timestamp>.md and
-// draws bench/results/latency.png and bench/results/sweep.png.
+// It runs the real binaries: bin/terminator (make build), bin/peers (the
+// ceilings and the page over NATS and over HTTP, bench/cmd/peers) and
+// bin/nats-server (built from github.com/nats-io/nats-server/v2); make
+// bench-build makes all three.
+//
+// Every system under test runs as processes of its own, pinned with taskset
+// to -sut-cpus (CPU 1 by default); the generators, this process's built-in
+// loadgen and wrk, run on -gen-cpus (CPU 0). For each case the harness
+// reads utime+stime of every server process of the case (all descendants
+// of the processes it started: nginx's workers, nats-server, each service)
+// from /proc over exactly the measured window, and reports CPU µs per
+// request beside rps and latency. Cases run interleaved, round after round;
+// the report gives each case's median and spread over the rounds and flags
+// the rounds too noisy to trust (see noise.go for the rule).
+//
+// Outputs: bench/results/<stamp>.md (every round), bench/results/*.png
+// (CPU per request per system, latency per system, the overload sweep) and
+// bench/RESULTS.md, regenerated except for the notes under its marker line.
+// Every process the harness starts is stopped by its PID at the end, on
+// failure and on Ctrl-C.
 package main
 
 import (
@@ -13,9 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -23,360 +39,174 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/terminator-gw/terminator/bench/loadgen"
+	"github.com/terminator-gw/terminator/bench/cputime"
 )
 
 // config is everything a run needs; flags fill it in main, tests directly.
 type config struct {
-	dur, warm     time.Duration // per closed-loop case
-	sweepDur      time.Duration // per sweep point (warm-up is warm)
-	conns         int
-	out           string // results directory
-	bin           string // terminator binary
-	wrk           bool   // also run wrk when installed
-	cases         map[string]bool
-	rate          float64 // constant rate case, rps
-	log           io.Writer
-	plots         bool
-	stamp         string
-	maxSweepSteps int
+	rounds    int
+	dur, warm time.Duration // per closed-loop case and round
+	wrkDur    time.Duration
+	sweepDur  time.Duration // per sweep point (after warm)
+	conns     int           // the closed-loop cases
+	bigConns  int           // the c=1024 case and the sweep
+	seed      int           // profiles in the shared data
+	out       string        // results directory
+	resultsMD string        // the regenerated report; "" skips it
+	bin       string        // terminator binary
+	peersBin  string        // bench/cmd/peers binary
+	natsBin   string        // nats-server binary
+	wrk       bool          // also run wrk when installed
+	cases     []string      // case ids, in run order
+	pin       bool
+	sutCPUs   string // taskset -c lists
+	genCPUs   string
+	nice      int        // nice -n of every process of the run, the harness too
+	termFlags []string   // extra flags for every terminator
+	sweeps    [][]string // one sweep per entry: the extra flags of its terminator
+	noise     float64    // the noise rule's threshold, a fraction
+	keep      bool       // keep the scratch directory (logs, data)
+	log       io.Writer
+	plots     bool
+	stamp     string
+	command   string // how the run was started, for the report
 }
 
-// caseResult is one row of the table.
-type caseResult struct {
-	Case, Tool               string
-	RPS                      float64
-	P50, P90, P99, P999, Max time.Duration
-	Errors, Non2xx           int64
-	Ratio                    float64 // RPS / the same tool's fasthttp hello RPS
-	Err                      string  // set when the case could not run
-}
+// pinnedEnv marks the harness process that already runs under taskset.
+const pinnedEnv = "BENCH_HARNESS_PINNED"
 
-// sweepPoint is one open-loop rate in the sweep.
-type sweepPoint struct {
-	Offered, Achieved, AdmittedRPS float64
-	P50, P99, SvcP99               time.Duration
-	Share503                       float64
-	Errors, Unsent                 int64
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
-
-// Case ids, in run order. The -cases flag selects a subset.
-var allCases = []string{"hello", "nginx", "nginx-proxy", "go-proxy", "echo", "profiles", "nginx-terminator", "rate", "sweep"}
 
 func main() {
-	quick := flag.Bool("quick", false, "short cases: 2s + 0.5s warm-up")
-	cases := flag.String("cases", strings.Join(allCases, ","), "comma-separated cases to run")
-	conns := flag.Int("c", 64, "connections")
-	out := flag.String("out", "bench/results", "results directory")
-	bin := flag.String("bin", "bin/terminator", "terminator binary (make build)")
-	useWrk := flag.Bool("wrk", true, "also run wrk when installed")
-	rate := flag.Float64("rate", 50000, "constant-rate case, requests/second")
+	cfg := config{log: os.Stderr, plots: true, stamp: time.Now().UTC().Format("20060102-150405")}
+	quick := flag.Bool("quick", false, "a short pass: 1 round, 2s per case (0.5s warm-up), 1s sweep points, wrk 2s; into <out>/quick, RESULTS.md untouched")
+	cases := flag.String("cases", strings.Join(defaultCases, ","), "comma-separated cases, in run order; also available: "+strings.Join(extraCases, ","))
+	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds: every case runs once per round, interleaved")
+	flag.DurationVar(&cfg.dur, "d", 5*time.Second, "measured window per case and round")
+	flag.DurationVar(&cfg.warm, "warm", time.Second, "warm-up before each window")
+	flag.DurationVar(&cfg.wrkDur, "wrk-d", 4*time.Second, "wrk's run per case and round")
+	flag.DurationVar(&cfg.sweepDur, "sweep-d", 3*time.Second, "measured window per sweep point")
+	flag.IntVar(&cfg.conns, "c", 64, "connections of the closed-loop cases")
+	flag.IntVar(&cfg.bigConns, "big-c", 1024, "connections of the -c1024 cases and of the sweep")
+	flag.IntVar(&cfg.seed, "seed", 300, "profiles in the shared data (the page cases spread over all of them)")
+	flag.StringVar(&cfg.out, "out", "bench/results", "results directory")
+	flag.StringVar(&cfg.resultsMD, "results", "bench/RESULTS.md", "report to regenerate (empty: leave it)")
+	flag.StringVar(&cfg.bin, "bin", envOr("BENCH_TERMINATOR", "bin/terminator"), "terminator binary, from make build (env BENCH_TERMINATOR)")
+	flag.StringVar(&cfg.peersBin, "peers", envOr("BENCH_PEERS", "bin/peers"), "peers binary, from make bench-build (env BENCH_PEERS)")
+	flag.StringVar(&cfg.natsBin, "nats-server", envOr("BENCH_NATS_SERVER", "bin/nats-server"), "nats-server binary, from make bench-build (env BENCH_NATS_SERVER)")
+	flag.BoolVar(&cfg.wrk, "wrk", true, "also measure with wrk when it is installed")
+	flag.BoolVar(&cfg.pin, "pin", true, "pin the systems under test and the generators to separate CPUs with taskset")
+	flag.StringVar(&cfg.sutCPUs, "sut-cpus", "1", "CPUs of the systems under test (taskset -c list)")
+	flag.StringVar(&cfg.genCPUs, "gen-cpus", "0", "CPUs of the generators (taskset -c list)")
+	flag.IntVar(&cfg.nice, "nice", 0, "run the harness and every system under test at this nice level; on a box others use too, -10 makes their bursts steal less of the measured CPUs (root only below 0)")
+	termFlags := flag.String("terminator-flags", os.Getenv("BENCH_TERMINATOR_FLAGS"), "extra flags for every terminator started, space-separated (env BENCH_TERMINATOR_FLAGS)")
+	sweeps := flag.String("sweeps", "", "the overload sweeps, separated by ';', each the extra flags of its terminator: \"\" is one sweep at default settings, \";-max-waiting 128\" adds one with a static bound")
+	flag.Float64Var(&cfg.noise, "noise", 0.10, "noise rule threshold (see the report)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (process logs, data copies)")
 	flag.Parse()
-
-	cfg := config{dur: 5 * time.Second, warm: time.Second, sweepDur: 3 * time.Second, conns: *conns, out: *out,
-		bin: *bin, wrk: *useWrk, rate: *rate, log: os.Stderr, plots: true, maxSweepSteps: 10,
-		stamp: time.Now().UTC().Format("20060102-150405")}
 	if *quick {
-		cfg.dur, cfg.warm, cfg.sweepDur = 2*time.Second, 500*time.Millisecond, time.Second
+		cfg.rounds, cfg.dur, cfg.warm, cfg.sweepDur, cfg.wrkDur = 1, 2*time.Second, 500*time.Millisecond, time.Second, 2*time.Second
+		// A quick pass is a check, not a result: it leaves RESULTS.md and
+		// its plots alone unless told otherwise.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["out"] {
+			cfg.out = filepath.Join(cfg.out, "quick")
+		}
+		if !set["results"] {
+			cfg.resultsMD = ""
+		}
 	}
-	cfg.cases = map[string]bool{}
-	for _, c := range strings.Split(*cases, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			cfg.cases[c] = true
+	cfg.cases = splitList(*cases, ",")
+	cfg.termFlags = strings.Fields(*termFlags)
+	for _, s := range strings.Split(*sweeps, ";") {
+		cfg.sweeps = append(cfg.sweeps, strings.Fields(s))
+	}
+	cfg.command = commandLine(os.Args[1:])
+
+	if (cfg.pin || cfg.nice != 0) && os.Getenv(pinnedEnv) == "" {
+		if err := repinSelf(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "harness:", err)
+			os.Exit(2)
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	table, err := run(ctx, cfg)
-	fmt.Print(table)
+	err := run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		os.Exit(1)
 	}
 }
 
-// run executes the selected cases and writes the report; it returns the
-// markdown it wrote.
-func run(ctx context.Context, cfg config) (string, error) {
-	if cfg.log == nil {
-		cfg.log = io.Discard
-	}
-	if cfg.wrk {
-		if _, err := exec.LookPath("wrk"); err != nil {
-			fmt.Fprintln(cfg.log, "wrk not installed; built-in generator only")
-			cfg.wrk = false
-		}
-	}
-	r := &runner{cfg: cfg, ctx: ctx}
-	r.all()
-	md := r.markdown()
-	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
-		return md, fmt.Errorf("results dir: %w", err)
-	}
-	path := filepath.Join(cfg.out, cfg.stamp+".md")
-	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
-		return md, fmt.Errorf("write %s: %w", path, err)
-	}
-	fmt.Fprintln(cfg.log, "wrote", path)
-	if cfg.plots {
-		if err := r.plots(); err != nil {
-			return md, err
-		}
-	}
-	return md, ctx.Err()
-}
-
-type runner struct {
-	cfg     config
-	ctx     context.Context
-	rows    []caseResult
-	sweep   []sweepPoint
-	rateRow *sweepPoint
-	sat     float64 // closed-loop two-hop rps: the saturating rate
-	notes   []string
-}
-
-func (r *runner) want(c string) bool { return r.cfg.cases[c] && r.ctx.Err() == nil }
-
-func (r *runner) logf(format string, args ...any) { fmt.Fprintf(r.cfg.log, format+"\n", args...) }
-
-// fail records a case that could not run, so the table shows the gap.
-func (r *runner) fail(name string, err error) {
-	r.logf("%s: %v", name, err)
-	r.rows = append(r.rows, caseResult{Case: name, Tool: "-", Err: err.Error()})
-}
-
-// measure runs the built-in generator closed loop (and wrk) on base+paths.
-func (r *runner) measure(name, base string, paths []string) {
-	urls := make([]string, len(paths))
-	for i, p := range paths {
-		urls[i] = base + p
-	}
-	res, err := loadgen.Run(r.ctx, loadgen.Options{URLs: urls, Connections: r.cfg.conns, Duration: r.cfg.dur, Warmup: r.cfg.warm})
+// repinSelf runs this program again under taskset on the generator's CPUs
+// (and nice), in place (same PID), so the built-in generator and wrk, which
+// inherits the harness's CPUs, stay there.
+func repinSelf(cfg config) error {
+	exe, err := os.Executable()
 	if err != nil {
-		r.fail(name, err)
-		return
+		return fmt.Errorf("pin the generator: %w", err)
 	}
-	r.logf("%-28s loadgen %s", name, res.Summary())
-	r.rows = append(r.rows, fromLoadgen(name, res))
-	if r.cfg.wrk && r.ctx.Err() == nil {
-		wr, err := runWrk(r.ctx, base, paths, r.cfg.conns, r.cfg.dur)
-		if err != nil {
-			r.logf("%s: wrk: %v", name, err)
-			return
-		}
-		wr.Case = name
-		r.logf("%-28s wrk     rps=%.0f p50=%v p99=%v p99.9=%v", name, wr.RPS, wr.P50, wr.P99, wr.P999)
-		r.rows = append(r.rows, wr)
+	cpus := ""
+	if cfg.pin {
+		cpus = cfg.genCPUs
 	}
-}
-
-func fromLoadgen(name string, res *loadgen.Result) caseResult {
-	return caseResult{Case: name, Tool: "loadgen", RPS: res.RPS(), P50: res.Percentile(50), P90: res.Percentile(90),
-		P99: res.Percentile(99), P999: res.Percentile(99.9), Max: res.Max(), Errors: res.Errors, Non2xx: res.Non2xx()}
-}
-
-func profilePaths() []string {
-	p := make([]string, 300)
-	for i := range p {
-		p[i] = fmt.Sprintf("/profiles/%d", i+1)
-	}
-	return p
-}
-
-// Case names as they appear in the table.
-const (
-	nameHello      = "fasthttp hello (ceiling)"
-	nameNginx      = "nginx return 200"
-	nameNginxProxy = "nginx -> fasthttp"
-	nameGoProxy    = "Go ReverseProxy -> fasthttp"
-	nameEcho       = "terminator -> echo (1 hop)"
-	nameProfiles   = "terminator -> web -> services (2 hops)"
-	nameNginxTerm  = "nginx -> terminator (2 hops)"
-)
-
-func (r *runner) all() {
-	root := []string{"/"}
-	needHello := r.want("hello") || r.want("nginx-proxy") || r.want("go-proxy")
-	if needHello {
-		addr, stop, err := startHello()
-		if err != nil {
-			r.fail(nameHello, err)
-		} else {
-			if r.want("hello") {
-				r.measure(nameHello, "http://"+addr, root)
-			}
-			if r.want("nginx") {
-				r.withNginx(nameNginx, "", root)
-			}
-			if r.want("nginx-proxy") {
-				r.withNginx(nameNginxProxy, addr, root)
-			}
-			if r.want("go-proxy") {
-				paddr, pstop, err := startGoProxy(addr)
-				if err != nil {
-					r.fail(nameGoProxy, err)
-				} else {
-					r.measure(nameGoProxy, "http://"+paddr, root)
-					pstop()
-				}
-			}
-			stop()
-		}
-	} else if r.want("nginx") {
-		r.withNginx(nameNginx, "", root)
-	}
-
-	if r.want("echo") || r.want("profiles") || r.want("nginx-terminator") || r.want("rate") || r.want("sweep") {
-		r.logf("starting %s ...", r.cfg.bin)
-		t, err := startTerminator(r.cfg.bin)
-		if err != nil {
-			r.fail("terminator", err)
-			return
-		}
-		base := "http://" + t.public
-		if r.want("echo") {
-			r.measure(nameEcho, base, []string{"/echo"})
-		}
-		if r.want("profiles") {
-			r.measure(nameProfiles, base, profilePaths())
-		}
-		if r.want("nginx-terminator") {
-			r.withNginx(nameNginxTerm, t.public, profilePaths())
-		}
-		if r.want("rate") {
-			if p, err := r.openLoop(base, r.cfg.rate, r.cfg.dur); err != nil {
-				r.fail("constant rate", err)
-			} else {
-				r.rateRow = &p
-			}
-		}
-		if err := t.stop(); err != nil {
-			r.notes = append(r.notes, "terminator stop: "+err.Error())
-			r.logf("terminator stop: %v", err)
-		}
-	}
-	if r.want("sweep") {
-		// The sweep runs against an instance whose admission bound fits
-		// the chain (Little's law: ~25k rps x ~5 ms), with many more
-		// connections than that bound, so that past saturation the excess
-		// is refused with 503 instead of queueing in the generator.
-		t, err := startTerminator(r.cfg.bin, "-max-waiting", strconv.Itoa(sweepMaxWaiting))
-		if err != nil {
-			r.fail("terminator for the sweep", err)
-			return
-		}
-		r.logf("sweep terminator on %s (-max-waiting %d, c=%d)", t.public, sweepMaxWaiting, sweepConns)
-		r.runSweep("http://" + t.public)
-		if err := t.stop(); err != nil {
-			r.logf("terminator stop: %v", err)
-		}
-	}
-	r.ratios()
-}
-
-func (r *runner) withNginx(name, upstream string, paths []string) {
-	addr, stop, err := startNginx(upstream)
+	bin, args, err := wrap(exe, os.Args[1:], cpus, cfg.nice)
 	if err != nil {
-		r.fail(name, err)
-		return
+		return err
 	}
-	r.measure(name, "http://"+addr, paths)
-	if err := stop(); err != nil {
-		r.logf("nginx stop: %v", err)
-	}
+	return syscall.Exec(bin, append([]string{bin}, args...), append(os.Environ(), pinnedEnv+"=1"))
 }
 
-// The sweep's admission bound and connection count.
-const (
-	sweepMaxWaiting = 128
-	sweepConns      = 1024
-)
-
-// openLoop offers rate rps to the two-hop chain for d (plus warm-up).
-func (r *runner) openLoop(base string, rate float64, d time.Duration) (sweepPoint, error) {
-	return r.openLoopConns(base, rate, d, r.cfg.conns)
+// commandLine is how the run was started, quoted to be run again.
+func commandLine(args []string) string {
+	parts := []string{"harness"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " ;'\"$*") {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }
 
-func (r *runner) openLoopConns(base string, rate float64, d time.Duration, conns int) (sweepPoint, error) {
-	urls := make([]string, 0, 300)
-	for _, p := range profilePaths() {
-		urls = append(urls, base+p)
-	}
-	res, err := loadgen.Run(r.ctx, loadgen.Options{URLs: urls, Connections: conns, Rate: rate, Duration: d, Warmup: r.cfg.warm})
-	if err != nil {
-		return sweepPoint{}, err
-	}
-	r.logf("open loop %6.0f rps: %s svc_p99=%v errors=%v", rate, res.Summary(), time.Duration(res.Service.ValueAtQuantile(99))*time.Microsecond, res.ErrorKinds)
-	p := sweepPoint{Offered: rate, Achieved: res.RPS(), Errors: res.Errors, Unsent: res.Unsent,
-		// Delivered 2xx throughput: the window's completions times the 2xx share.
-		AdmittedRPS: res.RPS() * float64(res.Admitted.TotalCount()) / math.Max(1, float64(res.Latency.TotalCount())),
-		P50:         time.Duration(res.Admitted.ValueAtQuantile(50)) * time.Microsecond,
-		P99:         time.Duration(res.Admitted.ValueAtQuantile(99)) * time.Microsecond,
-		SvcP99:      time.Duration(res.Service.ValueAtQuantile(99)) * time.Microsecond}
-	if n := res.Requests + res.Unsent; n > 0 {
-		p.Share503 = float64(res.Status[503]) / float64(n)
-	}
-	return p, nil
-}
-
-// runSweep offers 10k, 20k, 40k, 60k, ... up to twice the saturating rate
-// (the closed-loop two-hop throughput, or the first rate the chain cannot
-// keep up with), then twice saturation itself.
-func (r *runner) runSweep(base string) {
-	for _, row := range r.rows {
-		if row.Case == nameProfiles && row.Tool == "loadgen" {
-			r.sat = row.RPS
+func splitList(s, sep string) []string {
+	var out []string
+	for _, x := range strings.Split(s, sep) {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
 		}
 	}
-	rates := []float64{10000, 20000}
-	for x := 40000.0; len(rates) < r.cfg.maxSweepSteps; x += 20000 {
-		rates = append(rates, x)
+	return out
+}
+
+// checkPinning validates the CPU lists against this machine.
+func checkPinning(cfg config) error {
+	if !cfg.pin {
+		return nil
 	}
-	var limit float64
-	if r.sat > 0 {
-		limit = 2 * r.sat
-		// Include the saturating rate itself among the steps.
-		for i, x := range rates {
-			if x >= r.sat {
-				rates = append(rates[:i], append([]float64{math.Round(r.sat)}, rates[i:]...)...)
-				break
+	sut, err := cputime.ParseList(cfg.sutCPUs)
+	if err != nil {
+		return err
+	}
+	gen, err := cputime.ParseList(cfg.genCPUs)
+	if err != nil {
+		return err
+	}
+	if _, err := cputime.ReadCPUs(append(append([]int(nil), sut...), gen...)); err != nil {
+		return fmt.Errorf("-sut-cpus %s, -gen-cpus %s: %w (or run with -pin=false)", cfg.sutCPUs, cfg.genCPUs, err)
+	}
+	for _, c := range sut {
+		for _, g := range gen {
+			if c == g {
+				return fmt.Errorf("CPU %d is in both -sut-cpus and -gen-cpus", c)
 			}
 		}
 	}
-	for _, rate := range rates {
-		if r.ctx.Err() != nil || (limit > 0 && rate >= limit) {
-			break
-		}
-		p, err := r.openLoopConns(base, rate, r.cfg.sweepDur, sweepConns)
-		if err != nil {
-			r.fail(fmt.Sprintf("sweep %.0f", rate), err)
-			return
-		}
-		r.sweep = append(r.sweep, p)
-		if r.sat == 0 && p.Achieved < 0.9*rate {
-			r.sat = p.Achieved // first point that could not keep up
-			limit = 2 * r.sat
-		}
-	}
-	if limit > 0 && r.ctx.Err() == nil {
-		if p, err := r.openLoopConns(base, limit, r.cfg.sweepDur, sweepConns); err == nil {
-			r.sweep = append(r.sweep, p)
-		}
-	}
-}
-
-// ratios relates each row to the same tool's fasthttp hello ceiling.
-func (r *runner) ratios() {
-	ceil := map[string]float64{}
-	for _, row := range r.rows {
-		if row.Case == nameHello {
-			ceil[row.Tool] = row.RPS
-		}
-	}
-	for i := range r.rows {
-		if c := ceil[r.rows[i].Tool]; c > 0 {
-			r.rows[i].Ratio = r.rows[i].RPS / c
-		}
-	}
+	return nil
 }

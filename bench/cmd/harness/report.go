@@ -2,19 +2,19 @@ package main
 
 import (
 	"fmt"
-	"image/color"
-	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
-	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/plotutil"
-	"gonum.org/v1/plot/vg"
+	"github.com/terminator-gw/terminator/bench/cputime"
 )
+
+// notesMarker separates RESULTS.md's generated part from the notes people
+// write under it; make bench keeps everything below the marker.
+const notesMarker = "<!-- Everything below this line is kept when make bench regenerates this file. -->"
 
 func ms(d time.Duration) string {
 	if d <= 0 {
@@ -23,166 +23,377 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 }
 
-// markdown renders the closed-loop table, the open-loop table and notes.
-func (r *runner) markdown() string {
+func ratio(x float64) string {
+	if x <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+func cell(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", "/"), "\n", " ") }
+
+// write renders the reports and plots.
+func (r *runner) write() error {
+	sums := r.summaries()
+	if err := os.MkdirAll(r.cfg.out, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	raw := r.rawReport(sums)
+	rawPath := filepath.Join(r.cfg.out, r.cfg.stamp+".md")
+	if err := os.WriteFile(rawPath, []byte(raw), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", rawPath, err)
+	}
+	r.logf("wrote %s", rawPath)
+	fmt.Print(r.summaryTable(sums))
+	if r.cfg.plots {
+		if err := r.plots(sums); err != nil {
+			return err
+		}
+	}
+	if r.cfg.resultsMD != "" {
+		if err := r.writeResults(sums, rawPath); err != nil {
+			return err
+		}
+		r.logf("wrote %s", r.cfg.resultsMD)
+	}
+	return nil
+}
+
+// onlineCPUs counts the machine's CPUs; runtime.NumCPU counts only those
+// the (pinned) harness may use.
+func onlineCPUs() int {
+	if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
+		if cpus, err := cputime.ParseList(strings.TrimSpace(string(b))); err == nil {
+			return len(cpus)
+		}
+	}
+	return runtime.NumCPU()
+}
+
+// machine says what ran where.
+func (r *runner) machine() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "## terminator bench %s\n\n", r.cfg.stamp)
-	fmt.Fprintf(&sb, "Machine: %d CPUs, %s/%s, %s; load generator on the same box; loopback only. ",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(&sb, "%d CPUs, %s/%s, %s", onlineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		fmt.Fprintf(&sb, ", Linux %s", strings.TrimSpace(string(b)))
+	}
 	if out, err := exec.Command("nginx", "-v").CombinedOutput(); err == nil {
-		fmt.Fprintf(&sb, "%s. ", strings.TrimSpace(string(out)))
+		fmt.Fprintf(&sb, ", %s", strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: "))
 	}
-	fmt.Fprintf(&sb, "Closed loop, c=%d, %v measured after %v warm-up (wrk: -t1, %v, no warm-up).\n\n",
-		r.cfg.conns, r.cfg.dur, r.cfg.warm, r.cfg.dur)
-	sb.WriteString("| case | tool | rps | p50 | p99 | p99.9 | errors | non-2xx | x fasthttp |\n")
-	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, row := range r.rows {
-		if row.Err != "" {
-			fmt.Fprintf(&sb, "| %s | - | failed: %s | | | | | | |\n", row.Case, strings.ReplaceAll(tail(row.Err, 200), "|", "/"))
-			continue
-		}
-		ratio := "-"
-		if row.Ratio > 0 {
-			ratio = fmt.Sprintf("%.2f", row.Ratio)
-		}
-		fmt.Fprintf(&sb, "| %s | %s | %.0f | %s | %s | %s | %d | %d | %s |\n",
-			row.Case, row.Tool, row.RPS, ms(row.P50), ms(row.P99), ms(row.P999), row.Errors, row.Non2xx, ratio)
+	if out, err := exec.Command(r.cfg.natsBin, "--version").CombinedOutput(); err == nil {
+		fmt.Fprintf(&sb, ", %s", strings.TrimSpace(string(out)))
 	}
-	if r.rateRow != nil || len(r.sweep) > 0 {
-		fmt.Fprintf(&sb, "\nOpen loop (constant rate, latency from the intended send time), two hops `GET /profiles/{1..300}`. "+
-			"The constant-rate row uses c=%d against the default terminator; the sweep uses c=%d against one started with "+
-			"-max-waiting %d, so that past saturation the excess is refused (503) rather than queued in the generator. "+
-			"Admitted = 2xx; service p99 = timed from the actual send (the target's own answer time).\n\n", r.cfg.conns, sweepConns, sweepMaxWaiting)
-		sb.WriteString("| offered rps | achieved rps | admitted rps | admitted p50 | admitted p99 | service p99 | 503 share | errors | unsent |\n")
-		sb.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		rows := r.sweep
-		if r.rateRow != nil {
-			rows = append([]sweepPoint{*r.rateRow}, rows...)
-		}
-		for i, p := range rows {
-			label := fmt.Sprintf("%.0f", p.Offered)
-			if i == 0 && r.rateRow != nil {
-				label += " (constant-rate case)"
-			}
-			fmt.Fprintf(&sb, "| %s | %.0f | %.0f | %s | %s | %s | %.1f%% | %d | %d |\n", label, p.Achieved, p.AdmittedRPS,
-				ms(p.P50), ms(p.P99), ms(p.SvcP99), 100*p.Share503, p.Errors, p.Unsent)
-		}
-		if r.sat > 0 {
-			fmt.Fprintf(&sb, "\nSaturation taken as %.0f rps (closed-loop two-hop throughput).\n", r.sat)
-		}
+	if r.cfg.pin {
+		fmt.Fprintf(&sb, ". Pinned: systems under test on CPU %s, generators (loadgen, wrk) on CPU %s (taskset).", r.cfg.sutCPUs, r.cfg.genCPUs)
+	} else {
+		sb.WriteString(". Unpinned: systems under test and generators share every CPU.")
 	}
-	for _, n := range r.notes {
-		fmt.Fprintf(&sb, "\nNote: %s\n", n)
+	if r.cfg.nice != 0 {
+		fmt.Fprintf(&sb, " Every process of the run at nice %d.", r.cfg.nice)
 	}
 	return sb.String()
 }
 
-// plots draws latency.png (percentiles per case, built-in generator) and
-// sweep.png (latency versus offered rate).
-func (r *runner) plots() error {
-	if err := r.latencyPlot(filepath.Join(r.cfg.out, "latency.png")); err != nil {
-		return err
+func (r *runner) method() string {
+	wrk := "wrk off"
+	if r.cfg.wrk {
+		wrk = fmt.Sprintf("wrk -t1, %v", r.cfg.wrkDur)
 	}
-	if len(r.sweep) > 0 {
-		return r.sweepPlot(filepath.Join(r.cfg.out, "sweep.png"))
+	return fmt.Sprintf("Closed loop, c=%d (the big-c cases c=%d), %d round(s), cases interleaved; per case and round: "+
+		"loadgen %v measured after %v warm-up, then %s. Page cases spread GET /profiles/{1..%d}.",
+		r.cfg.conns, r.cfg.bigConns, r.cfg.rounds, r.cfg.dur, r.cfg.warm, wrk, r.cfg.seed)
+}
+
+// summaryTable is the medians over rounds, one row per case and tool.
+func (r *runner) summaryTable(sums []summary) string {
+	var sb strings.Builder
+	sb.WriteString("| case | tool | rps | p50 | p99 | p99.9 | errors | CPU µs/req | SUT CPU | gen CPU | x hello rps | x hello CPU | spread rps / CPU | rounds | noisy rounds |\n")
+	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, s := range sums {
+		if s.rounds == 0 {
+			fmt.Fprintf(&sb, "| %s | %s | failed: %s | | | | | | | | | | | | |\n", s.name, s.tool, cell(tail(strings.Join(s.failed, "; "), 300)))
+			continue
+		}
+		flags := strings.Join(append(s.flags, s.failed...), "; ")
+		if flags == "" {
+			flags = "-"
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %.0f | %s | %s | %s | %d | %.1f | %.0f%% | %.0f%% | %s | %s | %.0f%% / %.0f%% | %d/%d | %s |\n",
+			s.name, s.tool, s.rps, ms(s.p50), ms(s.p99), ms(s.p999), s.errors+s.non2xx, s.cpuPerReq, s.sutPct, s.genPct,
+			ratio(s.rpsRatio), ratio(s.cpuRatio), 100*s.rpsSpread, 100*s.cpuSpread, s.counted, len(s.failed)+s.rounds, cell(flags))
+	}
+	return sb.String()
+}
+
+// procsTable lists the processes whose CPU time each case was charged.
+func procsTable(sums []summary) string {
+	var sb strings.Builder
+	sb.WriteString("| case | processes charged (all descendants of what the harness started) |\n| --- | --- |\n")
+	for _, s := range sums {
+		if s.tool == "loadgen" && s.procs != "" {
+			fmt.Fprintf(&sb, "| %s | %s |\n", s.name, s.procs)
+		}
+	}
+	return sb.String()
+}
+
+// sweepSections renders every sweep.
+func (r *runner) sweepSections() string {
+	var sb strings.Builder
+	for _, sw := range r.sweeps {
+		fmt.Fprintf(&sb, "\n## Overload sweep, %s\n\n%s", sw.label(), r.sweepSection(sw))
+	}
+	return sb.String()
+}
+
+// label says how the sweep's terminator ran.
+func (sw *sweepResult) label() string {
+	if len(sw.flags) == 0 {
+		return "default settings"
+	}
+	return strings.Join(sw.flags, " ")
+}
+
+func (r *runner) sweepSection(sw *sweepResult) string {
+	var sb strings.Builder
+	flags := sw.label()
+	fmt.Fprintf(&sb, "Open loop, `terminator all` (%s), c=%d, GET /profiles/{1..%d}, each point %v after %v warm-up; "+
+		"offered rates are fractions of the saturating rate, %.0f rps (%s). Latency is timed from the intended send "+
+		"(no coordinated omission); service p99 from the actual send. Goodput = 2xx answers per second inside the window.\n\n",
+		flags, r.cfg.bigConns, r.cfg.seed, r.cfg.sweepDur, r.cfg.warm, sw.sat, sw.satFrom)
+	if sw.err != "" {
+		fmt.Fprintf(&sb, "The sweep failed: %s\n\n", cell(sw.err))
+	}
+	if len(sw.points) == 0 {
+		return sb.String()
+	}
+	sb.WriteString("| offered rps | x sat | achieved rps | goodput | admitted p50 | admitted p99 | service p99 | refused (503) | errors | unsent | SUT CPU | gen CPU | CPU µs/answer | noisy |\n")
+	sb.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, p := range sw.points {
+		per := "-"
+		if n := p.Served + p.Refused + p.Other; n > 0 {
+			per = fmt.Sprintf("%.1f", float64(p.CPU.Microseconds())/float64(n))
+		}
+		noisy := "-"
+		if r.foreign(p.Foreign, p.Window) {
+			noisy = fmt.Sprintf("%.0f%% foreign load on the SUT CPUs", pct(p.Foreign, p.Window))
+		}
+		fmt.Fprintf(&sb, "| %.0f | %.2f | %.0f | %.0f | %s | %s | %s | %.1f%% | %d | %d | %.0f%% | %.0f%% | %s | %s |\n",
+			p.Offered, p.Offered/sw.sat, p.Achieved, p.Goodput, ms(p.P50), ms(p.P99), ms(p.SvcP99), 100*p.RefusedShare,
+			p.Errors, p.Unsent, pct(p.CPU, p.Window), pct(p.GenCPU, p.Window), per, noisy)
+	}
+	fmt.Fprintf(&sb, "\nCPU per served page %.1f µs", sw.pageCPU)
+	if sw.refusalCPU != 0 {
+		fmt.Fprintf(&sb, ", per refusal %.1f µs (%.2fx a page)", sw.refusalCPU, sw.refusalCPU/sw.pageCPU)
+	} else {
+		sb.WriteString(", per refusal: not measured")
+	}
+	fmt.Fprintf(&sb, ": %s.\n", sw.fitNote)
+	return sb.String()
+}
+
+// sweepNoise is a stand-in summary for the verdicts when a point of sw had
+// foreign load: a sweep point runs once, so that is all the noise rule
+// can look at.
+func (r *runner) sweepNoise(sw *sweepResult) []summary {
+	for _, p := range sw.points {
+		if r.foreign(p.Foreign, p.Window) {
+			return []summary{{name: "sweep " + sw.label() + " had points with foreign load"}}
+		}
 	}
 	return nil
 }
 
-func (r *runner) latencyPlot(path string) error {
-	var rows []caseResult
-	for _, row := range r.rows {
-		if row.Tool == "loadgen" && row.Err == "" {
-			rows = append(rows, row)
+// find returns the loadgen summary of a case.
+func find(sums []summary, id string) (summary, bool) {
+	for _, s := range sums {
+		if s.id == id && s.tool == "loadgen" && s.rounds > 0 {
+			return s, true
+		}
+	}
+	return summary{}, false
+}
+
+// targets checks DESIGN's speed targets against this run's loadgen medians.
+func (r *runner) targets(sums []summary) string {
+	type row struct{ target, value, verdict string }
+	var rows []row
+	// verdict says met or missed, and whether the numbers behind it came
+	// from noisy rounds only (then it is not to be quoted).
+	verdict := func(ok bool, from ...summary) string {
+		v := "missed"
+		if ok {
+			v = "met"
+		}
+		for _, s := range from {
+			if !s.clean {
+				return v + " (" + s.name + ": no clean round)"
+			}
+		}
+		return v
+	}
+	page, hasPage := find(sums, "page")
+	split, hasSplit := find(sums, "page-split")
+	if hasPage {
+		rows = append(rows, row{"page <= 40 CPU µs (25k pages/s per core)", fmt.Sprintf("%.1f µs", page.cpuPerReq), verdict(page.cpuPerReq <= 40, page)})
+		rows = append(rows, row{fmt.Sprintf("page p99 < 5 ms at c=%d", r.cfg.conns), ms(page.p99), verdict(page.p99 < 5*time.Millisecond, page)})
+	}
+	for _, alt := range []struct {
+		id, label string
+		limit     float64
+	}{{"page-nats", "NATS", 0.6}, {"page-http", "HTTP", 0.7}} {
+		a, ok := find(sums, alt.id)
+		if !ok {
+			continue
+		}
+		var vals []string
+		met, from := true, []summary{a}
+		for _, t := range []struct {
+			s   summary
+			ok  bool
+			lbl string
+		}{{page, hasPage, "all"}, {split, hasSplit, "split"}} {
+			if t.ok {
+				x := t.s.cpuPerReq / a.cpuPerReq
+				vals = append(vals, fmt.Sprintf("%s %.2fx", t.lbl, x))
+				met = met && x <= alt.limit
+				from = append(from, t.s)
+			}
+		}
+		if len(vals) > 0 {
+			rows = append(rows, row{fmt.Sprintf("page CPU <= %.1fx the %s page's (%.1f µs)", alt.limit, alt.label, a.cpuPerReq), strings.Join(vals, ", "), verdict(met, from...)})
+		}
+	}
+	hello, _ := find(sums, "hello")
+	if echo, ok := find(sums, "echo"); ok && echo.cpuRatio > 0 {
+		rows = append(rows, row{"one bus hop CPU <= 1.5x the hello's", fmt.Sprintf("%.2fx (%.1f µs)", echo.cpuRatio, echo.cpuPerReq), verdict(echo.cpuRatio <= 1.5, echo, hello)})
+		rows = append(rows, row{"one bus hop p99 < 2 ms", ms(echo.p99), verdict(echo.p99 < 2*time.Millisecond, echo)})
+	}
+	if big, ok := find(sums, "page-c1024"); ok && hasPage {
+		x := big.rps / page.rps
+		rows = append(rows, row{fmt.Sprintf("c=%d: goodput >= 0.9x c=%d", r.cfg.bigConns, r.cfg.conns), fmt.Sprintf("%.2fx (%.0f rps, %d errors + non-2xx)", x, big.rps, big.errors+big.non2xx), verdict(x >= 0.9 && big.non2xx == 0, big, page)})
+		rows = append(rows, row{fmt.Sprintf("c=%d: p99 < 25 ms", r.cfg.bigConns), ms(big.p99), verdict(big.p99 < 25*time.Millisecond, big)})
+	}
+	if len(r.sweeps) > 0 && len(r.sweeps[0].points) == len(sweepFractions) {
+		sw := r.sweeps[0]
+		noisy := r.sweepNoise(sw)
+		low, top := sw.points[0], sw.points[len(sw.points)-1]
+		x := top.Goodput / sw.sat
+		rows = append(rows, row{"2x saturation (" + sw.label() + "): admitted goodput >= 0.9x peak", fmt.Sprintf("%.2fx (%.0f of %.0f rps)", x, top.Goodput, sw.sat), verdict(x >= 0.9, noisy...)})
+		p99 := ms(top.P99)
+		if top.P99 == 0 {
+			p99 = "none of the requests sent in the window was answered"
+		}
+		rows = append(rows, row{"2x saturation: admitted p99 <= 2x unloaded", fmt.Sprintf("%s vs %s at %.2fx", p99, ms(low.P99), sweepFractions[0]), verdict(top.P99 > 0 && top.P99 <= 2*low.P99, noisy...)})
+		// The default may refuse nothing (it queues); then the first sweep
+		// that did refuse prices a refusal.
+		priced := sw
+		for _, o := range r.sweeps {
+			if priced.refusalCPU == 0 && o.refusalCPU != 0 {
+				priced = o
+			}
+		}
+		if priced.refusalCPU != 0 {
+			rows = append(rows, row{"a refusal <= 0.3x a page's CPU", fmt.Sprintf("%.2fx (%.1f µs vs %.1f µs, %s)", priced.refusalCPU/priced.pageCPU,
+				priced.refusalCPU, priced.pageCPU, priced.label()), verdict(priced.refusalCPU <= 0.3*priced.pageCPU, r.sweepNoise(priced)...)})
+		} else {
+			rows = append(rows, row{"a refusal <= 0.3x a page's CPU", "no refusals to price", "missed"})
 		}
 	}
 	if len(rows) == 0 {
-		return nil
+		return ""
 	}
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Latency per system, closed loop c=%d (built-in generator)", r.cfg.conns)
-	p.Y.Label.Text = "ms"
-	w := vg.Points(14)
-	series := []struct {
-		name string
-		get  func(caseResult) time.Duration
-	}{{"p50", func(c caseResult) time.Duration { return c.P50 }},
-		{"p99", func(c caseResult) time.Duration { return c.P99 }},
-		{"p99.9", func(c caseResult) time.Duration { return c.P999 }}}
-	for i, s := range series {
-		vals := make(plotter.Values, len(rows))
-		for j, row := range rows {
-			vals[j] = float64(s.get(row)) / float64(time.Millisecond)
-		}
-		bars, err := plotter.NewBarChart(vals, w)
-		if err != nil {
-			return fmt.Errorf("latency plot: %w", err)
-		}
-		bars.LineStyle.Width = 0
-		bars.Color = plotutil.Color(i)
-		bars.Offset = vg.Length(i-1) * w
-		p.Add(bars)
-		p.Legend.Add(s.name, bars)
+	var sb strings.Builder
+	sb.WriteString("| target (DESIGN.md, pinned) | this run | verdict |\n| --- | --- | --- |\n")
+	for _, x := range rows {
+		fmt.Fprintf(&sb, "| %s | %s | %s |\n", x.target, x.value, x.verdict)
 	}
-	names := make([]string, len(rows))
-	for i, row := range rows {
-		names[i] = shortName(row.Case)
-	}
-	p.NominalX(names...)
-	p.Legend.Top = true
-	p.Legend.Left = true
-	if err := p.Save(vg.Length(90+len(rows)*70), 11*vg.Centimeter, path); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	return nil
+	return sb.String()
 }
 
-// shortName keeps the x axis readable.
-func shortName(s string) string {
-	r := strings.NewReplacer("terminator", "term", " (ceiling)", "", "fasthttp", "fh", "ReverseProxy", "RP",
-		" -> web -> services", "->web->svc", " (1 hop)", "", " (2 hops)", "", " return 200", "")
-	return r.Replace(s)
+const cpuMethod = "**CPU µs/req** is the utime+stime (from /proc/PID/stat) of every server process of the case, " +
+	"all descendants of what the harness started included (nginx's workers, nats-server, each service), read as the " +
+	"measured window opens and closes, divided by the answers inside the window. **SUT CPU** is that time as a share " +
+	"of one CPU over the window; **gen CPU** the generator's own (the harness for loadgen, wrk's rusage). A case whose " +
+	"gen CPU is near 100%% was limited by its generator, not by the system under test: its CPU per request still holds. " +
+	"**x hello** relates rps and CPU per request to the same tool's fasthttp hello. **Spread** is (max - min) / median over " +
+	"the rounds counted. A round is **noisy** when the SUT CPUs were busy with anything else for more than %.0f%% of the window " +
+	"(/proc/stat busy time minus the case's processes): it is left out of the medians when the case has a clean round " +
+	"(**rounds** = counted/run); a counted round more than %.0f%% off the median in rps or CPU per request is flagged too."
+
+func (r *runner) legend() string {
+	return fmt.Sprintf(cpuMethod, 100*r.cfg.noise, 100*r.cfg.noise) + "\n\n" +
+		"Systems: **terminator all** is `terminator all` (embedded etcd, front, web, profiles, visits, flirts, echo in one process); " +
+		"**terminator split** is one process per role (front, web, profiles, visits, flirts) plus an etcd (bench/cmd/peers etcd); " +
+		"**NATS micro** is a nats-server plus one process per role (web, profiles, visits, flirts: nats.go micro services, request/reply); " +
+		"**HTTP fasthttp** is one process per role calling each other over HTTP/1.1 keep-alive (fasthttp on both sides). " +
+		"All page systems read copies of one seeded Pebble data set and are checked, before every measurement, to answer every " +
+		"page byte for byte as the terminator does. The nginx cases run the shipped deploy/nginx/terminator.conf " +
+		"(nginx return 200 excepted: a one-line site for nginx's own ceiling), one worker per SUT CPU.\n"
 }
 
-func (r *runner) sweepPlot(path string) error {
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Two hops, open loop c=%d, -max-waiting %d: admitted latency vs offered rate", sweepConns, sweepMaxWaiting)
-	p.X.Label.Text = "offered rps"
-	p.Y.Label.Text = "ms (log)"
-	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	mk := func(get func(sweepPoint) time.Duration) plotter.XYs {
-		xy := make(plotter.XYs, len(r.sweep))
-		for i, s := range r.sweep {
-			xy[i].X = s.Offered
-			xy[i].Y = math.Max(float64(get(s))/float64(time.Millisecond), 0.01) // log scale needs > 0
-		}
-		return xy
+// rawReport is the run's full record: summaries and every round.
+func (r *runner) rawReport(sums []summary) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# terminator bench %s\n\n`%s`, %v.\n\n%s %s\n\n", r.cfg.stamp, r.cfg.command, time.Since(r.began).Round(time.Second), r.machine(), r.method())
+	sb.WriteString(r.summaryTable(sums))
+	sb.WriteString("\n" + r.legend() + "\n" + procsTable(sums))
+	sb.WriteString(r.sweepSections())
+	if t := r.targets(sums); t != "" {
+		sb.WriteString("\n## Targets\n\n" + t)
 	}
-	err := plotutil.AddLinePoints(p,
-		"admitted p50", mk(func(s sweepPoint) time.Duration { return s.P50 }),
-		"admitted p99", mk(func(s sweepPoint) time.Duration { return s.P99 }),
-		"service p99", mk(func(s sweepPoint) time.Duration { return s.SvcP99 }))
-	if err != nil {
-		return fmt.Errorf("sweep plot: %w", err)
-	}
-	if r.sat > 0 {
-		top := 1.0
-		for _, s := range r.sweep {
-			top = math.Max(top, float64(s.P99)/float64(time.Millisecond))
-		}
-		l, err := plotter.NewLine(plotter.XYs{{X: r.sat, Y: 0.01}, {X: r.sat, Y: top}})
-		if err == nil {
-			l.Color = color.Gray{Y: 128}
-			l.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
-			p.Add(l)
-			p.Legend.Add("closed-loop saturation", l)
+	sb.WriteString("\n## Every round\n\n| case | tool | round | rps | p50 | p99 | p99.9 | errors | non-2xx | CPU µs/req | SUT CPU | gen CPU | foreign on SUT CPUs | window |\n")
+	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, k := range r.order {
+		c, _ := findCase(k.id)
+		for _, x := range r.samples[k] {
+			if x.Err != "" {
+				fmt.Fprintf(&sb, "| %s | %s | %d | failed: %s | | | | | | | | | | |\n", c.name, k.tool, x.Round, cell(tail(x.Err, 300)))
+				continue
+			}
+			fmt.Fprintf(&sb, "| %s | %s | %d | %.0f | %s | %s | %s | %d | %d | %.1f | %.0f%% | %.0f%% | %.0f%% | %v |\n",
+				c.name, k.tool, x.Round, x.RPS, ms(x.P50), ms(x.P99), ms(x.P999), x.Errors, x.Non2xx, x.CPUPerReq(),
+				pct(x.CPU, x.Window), pct(x.GenCPU, x.Window), pct(x.Foreign, x.Window), x.Window.Round(time.Millisecond))
 		}
 	}
-	p.Legend.Top = true
-	p.Legend.Left = true
-	if err := p.Save(16*vg.Centimeter, 11*vg.Centimeter, path); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
+	for _, n := range r.notes {
+		fmt.Fprintf(&sb, "\nNote: %s\n", cell(n))
 	}
-	return nil
+	return sb.String()
+}
+
+// writeResults regenerates RESULTS.md, keeping the notes under its marker.
+func (r *runner) writeResults(sums []summary, rawPath string) error {
+	notes := "\n## Notes\n\n(Write what the numbers say here; make bench keeps this part.)\n"
+	if b, err := os.ReadFile(r.cfg.resultsMD); err == nil {
+		if _, after, ok := strings.Cut(string(b), notesMarker); ok {
+			notes = after
+		}
+	}
+	rel := func(p string) string {
+		if x, err := filepath.Rel(filepath.Dir(r.cfg.resultsMD), p); err == nil {
+			return filepath.ToSlash(x)
+		}
+		return p
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# terminator benchmark results\n\nGenerated by `make bench` (`%s`, bench/cmd/harness) at %s UTC, in %v. Every round is in [%s](%s).\n\n",
+		r.cfg.command, r.cfg.stamp, time.Since(r.began).Round(time.Second), filepath.Base(rawPath), rel(rawPath))
+	fmt.Fprintf(&sb, "**Machine:** %s\n\n**Method:** %s\n\n", r.machine(), r.method())
+	sb.WriteString(r.summaryTable(sums))
+	sb.WriteString("\n" + r.legend() + "\n" + procsTable(sums))
+	if t := r.targets(sums); t != "" {
+		sb.WriteString("\n## Against the targets\n\n" + t)
+	}
+	sb.WriteString(r.sweepSections())
+	for _, p := range []string{"cpu.png", "latency.png", "sweep.png", "goodput.png"} {
+		if _, err := os.Stat(filepath.Join(r.cfg.out, p)); err == nil {
+			fmt.Fprintf(&sb, "\n![%s](%s)\n", strings.TrimSuffix(p, ".png"), rel(filepath.Join(r.cfg.out, p)))
+		}
+	}
+	for _, n := range r.notes {
+		fmt.Fprintf(&sb, "\nNote: %s\n", cell(n))
+	}
+	sb.WriteString("\n" + notesMarker + notes)
+	return os.WriteFile(r.cfg.resultsMD, []byte(sb.String()), 0o644)
 }

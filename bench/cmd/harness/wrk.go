@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// wrkScript spreads requests over paths and prints p99.9 and max in µs from
-// done(), which wrk's own --latency output lacks.
+// wrkScript spreads requests over paths and prints p99.9 in µs from done(),
+// which wrk's own --latency output lacks.
 func wrkScript(paths []string) string {
 	var sb strings.Builder
 	sb.WriteString("local paths = {")
@@ -31,15 +31,16 @@ request = function()
   return wrk.format("GET", paths[i])
 end
 done = function(summary, latency, requests)
-  io.write(string.format("BENCH_P999_US %d\nBENCH_MAX_US %d\n", latency:percentile(99.9), latency.max))
+  io.write(string.format("BENCH_P999_US %d\n", latency:percentile(99.9)))
 end
 `)
 	return sb.String()
 }
 
-// runWrk runs wrk closed loop against base+paths and parses its report.
-func runWrk(ctx context.Context, base string, paths []string, conns int, d time.Duration) (caseResult, error) {
-	r := caseResult{Tool: "wrk"}
+// runWrk runs wrk closed loop against base+paths and parses its report;
+// the sample's GenCPU is wrk's own CPU time.
+func runWrk(ctx context.Context, base string, paths []string, conns int, d time.Duration) (sample, error) {
+	var r sample
 	bin, err := exec.LookPath("wrk")
 	if err != nil {
 		return r, fmt.Errorf("wrk not installed: %w", err)
@@ -66,15 +67,20 @@ func runWrk(ctx context.Context, base string, paths []string, conns int, d time.
 	if err != nil {
 		return r, fmt.Errorf("wrk: %w: %s", err, tail(string(out), 500))
 	}
-	return parseWrk(string(out))
+	if r, err = parseWrk(string(out)); err != nil {
+		return r, err
+	}
+	r.GenCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return r, nil
 }
 
 var (
 	reRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reReqs    = regexp.MustCompile(`(\d+) requests in `)
 	rePct     = regexp.MustCompile(`^\s+(50|75|90|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 	reNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`)
 	reSockErr = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
-	reExtra   = regexp.MustCompile(`BENCH_(P999|MAX)_US (\d+)`)
+	reExtra   = regexp.MustCompile(`BENCH_P999_US (\d+)`)
 )
 
 func parseDur(v, unit string) time.Duration {
@@ -91,13 +97,14 @@ func parseDur(v, unit string) time.Duration {
 
 // parseWrk extracts Requests/sec, the --latency distribution, errors and
 // non-2xx counts from wrk's text output.
-func parseWrk(out string) (caseResult, error) {
-	r := caseResult{Tool: "wrk"}
-	m := reRPS.FindStringSubmatch(out)
-	if m == nil {
-		return r, fmt.Errorf("wrk output has no Requests/sec: %s", tail(out, 500))
+func parseWrk(out string) (sample, error) {
+	var r sample
+	m, n := reRPS.FindStringSubmatch(out), reReqs.FindStringSubmatch(out)
+	if m == nil || n == nil {
+		return r, fmt.Errorf("wrk output has no Requests/sec or request count: %s", tail(out, 500))
 	}
 	r.RPS, _ = strconv.ParseFloat(m[1], 64)
+	r.Requests, _ = strconv.ParseInt(n[1], 10, 64)
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		if pm := rePct.FindStringSubmatch(sc.Text()); pm != nil {
@@ -105,8 +112,6 @@ func parseWrk(out string) (caseResult, error) {
 			switch pm[1] {
 			case "50":
 				r.P50 = d
-			case "90":
-				r.P90 = d
 			case "99":
 				r.P99 = d
 			}
@@ -121,13 +126,9 @@ func parseWrk(out string) (caseResult, error) {
 			r.Errors += n
 		}
 	}
-	for _, m := range reExtra.FindAllStringSubmatch(out, -1) {
-		n, _ := strconv.ParseInt(m[2], 10, 64)
-		if m[1] == "P999" {
-			r.P999 = time.Duration(n) * time.Microsecond
-		} else {
-			r.Max = time.Duration(n) * time.Microsecond
-		}
+	if m := reExtra.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		r.P999 = time.Duration(n) * time.Microsecond
 	}
 	return r, nil
 }

@@ -2,6 +2,7 @@ package nanobus
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,12 @@ type Limiter struct {
 	sumNanos atomic.Int64 // latencies of the window's samples
 	samples  atomic.Int64
 	due      atomic.Int64 // unix nanos: the window's end
+
+	// Work over the limit may wait its turn (AcquireWait): a queue of
+	// waiters, first come first served, each handed a slot by a Release.
+	qmu     sync.Mutex
+	queue   []chan struct{}
+	waiting atomic.Int64
 
 	mu       sync.Mutex          // one recomputation at a time
 	minRTT   [refSeconds]float64 // each second's lowest window latency (ns), a ring
@@ -88,17 +95,85 @@ func (l *Limiter) Acquire() bool {
 	}
 }
 
-// Release ends one admitted piece of work that took rtt. Work that failed
-// for reasons of its own (not load) is best released with its latency all
-// the same: what counts is how long admitted work takes.
+// maxQueue bounds the work waiting for a turn.
+const maxQueue = 4096
+
+// AcquireWait is Acquire that, over the limit, waits up to wait for a
+// turn, in arrival order, rather than refusing at once. A short wait turns
+// a burst into a brief queue; under lasting overload the excess is refused
+// after it, and clients that come straight back meanwhile cost nothing.
+func (l *Limiter) AcquireWait(wait time.Duration) bool {
+	if l.Acquire() {
+		return true
+	}
+	if wait <= 0 {
+		return false
+	}
+	ch := make(chan struct{}, 1)
+	l.qmu.Lock()
+	if len(l.queue) >= maxQueue {
+		l.qmu.Unlock()
+		return false
+	}
+	l.waiting.Add(1)
+	// Again, now that a Release would see us: one that came between the
+	// first try and here found nobody waiting.
+	if l.Acquire() {
+		l.waiting.Add(-1)
+		l.qmu.Unlock()
+		return true
+	}
+	l.queue = append(l.queue, ch)
+	l.qmu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	}
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	if i := slices.Index(l.queue, ch); i >= 0 {
+		l.queue = slices.Delete(l.queue, i, i+1)
+		l.waiting.Add(-1)
+		return false
+	}
+	return true // handed a slot as the timer fired
+}
+
+// Release ends one admitted piece of work that took rtt, and gives its
+// slot to the first waiter, if any. Work that failed for reasons of its
+// own (not load) is best released with its latency all the same: what
+// counts is how long admitted work takes.
 func (l *Limiter) Release(rtt time.Duration) {
-	l.inflight.Add(-1)
+	if l.waiting.Load() == 0 || !l.handOver() {
+		l.inflight.Add(-1)
+	}
 	l.sumNanos.Add(int64(rtt))
 	l.samples.Add(1)
 	if now := time.Now().UnixNano(); now >= l.due.Load() {
 		l.update(now)
 	}
 }
+
+// handOver gives a releasing caller's slot to the first waiter, if there
+// is one and the limit still has room for it.
+func (l *Limiter) handOver() bool {
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	if len(l.queue) == 0 || l.inflight.Load() > l.limit.Load() {
+		return false
+	}
+	ch := l.queue[0]
+	l.queue = l.queue[1:]
+	l.waiting.Add(-1)
+	ch <- struct{}{}
+	return true
+}
+
+// Waiting is the work waiting for a turn now.
+func (l *Limiter) Waiting() int { return int(l.waiting.Load()) }
 
 // Limit is the current limit.
 func (l *Limiter) Limit() int { return int(l.limit.Load()) }

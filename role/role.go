@@ -190,7 +190,7 @@ func (p *Process) newNode(service string) (*nanobus.Node, error) {
 	if !p.cfg.Front.FixedLimit {
 		// Far above what an unloaded service runs at once: it moves only
 		// under load. The ceiling is the node's own bound on handlers.
-		cfg.Limiter = nanobus.NewLimiter(512, 16, 8192)
+		cfg.Limiter = nanobus.NewLimiter(256, 64, 8192)
 	}
 	if b.CA != "" || b.Cert != "" || b.Key != "" {
 		if b.CA == "" || b.Cert == "" || b.Key == "" {

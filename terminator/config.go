@@ -23,7 +23,10 @@ type Config struct {
 	MaxWaiting     int           // requests waiting for a reply, at most; over it, 503 at once
 	// FixedLimit makes MaxWaiting the limit, instead of the bound of an
 	// adaptive limit driven by latency (nanobus.Limiter).
-	FixedLimit     bool
+	FixedLimit bool
+	// QueueWait is how long a request over the limit may wait for a turn,
+	// first come first served, before it is refused.
+	QueueWait      time.Duration
 	RetryAfter     time.Duration  // Retry-After on 503s for overload
 	DrainTimeout   time.Duration  // how long in-flight requests get on shutdown
 	TrustedProxies []netip.Prefix // direct peers whose X-Forwarded-For / X-Real-IP are believed
@@ -59,6 +62,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxConns, 10000)
 	def(&c.MaxWaiting, 4096)
 	defDur(&c.RetryAfter, time.Second)
+	defDur(&c.QueueWait, 50*time.Millisecond)
 	defDur(&c.DrainTimeout, 10*time.Second)
 	defDur(&c.StatsdInterval, 10*time.Second)
 	if c.LatencySample <= 0 || c.LatencySample > 1 {
@@ -81,6 +85,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "concurrent client connections")
 	fs.IntVar(&c.MaxWaiting, "max-waiting", c.MaxWaiting, "requests waiting for replies, at most: the adaptive limit's ceiling, or with -adaptive-limit=false the limit")
 	fs.Var((*notBool)(&c.FixedLimit), "adaptive-limit", "limit the requests waiting for replies adaptively, by measured latency; over the limit, 503 at once (default true)")
+	fs.DurationVar(&c.QueueWait, "queue-wait", c.QueueWait, "how long a request over the limit may wait for a turn before 503")
 	fs.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After sent with overload 503s")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time in-flight requests get on shutdown")
 	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")

@@ -64,7 +64,7 @@ func (c *deadlineContext) Err() error {
 // one instance of the route's service, and its reply becomes the response.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	// Admission first, so that a refusal costs next to nothing.
-	if !s.limiter.Acquire() {
+	if !s.limiter.AcquireWait(s.cfg.QueueWait) {
 		s.counts.overloaded.Add(1)
 		s.overload(ctx, "overloaded")
 		return

@@ -51,11 +51,12 @@ type httpCounts struct {
 
 // The front's adaptive limit on requests waiting for replies starts at
 // initialLimit and stays at minLimit or more (and at Config.MaxWaiting or
-// less): far above what an unloaded box keeps in flight, so it only moves
-// under load.
+// less). The floor is what a small box needs in flight to reach its peak:
+// below it, bus messages stop sharing writes, each costs more, and a limit
+// driven by latency would chase itself down.
 const (
-	initialLimit = 512
-	minLimit     = 16
+	initialLimit = 256
+	minLimit     = 64
 )
 
 // New returns a server that sends requests through node. Start it with Start.

@@ -34,6 +34,7 @@ type summary struct {
 	counted        int  // rounds the medians are over
 	clean          bool // they had no foreign load (always, unpinned)
 	rps            float64
+	goodput        float64 // 2xx answers per second: rps less the refused and failed
 	p50, p99, p999 time.Duration
 	cpuPerReq      float64 // µs
 	sutPct, genPct float64 // % of one CPU over the window
@@ -103,10 +104,11 @@ func summarize(k key, name string, samples []sample, threshold float64, pinned b
 		s.flags = append(s.flags, "no clean round: medians over noisy ones")
 	}
 	s.counted = len(use)
-	var rps, cpu, sut, gen []float64
+	var rps, good, cpu, sut, gen []float64
 	var p50, p99, p999 []time.Duration
 	for _, x := range use {
 		rps = append(rps, x.RPS)
+		good = append(good, x.Goodput())
 		cpu = append(cpu, x.CPUPerReq())
 		sut = append(sut, pct(x.CPU, x.Window))
 		gen = append(gen, pct(x.GenCPU, x.Window))
@@ -115,7 +117,7 @@ func summarize(k key, name string, samples []sample, threshold float64, pinned b
 		s.non2xx += x.Non2xx
 		s.procs = x.Procs
 	}
-	s.rps, s.cpuPerReq, s.sutPct, s.genPct = median(rps), median(cpu), median(sut), median(gen)
+	s.rps, s.goodput, s.cpuPerReq, s.sutPct, s.genPct = median(rps), median(good), median(cpu), median(sut), median(gen)
 	s.p50, s.p99, s.p999 = medianDur(p50), medianDur(p99), medianDur(p999)
 	s.rpsSpread, s.cpuSpread = spread(rps), spread(cpu)
 	for _, x := range ok {

@@ -101,6 +101,16 @@ type sample struct {
 	Err            string        // set when the case could not run
 }
 
+// Goodput is the 2xx answers per second: rps scaled by the share of the
+// answers in the window that were neither refused nor failed.
+func (s sample) Goodput() float64 {
+	if s.Requests <= 0 {
+		return 0
+	}
+	good := max(s.Requests-s.Non2xx-s.Errors, 0)
+	return s.RPS * float64(good) / float64(s.Requests)
+}
+
 // CPUPerReq is the case's CPU µs per answered request.
 func (s sample) CPUPerReq() float64 {
 	if s.Requests <= 0 {

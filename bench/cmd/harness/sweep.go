@@ -172,5 +172,8 @@ func fitCosts(points []sweepPoint) (page, refusal float64, note string) {
 		return sc / ss, 0, "refusals and pages rose together: no fit"
 	}
 	page, refusal = (sc*rr-rc*sr)/det, (ss*rc-sr*sc)/det
+	if refusal <= 0 || page <= 0 {
+		return sc / ss, 0, fmt.Sprintf("no sensible fit (a refusal at %.1f µs): the refusals (%.0f of %.0f answers) are too few or too uneven to price", refusal, refused, served+refused)
+	}
 	return page, refusal, fmt.Sprintf("least-squares fit over %s (%d), %.0f pages and %.0f refusals", which, len(points), served, refused)
 }

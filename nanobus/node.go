@@ -273,7 +273,39 @@ func NewNode(cfg Config) (*Node, error) {
 		n.recvDone.Add(1)
 		go n.receive()
 	}
+	go n.ping()
 	return n, nil
+}
+
+// ping sends an empty frame, twice per PeerTimeout, on every connection
+// with calls in flight. A peer cut off by the network sends no reset and,
+// once our requests are acknowledged, leaves nothing unanswered for the
+// kernel to notice; an empty frame it cannot acknowledge makes the
+// connection fail within the PeerTimeout (TCP_USER_TIMEOUT), and its calls
+// with it, rather than at their deadlines.
+func (n *Node) ping() {
+	t := time.NewTicker(n.cfg.Limits.PeerTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var busy []*conn
+		n.mu.RLock()
+		for _, c := range n.conns {
+			if c.inflight.Load() > 0 && c.ready.Load() {
+				busy = append(busy, c)
+			}
+		}
+		n.mu.RUnlock()
+		for _, c := range busy { // outside the lock: a send may wait for room
+			if send := c.direct.Load(); send != nil {
+				_ = (*send)(nil)
+			}
+		}
+	}
 }
 
 // refused counts a connection the transport closed for a limit.

@@ -223,6 +223,19 @@ func (p *Process) watch(ctx context.Context, cli *clientv3.Client, node *nanobus
 	return w, nil
 }
 
+// connect waits (2 seconds at most) until node is connected to an instance
+// of every service it knows of: announced before that, its first requests
+// would find their callees unreachable and answer 503.
+func (p *Process) connect(ctx context.Context, node *nanobus.Node) {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, s := range node.Services() {
+		if err := node.WaitReady(wctx, s); err != nil {
+			p.log.Warn("starting without a connection to a service", "service", node.Service(), "callee", s, "err", err)
+		}
+	}
+}
+
 // register announces node in etcd and keeps it there.
 func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nanobus.Node) (*discovery.Registrar, error) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -332,6 +345,7 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
 	p.admin.Section(nodeSection(node, w, reg))
+	p.connect(ctx, node)
 	if err := srv.Start(); err != nil {
 		return err
 	}

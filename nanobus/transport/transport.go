@@ -500,6 +500,8 @@ func (p *pipe) Send(m *mangos.Message) error {
 }
 
 // send writes one message whose bytes are body (OptionSend's function).
+// An empty body is a ping: the receiver drops it, and sending it makes a
+// connection whose peer went silent fail within OptionPeerTimeout.
 func (p *pipe) send(body []byte) error { return p.write(nil, body) }
 
 func (p *pipe) write(header, body []byte) error {
@@ -516,7 +518,9 @@ func (p *pipe) write(header, body []byte) error {
 	}
 	p.pending = binary.BigEndian.AppendUint64(p.pending, uint64(len(header)+len(body)))
 	p.pending = append(append(p.pending, header...), body...)
-	p.count++
+	if len(header)+len(body) > 0 {
+		p.count++ // an empty frame (a ping) is not a message: OptionWritten counts messages
+	}
 	if !p.writing { // wake the writer; otherwise the write under way takes ours along
 		p.writing = true
 		p.wcond.Broadcast()

@@ -7,9 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/terminator-gw/terminator/bench/nginxconf"
 
 	"github.com/terminator-gw/terminator/terminator"
 )
@@ -30,27 +31,13 @@ func startNginx(t *testing.T, upstream string) string {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	site := strings.NewReplacer(
-		"server 127.0.0.1:8080;", "server "+upstream+";",
-		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port),
-	).Replace(string(conf))
+	site, err := nginxconf.Site(conf, fmt.Sprintf("127.0.0.1:%d", port), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644)
-	main := fmt.Sprintf(`worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    include %[1]s/site.conf;
-}
-`, dir)
+	main := nginxconf.Main(dir, 1, filepath.Join(dir, "site.conf"))
 	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
 	out, _ := os.Create(filepath.Join(dir, "stderr"))

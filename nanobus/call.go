@@ -142,7 +142,7 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 	if hc := handlerContextOf(ctx); hc != nil {
 		hc.inherit(req) // calls made for a request carry its labels, and its ghost mark
 	}
-	in, err := n.pick(service, nil, req.Labels)
+	in, svc, err := n.pick(service, nil, req.Labels)
 	if err != nil {
 		p.err = err
 		return
@@ -156,7 +156,7 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 	req.Service = readOnlyBytes(service)
 	req.Deadline = deadline.UnixNano()
 	req.From = n.from
-	p.ghost = n.ghost(service, in, req, deadline) // nil unless a copy goes to a ghost version
+	p.ghost = n.ghost(svc, service, in, req, deadline) // nil unless a copy goes to a ghost version
 	p.sent = time.Now()
 	p.cl, p.err = n.dispatch(in.conn, req)
 }
@@ -175,7 +175,7 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	}
 	in.conn.inflight.Add(-1)
 	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
-		if in2, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
+		if in2, _, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
 			n.stats.retries.Add(1)
 			in = in2
 			resp, err = n.roundTrip(p.ctx, in.conn, req, p.deadline)

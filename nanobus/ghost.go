@@ -47,16 +47,15 @@ type ghostReply struct {
 // service's ghost version, if its policy has one, the route may be ghosted
 // (idempotent or ghost-safe, as live declared it) and the node has room. It
 // returns nil when no copy went.
-func (n *Node) ghost(service string, live *instance, req *wire.Request, deadline time.Time) *ghostCall {
-	s := (*n.services.Load())[service]
-	if s == nil || s.policy == nil || s.policy.Ghost == nil || req.Flags&wire.FlagGhost != 0 || !live.ghostable(req) {
+func (n *Node) ghost(s *service, name string, live *instance, req *wire.Request, deadline time.Time) *ghostCall {
+	if s.policy == nil || s.policy.Ghost == nil || req.Flags&wire.FlagGhost != 0 || !live.ghostable(req) {
 		return nil
 	}
 	g := s.policy.Ghost
 	if g.Percent > 0 && g.Percent < 100 && rand.IntN(100) >= g.Percent {
 		return nil
 	}
-	st := n.ghostStatsFor(service, string(req.Route))
+	st := n.ghostStatsFor(name, string(req.Route))
 	// Ghosts are the first thing dropped under load: at the node's ghost
 	// bound, or when the live instance is half way to its own.
 	if n.ghosts.Add(1) > maxGhosts || live.conn.inflight.Load() > int64(n.cfg.MaxInFlight)/2 {

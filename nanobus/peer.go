@@ -310,28 +310,29 @@ type PeerState struct {
 // pick chooses an instance of service for a live call, as the service's
 // policy says (see candidates), and within a version by the power of two
 // choices. It takes an in-flight slot on the chosen conn. avoid, if not
-// nil, is not chosen (the instance a retry moves away from).
-func (n *Node) pick(service string, avoid *conn, labels []byte) (*instance, error) {
+// nil, is not chosen (the instance a retry moves away from). It returns the
+// service too: the caller's ghost needs its policy.
+func (n *Node) pick(service string, avoid *conn, labels []byte) (*instance, *service, error) {
 	s := (*n.services.Load())[service]
 	if s == nil {
 		n.stats.noPeer.Add(1)
-		return nil, ErrNoPeer
+		return nil, nil, ErrNoPeer
 	}
 	var lists [4][]instance
 	busy := false
 	for _, list := range lists[:s.candidates(labels, &lists)] {
 		in, full := n.pickFrom(list, avoid)
 		if in != nil {
-			return in, nil
+			return in, s, nil
 		}
 		busy = busy || full
 	}
 	if busy {
 		n.stats.busy.Add(1)
-		return nil, ErrBusy
+		return nil, nil, ErrBusy
 	}
 	n.stats.noPeer.Add(1)
-	return nil, ErrNoPeer
+	return nil, nil, ErrNoPeer
 }
 
 // pickFrom chooses from list by the power of two choices: two connected

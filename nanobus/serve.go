@@ -160,13 +160,11 @@ func (n *Node) serve(m *mangos.Message) {
 		return
 	}
 	req.route = rt
-	if lim := n.cfg.Limiter; lim != nil {
-		if !lim.Acquire() {
-			n.stats.overload.Add(1)
-			n.refuse(asker, req, deadline, wire.CodeBusy, "over the concurrency limit")
-			return
-		}
-		defer func(start time.Time) { lim.Release(time.Since(start)) }(time.Now())
+	lim := n.cfg.Limiter
+	if lim != nil && !lim.Acquire() {
+		n.stats.overload.Add(1)
+		n.refuse(asker, req, deadline, wire.CodeBusy, "over the concurrency limit")
+		return
 	}
 
 	ctx := newHandlerContext(n.ctx, deadline)
@@ -178,6 +176,9 @@ func (n *Node) serve(m *mangos.Message) {
 	rep, err := n.run(ctx, rt, req)
 	ctx.end(context.Canceled) // like a CancelFunc: the handler is done
 	now := time.Now()
+	if lim != nil {
+		lim.Release(now.Sub(start)) // a panic in the handler is an error by now (run)
+	}
 	if err != nil {
 		st := StatusOf(err)
 		if st.Code == 500 && !errors.As(err, new(*StatusError)) {

@@ -7,17 +7,12 @@ package terminator
 // go test -run Allocs ./...
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/terminator-gw/terminator/nanobus"
-	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 )
 
 // A route lookup allocates nothing, wildcards and all.
@@ -50,38 +45,7 @@ func TestRouterLookupAllocs(t *testing.T) {
 const maxProxyAllocs = 1
 
 func TestProxyAllocs(t *testing.T) {
-	svc := nanobustest.NewNode(t, nanobus.Config{Service: "echo"})
-	if err := svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
-		return nanobus.Reply{Body: req.Body}, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	node := nanobustest.NewNode(t, nanobus.Config{})
-	nanobustest.Connect(t, node, svc)
-	s, err := New(Config{}, node, nanobustest.Quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetRoutes(PublicRoutes(svc.Peer()))
-
-	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	// One RequestCtx, reset between requests, as a served connection
-	// reuses it.
-	var rc fasthttp.RequestCtx
-	rc.Init(&fasthttp.Request{}, remote, nil)
-	request := func() {
-		req := &rc.Request
-		req.Reset()
-		rc.Response.Reset()
-		req.Header.SetMethod("GET")
-		req.SetRequestURI("/echo?x=1")
-		req.Header.Set("User-Agent", "allocs")
-		req.Header.Set("Accept", "*/*")
-		s.handle(&rc)
-		if rc.Response.StatusCode() != 200 {
-			t.Fatalf("status %d: %s", rc.Response.StatusCode(), rc.Response.Body())
-		}
-	}
+	request := echoFront(t)()
 	for range 100 { // warm the pools and the connection
 		request()
 	}

@@ -2,51 +2,41 @@ package terminator
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/terminator-gw/terminator/nanobus"
-	_ "github.com/terminator-gw/terminator/nanobus/transport"
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 )
 
-// BenchmarkProxy drives the public handler directly (no HTTP client in the
-// numbers) through a real loopback bus to an echo service in the same
-// process: allocations per op are the terminator's, the bus's both ways
-// and the service's.
-func BenchmarkProxy(b *testing.B) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, _ := nanobus.NewNode(nanobus.Config{Service: "echo", Logger: log})
-	defer svc.Close()
-	_ = svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+// echoFront is a front routing GET /echo over a real loopback bus to an
+// echo handler in the same process, and a driver that sends it one request
+// through the public handler (no HTTP client): what BenchmarkProxy times
+// and TestProxyAllocs counts. Each driver reuses one RequestCtx, reset
+// between requests, as fasthttp's server does: the buffers it keeps are
+// what makes it cheap.
+func echoFront(tb testing.TB) (driver func() func()) {
+	tb.Helper()
+	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo"})
+	if err := svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: req.Body}, nil
-	})
-	node, _ := nanobus.NewNode(nanobus.Config{Logger: log})
-	defer node.Close()
-	node.AddPeer(svc.Peer())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := node.WaitReady(ctx, "echo"); err != nil {
-		b.Fatal(err)
+	}); err != nil {
+		tb.Fatal(err)
 	}
-	s, err := New(Config{}, node, log)
+	node := nanobustest.NewNode(tb, nanobus.Config{})
+	nanobustest.Connect(tb, node, svc)
+	s, err := New(Config{}, node, nanobustest.Quiet)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	s.SetRoutes(PublicRoutes(svc.Peer()))
-
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		// One RequestCtx, reset between requests, as fasthttp's server
-		// reuses it: the buffers it keeps are what makes it cheap.
+	return func() func() {
 		var rc fasthttp.RequestCtx
 		rc.Init(&fasthttp.Request{}, remote, nil)
-		for pb.Next() {
+		return func() {
 			req := &rc.Request
 			req.Reset()
 			rc.Response.Reset()
@@ -56,8 +46,23 @@ func BenchmarkProxy(b *testing.B) {
 			req.Header.Set("Accept", "*/*")
 			s.handle(&rc)
 			if rc.Response.StatusCode() != 200 {
-				b.Fatalf("status %d: %s", rc.Response.StatusCode(), rc.Response.Body())
+				tb.Fatalf("status %d: %s", rc.Response.StatusCode(), rc.Response.Body())
 			}
+		}
+	}
+}
+
+// BenchmarkProxy drives the public handler directly (no HTTP client in the
+// numbers) through a real loopback bus to an echo service in the same
+// process: allocations per op are the terminator's, the bus's both ways
+// and the service's.
+func BenchmarkProxy(b *testing.B) {
+	driver := echoFront(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		request := driver()
+		for pb.Next() {
+			request()
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 	"unsafe"
@@ -209,7 +210,7 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadli
 // returned call waits in pending for its answer (see await).
 func (n *Node) dispatch(c *conn, req *wire.Request) (*call, error) {
 	cl := callPool.Get().(*call)
-	cl.seq = n.seq.Add(1)
+	cl.seq = n.nextSeq()
 	cl.conn = c
 	cl.gen = c.gen.Load()
 	req.ID = wire.ID{Node: n.id, Seq: cl.seq}
@@ -304,8 +305,17 @@ func (n *Node) await(ctx context.Context, cl *call, deadline time.Time) (*Respon
 	return resp, err
 }
 
-// completeReply hands a reply frame to the call waiting for it.
-func (n *Node) completeReply(m *mangos.Message) {
+// nextSeq is a new call's sequence number: a counter in the high half, so
+// that it is unique, and random bits in the low half, so that no peer can
+// guess the ID of a call it was not sent. (The high half of an ID, the
+// node's incarnation, is no secret: it is in every request.)
+func (n *Node) nextSeq() uint64 {
+	return n.seq.Add(1)<<32 | uint64(rand.Uint32())
+}
+
+// completeReply hands a reply frame that arrived on c to the call waiting
+// for it.
+func (n *Node) completeReply(c *conn, m *mangos.Message) {
 	r := responsePool.Get().(*Response)
 	var rep wire.Reply
 	if err := wire.DecodeReply(m.Body, &rep); err != nil {
@@ -313,7 +323,7 @@ func (n *Node) completeReply(m *mangos.Message) {
 		n.malformed(m, err)
 		return
 	}
-	cl := n.claim(rep.ID)
+	cl := n.claim(c, rep.ID)
 	if cl == nil {
 		responsePool.Put(r)
 		m.Free()
@@ -323,15 +333,15 @@ func (n *Node) completeReply(m *mangos.Message) {
 	cl.finish(r, nil)
 }
 
-// completeError fails the call an error frame answers.
-func (n *Node) completeError(m *mangos.Message) {
+// completeError fails the call an error frame that arrived on c answers.
+func (n *Node) completeError(c *conn, m *mangos.Message) {
 	var e wire.Error
 	err := wire.DecodeError(m.Body, &e)
 	if err != nil {
 		n.malformed(m, err)
 		return
 	}
-	cl := n.claim(e.ID)
+	cl := n.claim(c, e.ID)
 	if cl != nil {
 		n.stats.refused.Add(1)
 		base, ok := codeErrors[e.Code]
@@ -343,16 +353,23 @@ func (n *Node) completeError(m *mangos.Message) {
 	m.Free()
 }
 
-// claim takes the call an answer is for out of pending, counting answers
-// that match none.
-func (n *Node) claim(id wire.ID) *call {
+// claim takes the call an answer that arrived on c is for out of pending,
+// counting answers that match none. Only the conn the call went out on can
+// answer it: an answer naming another conn's call is dropped, and the call
+// waits on.
+func (n *Node) claim(c *conn, id wire.ID) *call {
 	if id.Node != n.id {
 		n.stats.staleReplies.Add(1)
 		return nil
 	}
-	cl := n.pending.take(id.Seq)
+	cl, other := n.pending.takeFrom(c, id.Seq)
+	if other {
+		n.stats.misdirected.Add(1)
+		warnSometimes(&n.badLog, n.log, "answer dropped: it came on another connection than its call", "from", c.addr)
+		return nil
+	}
 	if cl == nil {
-		if id.Seq <= n.seq.Load() {
+		if id.Seq>>32 <= n.seq.Load() {
 			n.stats.lateReplies.Add(1)
 		} else {
 			n.stats.unknownReplies.Add(1)
@@ -393,6 +410,23 @@ func (p *pendingCalls) take(seq uint64) *call {
 }
 
 // takeConn takes every call sent on conn at pipe generation gen or earlier.
+// takeFrom takes the call seq if it went out on c; other reports a call
+// seq that went out on another conn, which it leaves.
+func (p *pendingCalls) takeFrom(c *conn, seq uint64) (cl *call, other bool) {
+	s := &p.shards[seq%64]
+	s.Lock()
+	cl = s.m[seq]
+	switch {
+	case cl == nil:
+	case cl.conn != c:
+		cl, other = nil, true
+	default:
+		delete(s.m, seq)
+	}
+	s.Unlock()
+	return cl, other
+}
+
 func (p *pendingCalls) takeConn(conn *conn, gen uint64) []*call {
 	var out []*call
 	for i := range p.shards {

@@ -5,19 +5,22 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
+
+	"github.com/terminator-gw/terminator/wire"
 )
 
 // conn is this node's one dialed BUS socket to one remote node. A BUS socket
 // sends every message to every pipe it has; a socket that only ever dials one
 // address has exactly one pipe, so a send on it reaches that node and no
-// other. The same conn carries our calls to that node and our replies to
-// calls it made.
+// other. It carries our calls to that node, and their answers back: an
+// answer is taken only from the conn its call went out on.
 type conn struct {
 	node *Node
 	addr string
@@ -27,13 +30,11 @@ type conn struct {
 	// Config.MaxInFlight, kept below the socket's write queue so that
 	// mangos never drops a send for want of queue space.
 	inflight atomic.Int64
-	serving  atomic.Int64  // the peer's calls our handlers are working on
 	ready    atomic.Bool   // a pipe is attached: a send now goes somewhere
 	sent     atomic.Uint64 // messages handed to the socket
 	written  atomic.Uint64 // messages the transport has written (see optWritten)
 	lost     atomic.Uint64 // sent but gone with an earlier pipe: sent - written when a pipe attached
 	qlen     uint64        // the socket's write queue length
-	counted  bool          // the transport counts written messages (nanobus's does)
 	gen      atomic.Uint64
 	// direct writes to the current pipe from the caller's goroutine (the
 	// bus transport's OptionSend), sparing mangos' send queue and sender
@@ -50,6 +51,15 @@ type conn struct {
 }
 
 func (n *Node) newConn(addr string) (*conn, error) {
+	// Promise 8: a node on a TLS bus never dials in clear, whatever a
+	// registry says, and a plain node cannot dial TLS.
+	if tlsAddr := strings.HasPrefix(addr, "tls+tcp://"); tlsAddr != (n.cfg.TLS != nil) {
+		n.stats.plainRefused.Add(1)
+		if n.cfg.TLS != nil {
+			return nil, fmt.Errorf("dial %s: the bus runs TLS; a plain peer is refused", addr)
+		}
+		return nil, fmt.Errorf("dial %s: a TLS peer, and this node has no bus TLS", addr)
+	}
 	sock, err := xbus.NewSocket()
 	if err != nil {
 		return nil, err
@@ -64,8 +74,7 @@ func (n *Node) newConn(addr string) (*conn, error) {
 		sock.Close()
 		return nil, err
 	}
-	// Nothing legitimate arrives on a dialed socket; keep what can small.
-	_ = sock.SetOption(mangos.OptionMaxRecvSize, 4096)
+	_ = sock.SetOption(mangos.OptionMaxRecvSize, wire.MaxFrameSize) // answers
 	sock.SetPipeEventHook(c.pipeEvent)
 	opts := map[string]any{
 		mangos.OptionDialAsynch:       true, // keep redialing in the background; a down peer is just not ready
@@ -75,13 +84,15 @@ func (n *Node) newConn(addr string) (*conn, error) {
 	if n.cfg.TLS != nil {
 		opts[mangos.OptionTLSConfig] = clientTLS(n.cfg.TLS, addr)
 	}
+	opts[optWritten] = &c.written
+	opts[optFrameTimeout] = n.cfg.Limits.FrameTimeout
+	opts[optPeerTimeout] = n.cfg.Limits.PeerTimeout
+	opts[optDeliver] = c.deliver
 	var d mangos.Dialer
-	c.counted, err = n.withOptions(opts, map[string]any{optWritten: &c.written, optFrameTimeout: n.cfg.Limits.FrameTimeout,
-		optPeerTimeout: n.cfg.Limits.PeerTimeout},
-		func(o map[string]any) (err error) {
-			d, err = sock.NewDialer(addr, o)
-			return err
-		})
+	err = n.open(addr, func() (err error) {
+		d, err = sock.NewDialer(addr, opts)
+		return err
+	})
 	if err == nil {
 		err = d.Dial()
 	}
@@ -198,13 +209,32 @@ func (c *conn) send(m *mangos.Message) error {
 	return nil
 }
 
+// deliver takes what arrives on this conn: answers to our calls. A request
+// has no business here (peers send theirs on the connections they dial).
+func (c *conn) deliver(m *mangos.Message, _ func([]byte) error, _ *atomic.Int64) bool {
+	n := c.node
+	n.delivering.Add(1)
+	defer n.delivering.Add(-1)
+	kind, err := wire.KindOf(m.Body)
+	switch {
+	case n.closed.Load():
+		m.Free()
+	case err != nil:
+		n.malformed(m, err)
+	case kind == wire.KindReply:
+		n.completeReply(c, m)
+	case kind == wire.KindError:
+		n.completeError(c, m)
+	default:
+		n.misdirected(m, "a request on a connection this node dialed")
+	}
+	return true
+}
+
 // queued is about how many messages wait in the socket's queues. The
 // counters move while it reads them (written first: sent only grows), and
 // lost is an estimate, so it can come out a little off, never far.
 func (c *conn) queued() int64 {
-	if !c.counted {
-		return 0 // unknown: the in-flight bounds are the only guard
-	}
 	done := int64(c.written.Load() + c.lost.Load())
 	return int64(c.sent.Load()) - done
 }

@@ -33,8 +33,16 @@
 //   - One instance handles a request: a node dials one BUS socket per remote
 //     node, so a send on it has exactly one pipe (a BUS socket sends to every
 //     pipe it has).
-//   - A reply crosses the network once, to the asker only: it goes out on
-//     the service's own dialed socket to the address the request names.
+//   - A reply crosses the network once, to the asker only: it goes back on
+//     the connection the request came in on. An answer is taken only from
+//     the connection its call went out on, and a call's ID carries random
+//     bits, so no peer can answer for another.
+//   - No peer holds more than its share: a request runs no longer than its
+//     route's Timeout (the node's, without one), whatever deadline it
+//     claims; one connection has at most MaxInFlight handlers running; a
+//     reply whose connection is gone is dropped at once, counted.
+//   - A node with bus TLS never dials a plain tcp:// peer (nor a plain node
+//     a tls+tcp:// one): the peer is refused, logged and counted.
 //   - Nothing is dropped in silence: calls in flight per peer are bounded
 //     below the socket's queue, and over the bound a call fails at once with
 //     ErrBusy; every drop that can still happen (late, stale, unknown

@@ -122,7 +122,12 @@ func TestMalformedFramesAreCounted(t *testing.T) {
 	for _, f := range bad {
 		sendRaw(t, raw, f)
 	}
-	eventually(t, "malformed frames counted", func() bool { return svc.Stats().Malformed == uint64(len(bad)) })
+	// The last is a reply-kind frame: on a connection a peer dialed, where
+	// only requests belong, it is misdirected before it is malformed.
+	eventually(t, "malformed frames counted", func() bool {
+		s := svc.Stats()
+		return s.Malformed == uint64(len(bad)-1) && s.Misdirected == 1
+	})
 
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, svc)
@@ -136,10 +141,12 @@ func TestMalformedFramesAreCounted(t *testing.T) {
 	}
 }
 
-// Replies that match no waiting call are dropped and counted by kind.
+// Replies that match no waiting call are dropped and counted by kind. They
+// come from an instance the caller dialed: on its own connection, an
+// instance may say anything.
 func TestStrayRepliesAreCounted(t *testing.T) {
 	caller := newNode(t, nanobus.Config{})
-	raw := rawSocket(t, caller.Addr())
+	raw := rawInstance(t, caller, "raw")
 	reply := func(id wire.ID) []byte {
 		b, err := wire.AppendReply(nil, &wire.Reply{ID: id, Status: 200})
 		if err != nil {
@@ -154,7 +161,7 @@ func TestStrayRepliesAreCounted(t *testing.T) {
 		return s.StaleReplies == 1 && s.UnknownReplies == 1
 	})
 
-	// A reply after its call timed out is late.
+	// A reply after its call was answered is late.
 	svc := newNode(t, nanobus.Config{Service: "slow"})
 	must(t, svc.Handle("slow", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{}, nil
@@ -165,8 +172,33 @@ func TestStrayRepliesAreCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Release()
-	sendRaw(t, raw, reply(wire.ID{Node: caller.ID(), Seq: 1})) // the call above had Seq 1: a duplicate
+	sendRaw(t, raw, reply(wire.ID{Node: caller.ID(), Seq: 1<<32 | 7})) // the first call's counter
 	eventually(t, "late reply counted", func() bool { return caller.Stats().LateReplies == 1 })
+}
+
+// rawInstance is a bare BUS socket listening as an instance of service,
+// which caller dials: a peer that can send caller anything on the
+// connection caller opened to it.
+func rawInstance(t *testing.T, caller *nanobus.Node, service string) mangos.Socket {
+	t.Helper()
+	s, err := xbus.NewSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	l, err := s.NewListener("tcp://127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	caller.AddPeer(nanobus.Peer{Service: service, Addr: l.Address()})
+	eventually(t, "the caller connected to "+service, func() bool {
+		in := caller.Instances(service)
+		return len(in) == 1 && in[0].Ready
+	})
+	return s
 }
 
 // Correlation IDs cannot collide across restarts: each start draws a new

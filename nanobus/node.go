@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -32,8 +31,7 @@ const lingerTime = 100 * time.Millisecond
 // maxServing times MaxInFlight bounds the handlers a node runs at once.
 const maxServing = 8
 
-// maxDeadline bounds how far ahead a request's deadline may be: an asker
-// cannot pin a handler, and the frame it holds, for longer.
+// maxDeadline bounds the timeout a route may declare.
 const maxDeadline = 5 * time.Minute
 
 // Config configures a Node. The zero value is a caller-only node on a free
@@ -128,22 +126,17 @@ const (
 	optSend         = "nanobus.send"
 )
 
-// withOptions calls open with mangos' options plus the bus transport's;
-// when the transport registered for the scheme is another (it refuses an
-// option), it calls open again with mangos' options alone. ours reports
-// whether the bus transport took its options.
-func (n *Node) withOptions(base, ours map[string]any, open func(map[string]any) error) (bool, error) {
-	all := maps.Clone(base)
-	maps.Copy(all, ours)
-	err := open(all)
-	if !errors.Is(err, mangos.ErrBadOption) {
-		return true, err
+// open calls open, which makes a listener or dialer for addr with the bus
+// transport's options. A transport that refuses them is not the bus's own:
+// without it a node has no frame deadlines or connection limits, and no
+// way to answer on the connection a request came in on, so it is an error.
+func (n *Node) open(addr string, open func() error) error {
+	err := open()
+	if errors.Is(err, mangos.ErrBadOption) {
+		return fmt.Errorf("%s: the bus transport registered for this scheme is not nanobus's "+
+			"(import _ \"github.com/terminator-gw/terminator/nanobus/transport\", after any mangos transport): %w", addr, err)
 	}
-	n.foreignTransport.Do(func() {
-		n.log.Warn("the bus transport is not nanobus's: no frame deadlines or connection limits, " +
-			"and a drain cannot see its last replies out; import _ \"github.com/terminator-gw/terminator/nanobus/transport\"")
-	})
-	return false, open(base)
+	return err
 }
 
 // Node is one process's endpoint on the bus: it listens on one address,
@@ -159,8 +152,9 @@ type Node struct {
 	timingPrefix []byte
 	sock         mangos.Socket
 
-	seq     atomic.Uint64
+	seq     atomic.Uint64 // calls made: the high half of each call's sequence number
 	pending pendingCalls
+	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (optWritten)
 	stats   counters
 	badLog  rate.Sometimes // malformed input
 	errLog  rate.Sometimes // everything else that goes wrong per request
@@ -177,15 +171,13 @@ type Node struct {
 
 	ctx         context.Context // ends when the node closes; parent of handler contexts
 	cancel      context.CancelFunc
-	serving     atomic.Int64         // handlers running or about to
-	work        chan *mangos.Message // requests for idle workers; closed by Close
+	serving     atomic.Int64 // handlers running or about to
+	work        chan job     // requests for idle workers; closed by Close
 	idleWorkers atomic.Int64
 	delivering  atomic.Int64 // deliver calls under way
 	draining    atomic.Bool
 	closed      atomic.Bool
 	recvDone    sync.WaitGroup
-
-	foreignTransport sync.Once
 }
 
 // NewNode starts a node listening on cfg.Listen.
@@ -219,7 +211,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.services.Store(&map[string]*service{})
-	n.work = make(chan *mangos.Message)
+	n.work = make(chan job)
 	n.routes.Store(&map[string]*route{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
@@ -237,12 +229,12 @@ func NewNode(cfg Config) (*Node, error) {
 		opts[mangos.OptionTLSConfig] = srv
 	}
 	lim := cfg.Limits
+	opts[optFrameTimeout], opts[optIdleTimeout], opts[optPeerTimeout] = lim.FrameTimeout, lim.IdleTimeout, lim.PeerTimeout
+	opts[optMaxConns], opts[optMaxBuffered] = lim.MaxConns, lim.MaxBuffered
+	opts[optOnRefuse], opts[optDeliver], opts[optWritten] = n.refused, n.deliver, &n.replies.written
 	var l mangos.Listener
-	_, err = n.withOptions(opts, map[string]any{
-		optFrameTimeout: lim.FrameTimeout, optIdleTimeout: lim.IdleTimeout, optPeerTimeout: lim.PeerTimeout,
-		optMaxConns: lim.MaxConns, optMaxBuffered: lim.MaxBuffered, optOnRefuse: n.refused, optDeliver: n.deliver,
-	}, func(o map[string]any) (err error) {
-		l, err = sock.NewListener(cfg.Listen, o)
+	err = n.open(cfg.Listen, func() (err error) {
+		l, err = sock.NewListener(cfg.Listen, opts)
 		return err
 	})
 	if err == nil {
@@ -369,7 +361,8 @@ func (n *Node) Stats() Stats {
 }
 
 // receive takes messages off the socket: those a transport other than the
-// bus's own passes up (the bus's hands them to deliver directly).
+// bus's own passes up. NewNode refuses such transports, so this only drains
+// what nothing should send.
 func (n *Node) receive() {
 	defer n.recvDone.Done()
 	for {
@@ -380,14 +373,23 @@ func (n *Node) receive() {
 			}
 			continue
 		}
-		n.deliver(m)
+		n.misdirected(m, "a frame the bus transport did not deliver")
 	}
 }
 
-// deliver takes one received message: a request goes to a worker, a reply
-// or error frame completes its call. The bus's transport calls it on the
+// job is a request for a worker: the frame, and the pipe it came on.
+type job struct {
+	m     *mangos.Message
+	reply func([]byte) error // writes on the asker's pipe, and no other
+	share *atomic.Int64      // handlers at work for that pipe
+}
+
+// deliver takes one message received on the listener: a request goes to a
+// worker. Answers come on the connections this node dialed (see
+// conn.deliver); one arriving here did not come from the instance that was
+// asked, and is dropped. The bus's transport calls deliver on the
 // goroutine that read the message.
-func (n *Node) deliver(m *mangos.Message) bool {
+func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomic.Int64) bool {
 	// Close waits for deliveries under way before it closes n.work.
 	n.delivering.Add(1)
 	defer n.delivering.Add(-1)
@@ -400,8 +402,9 @@ func (n *Node) deliver(m *mangos.Message) bool {
 	case err != nil:
 		n.malformed(m, err)
 	case kind == wire.KindRequest:
-		// A node-wide bound on handler goroutines: askers bound their own
-		// calls, but nothing else stops a flood of frames.
+		// A node-wide bound on handler goroutines, and a share of it per
+		// connection: askers bound their own calls, but nothing else stops
+		// one peer's flood of frames from taking every slot.
 		if n.serving.Add(1) > int64(maxServing*n.cfg.MaxInFlight) {
 			n.serving.Add(-1)
 			n.stats.overload.Add(1)
@@ -409,15 +412,14 @@ func (n *Node) deliver(m *mangos.Message) bool {
 			m.Free()
 			return true
 		}
+		j := job{m: m, reply: reply, share: share}
 		select {
-		case n.work <- m: // an idle worker takes it
+		case n.work <- j: // an idle worker takes it
 		default:
-			go n.worker(m)
+			go n.worker(j)
 		}
-	case kind == wire.KindReply:
-		n.completeReply(m)
-	case kind == wire.KindError:
-		n.completeError(m)
+	default:
+		n.misdirected(m, "an answer on a connection its call did not go out on")
 	}
 	return true
 }
@@ -428,17 +430,17 @@ func (n *Node) deliver(m *mangos.Message) bool {
 // grow a fresh stack every time. Past this many idle, a worker exits.
 const maxIdleWorkers = 256
 
-// worker serves m, then whatever receive hands it, until the node closes or
+// worker serves j, then whatever deliver hands it, until the node closes or
 // enough others wait.
-func (n *Node) worker(m *mangos.Message) {
+func (n *Node) worker(j job) {
 	for {
-		n.serve(m)
+		n.serve(j)
 		if n.idleWorkers.Add(1) > maxIdleWorkers {
 			n.idleWorkers.Add(-1)
 			return
 		}
 		var ok bool
-		m, ok = <-n.work
+		j, ok = <-n.work
 		n.idleWorkers.Add(-1)
 		if !ok {
 			return // the node closed
@@ -452,39 +454,12 @@ func (n *Node) malformed(m *mangos.Message, err error) {
 	m.Free()
 }
 
-// maxConns bounds the sockets a node dials. Askers name their own address
-// in every request; without a bound, peers naming ever new addresses would
-// make this node dial without end.
-const maxConns = 4096
-
-// conn returns the dialed socket to addr, dialing it if new.
-func (n *Node) conn(addr []byte) (*conn, error) {
-	n.mu.RLock()
-	c := n.conns[string(addr)]
-	n.mu.RUnlock()
-	if c != nil {
-		return c, nil
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if c := n.conns[string(addr)]; c != nil {
-		return c, nil
-	}
-	if n.closed.Load() {
-		return nil, ErrClosed
-	}
-	if len(n.conns) >= maxConns {
-		return nil, fmt.Errorf("dial %s: %d connections open already", addr, maxConns)
-	}
-	if !strings.HasPrefix(string(addr), "tcp://") && !strings.HasPrefix(string(addr), "tls+tcp://") {
-		return nil, fmt.Errorf("dial %q: not a bus address", addr)
-	}
-	c, err := n.newConn(string(addr))
-	if err != nil {
-		return nil, err
-	}
-	n.conns[c.addr] = c
-	return c, nil
+// misdirected drops a frame that came on a connection that may not carry
+// it: no peer speaks for another.
+func (n *Node) misdirected(m *mangos.Message, why string) {
+	n.stats.misdirected.Add(1)
+	warnSometimes(&n.badLog, n.log, "frame dropped: "+why, "size", len(m.Body))
+	m.Free()
 }
 
 // connLost fails every call that went out on the lost pipe, at once rather
@@ -504,17 +479,6 @@ func (n *Node) connLost(c *conn, gen uint64) {
 	n.mu.Unlock()
 	if len(lost) > 0 {
 		n.log.Info("peer connection lost", "addr", c.addr, "calls_failed", len(lost))
-	}
-}
-
-// dropIfIdle closes a conn no service lists that is not connected: one
-// dialed to answer an asker that never came up.
-func (n *Node) dropIfIdle(c *conn) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if c.refs == 0 && !c.ready.Load() && n.conns[c.addr] == c {
-		delete(n.conns, c.addr)
-		go c.close()
 	}
 }
 
@@ -553,13 +517,16 @@ func (n *Node) drain(ctx context.Context) error {
 	return nil
 }
 
-// flush waits until every reply handed to a connection has been written to
-// its socket (or the connection is gone), so that closing does not cut off
-// the last answers of a drain.
+// flush waits until every reply and request handed to a connection has
+// been written to its socket (or the connection is gone), so that closing
+// does not cut off the last answers of a drain.
 func (n *Node) flush(ctx context.Context) error {
 	for {
 		n.mu.RLock()
 		waiting := 0
+		if n.replies.sent.Load() > n.replies.written.Load() {
+			waiting++
+		}
 		for _, c := range n.conns {
 			if c.ready.Load() && c.queued() > 0 {
 				waiting++

@@ -1,6 +1,7 @@
 package nanobus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,69 +105,81 @@ func (n *Node) Routes() []Route {
 	return out
 }
 
-// serve runs one request through its handler and sends the reply to the
-// asker's address, and nowhere else.
-func (n *Node) serve(m *mangos.Message) {
+// serve runs one request through its handler and sends the reply back on
+// the connection the request came in on, and nowhere else.
+func (n *Node) serve(j job) {
 	defer n.serving.Add(-1)
 	n.stats.serving.Add(1)
 	defer n.stats.serving.Add(-1)
-	defer m.Free() // after the reply is encoded: its body may point into m
+	defer j.m.Free() // after the reply is encoded: its body may point into m
 
 	req := requestPool.Get().(*Request)
 	defer func() { *req = Request{}; requestPool.Put(req) }()
-	if err := wire.DecodeRequest(m.Body, &req.Request); err != nil {
+	if err := wire.DecodeRequest(j.m.Body, &req.Request); err != nil {
 		n.stats.malformed.Add(1)
-		warnSometimes(&n.badLog, n.log, "malformed request dropped", "size", len(m.Body), "err", err)
+		warnSometimes(&n.badLog, n.log, "malformed request dropped", "size", len(j.m.Body), "err", err)
 		return
 	}
 	n.stats.requests.Add(1)
-	deadline := deadlineOf(&req.Request)
-	if deadline.IsZero() {
-		deadline = time.Now().Add(n.cfg.Timeout)
-	} else if limit := time.Now().Add(maxDeadline); deadline.After(limit) {
-		deadline = limit
-	} else if !time.Now().Before(deadline) {
+	rt, deadline, ok := n.admit(j, req)
+	if !ok {
+		return
+	}
+	defer j.share.Add(-1)
+	n.answer(j, req, rt, deadline)
+}
+
+// admit decides whether req runs, and until when. It answers what it
+// refuses. Admitted, the request holds one of its connection's share of
+// handlers (j.share), which the caller gives back.
+func (n *Node) admit(j job, req *Request) (rt *route, deadline time.Time, ok bool) {
+	now := time.Now()
+	deadline = deadlineOf(&req.Request)
+	if !deadline.IsZero() && !now.Before(deadline) {
 		// Promise 4: work whose deadline has passed is dropped before it
 		// starts. The asker has given up already; no reply is sent.
 		n.stats.expiredOnArrival.Add(1)
-		return
-	}
-	// Dial the asker now, so the connection comes up while the handler runs.
-	asker, err := n.conn(req.From)
-	if err != nil {
-		n.stats.undeliverable.Add(1)
-		warnSometimes(&n.errLog, n.log, "cannot reach asker", "from", string(req.From), "err", err)
-		return
+		return nil, deadline, false
 	}
 	// The asker bounds its own calls to us; one that does not (a
-	// misconfigured bound) could overflow our write queue to it, where
-	// mangos would drop replies unseen. Refuse its excess, counted.
-	if asker.serving.Add(1) > int64(n.cfg.MaxInFlight) {
-		asker.serving.Add(-1)
+	// misconfigured bound, or a peer that means harm) gets no more than its
+	// share of the node's handlers: refused, counted.
+	if j.share.Add(1) > int64(n.cfg.MaxInFlight) {
+		j.share.Add(-1)
 		n.stats.overload.Add(1)
-		warnSometimes(&n.errLog, n.log, "asker over the in-flight bound", "from", asker.addr)
-		n.refuse(asker, req, deadline, wire.CodeBusy, "over the in-flight bound")
-		return
+		warnSometimes(&n.errLog, n.log, "asker over its share of handlers", "from", string(req.From))
+		n.refuse(j.reply, req, wire.CodeBusy, "over the in-flight bound")
+		return nil, deadline, false
 	}
-	defer asker.serving.Add(-1)
+	refuse := func(code wire.Code, msg string) (*route, time.Time, bool) {
+		j.share.Add(-1)
+		n.refuse(j.reply, req, code, msg)
+		return nil, deadline, false
+	}
 	if n.draining.Load() {
-		n.refuse(asker, req, deadline, wire.CodeUnavailable, "draining")
-		return
+		return refuse(wire.CodeUnavailable, "draining")
 	}
-	rt := (*n.routes.Load())[string(req.Route)]
+	rt = (*n.routes.Load())[string(req.Route)]
 	if rt == nil {
 		n.stats.noRoute.Add(1)
-		n.refuse(asker, req, deadline, wire.CodeNoRoute, "no handler")
-		return
+		return refuse(wire.CodeNoRoute, "no handler")
 	}
 	req.route = rt
-	lim := n.cfg.Limiter
-	if lim != nil && !lim.Acquire() {
-		n.stats.overload.Add(1)
-		n.refuse(asker, req, deadline, wire.CodeBusy, "over the concurrency limit")
-		return
+	// A request runs no longer than its route's own timeout (the node's,
+	// for a route that declares none), whatever deadline the asker claims.
+	limit := now.Add(cmp.Or(rt.Timeout, n.cfg.Timeout))
+	if deadline.IsZero() || deadline.After(limit) {
+		deadline = limit
 	}
+	if lim := n.cfg.Limiter; lim != nil && !lim.Acquire() {
+		n.stats.overload.Add(1)
+		return refuse(wire.CodeBusy, "over the concurrency limit")
+	}
+	return rt, deadline, true
+}
 
+// answer runs the handler of an admitted request and sends its reply.
+func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	ctx := newHandlerContext(n.ctx, deadline)
 	if len(req.Labels) > 0 {
 		ctx.labels = string(req.Labels)
@@ -176,7 +189,7 @@ func (n *Node) serve(m *mangos.Message) {
 	rep, err := n.run(ctx, rt, req)
 	ctx.end(context.Canceled) // like a CancelFunc: the handler is done
 	now := time.Now()
-	if lim != nil {
+	if lim := n.cfg.Limiter; lim != nil {
 		lim.Release(now.Sub(start)) // a panic in the handler is an error by now (run)
 	}
 	if err != nil {
@@ -194,7 +207,10 @@ func (n *Node) serve(m *mangos.Message) {
 		rep.Status = 200
 	}
 	rt.stats.record(rep.Status, now.Sub(start), err)
-	if !now.Before(deadline) {
+	// Past the asker's own deadline nobody waits for the reply. (Past a
+	// deadline this node set shorter, the asker still does: it gets the
+	// handler's answer, a 504 as a rule.)
+	if asked := deadlineOf(&req.Request); !asked.IsZero() && !now.Before(asked) {
 		n.stats.expiredInHandler.Add(1)
 		return
 	}
@@ -211,7 +227,7 @@ func (n *Node) serve(m *mangos.Message) {
 		warnSometimes(&n.errLog, n.log, "reply does not encode", "route", rt.Name, "err", err)
 		reply.Body, _ = wire.AppendReply(reply.Body[:0], &wire.Reply{ID: req.ID, Status: 500, Body: []byte("reply does not encode")})
 	}
-	n.send(asker, reply, deadline)
+	n.send(j.reply, reply)
 }
 
 var headersPool = sync.Pool{New: func() any { return new(wire.Headers) }}
@@ -246,26 +262,25 @@ func (n *Node) run(ctx context.Context, rt *route, req *Request) (rep Reply, err
 }
 
 // refuse answers req with an error frame.
-func (n *Node) refuse(c *conn, req *Request, deadline time.Time, code wire.Code, msg string) {
+func (n *Node) refuse(reply func([]byte) error, req *Request, code wire.Code, msg string) {
 	e := wire.Error{ID: req.ID, Code: code, Message: []byte(msg)}
 	m := mangos.NewMessage(e.Size())
 	m.Body, _ = wire.AppendError(m.Body[:0], &e)
-	n.send(c, m, deadline)
+	n.send(reply, m)
 }
 
-// send sends a reply or error frame to the asker: over our own dialed
-// socket to it, so it crosses the network once, to the asker only.
-func (n *Node) send(c *conn, m *mangos.Message, deadline time.Time) {
-	if n.closed.Load() || !c.waitReady(deadline) {
+// send writes a reply or error frame on the asker's connection, the one
+// its request came in on: it crosses the network once, to the asker only.
+// A connection that is gone is not waited for: the reply is dropped,
+// counted, and the handler's slot is free at once.
+func (n *Node) send(reply func([]byte) error, m *mangos.Message) {
+	n.replies.sent.Add(1)
+	if n.closed.Load() || reply(m.Body) != nil {
+		n.replies.sent.Add(^uint64(0))
 		n.stats.undeliverable.Add(1)
-		warnSometimes(&n.errLog, n.log, "reply undeliverable: no connection to the asker", "to", c.addr)
-		m.Free()
-		n.dropIfIdle(c) // an address that never answers must not hold a conn slot
-		return
+		warnSometimes(&n.errLog, n.log, "reply undeliverable: the asker's connection is gone")
 	}
-	if err := c.send(m); err != nil {
-		n.stats.undeliverable.Add(1)
-	}
+	m.Free()
 }
 
 // JSON is a reply with v encoded as JSON, for handlers that answer JSON:

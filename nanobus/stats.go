@@ -26,6 +26,8 @@ type Stats struct {
 	LateReplies    uint64 // replies for calls already finished (timed out, failed, duplicate)
 	StaleReplies   uint64 // replies addressed to an earlier life of this node
 	UnknownReplies uint64 // replies for calls this node never made
+	Misdirected    uint64 // frames on a connection that may not carry them: an answer not on its call's connection, a request on one this node dialed
+	PlainRefused   uint64 // peers not dialed: a plain address on a TLS bus, or a TLS one without bus TLS
 	InFlight       int64  // calls waiting for a reply now
 
 	// Service side.
@@ -36,7 +38,7 @@ type Stats struct {
 	ExpiredInHandler uint64 // replies dropped: the deadline passed while the handler ran
 	NoRoute          uint64 // requests for a route with no handler
 	Overload         uint64 // requests refused: the asker over its in-flight bound, or the node over its handler bound
-	Undeliverable    uint64 // replies dropped: no connection to the asker before the deadline
+	Undeliverable    uint64 // replies dropped: the asker's connection was gone
 	Serving          int64  // handlers running now
 
 	// Both.
@@ -53,7 +55,7 @@ type Stats struct {
 
 type counters struct {
 	calls, replies, busy, noPeer, timeouts, peerLost, refused, retries   atomic.Uint64
-	lateReplies, staleReplies, unknownReplies                            atomic.Uint64
+	lateReplies, staleReplies, unknownReplies, misdirected, plainRefused atomic.Uint64
 	requests, handled, handlerErrors, expiredOnArrival, expiredInHandler atomic.Uint64
 	noRoute, overload, undeliverable, malformed                          atomic.Uint64
 	connsRefused, frameTimeouts, idleClosed, bufferRefused               atomic.Uint64
@@ -65,7 +67,8 @@ func (c *counters) snapshot() Stats {
 		Calls: c.calls.Load(), Replies: c.replies.Load(), Busy: c.busy.Load(), NoPeer: c.noPeer.Load(),
 		Timeouts: c.timeouts.Load(), PeerLost: c.peerLost.Load(), Refused: c.refused.Load(),
 		Retries: c.retries.Load(), LateReplies: c.lateReplies.Load(), StaleReplies: c.staleReplies.Load(),
-		UnknownReplies: c.unknownReplies.Load(), InFlight: c.inFlight.Load(),
+		UnknownReplies: c.unknownReplies.Load(), Misdirected: c.misdirected.Load(),
+		PlainRefused: c.plainRefused.Load(), InFlight: c.inFlight.Load(),
 		Requests: c.requests.Load(), Handled: c.handled.Load(), HandlerErrors: c.handlerErrors.Load(),
 		ExpiredOnArrival: c.expiredOnArrival.Load(), ExpiredInHandler: c.expiredInHandler.Load(),
 		NoRoute: c.noRoute.Load(), Overload: c.overload.Load(), Undeliverable: c.undeliverable.Load(),

@@ -38,7 +38,10 @@ func init() {
 // ours). Every one is optional.
 const (
 	// OptionWritten (dialers and listeners): an *atomic.Uint64 that each
-	// pipe adds one to for every message it has written to the socket.
+	// pipe adds one to for every message it is done with: written to the
+	// socket, or dropped with the pipe when it failed or closed first. A
+	// sender that counts what it handed over can so wait for its last
+	// messages to be out (or gone) before it closes.
 	OptionWritten = "nanobus.written"
 	// OptionFrameTimeout (listeners and dialers): a time.Duration within
 	// which a frame whose length has arrived must be complete; a peer that
@@ -67,11 +70,15 @@ const (
 	// for every connection closed by a limit above, with reason one of the
 	// Refused* constants.
 	OptionOnRefuse = "nanobus.on-refuse"
-	// OptionDeliver (listeners and dialers): a func(*mangos.Message) bool
-	// that each pipe calls, on its reading goroutine, with every message it
-	// receives; a message it takes (true) does not go up to the mangos
-	// socket. This spares the socket's receive queue and the goroutine that
-	// would take the message off it.
+	// OptionDeliver (listeners and dialers): a func(m *mangos.Message,
+	// reply func([]byte) error, share *atomic.Int64) bool that each pipe
+	// calls, on its reading goroutine, with every message it receives; a
+	// message it takes (true) does not go up to the mangos socket. This
+	// spares the socket's receive queue and the goroutine that would take
+	// the message off it. reply writes one message back on the pipe m
+	// came in on, and on no other (a BUS socket's own send goes to every
+	// pipe); share is a counter that lives as long as the pipe, for the
+	// receiver to bound what one peer holds.
 	OptionDeliver = "nanobus.deliver"
 	// OptionSend (a pipe's, read with mangos.Pipe.GetOption): a
 	// func([]byte) error that writes one message on the pipe from the
@@ -134,8 +141,11 @@ type limits struct {
 	maxBuffered  int64
 	written      *atomic.Uint64
 	onRefuse     func(reason string)
-	deliver      func(*mangos.Message) bool
+	deliver      Deliver
 }
+
+// Deliver is the type of OptionDeliver's value.
+type Deliver = func(m *mangos.Message, reply func([]byte) error, share *atomic.Int64) bool
 
 func (l *limits) refused(reason string) {
 	if l.onRefuse != nil {
@@ -181,7 +191,7 @@ func (e *endpoint) SetOption(name string, v any) error {
 	case OptionOnRefuse:
 		e.limits.onRefuse, ok = v.(func(string))
 	case OptionDeliver:
-		e.limits.deliver, ok = v.(func(*mangos.Message) bool)
+		e.limits.deliver, ok = v.(Deliver)
 	default:
 		return mangos.ErrBadOption
 	}
@@ -458,6 +468,8 @@ type pipe struct {
 	lim      limits
 	buffered *atomic.Int64 // the listener's, or nil
 	tlsState *tls.ConnectionState
+	reply    func([]byte) error // p.send, made once: handed to deliver with every message
+	share    atomic.Int64       // the receiver's count for this pipe (see OptionDeliver)
 
 	idleUntil time.Time // an accepted pipe's probation: its first frame is due by then
 	deadline  bool      // a read deadline is set
@@ -484,6 +496,7 @@ const batchEnough = 16 << 10
 func newPipe(c net.Conn, lim limits, buffered *atomic.Int64) *pipe {
 	p := &pipe{conn: c, lim: lim, buffered: buffered}
 	p.wcond = sync.NewCond(&p.wmu)
+	p.reply = p.send
 	return p
 }
 
@@ -550,12 +563,12 @@ func (p *pipe) flush() bool {
 		p.werr = err
 		p.writing = false
 		p.wcond.Broadcast()
+		p.done(n) // gone with the pipe
+		p.dropPending()
 		p.conn.Close() // the reader sees it too, and mangos drops the pipe
 		return false
 	}
-	if p.lim.written != nil {
-		p.lim.written.Add(n)
-	}
+	p.done(n)
 	return true
 }
 
@@ -593,7 +606,7 @@ func (p *pipe) writer() {
 func (p *pipe) Recv() (*mangos.Message, error) {
 	for {
 		m, err := p.recv()
-		if err != nil || p.lim.deliver == nil || !p.lim.deliver(m) {
+		if err != nil || p.lim.deliver == nil || !p.lim.deliver(m, p.reply, &p.share) {
 			return m, err
 		}
 	}
@@ -693,10 +706,25 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// done counts n messages the pipe is finished with (OptionWritten).
+func (p *pipe) done(n uint64) {
+	if p.lim.written != nil && n > 0 {
+		p.lim.written.Add(n)
+	}
+}
+
+// dropPending discards what waits to be written, counted as done: the pipe
+// will not write it. Called with wmu held.
+func (p *pipe) dropPending() {
+	p.done(p.count)
+	p.pending, p.count = p.pending[:0], 0
+}
+
 func (p *pipe) Close() error {
 	p.wmu.Lock()
 	already := p.closed
 	p.closed = true
+	p.dropPending()
 	p.wcond.Broadcast()
 	onClose := p.onClose
 	p.wmu.Unlock()

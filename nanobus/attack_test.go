@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.nanomsg.org/mangos/v3"
+
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/wire"
@@ -97,8 +99,10 @@ func TestCallIDsAreNotGuessable(t *testing.T) {
 func TestUnreachableAskerCannotPinHandlers(t *testing.T) {
 	svc := newNode(t, nanobus.Config{Service: "web"})
 	must(t, svc.Handle("page", echo))
-	raw := rawSocket(t, svc.Addr())
 	const n = 200
+	// A BUS socket drops what does not fit its pipe's queue: make room.
+	raw := rawSocket(t, "", mangos.OptionWriteQLen, 2*n)
+	must(t, raw.Dial(svc.Addr()))
 	for i := range n {
 		frame, err := wire.AppendRequest(nil, &wire.Request{
 			ID: wire.ID{Node: 1, Seq: uint64(i + 1)}, Deadline: time.Now().Add(5 * time.Minute).UnixNano(),

@@ -16,15 +16,24 @@ import (
 	"github.com/terminator-gw/terminator/wire"
 )
 
-// rawSocket dials addr with a bare BUS socket, to send frames a well-behaved
-// node never would.
-func rawSocket(t *testing.T, addr string) mangos.Socket {
+// rawSocket dials addr (unless "") with a bare BUS socket, to send frames a
+// well-behaved node never would; opts are socket options, name and value,
+// set before dialing.
+func rawSocket(t *testing.T, addr string, opts ...any) mangos.Socket {
 	t.Helper()
 	s, err := xbus.NewSocket()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	for i := 0; i+1 < len(opts); i += 2 {
+		if err := s.SetOption(opts[i].(string), opts[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if addr == "" {
+		return s
+	}
 	if err := s.Dial(addr); err != nil {
 		t.Fatal(err)
 	}

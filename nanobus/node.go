@@ -308,8 +308,13 @@ func (n *Node) ping() {
 	}
 }
 
-// refused counts a connection the transport closed for a limit.
-func (n *Node) refused(reason string) {
+// refused counts a connection the transport closed, for a limit or for
+// what its peer sent, and logs it (at a bounded rate: a flood of bad
+// connections must not flood the log) with err, which names the peer's
+// address and the cause (for TLS, the handshake's error: bad certificate,
+// unknown authority, expired...).
+func (n *Node) refused(reason string, err error) {
+	log := &n.errLog
 	switch reason {
 	case "conns":
 		n.stats.connsRefused.Add(1)
@@ -319,8 +324,19 @@ func (n *Node) refused(reason string) {
 		n.stats.idleClosed.Add(1)
 	case "buffered":
 		n.stats.bufferRefused.Add(1)
+	// What the peer sent: logged apart from the limits, with malformed
+	// frames, so that one kind of trouble does not hide the other.
+	case "too-long":
+		n.stats.tooLong.Add(1)
+		log = &n.badLog
+	case "bad-header":
+		n.stats.badHeader.Add(1)
+		log = &n.badLog
+	case "tls":
+		n.stats.tlsRefused.Add(1)
+		log = &n.badLog
 	}
-	warnSometimes(&n.errLog, n.log, "peer connection closed by a limit", "limit", reason)
+	warnSometimes(log, n.log, "peer connection closed", "reason", reason, "err", err)
 }
 
 // Addr is the bus address peers reach this node at.

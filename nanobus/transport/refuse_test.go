@@ -115,6 +115,28 @@ func TestSilentMembersMakeRoom(t *testing.T) {
 	nanobustest.Eventually(t, "the quiet member's request arrived", func() bool { return svcIdle.Stats().Requests == 1 })
 }
 
+// Connections still in their handshake count against MaxConns too: one
+// that has said nothing past IdleTimeout makes room for a newcomer as a
+// silent member does, rather than holding its slot until the handshake
+// times out.
+func TestSilentHandshakesMakeRoom(t *testing.T) {
+	limits := nanobus.Limits{IdleTimeout: 200 * time.Millisecond, MaxConns: 2}
+	svc := nanobustest.NewNode(t, nanobus.Config{Service: "s", Limits: limits})
+	for range limits.MaxConns {
+		c, err := net.Dial("tcp", strings.TrimPrefix(svc.Addr(), "tcp://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	newcomer := nanobustest.NewNode(t, nanobus.Config{})
+	nanobustest.Connect(t, newcomer, svc)
+	if s := svc.Stats(); s.IdleClosed != 1 || s.BadHeader != 0 {
+		t.Fatalf("idle closed %d, bad headers %d: want one silent handshake closed to make room, not counted as a bad header",
+			s.IdleClosed, s.BadHeader)
+	}
+}
+
 // Frames whose length is over the maximum close the connection, counted.
 func TestFrameTooLong(t *testing.T) {
 	for _, size := range []uint64{1 << 60, wire.MaxFrameSize + 1} {

@@ -69,7 +69,7 @@ type Config struct {
 }
 
 // Limits bound what remote peers can make a node hold. A connection over a
-// limit is closed, and counted in Stats. They take effect with the bus's
+// limit is closed, counted in Stats and logged (at a bounded rate). They take effect with the bus's
 // own transport (import nanobus/transport); the zero value of a field means
 // its default.
 type Limits struct {
@@ -77,18 +77,24 @@ type Limits struct {
 	// within it, or its connection is cut. Default 10s.
 	FrameTimeout time.Duration `json:"frame_timeout"`
 	// IdleTimeout: an accepted connection must send its first frame within
-	// it. Default 30s.
+	// it. One that has carried no message (the dialer's hello and pings
+	// do not count) for this long is silent: at MaxConns, the connection
+	// silent the longest is closed to make room for a new one. Quiet
+	// members are left alone while there is room. Default 30s.
 	IdleTimeout time.Duration `json:"idle_timeout"`
 	// PeerTimeout: a connection whose peer stops answering (a cut
 	// network: no reset ever comes) is closed after about this long, and
 	// the calls on it fail (and are retried elsewhere when idempotent),
 	// rather than waiting for their deadlines. Default 1s.
 	PeerTimeout time.Duration `json:"peer_timeout"`
-	// MaxConns bounds the connections other nodes open to this one.
-	// Default 4096.
+	// MaxConns bounds the connections other nodes open to this one,
+	// handshakes included. One over it takes the place of a silent one
+	// (see IdleTimeout), or is refused when none is. Default 4096.
 	MaxConns int `json:"max_conns"`
-	// MaxBuffered bounds the bytes held for unfinished large frames across
-	// all connections. Default 64 MiB: four frames of the largest size.
+	// MaxBuffered bounds the memory of large frames (over 64 KiB) being
+	// read, across all connections: such a frame takes its whole declared
+	// length from it before it is read, and is refused at once if that
+	// would go over. Default 64 MiB: four frames of the largest size.
 	MaxBuffered int `json:"max_buffered"`
 }
 
@@ -300,8 +306,13 @@ func (n *Node) ping() {
 	}
 }
 
-// refused counts a connection the transport closed for a limit.
-func (n *Node) refused(reason string) {
+// refused counts a connection the transport closed, for a limit or for
+// what its peer sent, and logs it (at a bounded rate: a flood of bad
+// connections must not flood the log) with err, which names the peer's
+// address and the cause (for TLS, the handshake's error: bad certificate,
+// unknown authority, expired...).
+func (n *Node) refused(reason string, err error) {
+	log := &n.errLog
 	switch reason {
 	case "conns":
 		n.stats.connsRefused.Add(1)
@@ -311,8 +322,19 @@ func (n *Node) refused(reason string) {
 		n.stats.idleClosed.Add(1)
 	case "buffered":
 		n.stats.bufferRefused.Add(1)
+	// What the peer sent: logged apart from the limits, with malformed
+	// frames, so that one kind of trouble does not hide the other.
+	case "too-long":
+		n.stats.tooLong.Add(1)
+		log = &n.badLog
+	case "bad-header":
+		n.stats.badHeader.Add(1)
+		log = &n.badLog
+	case "tls":
+		n.stats.tlsRefused.Add(1)
+		log = &n.badLog
 	}
-	warnSometimes(&n.errLog, n.log, "peer connection closed by a limit", "limit", reason)
+	warnSometimes(log, n.log, "peer connection closed", "reason", reason, "err", err)
 }
 
 // Addr is the bus address peers reach this node at.

@@ -46,11 +46,15 @@ type Stats struct {
 	Peers     int    // connections to other nodes that are up
 
 	// Connections the transport closed for a limit (see Limits).
-	ConnsRefused  uint64 // over MaxConns
+	ConnsRefused  uint64 // over MaxConns, and no connection silent long enough to make room
 	FrameTimeouts uint64 // a frame not finished within FrameTimeout
-	IdleClosed    uint64 // no frame within IdleTimeout of connecting
-	BufferRefused uint64 // over MaxBuffered
-	Limits        Limits
+	IdleClosed    uint64 // no frame within IdleTimeout of connecting, or silent past it and closed to make room under MaxConns
+	BufferRefused uint64 // a frame whose length would take the bytes held over MaxBuffered
+	// Connections closed for what the peer sent.
+	TooLong    uint64 // a frame length over the maximum frame size
+	BadHeader  uint64 // not an SP BUS header (garbage, another SP version or protocol)
+	TLSRefused uint64 // a failed TLS handshake (no certificate, unknown authority, expired...)
+	Limits     Limits
 }
 
 type counters struct {
@@ -59,6 +63,7 @@ type counters struct {
 	requests, handled, handlerErrors, expiredOnArrival, expiredInHandler atomic.Uint64
 	noRoute, overload, undeliverable, malformed                          atomic.Uint64
 	connsRefused, frameTimeouts, idleClosed, bufferRefused               atomic.Uint64
+	tooLong, badHeader, tlsRefused                                       atomic.Uint64
 	inFlight, serving                                                    atomic.Int64
 }
 
@@ -75,6 +80,7 @@ func (c *counters) snapshot() Stats {
 		Serving: c.serving.Load(), Malformed: c.malformed.Load(),
 		ConnsRefused: c.connsRefused.Load(), FrameTimeouts: c.frameTimeouts.Load(),
 		IdleClosed: c.idleClosed.Load(), BufferRefused: c.bufferRefused.Load(),
+		TooLong: c.tooLong.Load(), BadHeader: c.badHeader.Load(), TLSRefused: c.tlsRefused.Load(),
 	}
 }
 

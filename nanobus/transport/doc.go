@@ -18,11 +18,17 @@
 //   - it bounds what a peer can make a node hold: a frame deadline once a
 //     frame's length has arrived (OptionFrameTimeout), a probation for
 //     accepted connections that never send (OptionIdleTimeout), a cap on
-//     accepted connections (OptionMaxConns) and on bytes held for
-//     unfinished frames across them (OptionMaxBuffered). What a limit
-//     closes is reported through OptionOnRefuse, which nanobus counts.
+//     accepted connections (OptionMaxConns), at which a connection silent
+//     past the idle timeout makes room for a newcomer, and a budget for
+//     large frames being read across them (OptionMaxBuffered), from which
+//     a frame takes its declared length before it is read. What a limit
+//     closes, and a connection closed for what its peer sent (a frame over
+//     the maximum, a wrong SP header, a failed TLS handshake), is reported
+//     through OptionOnRefuse with its cause, which nanobus counts and logs.
 //
 // A dialer sends one empty frame right after the handshake, a hello that
 // ends the probation of a connection that has nothing to say yet (a caller
-// with no calls in flight); receivers drop empty frames.
+// with no calls in flight); receivers drop empty frames. A hello is not a
+// message: a connection that carries nothing else is silent, and at the
+// cap gives its slot to a newcomer.
 package transport

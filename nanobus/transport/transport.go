@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -49,15 +50,20 @@ const (
 	OptionFrameTimeout = "nanobus.frame-timeout"
 	// OptionIdleTimeout (listeners): a time.Duration within which an
 	// accepted connection must send its first frame after the handshake,
-	// or be closed. 0: no limit.
+	// or be closed. A connection that has carried no message (hellos and
+	// pings are not messages) for this long is silent: at OptionMaxConns,
+	// the one silent the longest is closed to make room for a newcomer.
+	// 0: no limit.
 	OptionIdleTimeout = "nanobus.idle-timeout"
 	// OptionMaxConns (listeners): an int bounding the accepted connections
-	// open at once, handshakes included; one over it is closed at once.
-	// 0: no limit.
+	// open at once, handshakes included. A connection over it takes the
+	// place of a silent one (see OptionIdleTimeout), or is closed at once
+	// when none is. 0: no limit.
 	OptionMaxConns = "nanobus.max-conns"
 	// OptionMaxBuffered (listeners): an int bounding the bytes held for
-	// unfinished large frames across all the listener's connections; a
-	// connection whose frame would go over it is closed. 0: no limit.
+	// large frames being read, across all the listener's connections. A
+	// large frame takes its whole length from it before it is read; one
+	// that would go over is refused, its connection closed. 0: no limit.
 	OptionMaxBuffered = "nanobus.max-buffered"
 	// OptionPeerTimeout (listeners and dialers): a time.Duration after
 	// which a connection whose peer has stopped answering is closed: data
@@ -66,9 +72,10 @@ const (
 	// fails the calls on it in about this time, not at their deadline.
 	// 0: the kernel's defaults (minutes).
 	OptionPeerTimeout = "nanobus.peer-timeout"
-	// OptionOnRefuse (listeners and dialers): a func(reason string) called
-	// for every connection closed by a limit above, with reason one of the
-	// Refused* constants.
+	// OptionOnRefuse (listeners and dialers): a func(reason string, err
+	// error) called for every connection closed by a limit above or for
+	// what its peer sent, with reason one of the Refused* constants and
+	// err the cause, naming the peer's address.
 	OptionOnRefuse = "nanobus.on-refuse"
 	// OptionDeliver (listeners and dialers): a func(m *mangos.Message,
 	// reply func([]byte) error, share *atomic.Int64) bool that each pipe
@@ -89,10 +96,13 @@ const (
 
 // Reasons passed to OptionOnRefuse.
 const (
-	RefusedConns        = "conns"         // over OptionMaxConns
+	RefusedConns        = "conns"         // over OptionMaxConns, no silent connection to close instead
 	RefusedFrameTimeout = "frame-timeout" // a frame not finished in time
-	RefusedIdle         = "idle"          // no frame within OptionIdleTimeout
-	RefusedBuffered     = "buffered"      // over OptionMaxBuffered
+	RefusedIdle         = "idle"          // no frame within OptionIdleTimeout, or silent and closed to make room
+	RefusedBuffered     = "buffered"      // a frame over OptionMaxBuffered
+	RefusedTooLong      = "too-long"      // a frame length over OptionMaxRecvSize
+	RefusedBadHeader    = "bad-header"    // not an SP header for our peer protocol
+	RefusedTLS          = "tls"           // the TLS handshake failed
 )
 
 const (
@@ -127,7 +137,8 @@ func (t tcpTransport) NewListener(url string, sock mangos.Socket) (transport.Lis
 		scheme:   t.scheme,
 		ready:    make(chan *pipe),
 		closeq:   make(chan struct{}),
-		pending:  map[net.Conn]struct{}{},
+		pending:  map[net.Conn]time.Time{},
+		live:     map[*pipe]struct{}{},
 	}, nil
 }
 
@@ -140,17 +151,22 @@ type limits struct {
 	maxConns     int
 	maxBuffered  int64
 	written      *atomic.Uint64
-	onRefuse     func(reason string)
+	onRefuse     func(reason string, err error)
 	deliver      Deliver
 }
 
 // Deliver is the type of OptionDeliver's value.
 type Deliver = func(m *mangos.Message, reply func([]byte) error, share *atomic.Int64) bool
 
-func (l *limits) refused(reason string) {
+func (l *limits) refused(reason string, err error) {
 	if l.onRefuse != nil {
-		l.onRefuse(reason)
+		l.onRefuse(reason, err)
 	}
+}
+
+// refusal is the error passed with a refusal: its cause, naming the peer.
+func refusal(c net.Conn, err error) error {
+	return fmt.Errorf("peer %s: %w", c.RemoteAddr(), err)
 }
 
 // endpoint holds what dialers and listeners share: options and the
@@ -167,31 +183,32 @@ type endpoint struct {
 func (e *endpoint) SetOption(name string, v any) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ok := true
+	var ok bool
 	switch name {
 	case mangos.OptionTLSConfig:
-		e.config, ok = v.(*tls.Config)
+		ok = set(&e.config, v)
 	case mangos.OptionMaxRecvSize:
-		e.limits.maxRecv, ok = v.(int)
-		ok = ok && e.limits.maxRecv >= 0
+		n, isInt := v.(int)
+		ok = isInt && n >= 0 && set(&e.limits.maxRecv, n)
 	case OptionWritten:
-		e.limits.written, ok = v.(*atomic.Uint64)
+		ok = set(&e.limits.written, v)
 	case OptionFrameTimeout:
-		e.limits.frameTimeout, ok = v.(time.Duration)
+		ok = set(&e.limits.frameTimeout, v)
 	case OptionIdleTimeout:
-		e.limits.idleTimeout, ok = v.(time.Duration)
+		ok = set(&e.limits.idleTimeout, v)
 	case OptionPeerTimeout:
-		e.limits.peerTimeout, ok = v.(time.Duration)
+		ok = set(&e.limits.peerTimeout, v)
 	case OptionMaxConns:
-		e.limits.maxConns, ok = v.(int)
+		ok = set(&e.limits.maxConns, v)
 	case OptionMaxBuffered:
 		var n int
-		n, ok = v.(int)
-		e.limits.maxBuffered = int64(n)
+		if ok = set(&n, v); ok {
+			e.limits.maxBuffered = int64(n)
+		}
 	case OptionOnRefuse:
-		e.limits.onRefuse, ok = v.(func(string))
+		ok = set(&e.limits.onRefuse, v)
 	case OptionDeliver:
-		e.limits.deliver, ok = v.(Deliver)
+		ok = set(&e.limits.deliver, v)
 	default:
 		return mangos.ErrBadOption
 	}
@@ -199,6 +216,17 @@ func (e *endpoint) SetOption(name string, v any) error {
 		return mangos.ErrBadValue
 	}
 	return nil
+}
+
+// set stores v in *dst if it is a T, and leaves *dst as it was if not: a
+// refused value must not reset an option to its zero value, which often
+// means "no limit".
+func set[T any](dst *T, v any) bool {
+	x, ok := v.(T)
+	if ok {
+		*dst = x
+	}
+	return ok
 }
 
 func (e *endpoint) GetOption(name string) (any, error) {
@@ -245,6 +273,9 @@ func (e *endpoint) open(c net.Conn, server bool, buffered *atomic.Int64) (*pipe,
 		}
 		if err := tc.Handshake(); err != nil {
 			c.Close()
+			if refusable(err) {
+				lim.refused(RefusedTLS, refusal(c, fmt.Errorf("TLS handshake: %w", err)))
+			}
 			return nil, err
 		}
 		state := tc.ConnectionState()
@@ -260,18 +291,24 @@ func (e *endpoint) open(c net.Conn, server bool, buffered *atomic.Int64) (*pipe,
 	}
 	if _, err := io.ReadFull(p.conn, h[:]); err != nil {
 		p.conn.Close()
+		if refusable(err) { // part of a header, or none in time
+			lim.refused(RefusedBadHeader, refusal(c, fmt.Errorf("SP header: %w", err)))
+		}
 		return nil, err
 	}
+	var err error
 	switch {
 	case h[0] != 0 || h[1] != 'S' || h[2] != 'P' || h[6] != 0 || h[7] != 0:
-		p.conn.Close()
-		return nil, mangos.ErrBadHeader
+		err = mangos.ErrBadHeader
 	case h[3] != 0:
-		p.conn.Close()
-		return nil, mangos.ErrBadVersion
+		err = mangos.ErrBadVersion
 	case binary.BigEndian.Uint16(h[4:]) != e.proto.Peer:
+		err = mangos.ErrBadProto
+	}
+	if err != nil {
 		p.conn.Close()
-		return nil, mangos.ErrBadProto
+		lim.refused(RefusedBadHeader, refusal(c, fmt.Errorf("SP header % x: %w", h, err)))
+		return nil, err
 	}
 	if !server {
 		// Say hello: an empty frame, so that the listener knows at once
@@ -289,6 +326,14 @@ func (e *endpoint) open(c net.Conn, server bool, buffered *atomic.Int64) (*pipe,
 	}
 	p.start()
 	return p, nil
+}
+
+// refusable reports whether a handshake's failure is the peer's doing, to
+// report: not a peer that connected and left without a byte (a port check),
+// nor a connection we closed ourselves (the listener closing, or making
+// room).
+func refusable(err error) bool {
+	return !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed)
 }
 
 type dialer struct {
@@ -336,27 +381,49 @@ type listener struct {
 	once   sync.Once
 
 	conns    atomic.Int64 // accepted and not yet closed, handshakes included
-	buffered atomic.Int64 // bytes held for unfinished large frames
+	buffered atomic.Int64 // bytes taken by large frames being read
 
 	lmu     sync.Mutex
 	l       net.Listener
-	pending map[net.Conn]struct{} // accepted, still handshaking
+	pending map[net.Conn]time.Time // accepted, still handshaking: since when
+	live    map[*pipe]struct{}     // accepted and handshaken, until closed
 }
 
 func (l *listener) Listen() error {
 	l.mu.Lock()
 	ka, _ := socketOptions(l.limits.peerTimeout) // the timeout is set on each accepted conn
+	idle, maxConns := l.limits.idleTimeout, l.limits.maxConns
 	l.mu.Unlock()
+	if l.isClosed() {
+		return mangos.ErrClosed
+	}
 	lc := net.ListenConfig{KeepAliveConfig: ka}
 	ln, err := lc.Listen(context.Background(), "tcp", l.addr)
 	if err != nil {
 		return err
 	}
 	l.lmu.Lock()
+	if l.isClosed() { // closed while we bound the port
+		l.lmu.Unlock()
+		ln.Close()
+		return mangos.ErrClosed
+	}
 	l.l = ln
 	l.lmu.Unlock()
 	go l.accept(ln)
+	if idle > 0 && maxConns > 0 {
+		go l.watch(idle)
+	}
 	return nil
+}
+
+func (l *listener) isClosed() bool {
+	select {
+	case <-l.closeq:
+		return true
+	default:
+		return false
+	}
 }
 
 func (l *listener) accept(ln net.Listener) {
@@ -379,35 +446,45 @@ func (l *listener) accept(ln net.Listener) {
 				}
 			}
 		}
-		if n := l.conns.Add(1); lim.maxConns > 0 && n > int64(lim.maxConns) {
+		// Over the cap, a newcomer takes the place of a connection that
+		// has been silent past the idle timeout, if there is one: its
+		// slot then frees as it closes.
+		if n := l.conns.Add(1); lim.maxConns > 0 && n > int64(lim.maxConns) && !l.makeRoom(&lim) {
 			l.conns.Add(-1)
 			c.Close()
-			lim.refused(RefusedConns)
+			lim.refused(RefusedConns, refusal(c, fmt.Errorf("%d connections open already", lim.maxConns)))
 			continue
 		}
 		l.lmu.Lock()
-		select {
-		case <-l.closeq:
+		if l.isClosed() {
 			l.lmu.Unlock()
 			l.conns.Add(-1)
 			c.Close()
 			return
-		default:
 		}
-		l.pending[c] = struct{}{}
+		l.pending[c] = time.Now()
 		l.lmu.Unlock()
 		// Handshake off the accept loop: a slow or silent client must not
 		// hold up the others.
 		go func() {
 			p, err := l.open(c, true, &l.buffered)
 			l.lmu.Lock()
+			since := l.pending[c] // silent since it connected
 			delete(l.pending, c)
-			l.lmu.Unlock()
 			if err != nil {
+				l.lmu.Unlock()
 				l.conns.Add(-1)
 				return
 			}
-			p.onClose = func() { l.conns.Add(-1) }
+			p.onClose = func() {
+				l.lmu.Lock()
+				delete(l.live, p)
+				l.lmu.Unlock()
+				l.conns.Add(-1)
+			}
+			p.quietSince = since
+			l.live[p] = struct{}{}
+			l.lmu.Unlock()
 			select {
 			case l.ready <- p:
 			case <-l.closeq:
@@ -417,7 +494,86 @@ func (l *listener) accept(ln net.Listener) {
 	}
 }
 
+// watch looks at every connection's message count twice per idle timeout,
+// so that how long each has been silent is known to within half the
+// timeout when room must be made, without a clock read per message.
+func (l *listener) watch(idle time.Duration) {
+	t := time.NewTicker(idle / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.closeq:
+			return
+		case now := <-t.C:
+			l.lmu.Lock()
+			l.observe(now)
+			l.lmu.Unlock()
+		}
+	}
+}
+
+// observe notes, with lmu held, the connections that carried a message
+// since the last look: silent since now at the most. (So a connection's
+// silence is never overestimated: it is not closed for it too early.)
+func (l *listener) observe(now time.Time) {
+	for p := range l.live {
+		if n := p.msgs.Load(); n != p.seen {
+			p.seen, p.quietSince = n, now
+		}
+	}
+}
+
+// makeRoom closes the connection that has been silent the longest, if one
+// has been silent past the idle timeout (a handshake under way counts as
+// silent since it connected), and reports whether it closed one. Only at
+// the cap: a member with nothing to say while there is room is left alone,
+// since closing it would make its dialer reconnect, and calls fail
+// meanwhile.
+func (l *listener) makeRoom(lim *limits) bool {
+	if lim.idleTimeout <= 0 {
+		return false
+	}
+	now := time.Now()
+	l.lmu.Lock()
+	l.observe(now)
+	since := now.Add(-lim.idleTimeout)
+	var victim *pipe
+	var conn net.Conn
+	for p := range l.live {
+		if p.quietSince.Before(since) {
+			since, victim, conn = p.quietSince, p, p.conn
+		}
+	}
+	for c, t := range l.pending {
+		if t.Before(since) {
+			since, victim, conn = t, nil, c
+		}
+	}
+	if victim != nil {
+		delete(l.live, victim) // not chosen twice
+	} else if conn != nil {
+		delete(l.pending, conn)
+	}
+	l.lmu.Unlock()
+	if conn == nil {
+		return false
+	}
+	if victim != nil {
+		victim.Close() // mangos sees the pipe fail and drops it
+	} else {
+		conn.Close() // its handshake fails, and gives its slot back
+	}
+	lim.refused(RefusedIdle, refusal(conn, fmt.Errorf("silent for %v, closed to make room", now.Sub(since).Round(time.Millisecond))))
+	return true
+}
+
 func (l *listener) Accept() (transport.Pipe, error) {
+	l.lmu.Lock()
+	listening := l.l != nil
+	l.lmu.Unlock()
+	if !listening { // nothing would ever come
+		return nil, mangos.ErrClosed
+	}
 	select {
 	case p := <-l.ready:
 		return p, nil
@@ -462,9 +618,13 @@ func (l *listener) Address() string {
 // time. (Writing from the sender's own goroutine when no write is under
 // way saves the hand-off but loses most batching: it measured slower.)
 type pipe struct {
-	conn     net.Conn
-	r        *bufio.Reader
-	hdr      [8]byte // Recv's length scratch
+	conn net.Conn
+	r    *bufio.Reader
+	hdr  [8]byte // Recv's length scratch
+	// msgs counts the messages received (not hellos or pings): a
+	// listener tells silent connections by it, where a clock read per
+	// message would cost more.
+	msgs     atomic.Uint64
 	lim      limits
 	buffered *atomic.Int64 // the listener's, or nil
 	tlsState *tls.ConnectionState
@@ -483,6 +643,11 @@ type pipe struct {
 	werr    error      // the first write error; the pipe is dead after it
 	closed  bool
 	onClose func() // once, when the pipe closes (the listener's count)
+
+	// An accepted pipe's, under the listener's lmu: msgs when last looked
+	// at, and since when it has not changed.
+	seen       uint64
+	quietSince time.Time
 }
 
 // maxPending bounds the bytes waiting for the writer; Send blocks above it.
@@ -617,7 +782,7 @@ func (p *pipe) recv() (*mangos.Message, error) {
 	for size == 0 {
 		if _, err := io.ReadFull(p.r, p.hdr[:]); err != nil {
 			if !p.idleUntil.IsZero() && isTimeout(err) {
-				p.lim.refused(RefusedIdle)
+				p.lim.refused(RefusedIdle, refusal(p.conn, fmt.Errorf("no frame within %v of connecting", p.lim.idleTimeout)))
 			}
 			return nil, err
 		}
@@ -628,6 +793,7 @@ func (p *pipe) recv() (*mangos.Message, error) {
 		size = binary.BigEndian.Uint64(p.hdr[:])
 	}
 	if p.lim.maxRecv > 0 && size > uint64(p.lim.maxRecv) || size > math.MaxInt32 {
+		p.lim.refused(RefusedTooLong, refusal(p.conn, fmt.Errorf("frame of %d bytes: %w", size, mangos.ErrTooLong)))
 		return nil, mangos.ErrTooLong
 	}
 	// A frame not already in the buffer must arrive within the frame
@@ -639,11 +805,12 @@ func (p *pipe) recv() (*mangos.Message, error) {
 	m, err := p.readBody(int(size))
 	if err != nil {
 		if p.deadline && isTimeout(err) {
-			p.lim.refused(RefusedFrameTimeout)
+			p.lim.refused(RefusedFrameTimeout, refusal(p.conn, fmt.Errorf("a %d-byte frame not finished within %v", size, p.lim.frameTimeout)))
 		}
 		return nil, err
 	}
 	p.clearDeadline()
+	p.msgs.Add(1)
 	return m, nil
 }
 
@@ -664,29 +831,32 @@ func (p *pipe) readBody(size int) (*mangos.Message, error) {
 		}
 		return m, nil
 	}
-	// A large frame is read a chunk at a time, growing the buffer as bytes
-	// arrive: a peer that announces 16 MiB and trickles must not get 16 MiB
-	// of our memory up front. What it holds counts against the listener's
-	// bound on bytes in unfinished frames.
-	held := 0
-	defer func() {
-		if p.buffered != nil {
-			p.buffered.Add(-int64(held))
+	if p.buffered != nil && p.lim.maxBuffered > 0 {
+		// A large frame takes its whole length from the budget before a
+		// byte of it is read, then gets exactly that much memory, once:
+		// what a peer can make us allocate is bounded by the budget, not
+		// by the bytes it sends, and nothing is spent growing a buffer.
+		if p.buffered.Add(int64(size)) > p.lim.maxBuffered {
+			p.buffered.Add(-int64(size))
+			p.lim.refused(RefusedBuffered, refusal(p.conn, fmt.Errorf("a %d-byte frame over the %d bytes for frames being read", size, p.lim.maxBuffered)))
+			return nil, errBufferFull
 		}
-	}()
+		defer p.buffered.Add(-int64(size))
+		m := mangos.NewMessage(size) // above mangos' pooled sizes: a buffer of exactly size
+		m.Body = m.Body[:size]
+		if _, err := io.ReadFull(p.r, m.Body); err != nil {
+			m.Free()
+			return nil, err
+		}
+		return m, nil
+	}
+	// With no budget, a large frame is read a chunk at a time, growing the
+	// buffer as bytes arrive: a peer that announces a large frame and
+	// trickles must not get its length in memory up front.
 	m := mangos.NewMessage(recvChunk)
 	body := m.Body[:0]
 	for left := size; left > 0; {
 		n := min(left, recvChunk)
-		if p.buffered != nil && p.lim.maxBuffered > 0 {
-			if p.buffered.Add(int64(n)) > p.lim.maxBuffered {
-				p.buffered.Add(-int64(n))
-				m.Free()
-				p.lim.refused(RefusedBuffered)
-				return nil, errBufferFull
-			}
-			held += n
-		}
 		body = slices.Grow(body, n)
 		if _, err := io.ReadFull(p.r, body[len(body):len(body)+n]); err != nil {
 			m.Free()
@@ -699,7 +869,7 @@ func (p *pipe) readBody(size int) (*mangos.Message, error) {
 	return m, nil
 }
 
-var errBufferFull = errors.New("bytes held for unfinished frames over the bound")
+var errBufferFull = errors.New("bytes held for frames being read over the bound")
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -385,3 +385,21 @@ func TestListenDefaultIsLoopback(t *testing.T) {
 		t.Fatalf("-listen defaults to %q, want 127.0.0.1:8080", got)
 	}
 }
+
+// Case 4: a body is read after the admission decision but before its slot
+// is taken: an upload in progress holds body budget, not a slot, so slow
+// uploads cannot starve the requests waiting for replies.
+func TestSlowUploadHoldsNoSlot(t *testing.T) {
+	svc := echoService(t, "echo", nil)
+	srv, _ := front(t, terminator.Config{MaxWaiting: 1, FixedLimit: true}, echoRoutes("echo"), svc)
+	a := dialRaw(t, srv.Addr())
+	a.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("a", prefix))
+	eventually(t, "A's body reserved", func() bool { return srv.Status().HTTP["body_bytes"] == 20000 })
+	if resp, body := roundTrip(t, srv.Addr(), "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("while an upload is under way: %d %s, want 200", resp.StatusCode, body)
+	}
+	a.write(strings.Repeat("a", 20000-prefix))
+	if resp, _ := a.response(); resp.StatusCode != 200 {
+		t.Fatalf("the upload: %d", resp.StatusCode)
+	}
+}

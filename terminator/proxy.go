@@ -93,16 +93,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose() // its framing is in doubt
 		return
 	}
-	// Admission first, so that a refusal costs next to nothing.
-	if !s.limiter.AcquireWait(s.cfg.QueueWait) {
+	// Admission is decided first, so that a refusal costs next to nothing.
+	// A request with a body looks at the limit now and takes its slot once
+	// the body is in: a slow upload holds bytes of the body budget, never a
+	// slot that requests waiting for replies need.
+	if ctx.RequestBodyStream() != nil && s.limiter.InFlight() >= s.limiter.Limit() {
 		s.counts.overloaded.Add(1)
 		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
 		return
 	}
-	var start time.Time // after the body: a slow upload is not the bus's latency
-	defer func() { s.limiter.Release(time.Since(start)) }()
-	start = time.Now()
-
 	var how int
 	x.path, how = decodePath(x.path[:0], ctx.URI().PathOriginal())
 	if how == pathBad {
@@ -132,7 +131,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.reply(ctx, x.reqID, status, msg)
 		return
 	}
-	start = time.Now()
+	if !s.limiter.AcquireWait(s.cfg.QueueWait) {
+		s.counts.overloaded.Add(1)
+		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
+		return
+	}
+	start := time.Now()
+	defer func() { s.limiter.Release(time.Since(start)) }()
 	s.fill(x, ctx, e)
 	s.decide(x, ctx)
 	if !s.cfg.HideServerTiming {

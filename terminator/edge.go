@@ -290,9 +290,6 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, x *exchange) int {
 	if stream == nil { // no body, or one set directly (the handler driven without a connection)
 		x.req.Body = ctx.Request.Body()
 		x.bodyDone = true
-		if c, ok := ctx.Conn().(*edgeConn); ok {
-			c.nextHead(0)
-		}
 		return 0
 	}
 	cl := ctx.Request.Header.ContentLength()
@@ -313,9 +310,6 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, x *exchange) int {
 			return s.bodyReadError(err)
 		}
 		x.req.Body, x.bodyDone = x.body, true
-		if c, ok := ctx.Conn().(*edgeConn); ok {
-			c.nextHead(int64(cl))
-		}
 		return 0
 	}
 	// Chunked: the wire length is unknown here, so the next head on this

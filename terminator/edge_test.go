@@ -371,6 +371,17 @@ func TestStrictHTTP(t *testing.T) {
 			t.Fatalf("bare LF on a kept-alive connection: %d, want 400", resp.StatusCode)
 		}
 	})
+	t.Run("keep-alive after a refusal", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		rc.write("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _ := rc.response(); resp.StatusCode != 404 {
+			t.Fatalf("%d, want 404", resp.StatusCode)
+		}
+		rc.write("GET /echo HTTP/1.1\nHost: x\n\n")
+		if resp, _ := rc.response(); resp.StatusCode != 400 {
+			t.Fatalf("bare LF after a 404 on the same connection: %d, want 400", resp.StatusCode)
+		}
+	})
 	if n := srv.Status().HTTP["malformed"] + srv.Status().HTTP["bad_path"]; n < uint64(len(refused)) {
 		t.Errorf("malformed + bad_path = %d, want at least %d: every refusal counted", n, len(refused))
 	}

@@ -172,14 +172,23 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 
 // done ends a request: its share of the body budget goes back, and a
 // body left unread (the request was refused) closes the connection rather
-// than have fasthttp read it away.
+// than have fasthttp read it away. Otherwise the connection scans the next
+// request's head, when it knows where it starts (see edgeConn.nextHead).
 func (s *Server) done(ctx *fasthttp.RequestCtx, x *exchange) {
 	if x.reserved > 0 {
 		s.bodyBytes.Add(-int64(x.reserved))
 		x.reserved = 0
 	}
-	if !x.bodyDone && ctx.RequestBodyStream() != nil {
+	stream := ctx.RequestBodyStream() != nil
+	if !x.bodyDone && stream {
 		ctx.SetConnectionClose()
+	} else if c, ok := ctx.Conn().(*edgeConn); ok {
+		switch cl := ctx.Request.Header.ContentLength(); {
+		case !stream:
+			c.nextHead(0)
+		case cl >= 0:
+			c.nextHead(int64(cl))
+		}
 	}
 	x.release()
 }

@@ -47,6 +47,7 @@ func TestParseTakesTheEnvironment(t *testing.T) {
 	t.Setenv("SERVICE_VERSION", "v9")
 	t.Setenv("TERMINATOR_ADMIN_TOKEN", "env-token")
 	t.Setenv("TERMINATOR_TTL", "7s")
+	t.Setenv("TERMINATOR_BODY_BUDGET", "1048576")
 
 	fs, c, _ := flags("front")
 	// The command line wins over the environment.
@@ -66,6 +67,8 @@ func TestParseTakesTheEnvironment(t *testing.T) {
 		{"version", c.Version, "v9"},
 		{"admin-token", c.Admin.Token, "env-token"},
 		{"bus-listen (default)", c.Bus.Listen, "tcp://127.0.0.1:0"},
+		{"body-budget", c.Front.BodyBudget, 1 << 20},
+		{"listen (default)", c.Front.Listen, "127.0.0.1:8080"},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {

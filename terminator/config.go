@@ -37,6 +37,10 @@ type Config struct {
 	// service and version that answered, with the handler's, the bus's and
 	// the front's times.
 	HideServerTiming bool
+	// BodyBudget bounds the request body bytes held at once, across all
+	// connections: a body that does not fit is refused (503) before it is
+	// read. Without it, memory would be bounded by MaxConns x MaxBodyBytes.
+	BodyBudget int
 }
 
 func (c *Config) setDefaults() {
@@ -51,10 +55,11 @@ func (c *Config) setDefaults() {
 		}
 	}
 	if c.Listen == "" {
-		c.Listen = ":8080"
+		c.Listen = "127.0.0.1:8080" // loopback unless told: it sits behind nginx
 	}
 	defDur(&c.Timeout, 3*time.Second)
 	def(&c.MaxBodyBytes, 1<<20)
+	def(&c.BodyBudget, 64<<20)
 	def(&c.MaxHeaderBytes, 8<<10)
 	defDur(&c.ReadTimeout, 10*time.Second)
 	defDur(&c.WriteTimeout, 10*time.Second)
@@ -75,9 +80,10 @@ func (c *Config) setDefaults() {
 // TERMINATOR_ and the flag's name, e.g. TERMINATOR_MAX_WAITING.)
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.setDefaults()
-	fs.StringVar(&c.Listen, "listen", c.Listen, "public HTTP address")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "public HTTP address (e.g. 0.0.0.0:8080 for every interface)")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "request deadline unless the route declares one")
 	fs.IntVar(&c.MaxBodyBytes, "max-body", c.MaxBodyBytes, "request body limit in bytes (413 over it)")
+	fs.IntVar(&c.BodyBudget, "body-budget", c.BodyBudget, "request body bytes held at once, all connections together (503 with Retry-After over it; a body larger than it gets 413)")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header", c.MaxHeaderBytes, "request line and headers limit in bytes (431 over it)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "time to read one request")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "time to write one response")

@@ -119,6 +119,8 @@ func (m *metrics) flush() {
 	}
 	_ = c.Gauge("in_flight", float64(m.s.limiter.InFlight()), nil, 1)
 	_ = c.Gauge("limit", float64(m.s.limiter.Limit()), nil, 1)
+	_ = c.Gauge("http.body_bytes", float64(m.s.bodyBytes.Load()), nil, 1)
+	_ = c.Gauge("http.conns", float64(m.s.conns.Load()), nil, 1)
 
 	hc := &m.s.counts
 	bus := m.s.node.Stats()
@@ -126,6 +128,7 @@ func (m *metrics) flush() {
 		"http.overloaded": hc.overloaded.Load(), "http.no_route": hc.noRoute.Load(),
 		"http.header_too_large": hc.headerTooLarge.Load(), "http.body_too_large": hc.bodyTooLarge.Load(),
 		"http.malformed": hc.malformed.Load(), "http.read_timeouts": hc.timeouts.Load(),
+		"http.body_budget": hc.bodyBudget.Load(), "http.conns_refused": hc.connsRefused.Load(), "http.bad_path": hc.badPath.Load(),
 		"bus.calls": bus.Calls, "bus.busy": bus.Busy, "bus.no_peer": bus.NoPeer, "bus.expired": bus.Timeouts,
 		"bus.peer_lost": bus.PeerLost, "bus.refused": bus.Refused, "bus.retries": bus.Retries,
 		"bus.dropped_late": bus.LateReplies, "bus.dropped_stale": bus.StaleReplies,

@@ -26,8 +26,17 @@ type exchange struct {
 	variants    []*variantCounts // the client's variants, to count its response in
 	madeCookies [][2]string      // keys made up for this client: cookie name, value
 	timing      []byte           // the front's Server-Timing value
+	path        []byte           // the path as routed and sent: each segment decoded
+	body        []byte           // the request body, read from fasthttp's stream
+	reserved    int              // bytes of the body budget this request holds
+	bodyDone    bool             // the body was read whole (or there was none)
 	ctx         deadlineContext
 }
+
+// maxKeptBody is the largest body buffer an exchange keeps in the pool:
+// small bodies cost no allocation, and large ones are not held (outside
+// the body budget) once their request is done.
+const maxKeptBody = 16 << 10
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
@@ -39,6 +48,10 @@ func (x *exchange) release() {
 	h.Reset()
 	x.req = wire.Request{Header: h}
 	x.ctx = deadlineContext{}
+	x.bodyDone = false
+	if cap(x.body) > maxKeptBody {
+		x.body = nil
+	}
 	clear(x.variants)
 	x.variants, x.madeCookies = x.variants[:0], x.madeCookies[:0]
 	exchangePool.Put(x)
@@ -62,27 +75,69 @@ func (c *deadlineContext) Err() error {
 
 // handle is the public handler: one HTTP request becomes one bus request to
 // one instance of the route's service, and its reply becomes the response.
+// fasthttp hands it the head and at most a small prefix of the body
+// (StreamRequestBody): whatever it refuses, it refuses before reading the
+// rest, and every reply it makes carries the request ID.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
-	// Admission first, so that a refusal costs next to nothing.
+	x := exchangePool.Get().(*exchange)
+	defer s.done(ctx, x)
+	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
+	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
+
+	if !strict(ctx) {
+		s.counts.malformed.Add(1)
+		s.badLog.Do(func() {
+			s.log.Warn("malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", "not strict HTTP/1.1")
+		})
+		s.reply(ctx, x.reqID, fasthttp.StatusBadRequest, "malformed request")
+		ctx.SetConnectionClose() // its framing is in doubt
+		return
+	}
+	// Admission is decided first, so that a refusal costs next to nothing.
+	// A request with a body looks at the limit now and takes its slot once
+	// the body is in: a slow upload holds bytes of the body budget, never a
+	// slot that requests waiting for replies need.
+	if ctx.RequestBodyStream() != nil && s.limiter.InFlight() >= s.limiter.Limit() {
+		s.counts.overloaded.Add(1)
+		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
+		return
+	}
+	var how int
+	x.path, how = decodePath(x.path[:0], ctx.URI().PathOriginal())
+	if how == pathBad {
+		s.counts.badPath.Add(1)
+		s.reply(ctx, x.reqID, fasthttp.StatusBadRequest, "bad path: encoded slash, dot or empty segment, or control byte")
+		return
+	}
+	var e *entry
+	if how == pathOK {
+		e = s.router.lookup(ctx.Method(), x.path)
+	}
+	if e == nil {
+		s.counts.noRoute.Add(1)
+		s.reply(ctx, x.reqID, fasthttp.StatusNotFound, "no route for "+string(ctx.Method())+" "+string(ctx.URI().PathOriginal()))
+		return
+	}
+	if status := s.readBody(ctx, x); status != 0 {
+		msg := "request body too large"
+		switch status {
+		case fasthttp.StatusServiceUnavailable:
+			msg = "request bodies over the memory budget; retry"
+		case fasthttp.StatusRequestTimeout:
+			msg = "request timeout"
+		case fasthttp.StatusBadRequest:
+			msg = "malformed request body"
+		}
+		s.reply(ctx, x.reqID, status, msg)
+		return
+	}
 	if !s.limiter.AcquireWait(s.cfg.QueueWait) {
 		s.counts.overloaded.Add(1)
-		s.overload(ctx, "overloaded")
+		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
 		return
 	}
 	start := time.Now()
 	defer func() { s.limiter.Release(time.Since(start)) }()
-
-	x := exchangePool.Get().(*exchange)
-	defer x.release()
-	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
-	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
-
-	e := s.router.lookup(ctx.Method(), ctx.Path())
-	if e == nil {
-		s.counts.noRoute.Add(1)
-		ctx.Error("no route for "+string(ctx.Method())+" "+string(ctx.Path()), fasthttp.StatusNotFound)
-		return
-	}
 	s.fill(x, ctx, e)
 	s.decide(x, ctx)
 	if !s.cfg.HideServerTiming {
@@ -94,7 +149,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	returned := time.Now()
 	status := fasthttp.StatusOK
 	if err != nil {
-		status = s.fail(ctx, err)
+		status = s.fail(ctx, x, err)
 	} else {
 		status = resp.Status
 		ctx.SetStatusCode(resp.Status)
@@ -113,6 +168,29 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	e.stats.count(status)
 	countVariants(x, status)
 	s.metrics.latency(e, time.Since(start))
+}
+
+// done ends a request: its share of the body budget goes back, and a
+// body left unread (the request was refused) closes the connection rather
+// than have fasthttp read it away. Otherwise the connection scans the next
+// request's head, when it knows where it starts (see edgeConn.nextHead).
+func (s *Server) done(ctx *fasthttp.RequestCtx, x *exchange) {
+	if x.reserved > 0 {
+		s.bodyBytes.Add(-int64(x.reserved))
+		x.reserved = 0
+	}
+	stream := ctx.RequestBodyStream() != nil
+	if !x.bodyDone && stream {
+		ctx.SetConnectionClose()
+	} else if c, ok := ctx.Conn().(*edgeConn); ok {
+		switch cl := ctx.Request.Header.ContentLength(); {
+		case !stream:
+			c.nextHead(0)
+		case cl >= 0:
+			c.nextHead(int64(cl))
+		}
+	}
+	x.release()
 }
 
 var (
@@ -147,11 +225,10 @@ func (s *Server) fill(x *exchange, ctx *fasthttp.RequestCtx, e *entry) {
 	r := &x.req
 	r.Route = e.key
 	r.Method = ctx.Method()
-	r.Path = ctx.Path()
+	r.Path = x.path
 	r.Query = ctx.URI().QueryString()
 	r.Client = x.client
 	r.TraceParent = h.Peek("Traceparent")
-	r.Body = ctx.PostBody()
 	r.Header.Reset()
 	conn := h.PeekBytes(hdrConnection) // headers it names are hop-by-hop too
 	for k, v := range h.All() {
@@ -272,41 +349,37 @@ func validRequestID(b []byte) bool {
 }
 
 // fail writes the response for a bus error, by nanobus's status table.
-func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) int {
+func (s *Server) fail(ctx *fasthttp.RequestCtx, x *exchange, err error) int {
 	st := nanobus.StatusOf(err)
-	ctx.Error(st.Message, st.Code)
+	s.reply(ctx, x.reqID, st.Code, st.Message)
 	if st.RetryAfter {
 		ctx.Response.Header.SetBytesV("Retry-After", s.retryAfter)
 	}
 	return st.Code
 }
 
-// overload answers 503 with Retry-After: the request was refused at once,
-// before any work, so the client may simply come back.
-func (s *Server) overload(ctx *fasthttp.RequestCtx, why string) {
-	ctx.Error(why, fasthttp.StatusServiceUnavailable)
-	ctx.Response.Header.SetBytesV("Retry-After", s.retryAfter)
-}
-
 // httpError answers requests fasthttp could not parse: 431, 413 or 400.
+// Its reply carries a request ID too: the client's, when its head got as
+// far as a valid one, else a new one.
 func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
+	id := s.requestID(nil, ctx.Request.Header.Peek("X-Request-Id"))
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):
 		s.counts.headerTooLarge.Add(1)
-		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+		s.reply(ctx, id, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.counts.bodyTooLarge.Add(1)
-		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		s.reply(ctx, id, fasthttp.StatusRequestEntityTooLarge, "request body too large")
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			s.counts.timeouts.Add(1)
-			ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+			s.reply(ctx, id, fasthttp.StatusRequestTimeout, "request timeout")
 			return
 		}
 		s.counts.malformed.Add(1)
 		s.badLog.Do(func() { s.log.Warn("malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", err) })
-		ctx.Error("malformed request", fasthttp.StatusBadRequest)
+		s.reply(ctx, id, fasthttp.StatusBadRequest, "malformed request")
 	}
 }

@@ -38,6 +38,8 @@ type Server struct {
 	limiter   *nanobus.Limiter // requests waiting for replies
 	idSeq     atomic.Uint64
 	counts    httpCounts
+	bodyBytes atomic.Int64 // request body bytes reserved now, within Config.BodyBudget
+	conns     atomic.Int64 // open client connections, within Config.MaxConns
 	badLog    rate.Sometimes
 	served    chan error
 	drainOnce sync.Once
@@ -47,6 +49,9 @@ type Server struct {
 // httpCounts counts what never reaches a route.
 type httpCounts struct {
 	overloaded, noRoute, headerTooLarge, bodyTooLarge, malformed, timeouts atomic.Uint64
+	bodyBudget                                                             atomic.Uint64 // bodies refused for the memory budget
+	connsRefused                                                           atomic.Uint64 // connections over -max-conns
+	badPath                                                                atomic.Uint64 // encoded slashes, dot or empty segments
 }
 
 // The front's adaptive limit on requests waiting for replies starts at
@@ -95,9 +100,20 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		ReadTimeout:           cfg.ReadTimeout,
 		WriteTimeout:          cfg.WriteTimeout,
 		IdleTimeout:           cfg.IdleTimeout,
-		Concurrency:           cfg.MaxConns,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{log},
+		// The handler gets the head and at most 8 KiB of the body, and
+		// reads the rest itself once admitted, within the body budget.
+		StreamRequestBody: true,
+		// Bodies go to the services as they came: no multipart parsing
+		// (which would read a whole upload, to temporary files).
+		DisablePreParseMultipartForm: true,
+		// No 100 Continue before a refusal.
+		ExpectHandler: s.expect,
+		// The listener holds connections to MaxConns and answers those
+		// over it (capListener); fasthttp's limit, above it, never refuses
+		// one (a connection closed may hold its worker a moment longer).
+		Concurrency:     2 * cfg.MaxConns,
+		CloseOnShutdown: true,
+		Logger:          fasthttpLogger{log},
 	}
 	return s, nil
 }
@@ -115,7 +131,8 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
-	go func() { s.served <- s.http.Serve(ln) }()
+	capped := &capListener{Listener: ln, s: s, refusing: make(chan struct{}, maxRefusing)}
+	go func() { s.served <- s.http.Serve(capped) }()
 	s.metrics.start()
 	s.ready.Store(true)
 	s.log.Info("terminator listening", "http", ln.Addr().String())

@@ -48,6 +48,9 @@ func (s *Server) Status() Status {
 	st.HTTP = map[string]uint64{
 		"overloaded": c.overloaded.Load(), "no_route": c.noRoute.Load(), "header_too_large": c.headerTooLarge.Load(),
 		"body_too_large": c.bodyTooLarge.Load(), "malformed": c.malformed.Load(), "read_timeouts": c.timeouts.Load(),
+		"body_budget": c.bodyBudget.Load(), "conns_refused": c.connsRefused.Load(), "bad_path": c.badPath.Load(),
+		// gauges: body bytes reserved, and connections open, now
+		"body_bytes": uint64(max(s.bodyBytes.Load(), 0)), "conns": uint64(max(s.conns.Load(), 0)),
 	}
 	return st
 }

@@ -13,5 +13,8 @@ COPY --chown=65532:65532 data /data
 USER 65532:65532
 WORKDIR /data
 ENV TERMINATOR_DATA=/data
+# The front ("front", "all") listens on loopback by default; in a container
+# that is unreachable, so it listens on the container's interfaces.
+ENV TERMINATOR_LISTEN=0.0.0.0:8080
 ENTRYPOINT ["/terminator"]
 CMD ["all"]

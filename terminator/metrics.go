@@ -133,6 +133,10 @@ func (m *metrics) flush() {
 		"bus.peer_lost": bus.PeerLost, "bus.refused": bus.Refused, "bus.retries": bus.Retries,
 		"bus.dropped_late": bus.LateReplies, "bus.dropped_stale": bus.StaleReplies,
 		"bus.dropped_unknown": bus.UnknownReplies, "bus.malformed": bus.Malformed,
+		"bus.misdirected": bus.Misdirected, "bus.plain_refused": bus.PlainRefused,
+		"bus.conns_refused": bus.ConnsRefused, "bus.frame_timeouts": bus.FrameTimeouts,
+		"bus.idle_closed": bus.IdleClosed, "bus.buffer_refused": bus.BufferRefused,
+		"bus.too_long": bus.TooLong, "bus.bad_header": bus.BadHeader, "bus.tls_refused": bus.TLSRefused,
 	} {
 		if d := v - m.lastBus[name]; d > 0 {
 			_ = c.Count(name, int64(d), nil, 1)

@@ -41,8 +41,38 @@ func (c *ClientConfig) RegisterFlags(fs *flag.FlagSet) {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
 	}
-	fs.DurationVar(&c.DialTimeout, "etcd-dial-timeout", c.DialTimeout, "etcd dial timeout")
+	fs.Var(&boundedDuration{d: &c.DialTimeout, min: 10 * time.Millisecond, max: 5 * time.Minute}, "etcd-dial-timeout",
+		"etcd dial timeout: one attempt to reach etcd (`duration`: 10ms to 5m0s)")
 }
+
+// boundedDuration is a duration flag that refuses values out of [min,
+// max]: a zero or negative DialTimeout means the default, so -1s would
+// otherwise become 5s in silence.
+type boundedDuration struct {
+	d        *time.Duration
+	min, max time.Duration
+}
+
+func (b *boundedDuration) String() string {
+	if b == nil || b.d == nil {
+		return ""
+	}
+	return b.d.String()
+}
+
+func (b *boundedDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d < b.min || d > b.max {
+		return fmt.Errorf("out of range: want %v to %v", b.min, b.max)
+	}
+	*b.d = d
+	return nil
+}
+
+func (b *boundedDuration) Get() any { return *b.d }
 
 // listFlag is a comma-separated list flag whose default shows in --help.
 type listFlag []string

@@ -243,6 +243,7 @@ func (r *Registrar) run(ctx context.Context, first chan<- struct{}, refused chan
 			return
 		}
 		if first != nil && Permanent(err) {
+			r.log.Warn("etcd refuses the registration: not retrying", "endpoints", strings.Join(r.cli.Endpoints(), ","), "err", err)
 			refused <- err
 			return
 		}

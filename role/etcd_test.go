@@ -74,7 +74,8 @@ func freeAddr(t *testing.T) string {
 
 // authEtcd runs an etcd with auth on: user "terminator" (password
 // "terminator-pw") may read and write the registry, user "nogrant"
-// (password "nogrant-pw") nothing.
+// (password "nogrant-pw") nothing, user "reader" (password "reader-pw")
+// only read.
 func authEtcd(t *testing.T) []string {
 	t.Helper()
 	endpoints, cli := etcdFor(t)
@@ -94,6 +95,10 @@ func authEtcd(t *testing.T) []string {
 	must(cli.UserAdd(ctx, "terminator", "terminator-pw"))
 	must(cli.UserGrantRole(ctx, "terminator", "registry"))
 	must(cli.UserAdd(ctx, "nogrant", "nogrant-pw"))
+	must(cli.RoleAdd(ctx, "reader"))
+	must(cli.RoleGrantPermission(ctx, "reader", prefix, clientv3.GetPrefixRangeEnd(prefix), clientv3.PermissionType(clientv3.PermRead)))
+	must(cli.UserAdd(ctx, "reader", "reader-pw"))
+	must(cli.UserGrantRole(ctx, "reader", "reader"))
 	must(cli.AuthEnable(ctx))
 	return endpoints
 }
@@ -138,6 +143,8 @@ func TestStartFailsOnEtcdAuth(t *testing.T) {
 	}{
 		{"wrong password", "terminator", "wrong", rpctypes.ErrAuthFailed},
 		{"no grant", "nogrant", "nogrant-pw", rpctypes.ErrPermissionDenied},
+		{"no user", "", "", rpctypes.ErrUserEmpty},
+		{"read only", "reader", "reader-pw", rpctypes.ErrPermissionDenied}, // fails at its registration
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t, endpoints)

@@ -1,12 +1,22 @@
 package discovery
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -41,8 +51,38 @@ func (c *ClientConfig) RegisterFlags(fs *flag.FlagSet) {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
 	}
-	fs.DurationVar(&c.DialTimeout, "etcd-dial-timeout", c.DialTimeout, "etcd dial timeout")
+	fs.Var(&boundedDuration{d: &c.DialTimeout, min: 10 * time.Millisecond, max: 5 * time.Minute}, "etcd-dial-timeout",
+		"etcd dial timeout: one attempt to reach etcd (`duration`: 10ms to 5m0s)")
 }
+
+// boundedDuration is a duration flag that refuses values out of [min,
+// max]: a zero or negative DialTimeout means the default, so -1s would
+// otherwise become 5s in silence.
+type boundedDuration struct {
+	d        *time.Duration
+	min, max time.Duration
+}
+
+func (b *boundedDuration) String() string {
+	if b == nil || b.d == nil {
+		return ""
+	}
+	return b.d.String()
+}
+
+func (b *boundedDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d < b.min || d > b.max {
+		return fmt.Errorf("out of range: want %v to %v", b.min, b.max)
+	}
+	*b.d = d
+	return nil
+}
+
+func (b *boundedDuration) Get() any { return *b.d }
 
 // listFlag is a comma-separated list flag whose default shows in --help.
 type listFlag []string
@@ -105,4 +145,236 @@ func (c ClientConfig) Client() (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
 	}
 	return cli, nil
+}
+
+// Permanent reports whether err is etcd refusing the credentials or the
+// rights it was given: a wrong password, a user without the grant, no user
+// where auth is on. Retrying will not heal them; a process should stop
+// and say so.
+func Permanent(err error) bool {
+	for _, e := range []error{
+		rpctypes.ErrAuthFailed, rpctypes.ErrGRPCAuthFailed,
+		rpctypes.ErrPermissionDenied, rpctypes.ErrGRPCPermissionDenied,
+		rpctypes.ErrUserEmpty, rpctypes.ErrGRPCUserEmpty,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnectOptions tunes Connect.
+type ConnectOptions struct {
+	Prefix string // the registry it must read; default DefaultPrefix
+	Logger *slog.Logger
+	// Report, when set, is told the cause while etcd cannot be reached,
+	// and nil once it is: what readiness says meanwhile.
+	Report func(error)
+	// LogEvery is how often a failure that persists is logged again
+	// (default 10s); the first is logged at once.
+	LogEvery time.Duration
+}
+
+// Connect returns a client of the cluster once it answers a read of the
+// registry as the configured user, which is what every role does first.
+// Until then it retries (each attempt bounded by DialTimeout), logging the
+// first failure at once as a warning, naming the endpoints and the cause
+// (connection refused, a TLS handshake that failed, a timeout), and again
+// every LogEvery while it lasts. Credentials or rights etcd refuses
+// (Permanent) end it at once with that error; so does ctx.
+func (c ClientConfig) Connect(ctx context.Context, opt ConnectOptions) (*clientv3.Client, error) {
+	if len(c.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints")
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.LogEvery <= 0 {
+		opt.LogEvery = 10 * time.Second
+	}
+	report := func(err error) {
+		if opt.Report != nil {
+			opt.Report(err)
+		}
+	}
+	eps := strings.Join(c.Endpoints, ",")
+	var (
+		failures int
+		logged   time.Time
+		cause    error
+	)
+	// fail records cause; it is logged the first time and then once per
+	// LogEvery.
+	fail := func(err error) {
+		cause = err
+		report(err)
+		if logged.IsZero() || time.Since(logged) >= opt.LogEvery {
+			logged = time.Now()
+			opt.Logger.Warn("etcd unreachable; retrying", "endpoints", eps, "err", err, "attempts", failures+1)
+		}
+	}
+	retry := newBackoff(250 * time.Millisecond)
+	for {
+		// Probe first: clientv3 waits for a connection, so its error is a
+		// timeout that names no cause; the probe names it at once.
+		perr, none := c.probe(ctx)
+		if none {
+			fail(perr)
+		}
+		cli, err := c.attempt(ctx, rootPrefix(opt.Prefix))
+		if err == nil {
+			if failures > 0 {
+				opt.Logger.Info("etcd reachable", "endpoints", eps, "after_attempts", failures+1)
+			}
+			report(nil)
+			return cli, nil
+		}
+		if Permanent(err) {
+			opt.Logger.Warn("etcd refuses this process: not retrying", "endpoints", eps, "user", c.Username, "err", err)
+			report(err)
+			return nil, fmt.Errorf("etcd as user %q: %w", c.Username, err)
+		}
+		if ctx.Err() != nil {
+			if cause == nil {
+				cause = err
+			}
+			return nil, fmt.Errorf("etcd %s: %w (last error: %w)", eps, ctx.Err(), cause)
+		}
+		switch {
+		case none: // failed already, with the probe's cause
+		case perr != nil:
+			fail(errors.Join(err, perr)) // some endpoints answer, some do not
+		default:
+			fail(err)
+		}
+		failures++
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("etcd %s: %w (last error: %w)", eps, ctx.Err(), cause)
+		case <-time.After(retry.NextBackOff()):
+		}
+	}
+}
+
+// attempt makes a client and reads the registry's range with it (a count:
+// nothing is transferred), as the watcher will.
+func (c ClientConfig) attempt(ctx context.Context, prefix string) (*clientv3.Client, error) {
+	cli, err := c.Client()
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(actx, prefix, clientv3.WithRange(prefix+"stats/"), clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("read %s: %w", prefix, err)
+	}
+	return cli, nil
+}
+
+// probe connects to every endpoint as clientv3 would (TCP, then TLS for
+// https://) and returns why those that fail do, and whether none
+// answered. Endpoints of other schemes (unix://) are not probed.
+func (c ClientConfig) probe(ctx context.Context) (error, bool) {
+	var base *tls.Config
+	if c.CA != "" || c.Cert != "" || c.Key != "" {
+		t, err := nanobus.TLSFromFiles(c.CA, c.Cert, c.Key)
+		if err != nil {
+			return fmt.Errorf("etcd client %w", err), true
+		}
+		base = t
+	}
+	errs := make([]error, len(c.Endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range c.Endpoints {
+		wg.Go(func() { errs[i] = probeEndpoint(ctx, ep, base, c.DialTimeout) })
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	return errors.Join(errs...), failed == len(errs)
+}
+
+// http2Preface is what a gRPC client sends first: the HTTP/2 preface and
+// an empty SETTINGS frame.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+func probeEndpoint(ctx context.Context, ep string, base *tls.Config, timeout time.Duration) error {
+	u, err := url.Parse(ep)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "2379")
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(pctx, "tcp", host)
+	if err != nil {
+		return fmt.Errorf("etcd %s: %w", ep, err)
+	}
+	defer conn.Close()
+	deadline, _ := pctx.Deadline()
+	conn.SetDeadline(deadline)
+	if u.Scheme == "https" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if base != nil {
+			cfg = base.Clone()
+		}
+		cfg.ServerName, cfg.NextProtos = u.Hostname(), []string{"h2"}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(pctx); err != nil {
+			return fmt.Errorf("etcd %s: TLS handshake: %w%s", ep, err, tlsHint(err, base))
+		}
+		conn = tc
+	}
+	// Under TLS 1.3 a server that wants a client certificate says so after
+	// the handshake; over plain TCP, a TLS server answers the preface with
+	// an alert or an HTTP/1 400. An HTTP/2 server sends its settings, or
+	// waits: both are fine.
+	if _, err := conn.Write([]byte(http2Preface)); err != nil {
+		return fmt.Errorf("etcd %s: %w", ep, err)
+	}
+	conn.SetReadDeadline(time.Now().Add(min(timeout, 500*time.Millisecond)))
+	var b [16]byte
+	n, err := io.ReadAtLeast(conn, b[:], 1)
+	switch {
+	case n > 0 && u.Scheme == "http" && (b[0] == 0x15 || bytes.HasPrefix(b[:n], []byte("HTTP/1"))):
+		return fmt.Errorf("etcd %s: the server speaks TLS: use https:// and -etcd-ca", ep)
+	case n > 0:
+		return nil
+	case isTimeout(err):
+		return nil
+	case u.Scheme == "https":
+		return fmt.Errorf("etcd %s: TLS: the server closed the connection after the handshake: %w%s", ep, err, tlsHint(err, base))
+	default:
+		return fmt.Errorf("etcd %s: the server closed the connection: %w (does it want TLS? use https://)", ep, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tlsHint names the flag that usually fixes a TLS failure.
+func tlsHint(err error, base *tls.Config) string {
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &unknown) && (base == nil || base.RootCAs == nil):
+		return " (give -etcd-ca: the CA that signed etcd's certificate)"
+	case strings.Contains(err.Error(), "certificate required") && (base == nil || len(base.Certificates) == 0):
+		return " (etcd wants a client certificate: give -etcd-cert and -etcd-key)"
+	}
+	return ""
 }

@@ -192,10 +192,14 @@ func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt R
 		cancel: cancel, done: make(chan struct{}),
 	}
 	first := make(chan struct{})
-	go r.run(rctx, first)
+	refused := make(chan error, 1)
+	go r.run(rctx, first, refused)
 	select {
 	case <-first:
 		return r, nil
+	case err := <-refused:
+		r.Close()
+		return nil, fmt.Errorf("register %s: %w", r.key, err)
 	case <-ctx.Done():
 		last := r.Registered()
 		r.Close()
@@ -204,8 +208,9 @@ func Register(ctx context.Context, cli *clientv3.Client, reg Registration, opt R
 }
 
 // run registers, keeps the lease alive, and registers again whenever the
-// lease is lost, until Close.
-func (r *Registrar) run(ctx context.Context, first chan<- struct{}) {
+// lease is lost, until Close. Before the first registration, an error
+// retrying will not heal (Permanent) goes to refused and ends it.
+func (r *Registrar) run(ctx context.Context, first chan<- struct{}, refused chan<- error) {
 	defer close(r.done)
 	retry := newBackoff(200 * time.Millisecond)
 	for {
@@ -235,6 +240,11 @@ func (r *Registrar) run(ctx context.Context, first chan<- struct{}) {
 			continue
 		}
 		if ctx.Err() != nil {
+			return
+		}
+		if first != nil && Permanent(err) {
+			r.log.Warn("etcd refuses the registration: not retrying", "endpoints", strings.Join(r.cli.Endpoints(), ","), "err", err)
+			refused <- err
 			return
 		}
 		wait := retry.NextBackOff()

@@ -98,10 +98,20 @@ func newWatcher(cli *clientv3.Client, opt WatchOptions) *Watcher {
 func Watch(ctx context.Context, cli *clientv3.Client, opt WatchOptions) (*Watcher, error) {
 	w := newWatcher(cli, opt)
 	rev, err := w.list(ctx)
+	var logged time.Time
 	for err != nil {
+		// Refused credentials or rights will not heal: say so now rather
+		// than when ctx ends.
+		if Permanent(err) {
+			return nil, fmt.Errorf("watch %s: %w", w.prefix, err)
+		}
+		if time.Since(logged) >= 10*time.Second {
+			logged = time.Now()
+			w.log.Warn("etcd: cannot list the registry; retrying", "endpoints", strings.Join(cli.Endpoints(), ","), "err", err)
+		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("watch %s: %w (last error: %v)", w.prefix, ctx.Err(), err)
+			return nil, fmt.Errorf("watch %s: %w (last error: %w)", w.prefix, ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
 		rev, err = w.list(ctx)

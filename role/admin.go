@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,16 @@ type AdminConfig struct {
 	TokenFile string // read Token from this file (trailing newline dropped)
 	// CertFile and KeyFile, when given, serve the admin listener over TLS.
 	CertFile, KeyFile string
+	// MaxConns bounds the connections open at once (default 64): /healthz
+	// needs no token, and the admin shares the process's file descriptors
+	// with the front and the bus. Connections over it are closed at once
+	// and counted.
+	MaxConns int
+	// IdleTimeout closes a keep-alive connection with no request for this
+	// long (default 15s); ReadTimeout bounds reading one request (default
+	// 10s), WriteTimeout writing one response (default 90s: a pprof
+	// profile of 30s and more has to fit in it).
+	IdleTimeout, ReadTimeout, WriteTimeout time.Duration
 }
 
 func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
@@ -39,6 +50,11 @@ func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TokenFile, "admin-token-file", c.TokenFile, "file holding the admin token")
 	fs.StringVar(&c.CertFile, "admin-cert", c.CertFile, "admin TLS certificate (with -admin-key: serve the admin listener over https)")
 	fs.StringVar(&c.KeyFile, "admin-key", c.KeyFile, "admin TLS key")
+	c.setDefaults()
+	fs.IntVar(&c.MaxConns, "admin-max-conns", c.MaxConns, "admin connections open at once; more are closed at once and counted (status.json: admin.refused)")
+	fs.DurationVar(&c.IdleTimeout, "admin-idle-timeout", c.IdleTimeout, "an admin keep-alive connection with no request is closed after this")
+	fs.DurationVar(&c.ReadTimeout, "admin-read-timeout", c.ReadTimeout, "time to read one admin request")
+	fs.DurationVar(&c.WriteTimeout, "admin-write-timeout", c.WriteTimeout, "time to write one admin response (a pprof profile's seconds must fit in it)")
 }
 
 // Section is one part of a process's status: its numbers, shown under Name
@@ -59,6 +75,10 @@ type Admin struct {
 	srv   *http.Server
 	ln    net.Listener
 
+	conns   atomic.Int64  // open now
+	refused atomic.Uint64 // closed at once, over MaxConns
+	logged  atomic.Int64  // unix nanos of the last refusal logged
+
 	mu       sync.Mutex
 	checks   []check
 	sections []Section
@@ -71,6 +91,7 @@ type check struct {
 
 // NewAdmin checks cfg and returns an admin listener; Start binds it.
 func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
+	cfg.setDefaults()
 	a := &Admin{cfg: cfg, log: log}
 	token := cfg.Token
 	if cfg.TokenFile != "" {
@@ -106,8 +127,31 @@ func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
 	private.HandleFunc("GET /status.json", a.statusJSON)
 	private.HandleFunc("GET /{$}", a.statusPage)
 	mux.Handle("/", a.authorized(private))
-	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: min(5*time.Second, cfg.ReadTimeout),
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	a.sections = append(a.sections, Section{Name: "admin", Status: func() any { return a.Stats() }})
 	return a, nil
+}
+
+func (c *AdminConfig) setDefaults() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 64
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 15 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 90 * time.Second
+	}
+}
+
+// Stats is the admin listener's connection numbers.
+func (a *Admin) Stats() AdminStats {
+	return AdminStats{Conns: a.conns.Load(), MaxConns: a.cfg.MaxConns, Refused: a.refused.Load()}
 }
 
 // loopback reports whether addr ("host:port") listens on loopback only.
@@ -179,6 +223,8 @@ func (a *Admin) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin listen %s: %w", a.cfg.Listen, err)
 	}
+	// Under TLS, so that a refused connection costs no handshake.
+	ln = &capListener{Listener: ln, a: a}
 	if a.cfg.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(a.cfg.CertFile, a.cfg.KeyFile)
 		if err != nil {
@@ -189,8 +235,53 @@ func (a *Admin) Start() error {
 	}
 	a.ln = ln
 	go func() { _ = a.srv.Serve(ln) }()
-	a.log.Info("admin listening", "addr", ln.Addr().String(), "tls", a.cfg.CertFile != "", "token", len(a.token) > 0)
+	a.log.Info("admin listening", "addr", ln.Addr().String(), "tls", a.cfg.CertFile != "", "token", len(a.token) > 0,
+		"max_conns", a.cfg.MaxConns, "idle_timeout", a.cfg.IdleTimeout)
 	return nil
+}
+
+// capListener closes the connections accepted over the admin's MaxConns
+// at once, counting them. Not netutil.LimitListener: it stops accepting
+// while full, and the connections wait in the kernel's backlog, unanswered
+// and uncounted, while whoever fills the cap holds it.
+type capListener struct {
+	net.Listener
+	a *Admin
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		a := l.a
+		if a.conns.Add(1) <= int64(a.cfg.MaxConns) {
+			return &countedConn{Conn: c, open: &a.conns}, nil
+		}
+		a.conns.Add(-1)
+		c.Close()
+		n := a.refused.Add(1)
+		// Logged at most every 10s: whoever fills the cap could fill the
+		// log too.
+		now, last := time.Now().UnixNano(), a.logged.Load()
+		if now-last >= int64(10*time.Second) && a.logged.CompareAndSwap(last, now) {
+			a.log.Warn("admin connection refused: over the cap (-admin-max-conns)",
+				"remote", c.RemoteAddr().String(), "max_conns", a.cfg.MaxConns, "refused", n)
+		}
+	}
+}
+
+// countedConn gives its slot back when closed, once.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
 }
 
 // Addr is the listener's address.
@@ -253,3 +344,11 @@ section{margin-bottom:2em}h1{font-size:1.4em;border-bottom:1px solid #ccc}</styl
 <body><p>{{if .}}<b class="bad">not ready: {{.}}</b>{{else}}<b class="ok">ready</b>{{end}}
 · <a href="status.json">status.json</a> · <a href="debug/pprof/">pprof</a></p>
 `))
+
+// AdminStats is the admin listener's own numbers, under "admin" in
+// /status.json.
+type AdminStats struct {
+	Conns    int64  `json:"conns"`     // open now
+	MaxConns int    `json:"max_conns"` // the cap
+	Refused  uint64 `json:"refused"`   // connections closed at once for being over the cap
+}

@@ -1,11 +1,14 @@
 package role
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,5 +169,85 @@ func TestNewAdminChecks(t *testing.T) {
 	}
 	if status, _, _ := get(t, a.Addr(), "/status.json", "ignored"); status != 401 {
 		t.Errorf("Token beside TokenFile: %d, want 401 (the file wins)", status)
+	}
+}
+
+// idleKeepAlive opens a connection to addr and makes one request on it,
+// leaving it open and idle as a keep-alive client would.
+func idleKeepAlive(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("/healthz: %d (close %v), want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+	}
+	return c
+}
+
+// closedByServer reports whether the server closes c within bound: a read
+// ends with EOF (or a reset) rather than the deadline.
+func closedByServer(c net.Conn, bound time.Duration) error {
+	c.SetReadDeadline(time.Now().Add(bound))
+	_, err := io.Copy(io.Discard, c) // nil at EOF
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("still open after %v", bound)
+	}
+	return nil
+}
+
+// Idle keep-alive connections to the admin listener are closed after its
+// idle timeout, and connections over its cap are closed at once and
+// counted in status.json: /healthz needs no token, so anyone who reaches
+// the listener could otherwise hold the process's file descriptors.
+func TestAdminClosesIdleAndCapsConns(t *testing.T) {
+	const maxConns = 8
+	a := startAdmin(t, AdminConfig{Listen: "127.0.0.1:0", MaxConns: maxConns, IdleTimeout: 300 * time.Millisecond})
+	var idle []net.Conn
+	for range maxConns {
+		idle = append(idle, idleKeepAlive(t, a.Addr()))
+	}
+	// The cap is full: one more is closed at once, unanswered.
+	over, err := net.Dial("tcp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	over.Write([]byte("GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"))
+	over.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// Closed with the request unread: EOF or a reset, not a deadline.
+	b, err := io.ReadAll(over)
+	var ne net.Error
+	if len(b) > 0 || errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("a connection over the cap of %d: read %q, %v; want it closed unanswered", maxConns, b, err)
+	}
+	for i, c := range idle {
+		if err := closedByServer(c, 10*time.Second); err != nil {
+			t.Errorf("idle keep-alive connection %d: %v, want closed after the idle timeout", i, err)
+		}
+	}
+	// The slots are free again, and the refusal was counted.
+	status, _, body := get(t, a.Addr(), "/status.json", "")
+	var st struct {
+		Admin AdminStats `json:"admin"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); status != 200 || err != nil {
+		t.Fatalf("status.json: %d %v: %s", status, err, body)
+	}
+	if st.Admin.Refused < 1 || st.Admin.MaxConns != maxConns {
+		t.Errorf("status.json admin = %+v, want the refused connection counted under the cap of %d", st.Admin, maxConns)
 	}
 }

@@ -98,7 +98,104 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	if all || front {
 		c.Front.RegisterFlags(fs)
 	}
-	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + EnvName(f.Name) + ")" })
+	fs.VisitAll(func(f *flag.Flag) {
+		if r, ok := flagRanges[f.Name]; ok {
+			// Backquoted: --help names the value's kind from it, as it
+			// would from the flag's own type.
+			f.Usage += " (`" + r.kind + "`: " + r.text + ")"
+			f.Value = &ranged{Value: f.Value, r: r}
+		}
+		f.Usage += " (env " + EnvName(f.Name) + ")"
+	})
+}
+
+// flagRanges are the values each numeric flag takes. The structs read a
+// zero or negative field as "the default" (tests and libraries fill them
+// directly), so a flag given 0 or -1 would be replaced by the default in
+// silence: given out of its range, a value stops the process instead.
+// (-etcd-dial-timeout checks its own: the rollout CLI has it too.)
+var flagRanges = map[string]valueRange{
+	"bus-frame-timeout": durations(time.Millisecond, time.Hour),
+	"bus-idle-timeout":  durations(time.Millisecond, time.Hour),
+	"bus-peer-timeout":  durations(10*time.Millisecond, 10*time.Minute),
+	"bus-max-conns":     ints(1, 1<<20),
+	"bus-max-buffered":  ints(1<<16, 1<<36),
+	"ttl":               durations(time.Second, 10*time.Minute), // etcd leases count whole seconds
+	"grace":             durations(time.Millisecond, 5*time.Minute),
+	"drain":             durations(time.Millisecond, time.Hour),
+	"seed":              ints(0, 1_000_000),
+
+	"admin-max-conns":     ints(1, 1<<16),
+	"admin-idle-timeout":  durations(time.Millisecond, time.Hour),
+	"admin-read-timeout":  durations(time.Millisecond, time.Hour),
+	"admin-write-timeout": durations(time.Millisecond, time.Hour),
+
+	// The front's (terminator.Config).
+	"timeout":         durations(time.Millisecond, 5*time.Minute),
+	"max-body":        ints(1, 1<<30),
+	"max-header":      ints(1<<10, 1<<20),
+	"read-timeout":    durations(time.Millisecond, time.Hour),
+	"write-timeout":   durations(time.Millisecond, time.Hour),
+	"idle-timeout":    durations(time.Millisecond, time.Hour),
+	"max-conns":       ints(1, 1<<20),
+	"max-waiting":     ints(1, 1<<20),
+	"queue-wait":      durations(time.Millisecond, time.Minute),
+	"retry-after":     durations(time.Second, time.Hour), // sent in whole seconds
+	"drain-timeout":   durations(time.Millisecond, time.Hour),
+	"statsd-interval": durations(100*time.Millisecond, time.Hour),
+	"latency-sample": {kind: "float", text: "above 0, at most 1", ok: func(v any) bool {
+		f, ok := v.(float64)
+		return ok && f > 0 && f <= 1
+	}},
+}
+
+// valueRange is what a numeric flag takes.
+type valueRange struct {
+	kind string // "duration", "int", "float": what --help calls the value
+	text string // "1ms to 1h0m0s"
+	ok   func(any) bool
+}
+
+func durations(lo, hi time.Duration) valueRange {
+	return valueRange{kind: "duration", text: lo.String() + " to " + hi.String(), ok: func(v any) bool {
+		d, ok := v.(time.Duration)
+		return ok && d >= lo && d <= hi
+	}}
+}
+
+func ints(lo, hi int) valueRange {
+	return valueRange{kind: "int", text: strconv.Itoa(lo) + " to " + strconv.Itoa(hi), ok: func(v any) bool {
+		n, ok := v.(int)
+		return ok && n >= lo && n <= hi
+	}}
+}
+
+// ranged is a flag's value that refuses what is out of its range.
+type ranged struct {
+	flag.Value // a flag.Getter: the flag package's own values are
+	r          valueRange
+}
+
+func (v *ranged) Set(s string) error {
+	prev := v.Value.String()
+	if err := v.Value.Set(s); err != nil {
+		return err
+	}
+	if !v.r.ok(v.Get()) {
+		_ = v.Value.Set(prev)
+		return fmt.Errorf("out of range: want %s", v.r.text)
+	}
+	return nil
+}
+
+func (v *ranged) Get() any { return v.Value.(flag.Getter).Get() }
+
+// String is called on a zero ranged too, by --help.
+func (v *ranged) String() string {
+	if v == nil || v.Value == nil {
+		return ""
+	}
+	return v.Value.String()
 }
 
 func (c *Config) setDefaults(role string) {
@@ -152,7 +249,7 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		env := EnvName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q: %w", env, v, err))
+				errs = append(errs, fmt.Errorf("environment %s=%q (flag -%s): %w", env, v, f.Name, err))
 			}
 		}
 	})

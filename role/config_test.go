@@ -152,3 +152,81 @@ func TestHelpShowsEnvNamesNotSecrets(t *testing.T) {
 		}
 	}
 }
+
+// Out-of-range values stop the process, from the command line or the
+// environment, with an error naming the flag (and the variable) and the
+// range: none is replaced by a default in silence.
+func TestParseRefusesOutOfRange(t *testing.T) {
+	for _, tt := range []struct{ role, flag, value, want string }{
+		{"front", "timeout", "-1s", "1ms to 5m0s"},
+		{"front", "timeout", "0", "1ms to 5m0s"},
+		{"profiles", "bus-frame-timeout", "-3s", "1ms to 1h0m0s"},
+		{"echo", "bus-max-conns", "-5", "1 to 1048576"},
+		{"front", "latency-sample", "7", "above 0, at most 1"},
+		{"front", "latency-sample", "0", "above 0, at most 1"},
+		{"profiles", "ttl", "0", "1s to 10m0s"},
+		{"front", "ttl", "300ms", "1s to 10m0s"},
+		{"front", "max-header", "0", "1024 to 1048576"},
+		{"front", "max-body", "-1", "1 to 1073741824"},
+		{"front", "admin-max-conns", "0", "1 to 65536"},
+		{"front", "admin-idle-timeout", "-1s", "1ms to 1h0m0s"},
+		{"profiles", "etcd-dial-timeout", "0", "10ms to 5m0s"},
+		{"all", "seed", "-1", "0 to 1000000"},
+		{"profiles", "grace", "0", "1ms to 5m0s"},
+	} {
+		t.Run(tt.flag+"="+tt.value, func(t *testing.T) {
+			fs, _, _ := flags(tt.role)
+			err := Parse(fs, []string{"-" + tt.flag + "=" + tt.value})
+			if err == nil || !strings.Contains(err.Error(), "-"+tt.flag) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s -%s %s: Parse = %v, want an error naming the flag and the range %q", tt.role, tt.flag, tt.value, err, tt.want)
+			}
+			env := EnvName(tt.flag)
+			t.Setenv(env, tt.value)
+			fs, _, _ = flags(tt.role)
+			err = Parse(fs, nil)
+			if err == nil || !strings.Contains(err.Error(), env) || !strings.Contains(err.Error(), "-"+tt.flag) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s %s=%s: Parse = %v, want an error naming the variable, the flag and the range %q", tt.role, env, tt.value, err, tt.want)
+			}
+		})
+	}
+}
+
+// Every numeric flag of every role has a range: a negative value is
+// refused, whatever the flag (a flag added without a range fails here).
+func TestEveryNumericFlagHasARange(t *testing.T) {
+	for _, role := range Roles() {
+		fs, _, _ := flags(role)
+		fs.VisitAll(func(f *flag.Flag) {
+			g, ok := f.Value.(flag.Getter)
+			if !ok {
+				return
+			}
+			var bad string
+			switch g.Get().(type) {
+			case time.Duration:
+				bad = "-1s"
+			case int, int64, uint, uint64, float64:
+				bad = "-1"
+			default:
+				return
+			}
+			fs, _, _ := flags(role)
+			if err := Parse(fs, []string{"-" + f.Name, bad}); err == nil || !strings.Contains(err.Error(), "want ") {
+				t.Errorf("%s -%s %s: Parse = %v, want it refused with the range", role, f.Name, bad, err)
+			}
+		})
+	}
+}
+
+// The values a flag's range allows, its ends included, are taken.
+func TestParseTakesValuesInRange(t *testing.T) {
+	fs, c, _ := flags("front")
+	err := Parse(fs, []string{"-timeout=1ms", "-latency-sample=1", "-max-header=1024", "-ttl=10m", "-admin-max-conns=1", "-bus-max-conns=1048576"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Front.Timeout != time.Millisecond || c.Front.LatencySample != 1 || c.Front.MaxHeaderBytes != 1024 || c.TTL != 10*time.Minute ||
+		c.Admin.MaxConns != 1 || c.Bus.Limits.MaxConns != 1<<20 {
+		t.Errorf("values at the ends of their ranges: %+v", c)
+	}
+}

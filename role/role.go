@@ -42,7 +42,8 @@ type Process struct {
 	admin *Admin
 	front *terminator.Server
 
-	stops    []func() // in start order; Stop runs them backwards
+	stops    []func()              // in start order; Stop runs them backwards
+	etcdErr  atomic.Pointer[error] // while starting: why etcd cannot be reached
 	started  atomic.Bool
 	stopping atomic.Bool
 	seeding  atomic.Bool
@@ -87,6 +88,9 @@ func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Pro
 		case p.seeding.Load():
 			return errors.New("loading sample data")
 		case !p.started.Load():
+			if err := p.etcdErr.Load(); err != nil {
+				return fmt.Errorf("starting: waiting for etcd: %w", *err)
+			}
 			return errors.New("starting")
 		}
 		return nil
@@ -105,7 +109,7 @@ func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Pro
 }
 
 func (p *Process) start(ctx context.Context, role string, run []services.Service) error {
-	cli, err := p.etcd(role)
+	cli, err := p.etcd(ctx, role)
 	if err != nil {
 		return err
 	}
@@ -157,8 +161,10 @@ func (p *Process) FrontAddr() string {
 func (p *Process) Ready(ctx context.Context) error { return p.admin.Ready(ctx) }
 
 // etcd returns a client of the configured cluster, or of an embedded etcd
-// that "all" starts when none is configured.
-func (p *Process) etcd(role string) (*clientv3.Client, error) {
+// that "all" starts when none is configured, once it answers. Until then
+// readiness says why not, and the log does at once (and every 10s after);
+// credentials or rights etcd refuses fail the start.
+func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, error) {
 	c := p.cfg.Etcd
 	if len(c.Endpoints) == 0 {
 		if role != "all" {
@@ -175,7 +181,13 @@ func (p *Process) etcd(role string) (*clientv3.Client, error) {
 		c.Endpoints = e.Endpoints()
 		p.log.Info("embedded etcd ready", "endpoints", c.Endpoints)
 	}
-	cli, err := c.Client()
+	cli, err := c.Connect(ctx, discovery.ConnectOptions{Logger: p.log, Report: func(err error) {
+		if err == nil {
+			p.etcdErr.Store(nil)
+		} else {
+			p.etcdErr.Store(&err)
+		}
+	}})
 	if err != nil {
 		return nil, err
 	}

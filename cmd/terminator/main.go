@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,10 +66,18 @@ func main() {
 		os.Exit(2)
 	}
 	var cfg role.Config
-	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	cfg.RegisterFlags(fs, cmd)
+	// The flag package prints every flag after an error: the error would
+	// scroll out of sight. The usage is for -h.
+	fs.SetOutput(io.Discard)
 	if err := role.Parse(fs, args); err != nil {
-		fmt.Fprintf(os.Stderr, "terminator %s: %v\n", cmd, err)
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.Usage()
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "terminator %s: %v\n(terminator %s -h lists the flags, their ranges and variables)\n", cmd, err, cmd)
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/terminator-gw/terminator/role"
 )
 
 func freeAddr(t *testing.T) string {
@@ -171,4 +173,55 @@ func send(ctx context.Context, method, url, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// A value out of its flag's range stops the binary with exit code 2 and
+// an error naming the flag (and the variable it came from) and the range,
+// before anything starts.
+func TestBinaryRefusesOutOfRange(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tt := range []struct{ flag, value string }{
+		{"timeout", "-1s"},
+		{"bus-frame-timeout", "-3s"},
+		{"bus-max-conns", "-5"},
+		{"latency-sample", "7"},
+		{"ttl", "0"},
+		{"max-header", "0"},
+		{"max-body", "-1"},
+		{"admin-max-conns", "0"},
+		{"etcd-dial-timeout", "-1s"},
+	} {
+		env := role.EnvName(tt.flag)
+		for _, how := range []string{"flag", "env"} {
+			t.Run(tt.flag+"="+tt.value+" "+how, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				// An etcd nobody listens on: a process that got past its
+				// flags would sit waiting for it, or fail with exit 1.
+				args := []string{"front", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-etcd-endpoints", "http://" + freeAddr(t)}
+				cmd := exec.CommandContext(ctx, bin, args...)
+				want := []string{"-" + tt.flag, "want "}
+				if how == "flag" {
+					cmd.Args = append(cmd.Args, "-"+tt.flag+"="+tt.value)
+				} else {
+					cmd.Env = append(os.Environ(), env+"="+tt.value)
+					want = append(want, env)
+				}
+				out, err := cmd.CombinedOutput()
+				code := -1
+				if ee, ok := err.(*exec.ExitError); ok {
+					code = ee.ExitCode()
+				}
+				msg := string(out)
+				for _, w := range want {
+					if !strings.Contains(msg, w) {
+						code = -2
+					}
+				}
+				if code != 2 || strings.Count(msg, "\n") > 3 {
+					t.Errorf("exit %d (%v), want 2 with a short message naming %q:\n%s", code, err, want, msg)
+				}
+			})
+		}
+	}
 }

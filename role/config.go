@@ -65,10 +65,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	fs.StringVar(&c.Bus.Cert, "bus-cert", c.Bus.Cert, "bus TLS: this process's certificate, used as server and client")
 	fs.StringVar(&c.Bus.Key, "bus-key", c.Bus.Key, "bus TLS: its key")
 	fs.DurationVar(&c.Bus.Limits.FrameTimeout, "bus-frame-timeout", c.Bus.Limits.FrameTimeout, "a bus frame whose length has arrived must be complete within this")
-	fs.DurationVar(&c.Bus.Limits.IdleTimeout, "bus-idle-timeout", c.Bus.Limits.IdleTimeout, "a bus connection must send its first frame within this")
+	fs.DurationVar(&c.Bus.Limits.IdleTimeout, "bus-idle-timeout", c.Bus.Limits.IdleTimeout, "a bus connection must send its first frame within this; one that carried no message this long gives its place to a newcomer when -bus-max-conns is reached")
 	fs.DurationVar(&c.Bus.Limits.PeerTimeout, "bus-peer-timeout", c.Bus.Limits.PeerTimeout, "a bus connection whose peer stops answering (a cut network) is closed after about this long, and its calls fail over")
 	fs.IntVar(&c.Bus.Limits.MaxConns, "bus-max-conns", c.Bus.Limits.MaxConns, "bus connections other processes may open to this one")
-	fs.IntVar(&c.Bus.Limits.MaxBuffered, "bus-max-buffered", c.Bus.Limits.MaxBuffered, "bytes held for unfinished large bus frames, all connections together")
+	fs.IntVar(&c.Bus.Limits.MaxBuffered, "bus-max-buffered", c.Bus.Limits.MaxBuffered, "bytes large bus frames may take while they are read, all connections together (each takes its whole length before it is read)")
 	c.Etcd.RegisterFlags(fs)
 	fs.DurationVar(&c.TTL, "ttl", c.TTL, "etcd lease TTL: how long a process that died stays listed")
 	fs.StringVar(&c.Version, "version", c.Version, "version this process's services register with")
@@ -133,6 +133,7 @@ var flagRanges = map[string]valueRange{
 	// The front's (terminator.Config).
 	"timeout":         durations(time.Millisecond, 5*time.Minute),
 	"max-body":        ints(1, 1<<30),
+	"body-budget":     ints(1<<16, 1<<40),
 	"max-header":      ints(1<<10, 1<<20),
 	"read-timeout":    durations(time.Millisecond, time.Hour),
 	"write-timeout":   durations(time.Millisecond, time.Hour),

@@ -99,11 +99,13 @@ func (e *Extensions) appendTo(dst []byte) []byte {
 	return append(dst, e.raw...)
 }
 
-// extensions reads the extension area when flags say there is one, into e.
-// Canonical: a flagged area has at least one entry.
-func (d *decoder) extensions(flags uint16, e *Extensions) {
+// extensions reads the extension area, which the flags say is there, into
+// e. (Decoders check the flag themselves: a frame without the area, the
+// hot path, pays one branch.) Canonical: a flagged area has at least one
+// entry.
+func (d *decoder) extensions(e *Extensions) {
 	*e = Extensions{}
-	if flags&flagExt == 0 || d.err != nil {
+	if d.err != nil {
 		return
 	}
 	n := int(d.u16("extension count"))

@@ -33,7 +33,11 @@ func DecodeCancel(frame []byte, c *Cancel) error {
 	d := decoder{b: frame}
 	var flags uint16
 	c.ID, flags = d.prefix(KindCancel, 0)
-	d.extensions(flags, &c.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&c.Ext)
+	} else {
+		c.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -86,7 +90,11 @@ func DecodeEvent(frame []byte, e *Event) error {
 	}
 	d.headers(&e.Header)
 	e.Body = d.str32("body")
-	d.extensions(flags, &e.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&e.Ext)
+	} else {
+		e.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -113,7 +121,11 @@ func DecodeEventAck(frame []byte, a *EventAck) error {
 	d := decoder{b: frame}
 	var flags uint16
 	a.ID, flags = d.prefix(KindEventAck, 0)
-	d.extensions(flags, &a.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&a.Ext)
+	} else {
+		a.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -174,7 +186,11 @@ func DecodeChunk(frame []byte, c *Chunk) error {
 	}
 	d.headers(&c.Header)
 	c.Body = d.str32("body")
-	d.extensions(flags, &c.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&c.Ext)
+	} else {
+		c.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -223,7 +239,11 @@ func DecodeEnd(frame []byte, e *End) error {
 		d.fail("status", ErrField)
 	}
 	e.Message = d.str16("message", MaxMessage)
-	d.extensions(flags, &e.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&e.Ext)
+	} else {
+		e.Ext = Extensions{}
+	}
 	return d.end()
 }
 

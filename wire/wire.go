@@ -326,7 +326,11 @@ func DecodeRequest(frame []byte, r *Request) error {
 	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
-	d.extensions(flags, &r.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&r.Ext)
+	} else {
+		r.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -363,7 +367,11 @@ func DecodeReply(frame []byte, r *Reply) error {
 	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
-	d.extensions(flags, &r.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&r.Ext)
+	} else {
+		r.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -391,7 +399,11 @@ func DecodeError(frame []byte, e *Error) error {
 	e.ID, flags = d.prefix(KindError, 0)
 	e.Code = Code(d.u16("code"))
 	e.Message = d.str16("message", MaxMessage)
-	d.extensions(flags, &e.Ext)
+	if flags&flagExt != 0 {
+		d.extensions(&e.Ext)
+	} else {
+		e.Ext = Extensions{}
+	}
 	return d.end()
 }
 

@@ -29,9 +29,14 @@ vet:
 ## fuzz: run each decoder fuzzer for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
-	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeReply -fuzztime $(FUZZTIME)
-	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeError -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz 'FuzzDecodeRequest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz 'FuzzDecodeReply$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz 'FuzzDecodeError$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeCancel -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz 'FuzzDecodeEvent$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeEventAck -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeEnd -fuzztime $(FUZZTIME)
 
 ## bench-bus: wire and nanobus micro-benchmarks
 bench-bus:

@@ -2,8 +2,10 @@ package discovery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -17,6 +19,7 @@ import (
 	"github.com/terminator-gw/terminator/discovery/embedded"
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
+	"github.com/terminator-gw/terminator/wire"
 )
 
 const ttl = 2 * time.Second
@@ -517,7 +520,7 @@ func TestDeclaredRoutesReachCallers(t *testing.T) {
 	w := watch(t, cli, peers)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := Register(ctx, cli, Registration{Service: "profiles", Node: "n1", Addr: "tcp://127.0.0.1:7301", Version: "v2",
+	r, err := Register(ctx, cli, Registration{Service: "profiles", Node: "n1", Addr: "tcp://127.0.0.1:7301", Version: "v2", Protocol: 2,
 		Routes: []Route{
 			{Route: "GET /profiles/{id}", TimeoutMS: 800, Idempotent: true},
 			{Route: "profiles.get", Idempotent: true},
@@ -534,7 +537,7 @@ func TestDeclaredRoutesReachCallers(t *testing.T) {
 	for _, r := range p.Routes {
 		got[r.Name] = r
 	}
-	if p.Version != "v2" || len(got) != 3 || got["GET /profiles/{id}"].Timeout != 800*time.Millisecond ||
+	if p.Version != "v2" || p.Protocol != 2 || len(got) != 3 || got["GET /profiles/{id}"].Timeout != 800*time.Millisecond ||
 		!got["profiles.get"].Idempotent || got["profiles.put"].Idempotent || got["profiles.get"].Public() {
 		t.Fatalf("peer %+v", p)
 	}
@@ -550,5 +553,34 @@ func TestDeclaredRoutesReachCallers(t *testing.T) {
 	if _, err := Register(ctx, cli, Registration{Service: "x", Node: "n", Addr: "tcp://127.0.0.1:1",
 		Routes: []Route{{Route: "GET/typo"}}}, RegisterOptions{TTL: ttl, Logger: quiet}); err == nil {
 		t.Fatal("registered a malformed route")
+	}
+}
+
+// A node's registration announces the protocol it speaks; one written
+// before protocols were announced reads as protocol 1, so that callers
+// send it nothing protocol 1 did not have.
+func TestRegistrationProtocol(t *testing.T) {
+	n := nanobustest.NewNode(t, nanobus.Config{Service: "profiles"})
+	b, err := json.Marshal(RegistrationOf(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), fmt.Sprintf(`"protocol":%d`, wire.ProtocolVersion)) {
+		t.Fatalf("registration %s: no protocol", b)
+	}
+	var reg Registration
+	if err := json.Unmarshal(b, &reg); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := reg.Peer(); err != nil || p.Protocol != wire.ProtocolVersion {
+		t.Fatalf("peer %+v, %v", p, err)
+	}
+	old := `{"service":"profiles","node":"7f3a9c01e2d4b5a6","addr":"tcp://10.0.0.5:7100","version":"v1","started":"2026-11-23T08:00:00Z"}`
+	reg = Registration{}
+	if err := json.Unmarshal([]byte(old), &reg); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := reg.Peer(); err != nil || p.Protocol != 1 {
+		t.Fatalf("an old registration: peer %+v, %v", p, err)
 	}
 }

@@ -22,13 +22,17 @@ const DefaultPrefix = "/terminator"
 
 // Registration is what a node publishes about itself.
 type Registration struct {
-	Service string    `json:"service"`           // service name, e.g. "profiles"; no "/"
-	Node    string    `json:"node"`              // this incarnation's ID, unique per start; no "/"
-	Addr    string    `json:"addr"`              // bus address callers dial, e.g. "tcp://10.0.0.5:7100"
-	Version string    `json:"version,omitempty"` // the service's build version
-	Weight  int       `json:"weight,omitempty"`  // relative share of calls; 0 counts as 1
-	Routes  []Route   `json:"routes,omitempty"`  // public routes it serves
-	Started time.Time `json:"started"`           // process start; Register fills it in when zero
+	Service string `json:"service"`           // service name, e.g. "profiles"; no "/"
+	Node    string `json:"node"`              // this incarnation's ID, unique per start; no "/"
+	Addr    string `json:"addr"`              // bus address callers dial, e.g. "tcp://10.0.0.5:7100"
+	Version string `json:"version,omitempty"` // the service's build version
+	Weight  int    `json:"weight,omitempty"`  // relative share of calls; 0 counts as 1
+	// Protocol is the wire protocol the node speaks (wire.ProtocolVersion):
+	// callers send it no frame kind of a later one. A registration of
+	// before protocols were announced has none, which means 1.
+	Protocol int       `json:"protocol,omitempty"`
+	Routes   []Route   `json:"routes,omitempty"` // public routes it serves
+	Started  time.Time `json:"started"`          // process start; Register fills it in when zero
 }
 
 // Route is a route a node serves, public or internal, with what its
@@ -44,7 +48,8 @@ type Route struct {
 // address, version and routes.
 func RegistrationOf(n *nanobus.Node) Registration {
 	p := n.Peer()
-	reg := Registration{Service: p.Service, Node: fmt.Sprintf("%016x", n.ID()), Addr: p.Addr, Version: p.Version, Weight: p.Weight}
+	reg := Registration{Service: p.Service, Node: fmt.Sprintf("%016x", n.ID()), Addr: p.Addr, Version: p.Version, Weight: p.Weight,
+		Protocol: p.Protocol}
 	for _, r := range p.Routes {
 		reg.Routes = append(reg.Routes, Route{Route: r.Name, TimeoutMS: r.Timeout.Milliseconds(), Idempotent: r.Idempotent, GhostSafe: r.GhostSafe})
 	}
@@ -54,7 +59,7 @@ func RegistrationOf(n *nanobus.Node) Registration {
 // Peer is the registration as nanobus takes it. Routes that do not parse
 // are left out (and reported).
 func (r Registration) Peer() (nanobus.Peer, error) {
-	p := nanobus.Peer{Service: r.Service, Addr: r.Addr, Weight: r.Weight, Version: r.Version}
+	p := nanobus.Peer{Service: r.Service, Addr: r.Addr, Weight: r.Weight, Version: r.Version, Protocol: max(r.Protocol, 1)}
 	var errs []error
 	for _, rt := range r.Routes {
 		nr, err := rt.parse()

@@ -353,6 +353,35 @@ func (n *Node) completeError(c *conn, m *mangos.Message) {
 	m.Free()
 }
 
+// unclaimed takes an answer of a kind no call of this node waits for yet
+// (an event ack, a chunk, an end): checked, then counted as stale or
+// unknown, as a reply for no call is.
+func (n *Node) unclaimed(m *mangos.Message, kind wire.Kind) {
+	var id wire.ID
+	var err error
+	switch kind {
+	case wire.KindEventAck:
+		var a wire.EventAck
+		err, id = wire.DecodeEventAck(m.Body, &a), a.ID
+	case wire.KindChunk:
+		var c wire.Chunk
+		err, id = wire.DecodeChunk(m.Body, &c), c.ID
+	default:
+		var e wire.End
+		err, id = wire.DecodeEnd(m.Body, &e), e.ID
+	}
+	if err != nil {
+		n.malformed(m, err)
+		return
+	}
+	m.Free()
+	if id.Node != n.id {
+		n.stats.staleReplies.Add(1)
+	} else {
+		n.stats.unknownReplies.Add(1)
+	}
+}
+
 // claim takes the call an answer that arrived on c is for out of pending,
 // counting answers that match none. Only the conn the call went out on can
 // answer it: an answer naming another conn's call is dropped, and the call

@@ -2,6 +2,7 @@ package nanobus
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -209,8 +210,12 @@ func (c *conn) send(m *mangos.Message) error {
 	return nil
 }
 
-// deliver takes what arrives on this conn: answers to our calls. A request
-// has no business here (peers send theirs on the connections they dial).
+// deliver takes what arrives on this conn: answers to our calls. A request,
+// cancel or event has no business here (peers send theirs on the
+// connections they dial). Acks, chunks and ends answer nothing this node
+// sends yet: they are counted as unknown answers. A kind this node does not
+// know is counted and dropped: answering it would reach the peer's
+// listener, where no answer belongs.
 func (c *conn) deliver(m *mangos.Message, _ func([]byte) error, _ *atomic.Int64) bool {
 	n := c.node
 	n.delivering.Add(1)
@@ -219,12 +224,18 @@ func (c *conn) deliver(m *mangos.Message, _ func([]byte) error, _ *atomic.Int64)
 	switch {
 	case n.closed.Load():
 		m.Free()
-	case err != nil:
+	case err != nil && !errors.Is(err, wire.ErrKind):
 		n.malformed(m, err)
 	case kind == wire.KindReply:
 		n.completeReply(c, m)
 	case kind == wire.KindError:
 		n.completeError(c, m)
+	case err == nil && kind.Protocol() <= n.protocol &&
+		(kind == wire.KindEventAck || kind == wire.KindChunk || kind == wire.KindEnd):
+		n.unclaimed(m, kind)
+	case err == nil && kind.Protocol() > n.protocol, errors.Is(err, wire.ErrKind):
+		n.stats.unknownKinds.Add(1)
+		m.Free()
 	default:
 		n.misdirected(m, "a request on a connection this node dialed")
 	}

@@ -54,6 +54,11 @@
 //     retried once elsewhere, as is one refused by a draining instance.
 //   - Correlation IDs carry a random incarnation, so a reply to an earlier
 //     life of a node never completes a call of the new one.
+//   - Mixed versions interoperate: a node announces its wire protocol
+//     (Peer.Protocol) and is sent no frame kind its protocol lacks; a frame
+//     of a kind a node does not know, or a request that does not decode,
+//     is answered at once with an error frame (the caller's ErrMalformed, a
+//     502), never with silence.
 //
 // # Callers and rollouts
 //

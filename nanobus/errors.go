@@ -27,6 +27,9 @@ var codeErrors = map[wire.Code]error{
 	wire.CodeNoRoute:     ErrNoRoute,
 	wire.CodeMalformed:   ErrMalformed,
 	wire.CodeUnavailable: ErrUnavailable,
+	// A kind the peer does not know: this node sent it what its protocol
+	// lacks. To the caller it is the peer not understanding the request.
+	wire.CodeUnknownKind: ErrMalformed,
 }
 
 // StatusError is a handler's answer that is not a success: the node sends

@@ -66,6 +66,10 @@ type Config struct {
 	Limiter *Limiter
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// protocol is the wire protocol the node speaks and announces; 0 means
+	// wire.ProtocolVersion. Tests set 1 to play a node of before protocol 2.
+	protocol int
 }
 
 // Limits bound what remote peers can make a node hold. A connection over a
@@ -148,11 +152,12 @@ func (n *Node) open(addr string, open func() error) error {
 // Node is one process's endpoint on the bus: it listens on one address,
 // serves the handlers registered on it, and calls other nodes' services.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	id   uint64 // incarnation: random per start, the high half of every correlation ID
-	addr string // advertised address
-	from []byte // addr, as sent in requests
+	cfg      Config
+	log      *slog.Logger
+	protocol int    // the wire protocol it speaks and announces (Config.protocol)
+	id       uint64 // incarnation: random per start, the high half of every correlation ID
+	addr     string // advertised address
+	from     []byte // addr, as sent in requests
 	// timingPrefix starts this node's Server-Timing entry:
 	// `service;desc="version";dur=`.
 	timingPrefix []byte
@@ -210,10 +215,11 @@ func NewNode(cfg Config) (*Node, error) {
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])
 	n := &Node{
-		cfg:   cfg,
-		log:   cfg.Logger.With("node", cfg.Service),
-		id:    binary.BigEndian.Uint64(idb[:]) | 1, // never 0
-		conns: map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
+		cfg:      cfg,
+		protocol: cmp.Or(cfg.protocol, wire.ProtocolVersion),
+		log:      cfg.Logger.With("node", cfg.Service),
+		id:       binary.BigEndian.Uint64(idb[:]) | 1, // never 0
+		conns:    map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.services.Store(&map[string]*service{})
@@ -362,7 +368,7 @@ func (n *Node) Limiter() *Limiter { return n.cfg.Limiter }
 
 // Peer is this node as its callers see it: what a registry announces.
 func (n *Node) Peer() Peer {
-	return Peer{Service: n.cfg.Service, Addr: n.addr, Weight: 1, Version: n.cfg.Version, Routes: n.Routes()}
+	return Peer{Service: n.cfg.Service, Addr: n.addr, Weight: 1, Version: n.cfg.Version, Protocol: n.protocol, Routes: n.Routes()}
 }
 
 // ID is this node's incarnation: random per start.
@@ -407,10 +413,13 @@ type job struct {
 }
 
 // deliver takes one message received on the listener: a request goes to a
-// worker. Answers come on the connections this node dialed (see
-// conn.deliver); one arriving here did not come from the instance that was
-// asked, and is dropped. The bus's transport calls deliver on the
-// goroutine that read the message.
+// worker; a cancel is counted; an event, a frame of a kind this node does
+// not know, or a request that does not decode is answered with an error
+// frame, on the pipe it came on, so that no asker waits out its deadline
+// for an answer that cannot come. Answers come on the connections this node
+// dialed (see conn.deliver); one arriving here did not come from the
+// instance that was asked, and is dropped. The bus's transport calls
+// deliver on the goroutine that read the message.
 func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomic.Int64) bool {
 	// Close waits for deliveries under way before it closes n.work.
 	n.delivering.Add(1)
@@ -421,9 +430,7 @@ func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomi
 	}
 	kind, err := wire.KindOf(m.Body)
 	switch {
-	case err != nil:
-		n.malformed(m, err)
-	case kind == wire.KindRequest:
+	case err == nil && kind == wire.KindRequest:
 		// A node-wide bound on handler goroutines, and a share of it per
 		// connection: askers bound their own calls, but nothing else stops
 		// one peer's flood of frames from taking every slot.
@@ -440,10 +447,60 @@ func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomi
 		default:
 			go n.worker(j)
 		}
+	case err != nil || kind.Protocol() > n.protocol:
+		n.unknownKind(m, reply, err)
+	case kind == wire.KindCancel:
+		n.cancelled(m)
+	case kind == wire.KindEvent:
+		n.event(m, reply)
 	default:
 		n.misdirected(m, "an answer on a connection its call did not go out on")
 	}
 	return true
+}
+
+// unknownKind answers a frame whose kind this node does not know (err is
+// ErrKind, or nil for a kind past the protocol it speaks) with an error
+// frame: its sender is newer, or broken, and must not wait in silence. A
+// frame whose prefix does not read is malformed: dropped, counted.
+func (n *Node) unknownKind(m *mangos.Message, reply func([]byte) error, err error) {
+	kind, id, perr := wire.PrefixOf(m.Body)
+	if perr != nil || err != nil && !errors.Is(err, wire.ErrKind) {
+		n.malformed(m, cmp.Or(perr, err))
+		return
+	}
+	n.stats.unknownKinds.Add(1)
+	warnSometimes(&n.badLog, n.log, "frame of an unknown kind answered", "kind", uint8(kind), "size", len(m.Body))
+	m.Free()
+	n.answerError(reply, id, wire.CodeUnknownKind, "unknown frame kind")
+}
+
+// cancelled takes a cancel frame. No handler is stopped by one yet: a
+// cancel, for a call this node runs or not, is counted and that is all.
+func (n *Node) cancelled(m *mangos.Message) {
+	var c wire.Cancel
+	if err := wire.DecodeCancel(m.Body, &c); err != nil {
+		n.malformed(m, err) // a cancel is never answered
+		return
+	}
+	n.stats.cancels.Add(1)
+	m.Free()
+}
+
+// event takes an event frame. A node has no event handlers yet: the event
+// is refused as having no route, so that its sender knows at once.
+func (n *Node) event(m *mangos.Message, reply func([]byte) error) {
+	var e wire.Event
+	err := wire.DecodeEvent(m.Body, &e)
+	m.Free()
+	if err != nil {
+		n.stats.malformed.Add(1)
+		warnSometimes(&n.badLog, n.log, "malformed event answered", "err", err)
+		n.answerError(reply, e.ID, wire.CodeMalformed, "event does not decode")
+		return
+	}
+	n.stats.noRoute.Add(1)
+	n.answerError(reply, e.ID, wire.CodeNoRoute, "no event handler")
 }
 
 // maxIdleWorkers bounds the workers that wait for requests. A worker is a

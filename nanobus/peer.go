@@ -13,11 +13,16 @@ import (
 
 // Peer is one live instance of a service, as a registry sees it.
 type Peer struct {
-	Service string  `json:"service"`           // the service the instance runs, e.g. "profiles"
-	Addr    string  `json:"addr"`              // its bus address, e.g. "tcp://10.0.0.5:7100"
-	Weight  int     `json:"weight"`            // relative share of calls among the service's instances; 0 counts as 1
-	Version string  `json:"version,omitempty"` // the version it runs
-	Routes  []Route `json:"-"`                 // what it declared about its routes: timeouts, idempotency
+	Service string `json:"service"`           // the service the instance runs, e.g. "profiles"
+	Addr    string `json:"addr"`              // its bus address, e.g. "tcp://10.0.0.5:7100"
+	Weight  int    `json:"weight"`            // relative share of calls among the service's instances; 0 counts as 1
+	Version string `json:"version,omitempty"` // the version it runs
+	// Protocol is the wire protocol it announced (wire.ProtocolVersion of
+	// its build): a node sends it only frame kinds of that protocol or
+	// before. 0, from a registry of before protocols were announced,
+	// means 1.
+	Protocol int     `json:"protocol,omitempty"`
+	Routes   []Route `json:"-"` // what it declared about its routes: timeouts, idempotency
 }
 
 // Peers is the small interface a registry drives to tell a node who is out
@@ -32,11 +37,21 @@ type Peers interface {
 // instance is one entry of a service's instance list. Lists are copied on
 // write, so an instance never changes once published.
 type instance struct {
-	conn    *conn
-	weight  int64
-	version string
-	routes  map[string]Route
-	stats   *callStats // calls to this service's instances of this version
+	conn     *conn
+	weight   int64
+	version  string
+	protocol int // the wire protocol it announced, at least 1
+	routes   map[string]Route
+	stats    *callStats // calls to this service's instances of this version
+}
+
+// speaks reports whether the instance knows frames of kind k. A sender of
+// a kind protocol 1 did not have (cancel, event, chunk...) asks it first:
+// a node of before would not decode the frame, and a node of protocol 1
+// drops a kind it does not know in silence.
+func (in *instance) speaks(k wire.Kind) bool {
+	p := k.Protocol()
+	return p != 0 && p <= in.protocol
 }
 
 // idempotent reports whether req may run twice, as the instance declared
@@ -188,7 +203,8 @@ func (n *Node) AddPeer(p Peer) {
 
 // newInstance is p on conn c. Called with n.mu held.
 func (n *Node) newInstance(c *conn, p Peer) instance {
-	in := instance{conn: c, weight: int64(max(p.Weight, 1)), version: p.Version, stats: n.callStatsFor(p.Service, p.Version)}
+	in := instance{conn: c, weight: int64(max(p.Weight, 1)), version: p.Version, protocol: max(p.Protocol, 1),
+		stats: n.callStatsFor(p.Service, p.Version)}
 	if len(p.Routes) > 0 {
 		in.routes = make(map[string]Route, len(p.Routes))
 		for _, r := range p.Routes {
@@ -292,7 +308,7 @@ func (n *Node) Instances(service string) []PeerState {
 	out := make([]PeerState, len(list))
 	for i, in := range list {
 		out[i] = PeerState{
-			Peer:     Peer{Service: service, Addr: in.conn.addr, Weight: int(in.weight), Version: in.version},
+			Peer:     Peer{Service: service, Addr: in.conn.addr, Weight: int(in.weight), Version: in.version, Protocol: in.protocol},
 			Ready:    in.conn.ready.Load(),
 			InFlight: int(in.conn.inflight.Load()),
 		}

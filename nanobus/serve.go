@@ -116,8 +116,13 @@ func (n *Node) serve(j job) {
 	req := requestPool.Get().(*Request)
 	defer func() { *req = Request{}; requestPool.Put(req) }()
 	if err := wire.DecodeRequest(j.m.Body, &req.Request); err != nil {
+		// Its prefix read (deliver checked it): the asker is told at once,
+		// rather than waiting out its deadline.
 		n.stats.malformed.Add(1)
-		warnSometimes(&n.badLog, n.log, "malformed request dropped", "size", len(j.m.Body), "err", err)
+		warnSometimes(&n.badLog, n.log, "malformed request answered", "size", len(j.m.Body), "err", err)
+		if _, id, perr := wire.PrefixOf(j.m.Body); perr == nil {
+			n.answerError(j.reply, id, wire.CodeMalformed, "request does not decode")
+		}
 		return
 	}
 	n.stats.requests.Add(1)
@@ -263,7 +268,12 @@ func (n *Node) run(ctx context.Context, rt *route, req *Request) (rep Reply, err
 
 // refuse answers req with an error frame.
 func (n *Node) refuse(reply func([]byte) error, req *Request, code wire.Code, msg string) {
-	e := wire.Error{ID: req.ID, Code: code, Message: []byte(msg)}
+	n.answerError(reply, req.ID, code, msg)
+}
+
+// answerError sends an error frame for id through reply.
+func (n *Node) answerError(reply func([]byte) error, id wire.ID, code wire.Code, msg string) {
+	e := wire.Error{ID: id, Code: code, Message: readOnlyBytes(msg)}
 	m := mangos.NewMessage(e.Size())
 	m.Body, _ = wire.AppendError(m.Body[:0], &e)
 	n.send(reply, m)

@@ -27,6 +27,7 @@ type Stats struct {
 	StaleReplies   uint64 // replies addressed to an earlier life of this node
 	UnknownReplies uint64 // replies for calls this node never made
 	Misdirected    uint64 // frames on a connection that may not carry them: an answer not on its call's connection, a request on one this node dialed
+	UnknownKinds   uint64 // frames of a kind this node does not know: answered with an error frame on its listener, dropped on a connection it dialed
 	PlainRefused   uint64 // peers not dialed: a plain address on a TLS bus, or a TLS one without bus TLS
 	InFlight       int64  // calls waiting for a reply now
 
@@ -36,13 +37,14 @@ type Stats struct {
 	HandlerErrors    uint64 // handlers that returned a non-status error or panicked (answered 500)
 	ExpiredOnArrival uint64 // requests dropped before the handler: deadline already passed
 	ExpiredInHandler uint64 // replies dropped: the deadline passed while the handler ran
-	NoRoute          uint64 // requests for a route with no handler
+	NoRoute          uint64 // requests for a route with no handler, and events (no node handles events yet)
+	Cancels          uint64 // cancel frames received (none stops a handler yet: each is counted, no more)
 	Overload         uint64 // requests refused: the asker over its in-flight bound, or the node over its handler bound
 	Undeliverable    uint64 // replies dropped: the asker's connection was gone
 	Serving          int64  // handlers running now
 
 	// Both.
-	Malformed uint64 // frames that did not decode
+	Malformed uint64 // frames that did not decode (a request whose prefix read is answered with an error frame)
 	Peers     int    // connections to other nodes that are up
 
 	// Connections the transport closed for a limit (see Limits).
@@ -63,7 +65,7 @@ type counters struct {
 	requests, handled, handlerErrors, expiredOnArrival, expiredInHandler atomic.Uint64
 	noRoute, overload, undeliverable, malformed                          atomic.Uint64
 	connsRefused, frameTimeouts, idleClosed, bufferRefused               atomic.Uint64
-	tooLong, badHeader, tlsRefused                                       atomic.Uint64
+	tooLong, badHeader, tlsRefused, unknownKinds, cancels                atomic.Uint64
 	inFlight, serving                                                    atomic.Int64
 }
 
@@ -81,6 +83,7 @@ func (c *counters) snapshot() Stats {
 		ConnsRefused: c.connsRefused.Load(), FrameTimeouts: c.frameTimeouts.Load(),
 		IdleClosed: c.idleClosed.Load(), BufferRefused: c.bufferRefused.Load(),
 		TooLong: c.tooLong.Load(), BadHeader: c.badHeader.Load(), TLSRefused: c.tlsRefused.Load(),
+		UnknownKinds: c.unknownKinds.Load(), Cancels: c.cancels.Load(),
 	}
 }
 

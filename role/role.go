@@ -547,7 +547,7 @@ registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Ou
 <tr><td>late / stale / unknown replies</td><td>{{.Bus.LateReplies}} / {{.Bus.StaleReplies}} / {{.Bus.UnknownReplies}}</td></tr>
 <tr><td>requests / handled / handler errors</td><td>{{.Bus.Requests}} / {{.Bus.Handled}} / {{.Bus.HandlerErrors}}</td></tr>
 <tr><td>expired on arrival / in handler; overload; undeliverable</td><td>{{.Bus.ExpiredOnArrival}} / {{.Bus.ExpiredInHandler}}; {{.Bus.Overload}}; {{.Bus.Undeliverable}}</td></tr>
-<tr><td>malformed / misdirected frames; plain peers refused</td><td>{{.Bus.Malformed}} / {{.Bus.Misdirected}}; {{.Bus.PlainRefused}}</td></tr>
+<tr><td>malformed / misdirected / unknown-kind frames; cancels; plain peers refused</td><td>{{.Bus.Malformed}} / {{.Bus.Misdirected}} / {{.Bus.UnknownKinds}}; {{.Bus.Cancels}}; {{.Bus.PlainRefused}}</td></tr>
 <tr><td>connections closed by limits: conns / frame timeout / idle / buffered</td><td>{{.Bus.ConnsRefused}} / {{.Bus.FrameTimeouts}} / {{.Bus.IdleClosed}} / {{.Bus.BufferRefused}}</td></tr>
 <tr><td>connections refused for what they sent: frame too long / bad SP header / TLS handshake</td><td>{{.Bus.TooLong}} / {{.Bus.BadHeader}} / {{.Bus.TLSRefused}}</td></tr>
 <tr><td>limits</td><td>frame {{.Bus.Limits.FrameTimeout}}, idle {{.Bus.Limits.IdleTimeout}}, {{.Bus.Limits.MaxConns}} conns, {{.Bus.Limits.MaxBuffered}} bytes buffered</td></tr>

@@ -137,6 +137,7 @@ func (m *metrics) flush() {
 		"bus.conns_refused": bus.ConnsRefused, "bus.frame_timeouts": bus.FrameTimeouts,
 		"bus.idle_closed": bus.IdleClosed, "bus.buffer_refused": bus.BufferRefused,
 		"bus.too_long": bus.TooLong, "bus.bad_header": bus.BadHeader, "bus.tls_refused": bus.TLSRefused,
+		"bus.unknown_kinds": bus.UnknownKinds, "bus.cancels": bus.Cancels,
 	} {
 		if d := v - m.lastBus[name]; d > 0 {
 			_ = c.Count(name, int64(d), nil, 1)

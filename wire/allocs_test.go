@@ -21,6 +21,16 @@ func TestZeroAllocs(t *testing.T) {
 	var dr wire.Request
 	var dp wire.Reply
 	var h wire.Headers
+	newerFrame := newer(t, frame)
+	frames := newKindFrames(t)
+	var dc wire.Cancel
+	var da wire.EventAck
+	var ev wire.Event
+	var ch wire.Chunk
+	var end wire.End
+	_ = wire.DecodeEvent(frames[1].frame, &ev)
+	_ = wire.DecodeChunk(frames[3].frame, &ch)
+	_ = wire.DecodeEnd(frames[4].frame, &end)
 	for name, f := range map[string]func(){
 		"AppendRequest": func() { buf, _ = wire.AppendRequest(buf[:0], req) },
 		"DecodeRequest": func() { _ = wire.DecodeRequest(frame, &dr) },
@@ -29,6 +39,23 @@ func TestZeroAllocs(t *testing.T) {
 		"HeadersReuse": func() {
 			h.Reset()
 			h.Add("Content-Type", "text/plain")
+		},
+		"DecodeNewerRequest": func() { _ = wire.DecodeRequest(newerFrame, &dr) },
+		"AppendCancel":       func() { buf, _ = wire.AppendCancel(buf[:0], &wire.Cancel{ID: req.ID}) },
+		"DecodeCancel":       func() { _ = wire.DecodeCancel(frames[0].frame, &dc) },
+		"AppendEvent":        func() { buf, _ = wire.AppendEvent(buf[:0], &ev) },
+		"DecodeEvent":        func() { _ = wire.DecodeEvent(frames[1].frame, &ev) },
+		"AppendEventAck":     func() { buf, _ = wire.AppendEventAck(buf[:0], &wire.EventAck{ID: req.ID}) },
+		"DecodeEventAck":     func() { _ = wire.DecodeEventAck(frames[2].frame, &da) },
+		"AppendChunk":        func() { buf, _ = wire.AppendChunk(buf[:0], &ch) },
+		"DecodeChunk":        func() { _ = wire.DecodeChunk(frames[3].frame, &ch) },
+		"AppendEnd":          func() { buf, _ = wire.AppendEnd(buf[:0], &end) },
+		"DecodeEnd":          func() { _ = wire.DecodeEnd(frames[4].frame, &end) },
+		"ExtensionLookup": func() {
+			for k, v := range dr.Ext.All() {
+				_, _ = k, v
+			}
+			_, _ = dr.Ext.Get(0x1234)
 		},
 		"HeaderLookup": func() {
 			for k, v := range dr.Header.All() {

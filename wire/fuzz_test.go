@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,11 +10,12 @@ import (
 	"github.com/terminator-gw/terminator/wire"
 )
 
-// seed adds the golden frames and some near-misses to a fuzz corpus; more
-// seeds live under testdata/fuzz/<FuzzName>/.
+// seed adds the golden corpus, frames of every kind (plain and as a newer
+// node sends them) and some near-misses to a fuzz corpus; more seeds live
+// under testdata/fuzz/<FuzzName>/.
 func seed(f *testing.F) {
-	for _, name := range []string{"request.bin", "reply.bin", "error.bin"} {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
+	for _, g := range goldenCorpus() {
+		b, err := os.ReadFile(filepath.Join("testdata", g.name))
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -24,29 +26,45 @@ func seed(f *testing.F) {
 	f.Add([]byte{1, 1, 0, 0})
 	labeled := sampleRequest()
 	labeled.Flags, labeled.Labels = wire.FlagGhost|wire.FlagTiming, []byte("+flag,exp=B")
+	labeled.Ext.Add(3, []byte("x"))
 	b, err := wire.AppendRequest(nil, labeled)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(b)
+	for _, k := range newKindFrames(f) {
+		f.Add(k.frame)
+		f.Add(newer(f, k.frame))
+	}
 }
 
-// Every decoder must either reject a frame or accept one that encodes back
-// to the very same bytes (the format is canonical), and never panic.
+// roundTrip checks what every decoder must do: reject a frame, or accept
+// one that encodes back to the very same bytes (the format is canonical),
+// but for flag bits outside known, which a decoder ignores and an encoder
+// never writes; and never panic.
+func roundTrip(t *testing.T, frame []byte, known uint16, decode func([]byte) error, encode func() ([]byte, error)) {
+	if decode(frame) != nil {
+		return
+	}
+	out, err := encode()
+	if err != nil {
+		t.Fatalf("decoded frame does not encode: %v", err)
+	}
+	want := bytes.Clone(frame)
+	binary.BigEndian.PutUint16(want[2:], binary.BigEndian.Uint16(want[2:])&(known|0x8000))
+	if !bytes.Equal(out, want) {
+		t.Fatalf("round trip changed the frame\n in %x\nout %x", want, out)
+	}
+}
+
+const requestFlags = wire.FlagGhost | wire.FlagTiming | 0x4
+
 func FuzzDecodeRequest(f *testing.F) {
 	seed(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		var r wire.Request
-		if wire.DecodeRequest(frame, &r) != nil {
-			return
-		}
-		out, err := wire.AppendRequest(nil, &r)
-		if err != nil {
-			t.Fatalf("decoded frame does not encode: %v", err)
-		}
-		if !bytes.Equal(out, frame) {
-			t.Fatalf("round trip changed the frame\n in %x\nout %x", frame, out)
-		}
+		roundTrip(t, frame, requestFlags, func(b []byte) error { return wire.DecodeRequest(b, &r) },
+			func() ([]byte, error) { return wire.AppendRequest(nil, &r) })
 	})
 }
 
@@ -54,19 +72,16 @@ func FuzzDecodeReply(f *testing.F) {
 	seed(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		var r wire.Reply
-		if wire.DecodeReply(frame, &r) != nil {
-			return
-		}
-		for k, v := range r.Header.All() {
-			_, _ = k, v
-		}
-		out, err := wire.AppendReply(nil, &r)
-		if err != nil {
-			t.Fatalf("decoded frame does not encode: %v", err)
-		}
-		if !bytes.Equal(out, frame) {
-			t.Fatalf("round trip changed the frame\n in %x\nout %x", frame, out)
-		}
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeReply(b, &r) },
+			func() ([]byte, error) {
+				for k, v := range r.Header.All() {
+					_, _ = k, v
+				}
+				for k, v := range r.Ext.All() {
+					_, _ = k, v
+				}
+				return wire.AppendReply(nil, &r)
+			})
 	})
 }
 
@@ -74,15 +89,52 @@ func FuzzDecodeError(f *testing.F) {
 	seed(f)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		var e wire.Error
-		if wire.DecodeError(frame, &e) != nil {
-			return
-		}
-		out, err := wire.AppendError(nil, &e)
-		if err != nil {
-			t.Fatalf("decoded frame does not encode: %v", err)
-		}
-		if !bytes.Equal(out, frame) {
-			t.Fatalf("round trip changed the frame\n in %x\nout %x", frame, out)
-		}
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeError(b, &e) },
+			func() ([]byte, error) { return wire.AppendError(nil, &e) })
+	})
+}
+
+func FuzzDecodeCancel(f *testing.F) {
+	seed(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		var c wire.Cancel
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeCancel(b, &c) },
+			func() ([]byte, error) { return wire.AppendCancel(nil, &c) })
+	})
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	seed(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		var e wire.Event
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeEvent(b, &e) },
+			func() ([]byte, error) { return wire.AppendEvent(nil, &e) })
+	})
+}
+
+func FuzzDecodeEventAck(f *testing.F) {
+	seed(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		var a wire.EventAck
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeEventAck(b, &a) },
+			func() ([]byte, error) { return wire.AppendEventAck(nil, &a) })
+	})
+}
+
+func FuzzDecodeChunk(f *testing.F) {
+	seed(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		var c wire.Chunk
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeChunk(b, &c) },
+			func() ([]byte, error) { return wire.AppendChunk(nil, &c) })
+	})
+}
+
+func FuzzDecodeEnd(f *testing.F) {
+	seed(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		var e wire.End
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeEnd(b, &e) },
+			func() ([]byte, error) { return wire.AppendEnd(nil, &e) })
 	})
 }

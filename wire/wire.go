@@ -6,8 +6,17 @@ import (
 	"fmt"
 )
 
-// Version is the format version this package writes and reads.
+// Version is the format version this package writes and reads: the first
+// byte of every frame. It stays 1: the format grows by new kinds, flags and
+// extension entries, which a decoder that does not know them skips, and a
+// node tells its peers what it knows by ProtocolVersion.
 const Version = 1
+
+// ProtocolVersion is the protocol this package speaks: 1 is requests,
+// replies and errors; 2 adds cancel, event, event ack, chunk and end. A node
+// announces it, and sends a kind only to peers whose protocol has it
+// (Kind.Protocol).
+const ProtocolVersion = 2
 
 // Kind says what a frame is.
 type Kind uint8
@@ -17,7 +26,27 @@ const (
 	KindRequest Kind = 1
 	KindReply   Kind = 2
 	KindError   Kind = 3
+	// Protocol 2.
+	KindCancel   Kind = 4 // asker -> instance: stop the call the ID names
+	KindEvent    Kind = 5 // sender -> node: an event to take
+	KindEventAck Kind = 6 // node -> sender: the event the ID names was taken
+	KindChunk    Kind = 7 // instance -> asker: one piece of a stream of replies to a call
+	KindEnd      Kind = 8 // instance -> asker: the stream of replies to a call is over
+
+	maxKind = KindEnd
 )
+
+// Protocol is the protocol version that introduced k, 0 for a kind this
+// package does not know.
+func (k Kind) Protocol() int {
+	switch {
+	case k >= KindRequest && k <= KindError:
+		return 1
+	case k > KindError && k <= maxKind:
+		return 2
+	}
+	return 0
+}
 
 func (k Kind) String() string {
 	switch k {
@@ -27,6 +56,16 @@ func (k Kind) String() string {
 		return "reply"
 	case KindError:
 		return "error"
+	case KindCancel:
+		return "cancel"
+	case KindEvent:
+		return "event"
+	case KindEventAck:
+		return "event ack"
+	case KindChunk:
+		return "chunk"
+	case KindEnd:
+		return "end"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -55,7 +94,7 @@ var (
 	ErrTooLarge  = errors.New("over the limit")
 	ErrVersion   = errors.New("unknown version")
 	ErrKind      = errors.New("unexpected kind")
-	ErrFlags     = errors.New("unknown flags")
+	ErrFlags     = errors.New("unknown flags") // encoders only: a decoder ignores flags it does not know
 	ErrTrailing  = errors.New("bytes after the last field")
 	ErrField     = errors.New("invalid field")
 )
@@ -110,6 +149,7 @@ type Request struct {
 	Labels []byte
 	Header Headers
 	Body   []byte
+	Ext    Extensions
 }
 
 // Reply is a reply frame: what the handler answered.
@@ -118,6 +158,7 @@ type Reply struct {
 	Status int
 	Header Headers
 	Body   []byte
+	Ext    Extensions
 }
 
 // Code says why the bus refused a request.
@@ -130,6 +171,7 @@ const (
 	CodeNoRoute     Code = 3 // no handler for the route
 	CodeMalformed   Code = 4 // the request frame could not be decoded
 	CodeUnavailable Code = 5 // the service is shutting down
+	CodeUnknownKind Code = 6 // the frame's kind is not one the node knows
 )
 
 func (c Code) String() string {
@@ -144,6 +186,8 @@ func (c Code) String() string {
 		return "malformed"
 	case CodeUnavailable:
 		return "unavailable"
+	case CodeUnknownKind:
+		return "unknown kind"
 	}
 	return fmt.Sprintf("code(%d)", uint16(c))
 }
@@ -153,9 +197,11 @@ type Error struct {
 	ID      ID
 	Code    Code
 	Message []byte
+	Ext     Extensions
 }
 
-// KindOf checks a frame's version and returns its kind.
+// KindOf checks a frame's version and returns its kind, one this package
+// knows (an unknown one is ErrKind: see PrefixOf to answer it).
 func KindOf(frame []byte) (Kind, error) {
 	if len(frame) < prefixSize {
 		return 0, fieldError("prefix", ErrTruncated)
@@ -164,17 +210,30 @@ func KindOf(frame []byte) (Kind, error) {
 		return 0, fieldError("version", ErrVersion)
 	}
 	k := Kind(frame[1])
-	if k < KindRequest || k > KindError {
+	if k < KindRequest || k > maxKind {
 		return 0, fieldError("kind", ErrKind)
 	}
 	return k, nil
+}
+
+// PrefixOf reads the prefix every frame starts with: its kind, known or not,
+// and its ID. A frame whose prefix reads but whose rest does not decode (or
+// whose kind is unknown) can so still be answered with an error frame.
+func PrefixOf(frame []byte) (Kind, ID, error) {
+	if len(frame) < prefixSize {
+		return 0, ID{}, fieldError("prefix", ErrTruncated)
+	}
+	if frame[0] != Version {
+		return 0, ID{}, fieldError("version", ErrVersion)
+	}
+	return Kind(frame[1]), ID{Node: binary.BigEndian.Uint64(frame[4:]), Seq: binary.BigEndian.Uint64(frame[12:])}, nil
 }
 
 // Size is the encoded size of r, for sizing a buffer before AppendRequest.
 func (r *Request) Size() int {
 	return prefixSize + 8 + 8*2 + len(r.From) + len(r.Service) + len(r.Route) +
 		len(r.Method) + len(r.Path) + len(r.Query) + len(r.Client) + len(r.TraceParent) +
-		r.labelsSize() + r.Header.size() + 4 + len(r.Body)
+		r.labelsSize() + r.Header.size() + 4 + len(r.Body) + r.Ext.size()
 }
 
 func (r *Request) labelsSize() int {
@@ -189,7 +248,7 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 	if err := r.check(); err != nil {
 		return dst, err
 	}
-	flags := r.Flags &^ flagLabels
+	flags := r.Flags&^flagLabels | r.Ext.flag()
 	if len(r.Labels) > 0 {
 		flags |= flagLabels
 	}
@@ -208,13 +267,15 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 	}
 	dst = r.Header.appendTo(dst)
 	dst = appendStr32(dst, r.Body)
-	return dst, nil
+	return r.Ext.appendTo(dst), nil
 }
 
 func (r *Request) check() error {
 	switch {
 	case r.Header.err != nil:
 		return r.Header.err
+	case r.Ext.err != nil:
+		return r.Ext.err
 	case len(r.From) > MaxAddr:
 		return fieldError("from", ErrTooLarge)
 	case len(r.Service) > MaxName:
@@ -246,7 +307,7 @@ func DecodeRequest(frame []byte, r *Request) error {
 	d := decoder{b: frame}
 	var flags uint16
 	r.ID, flags = d.prefix(KindRequest, requestFlags)
-	r.Flags = flags &^ flagLabels
+	r.Flags = flags &^ (flagLabels | flagExt)
 	r.Deadline = int64(d.u64("deadline"))
 	r.From = d.str16("from", MaxAddr)
 	r.Service = d.str16("service", MaxName)
@@ -265,62 +326,84 @@ func DecodeRequest(frame []byte, r *Request) error {
 	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
+	if flags&flagExt != 0 {
+		d.extensions(&r.Ext)
+	} else {
+		r.Ext = Extensions{}
+	}
 	return d.end()
 }
 
 // Size is the encoded size of r.
-func (r *Reply) Size() int { return prefixSize + 2 + r.Header.size() + 4 + len(r.Body) }
+func (r *Reply) Size() int { return prefixSize + 2 + r.Header.size() + 4 + len(r.Body) + r.Ext.size() }
 
 // AppendReply appends r's encoding to dst.
 func AppendReply(dst []byte, r *Reply) ([]byte, error) {
 	switch {
 	case r.Header.err != nil:
 		return dst, r.Header.err
+	case r.Ext.err != nil:
+		return dst, r.Ext.err
 	case r.Status < 100 || r.Status > 999:
 		return dst, fieldError("status", ErrField)
 	case r.Size() > MaxFrameSize:
 		return dst, fieldError("frame", ErrTooLarge)
 	}
-	dst = appendPrefix(dst, KindReply, 0, r.ID)
+	dst = appendPrefix(dst, KindReply, r.Ext.flag(), r.ID)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(r.Status))
 	dst = r.Header.appendTo(dst)
 	dst = appendStr32(dst, r.Body)
-	return dst, nil
+	return r.Ext.appendTo(dst), nil
 }
 
 // DecodeReply decodes frame into r. r's slices point into frame.
 func DecodeReply(frame []byte, r *Reply) error {
 	d := decoder{b: frame}
-	r.ID, _ = d.prefix(KindReply, 0)
+	var flags uint16
+	r.ID, flags = d.prefix(KindReply, 0)
 	r.Status = int(d.u16("status"))
 	if d.err == nil && (r.Status < 100 || r.Status > 999) {
 		d.fail("status", ErrField)
 	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
+	if flags&flagExt != 0 {
+		d.extensions(&r.Ext)
+	} else {
+		r.Ext = Extensions{}
+	}
 	return d.end()
 }
 
 // Size is the encoded size of e.
-func (e *Error) Size() int { return prefixSize + 2 + 2 + len(e.Message) }
+func (e *Error) Size() int { return prefixSize + 2 + 2 + len(e.Message) + e.Ext.size() }
 
 // AppendError appends e's encoding to dst.
 func AppendError(dst []byte, e *Error) ([]byte, error) {
-	if len(e.Message) > MaxMessage {
+	switch {
+	case e.Ext.err != nil:
+		return dst, e.Ext.err
+	case len(e.Message) > MaxMessage:
 		return dst, fieldError("message", ErrTooLarge)
 	}
-	dst = appendPrefix(dst, KindError, 0, e.ID)
+	dst = appendPrefix(dst, KindError, e.Ext.flag(), e.ID)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(e.Code))
 	dst = appendStr16(dst, e.Message)
-	return dst, nil
+	return e.Ext.appendTo(dst), nil
 }
 
 // DecodeError decodes frame into e. e.Message points into frame.
 func DecodeError(frame []byte, e *Error) error {
 	d := decoder{b: frame}
-	e.ID, _ = d.prefix(KindError, 0)
+	var flags uint16
+	e.ID, flags = d.prefix(KindError, 0)
 	e.Code = Code(d.u16("code"))
 	e.Message = d.str16("message", MaxMessage)
+	if flags&flagExt != 0 {
+		d.extensions(&e.Ext)
+	} else {
+		e.Ext = Extensions{}
+	}
 	return d.end()
 }
 
@@ -356,8 +439,9 @@ func (d *decoder) fail(field string, err error) {
 	d.b = nil
 }
 
-// prefix reads the common prefix of a frame of kind want whose flags may
-// have the bits in known set.
+// prefix reads the common prefix of a frame of kind want and returns its
+// flags, only the bits in known and flagExt: a decoder ignores flags it
+// does not know, which a newer sender may set.
 func (d *decoder) prefix(want Kind, known uint16) (ID, uint16) {
 	if len(d.b) > MaxFrameSize {
 		d.fail("frame", ErrTooLarge)
@@ -372,11 +456,7 @@ func (d *decoder) prefix(want Kind, known uint16) (ID, uint16) {
 		d.fail("kind", ErrKind)
 		return ID{}, 0
 	}
-	flags := binary.BigEndian.Uint16(d.b[2:])
-	if flags&^known != 0 {
-		d.fail("flags", ErrFlags)
-		return ID{}, 0
-	}
+	flags := binary.BigEndian.Uint16(d.b[2:]) & (known | flagExt)
 	id := ID{Node: binary.BigEndian.Uint64(d.b[4:]), Seq: binary.BigEndian.Uint64(d.b[12:])}
 	d.b = d.b[prefixSize:]
 	return id, flags

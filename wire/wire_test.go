@@ -202,7 +202,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"version", mutate(func(b []byte) []byte { b[0] = 2; return b }), wire.ErrVersion},
 		{"kind", mutate(func(b []byte) []byte { b[1] = 9; return b }), wire.ErrKind},
 		{"reply as request", mutate(func(b []byte) []byte { b[1] = byte(wire.KindReply); return b }), wire.ErrKind},
-		{"unknown flag", mutate(func(b []byte) []byte { b[2] = 0x80; return b }), wire.ErrFlags},
+		{"extension flag, no area", mutate(func(b []byte) []byte { b[2] = 0x80; return b }), wire.ErrTruncated},
 		{"from too long", mutate(func(b []byte) []byte { b[28], b[29] = 0xff, 0xff; return b }), wire.ErrTooLarge},
 		{"huge body length", mutate(func(b []byte) []byte {
 			n := len(b) - len(`{"hello":"world"}`) - 4

@@ -188,8 +188,8 @@ func TestTLSNodeNeverDialsPlain(t *testing.T) {
 		got.Add(1)
 		return nanobus.Reply{}, nil
 	}))
-	ca := newTestCA(t)
-	secure := newNode(t, nanobus.Config{Listen: "tls+tcp://127.0.0.1:0", TLS: ca.config(t, "front")})
+	ca := nanobustest.NewCA(t)
+	secure := newNode(t, nanobus.Config{Listen: "tls+tcp://127.0.0.1:0", TLS: ca.Config(t, "front")})
 	secure.AddPeer(plain.Peer())
 	if in := secure.Instances("echo"); len(in) != 0 {
 		t.Fatalf("a plain peer listed as an instance: %+v", in)

@@ -2,82 +2,26 @@ package nanobus_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 )
 
-// testCA issues certificates for 127.0.0.1, good for both ends of a bus
-// connection.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bus test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-func (ca *testCA) issue(t *testing.T, name string) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (ca *testCA) config(t *testing.T, name string) *tls.Config {
-	return &tls.Config{
-		Certificates: []tls.Certificate{ca.issue(t, name)},
-		RootCAs:      ca.pool, ClientCAs: ca.pool, MinVersion: tls.VersionTLS13,
-	}
-}
-
 func TestTLSRequiresClientCertificates(t *testing.T) {
-	ca := newTestCA(t)
-	svc := newNode(t, nanobus.Config{Service: "echo", Listen: "tls+tcp://127.0.0.1:0", TLS: ca.config(t, "svc")})
+	ca := nanobustest.NewCA(t)
+	svc := newNode(t, nanobus.Config{Service: "echo", Listen: "tls+tcp://127.0.0.1:0", TLS: ca.Config(t, "svc")})
 	must(t, svc.Handle("echo", echo))
 	if !strings.HasPrefix(svc.Addr(), "tls+tcp://") {
 		t.Fatalf("addr %s", svc.Addr())
 	}
 
 	// A member of the bus: certificate from the bus CA.
-	member := newNode(t, nanobus.Config{Listen: "tls+tcp://127.0.0.1:0", TLS: ca.config(t, "member")})
+	member := newNode(t, nanobus.Config{Listen: "tls+tcp://127.0.0.1:0", TLS: ca.Config(t, "member")})
 	connect(t, member, svc)
 	resp, err := member.Call(context.Background(), "echo", "echo", []byte("secret"))
 	if err != nil {
@@ -91,10 +35,10 @@ func TestTLSRequiresClientCertificates(t *testing.T) {
 	// Outsiders: one trusts the server but has no certificate, one has a
 	// certificate from another CA. Neither connects, neither gets a
 	// request in.
-	other := newTestCA(t)
+	other := nanobustest.NewCA(t)
 	for name, cfg := range map[string]*tls.Config{
-		"no certificate": {RootCAs: ca.pool, MinVersion: tls.VersionTLS13},
-		"foreign CA":     {Certificates: []tls.Certificate{other.issue(t, "intruder")}, RootCAs: ca.pool, MinVersion: tls.VersionTLS13},
+		"no certificate": {RootCAs: ca.Pool, MinVersion: tls.VersionTLS13},
+		"foreign CA":     {Certificates: []tls.Certificate{other.Issue(t, "intruder", time.Hour)}, RootCAs: ca.Pool, MinVersion: tls.VersionTLS13},
 	} {
 		t.Run(name, func(t *testing.T) {
 			outsider := newNode(t, nanobus.Config{TLS: cfg})

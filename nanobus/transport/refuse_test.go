@@ -3,17 +3,11 @@ package transport_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"runtime"
 	"strings"
@@ -179,21 +173,21 @@ func TestBadHeader(t *testing.T) {
 // Refused TLS handshakes are counted and logged with their cause and the
 // peer's address.
 func TestTLSRefused(t *testing.T) {
-	ca := newTestCA(t)
-	other := newTestCA(t)
+	ca := nanobustest.NewCA(t)
+	other := nanobustest.NewCA(t)
 	for name, tc := range map[string]struct {
 		cfg   *tls.Config // nil: plain TCP
 		cause string
 	}{
-		"no certificate": {&tls.Config{RootCAs: ca.pool}, "certificate"},
-		"foreign CA":     {&tls.Config{Certificates: []tls.Certificate{other.issue(t, "intruder", time.Hour)}, RootCAs: ca.pool}, "unknown authority"},
-		"expired":        {&tls.Config{Certificates: []tls.Certificate{ca.issue(t, "late", -time.Minute)}, RootCAs: ca.pool}, "expired"},
+		"no certificate": {&tls.Config{RootCAs: ca.Pool}, "certificate"},
+		"foreign CA":     {&tls.Config{Certificates: []tls.Certificate{other.Issue(t, "intruder", time.Hour)}, RootCAs: ca.Pool}, "unknown authority"},
+		"expired":        {&tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "late", -time.Minute)}, RootCAs: ca.Pool}, "expired"},
 		"plain TCP":      {nil, "TLS handshake"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			log := &syncBuffer{}
 			svc := nanobustest.NewNode(t, nanobus.Config{Service: "s", Listen: "tls+tcp://127.0.0.1:0",
-				TLS: ca.config(t, "svc"), Logger: slog.New(slog.NewTextHandler(log, nil))})
+				TLS: ca.Config(t, "svc"), Logger: slog.New(slog.NewTextHandler(log, nil))})
 			addr := strings.TrimPrefix(svc.Addr(), "tls+tcp://")
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -367,55 +361,4 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// testCA issues certificates for 127.0.0.1 (as nanobus's TLS tests do).
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bus test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// issue makes a certificate valid until validFor from now (negative: one
-// already expired).
-func (ca *testCA) issue(t *testing.T, name string, validFor time.Duration) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(validFor),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (ca *testCA) config(t *testing.T, name string) *tls.Config {
-	return &tls.Config{
-		Certificates: []tls.Certificate{ca.issue(t, name, time.Hour)},
-		RootCAs:      ca.pool, ClientCAs: ca.pool, MinVersion: tls.VersionTLS13,
-	}
 }

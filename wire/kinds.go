@@ -33,12 +33,7 @@ func DecodeCancel(frame []byte, c *Cancel) error {
 	d := decoder{b: frame}
 	var flags uint16
 	c.ID, flags = d.prefix(KindCancel, 0)
-	if flags&flagExt != 0 {
-		d.extensions(&c.Ext)
-	} else {
-		c.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &c.Ext)
 }
 
 // Event is an event for a node to take; its ack (or an error frame) names
@@ -90,12 +85,7 @@ func DecodeEvent(frame []byte, e *Event) error {
 	}
 	d.headers(&e.Header)
 	e.Body = d.str32("body")
-	if flags&flagExt != 0 {
-		d.extensions(&e.Ext)
-	} else {
-		e.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &e.Ext)
 }
 
 // EventAck says the event ID names was taken.
@@ -121,12 +111,7 @@ func DecodeEventAck(frame []byte, a *EventAck) error {
 	d := decoder{b: frame}
 	var flags uint16
 	a.ID, flags = d.prefix(KindEventAck, 0)
-	if flags&flagExt != 0 {
-		d.extensions(&a.Ext)
-	} else {
-		a.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &a.Ext)
 }
 
 // Chunk is one piece of a stream of replies to the call ID names. Chunks
@@ -186,12 +171,7 @@ func DecodeChunk(frame []byte, c *Chunk) error {
 	}
 	d.headers(&c.Header)
 	c.Body = d.str32("body")
-	if flags&flagExt != 0 {
-		d.extensions(&c.Ext)
-	} else {
-		c.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &c.Ext)
 }
 
 // End closes the stream of replies to the call ID names. Chunks is how
@@ -239,12 +219,7 @@ func DecodeEnd(frame []byte, e *End) error {
 		d.fail("status", ErrField)
 	}
 	e.Message = d.str16("message", MaxMessage)
-	if flags&flagExt != 0 {
-		d.extensions(&e.Ext)
-	} else {
-		e.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &e.Ext)
 }
 
 func (d *decoder) u32(field string) uint32 {

@@ -326,12 +326,7 @@ func DecodeRequest(frame []byte, r *Request) error {
 	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
-	if flags&flagExt != 0 {
-		d.extensions(&r.Ext)
-	} else {
-		r.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &r.Ext)
 }
 
 // Size is the encoded size of r.
@@ -367,12 +362,7 @@ func DecodeReply(frame []byte, r *Reply) error {
 	}
 	d.headers(&r.Header)
 	r.Body = d.str32("body")
-	if flags&flagExt != 0 {
-		d.extensions(&r.Ext)
-	} else {
-		r.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &r.Ext)
 }
 
 // Size is the encoded size of e.
@@ -399,12 +389,7 @@ func DecodeError(frame []byte, e *Error) error {
 	e.ID, flags = d.prefix(KindError, 0)
 	e.Code = Code(d.u16("code"))
 	e.Message = d.str16("message", MaxMessage)
-	if flags&flagExt != 0 {
-		d.extensions(&e.Ext)
-	} else {
-		e.Ext = Extensions{}
-	}
-	return d.end()
+	return d.finish(flags, &e.Ext)
 }
 
 func appendPrefix(dst []byte, k Kind, flags uint16, id ID) []byte {
@@ -541,6 +526,17 @@ func (d *decoder) headers(h *Headers) {
 		return
 	}
 	h.raw, h.n = start[:size:size], n
+}
+
+// finish reads the extension area flags announce (or clears e), then
+// checks that nothing follows it.
+func (d *decoder) finish(flags uint16, e *Extensions) error {
+	if flags&flagExt != 0 {
+		d.extensions(e)
+	} else {
+		*e = Extensions{}
+	}
+	return d.end()
 }
 
 func (d *decoder) end() error {

@@ -54,13 +54,10 @@ func (l *capListener) Accept() (net.Conn, error) {
 	}
 }
 
-// refuseConn answers a connection over the cap and closes it. The write
-// side is shut first and what the client sent is read away for a moment:
-// closing with unread bytes would reset the connection, and the client
-// could lose the answer.
+// refuseConn answers a connection over the cap and closes it, lingering.
 func (s *Server) refuseConn(c net.Conn) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	id := s.requestID(nil, nil)
 	const body = "too many connections\n"
 	b := make([]byte, 0, 256)
@@ -74,6 +71,15 @@ func (s *Server) refuseConn(c net.Conn) {
 	if _, err := c.Write(b); err != nil {
 		return
 	}
+	linger(c)
+}
+
+// linger shuts c's write side and reads away, for a moment, what the
+// client still sends: closing with unread bytes resets the connection, and
+// the client could lose the answer it was just sent (nginx's lingering
+// close).
+func linger(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
 	}
@@ -98,13 +104,22 @@ type edgeConn struct {
 	s      *Server
 	closed atomic.Bool
 
-	scanning bool  // reading a request head
-	sawLine  bool  // the head has a non-empty line (empty ones before the request line are ignored)
-	bareLF   bool  // a head line ended in a bare LF; every later read fails
-	lineLen  int   // bytes of the current line so far
-	last     byte  // the last byte read
-	read     int64 // bytes read in all
-	headEnd  int64 // offset just past the current head
+	scanning bool        // reading a request head
+	sawLine  bool        // the head has a non-empty line (empty ones before the request line are ignored)
+	bareLF   bool        // a head line ended in a bare LF; every later read fails
+	lineLen  int         // bytes of the current line so far
+	last     byte        // the last byte read
+	read     int64       // bytes read in all
+	headEnd  int64       // offset just past the current head
+	tooLarge atomic.Bool // the current request's body is refused unread (see headerReceived)
+}
+
+// SetReadDeadline notes a deadline already due: headerReceived's way of
+// ending fasthttp's wait for a body it refuses, which httpError then
+// answers 413 rather than 408.
+func (c *edgeConn) SetReadDeadline(t time.Time) error {
+	c.tooLarge.Store(!t.IsZero() && !time.Now().Before(t))
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *edgeConn) Read(p []byte) (int, error) {
@@ -166,6 +181,9 @@ func (c *edgeConn) nextHead(n int64) {
 func (c *edgeConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.s.conns.Add(-1)
+		if c.tooLarge.Load() { // its 413 is out; the body it refused may still come
+			linger(c.Conn)
+		}
 	}
 	return c.Conn.Close()
 }
@@ -294,7 +312,7 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, x *exchange) int {
 	}
 	cl := ctx.Request.Header.ContentLength()
 	if cl >= 0 {
-		if cl > s.cfg.MaxBodyBytes || cl > s.cfg.BodyBudget {
+		if s.tooLarge(cl) {
 			s.counts.bodyTooLarge.Add(1)
 			return fasthttp.StatusRequestEntityTooLarge
 		}
@@ -369,6 +387,26 @@ func (s *Server) reserve(x *exchange, n int) bool {
 	return true
 }
 
+// headerReceived runs once a request's head is in, before fasthttp reads
+// the first 8 KiB of its body for the handler. A declared length that will
+// be refused (over -max-body or the whole budget) is refused now, as nginx
+// does, not after a wait for body bytes the client may hold back: a read
+// deadline already due ends that wait at once (edgeConn notes it), and the
+// refusal is a 413 either way (httpError's, or the handler's when the bytes
+// were there).
+func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if s.tooLarge(h.ContentLength()) {
+		return fasthttp.RequestConfig{ReadTimeout: time.Nanosecond}
+	}
+	return fasthttp.RequestConfig{}
+}
+
+// tooLarge reports whether a declared body length is refused whatever
+// else happens: over -max-body, or over the whole body budget.
+func (s *Server) tooLarge(contentLength int) bool {
+	return contentLength > s.cfg.MaxBodyBytes || contentLength > s.cfg.BodyBudget
+}
+
 // expect decides an "Expect: 100-continue" request from its head before
 // the 100 is sent (fasthttp sends it when this returns 100): whatever the
 // handler would refuse without the body is refused now, and the client
@@ -385,7 +423,7 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	case !strict(ctx):
 		s.counts.malformed.Add(1)
 		status, msg = fasthttp.StatusBadRequest, "malformed request"
-	case cl > s.cfg.MaxBodyBytes || cl > s.cfg.BodyBudget:
+	case s.tooLarge(cl):
 		s.counts.bodyTooLarge.Add(1)
 		status, msg = fasthttp.StatusRequestEntityTooLarge, "request body too large"
 	case how == pathBad:

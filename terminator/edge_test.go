@@ -145,21 +145,25 @@ func TestBodyBudget(t *testing.T) {
 	eventually(t, "budget released after the refusal", func() bool { return srv.Status().HTTP["body_bytes"] == 0 })
 }
 
-// Case 4: a declared body over -max-body is refused once the prefix is in,
-// and so is one larger than the whole budget (it could never fit); the
-// rest is never read: the connection closes.
+// Case 4: a declared body over -max-body is refused at once, and so is one
+// larger than the whole budget (it could never fit); the rest is never
+// read: the connection closes.
 func TestBodyOverLimitsRefusedUnread(t *testing.T) {
 	svc := echoService(t, "echo", nil)
 	srv, _ := front(t, terminator.Config{BodyBudget: 32 << 10, MaxBodyBytes: 1 << 20}, echoRoutes("echo"), svc)
-	for _, n := range []int{2 << 20, 40 << 10} {
-		rc := dialRaw(t, srv.Addr())
-		rc.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("p", prefix))
-		resp, _ := rc.response()
-		if resp.StatusCode != 413 || resp.Header.Get("X-Request-Id") == "" {
-			t.Errorf("Content-Length %d: %d (X-Request-Id %q), want 413 at once", n, resp.StatusCode, resp.Header.Get("X-Request-Id"))
-		}
-		if !rc.closed() {
-			t.Errorf("Content-Length %d: connection left open after 413, its body unread", n)
+	// With the first bytes of the body sent, and with the head alone (a
+	// client that waits before it sends): 413 at once either way.
+	for _, sent := range []int{prefix, 0} {
+		for _, n := range []int{2 << 20, 40 << 10} {
+			rc := dialRaw(t, srv.Addr())
+			rc.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n" + strings.Repeat("p", sent))
+			resp, _ := rc.response()
+			if resp.StatusCode != 413 || resp.Header.Get("X-Request-Id") == "" {
+				t.Errorf("Content-Length %d, %d sent: %d (X-Request-Id %q), want 413 at once", n, sent, resp.StatusCode, resp.Header.Get("X-Request-Id"))
+			}
+			if !rc.closed() {
+				t.Errorf("Content-Length %d, %d sent: connection left open after 413, its body unread", n, sent)
+			}
 		}
 	}
 }

@@ -358,6 +358,13 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, x *exchange, err error) int {
 	return st.Code
 }
 
+// refusedUnread reports whether ctx's body was refused before fasthttp
+// read it (see headerReceived): fasthttp has reset the request by now.
+func refusedUnread(ctx *fasthttp.RequestCtx) bool {
+	c, ok := ctx.Conn().(*edgeConn)
+	return ok && c.tooLarge.Load()
+}
+
 // httpError answers requests fasthttp could not parse: 431, 413 or 400.
 // Its reply carries a request ID too: the client's, when its head got as
 // far as a valid one, else a new one.
@@ -368,7 +375,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small):
 		s.counts.headerTooLarge.Add(1)
 		s.reply(ctx, id, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large")
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+	case errors.Is(err, fasthttp.ErrBodyTooLarge), refusedUnread(ctx):
 		s.counts.bodyTooLarge.Add(1)
 		s.reply(ctx, id, fasthttp.StatusRequestEntityTooLarge, "request body too large")
 	default:

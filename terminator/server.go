@@ -108,6 +108,8 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 		// No 100 Continue before a refusal.
 		ExpectHandler: s.expect,
+		// Nor a wait for a body that will be refused.
+		HeaderReceived: s.headerReceived,
 		// The listener holds connections to MaxConns and answers those
 		// over it (capListener); fasthttp's limit, above it, never refuses
 		// one (a connection closed may hold its worker a moment longer).

@@ -150,19 +150,21 @@ var ErrConflict = errors.New("rollout: the policy kept changing under the update
 
 // maxTries bounds the read-change-write rounds of an update that others'
 // writes keep beating.
-const maxTries = 10
+const maxTries = 16
 
 // pause waits before try number try of an update: not before the first,
-// then a random while that grows, so that writers that collided do not
-// collide again in step.
+// then a random while under a bound that doubles (5ms, 10ms, ... 320ms at
+// most), so that writers that collided do not collide again in step, even
+// on a loaded machine where each round takes long.
 func pause(ctx context.Context, try int) error {
 	if try == 0 {
 		return nil
 	}
+	bound := 5 * time.Millisecond << min(try-1, 6)
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(time.Duration(rand.Int64N(int64(try) * int64(5*time.Millisecond)))):
+	case <-time.After(rand.N(bound)):
 		return nil
 	}
 }

@@ -134,7 +134,7 @@ welcome() {
   cat <<EOF
 
 the fleet is up (compose project $project): nginx -> 2 fronts -> 2 x web, profiles, visits,
-flirts (over one PostgreSQL), 1 echo; a 3-member etcd cluster.
+flirts (over one PostgreSQL), echo; a 3-member etcd cluster.
   public HTTP   $u
   front1        http://127.0.0.1:$(port_of front1 8080)   admin http://127.0.0.1:$(port_of front1 8081)/
   front2        http://127.0.0.1:$(port_of front2 8080)   admin http://127.0.0.1:$(port_of front2 8081)/

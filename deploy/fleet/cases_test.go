@@ -13,7 +13,7 @@ import (
 	"github.com/terminator-gw/terminator/bench/loadgen"
 )
 
-// The load every case runs across its fault: modest, so that sixteen
+// The load every case runs across its fault: modest, so that seventeen
 // containers and the generator share two cores without timing out on their own.
 const (
 	getRate    = 200 // GETs/s through nginx, open loop
@@ -117,7 +117,7 @@ func rollingRestart(t *testing.T, f *fleet) {
 	ctx := context.Background()
 	g := startGets(t, f)
 	w := startPuts(t, f, fmt.Sprintf("roll%d", time.Now().Unix()%100000))
-	order := []string{"echo1", "profiles1", "profiles2", "visits1", "visits2", "flirts1", "flirts2",
+	order := []string{"echo1", "echo2", "profiles1", "profiles2", "visits1", "visits2", "flirts1", "flirts2",
 		"web1", "web2", "front1", "front2"}
 	for _, c := range order {
 		regs, err := f.registrations(ctx)

@@ -1,32 +1,15 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Connect names why etcd cannot be reached, in its first warning and in
 // what it reports for readiness, and keeps trying until its context ends.
@@ -52,7 +35,7 @@ func TestConnectNamesTheCause(t *testing.T) {
 		{"no client certificate", ClientConfig{Endpoints: []string{tlsEndpoint}, CA: p.ca}, []string{tlsEndpoint, "certificate required", "-etcd-cert"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs nanobustest.Logs
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			reported := make(chan error, 100)
 			ctx, cancel := context.WithCancel(context.Background())

@@ -84,7 +84,8 @@
 //
 //	import _ "github.com/terminator-gw/terminator/nanobus/transport"
 //
-// Without it a node runs over whatever transport mangos has for the scheme,
-// without the limits and with fewer hand-offs saved. nanobustest gives
-// tests nodes on loopback, connected.
+// NewNode refuses to start over any other transport for the scheme (mangos'
+// own tcp, say): without it a node would have no limits, and no way to
+// answer on the connection a request came in on. nanobustest gives tests
+// nodes on loopback, connected.
 package nanobus

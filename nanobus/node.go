@@ -188,7 +188,6 @@ type Node struct {
 	delivering  atomic.Int64 // deliver calls under way
 	draining    atomic.Bool
 	closed      atomic.Bool
-	recvDone    sync.WaitGroup
 }
 
 // NewNode starts a node listening on cfg.Listen.
@@ -233,7 +232,6 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.sock = sock
 	_ = sock.SetOption(mangos.OptionMaxRecvSize, wire.MaxFrameSize)
-	_ = sock.SetOption(mangos.OptionReadQLen, 4*cfg.MaxInFlight)
 	opts := map[string]any{}
 	if cfg.TLS != nil {
 		srv := cfg.TLS.Clone()
@@ -272,11 +270,8 @@ func NewNode(cfg Config) (*Node, error) {
 	n.from = []byte(n.addr)
 	n.timingPrefix = fmt.Appendf(nil, "%s;desc=%q;dur=", cmp.Or(cfg.Service, "node"), cfg.Version)
 
-	// Two receivers: one decodes while the other waits in RecvMsg.
-	for range 2 {
-		n.recvDone.Add(1)
-		go n.receive()
-	}
+	// Nothing reads the socket: the bus transport hands every message to
+	// deliver (or conn.deliver) on the goroutine that read it.
 	go n.ping()
 	return n, nil
 }
@@ -386,23 +381,6 @@ func (n *Node) Stats() Stats {
 	}
 	n.mu.Unlock()
 	return s
-}
-
-// receive takes messages off the socket: those a transport other than the
-// bus's own passes up. NewNode refuses such transports, so this only drains
-// what nothing should send.
-func (n *Node) receive() {
-	defer n.recvDone.Done()
-	for {
-		m, err := n.sock.RecvMsg()
-		if err != nil {
-			if errors.Is(err, mangos.ErrClosed) {
-				return
-			}
-			continue
-		}
-		n.misdirected(m, "a frame the bus transport did not deliver")
-	}
 }
 
 // job is a request for a worker: the frame, and the pipe it came on.
@@ -630,7 +608,6 @@ func (n *Node) Close() error {
 		return nil
 	}
 	err := n.sock.Close()
-	n.recvDone.Wait()
 	for n.delivering.Load() > 0 {
 		time.Sleep(100 * time.Microsecond) // a delivery finishes its hand-off
 	}

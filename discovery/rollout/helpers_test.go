@@ -34,26 +34,8 @@ type cluster struct {
 	etcd  string
 	cli   *clientv3.Client
 	store *rollout.Store
-	logs  *syncBuffer
+	logs  *nanobustest.Logs
 	log   *slog.Logger
-}
-
-// syncBuffer collects the processes' logs, shown when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -71,7 +53,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	c := &cluster{t: t, etcd: e.Endpoints()[0], cli: cli, store: rollout.NewStore(cli, ""), logs: &syncBuffer{}}
+	c := &cluster{t: t, etcd: e.Endpoints()[0], cli: cli, store: rollout.NewStore(cli, ""), logs: &nanobustest.Logs{}}
 	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -1,7 +1,6 @@
 package transport_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -153,7 +152,7 @@ func TestBadHeader(t *testing.T) {
 		"wrong protocol": pair[:],
 	} {
 		t.Run(name, func(t *testing.T) {
-			log := &syncBuffer{}
+			log := &nanobustest.Logs{}
 			svc := nanobustest.NewNode(t, nanobus.Config{Service: "s", Logger: slog.New(slog.NewTextHandler(log, nil))})
 			c, err := net.Dial("tcp", strings.TrimPrefix(svc.Addr(), "tcp://"))
 			if err != nil {
@@ -185,7 +184,7 @@ func TestTLSRefused(t *testing.T) {
 		"plain TCP":      {nil, "TLS handshake"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			log := &syncBuffer{}
+			log := &nanobustest.Logs{}
 			svc := nanobustest.NewNode(t, nanobus.Config{Service: "s", Listen: "tls+tcp://127.0.0.1:0",
 				TLS: ca.Config(t, "svc"), Logger: slog.New(slog.NewTextHandler(log, nil))})
 			addr := strings.TrimPrefix(svc.Addr(), "tls+tcp://")
@@ -343,22 +342,4 @@ func TestTransportContract(t *testing.T) {
 			}
 		}
 	})
-}
-
-// syncBuffer is a log sink tests read while the node writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

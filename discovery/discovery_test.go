@@ -584,3 +584,28 @@ func TestRegistrationProtocol(t *testing.T) {
 		t.Fatalf("an old registration: peer %+v, %v", p, err)
 	}
 }
+
+// What a service declares about hedging reaches its callers through the
+// registration, as its other route declarations do.
+func TestRegistrationCarriesHedging(t *testing.T) {
+	n := nanobustest.NewNode(t, nanobus.Config{Service: "profiles"})
+	get := func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) { return nanobus.Reply{}, nil }
+	if err := n.Handle("profiles.get", get, nanobus.Idempotent(), nanobus.Hedge(15*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Handle("profiles.put", get, nanobus.Hedge(0)); err == nil {
+		t.Fatal("a route that is not idempotent was let hedge")
+	}
+	b, err := json.Marshal(RegistrationOf(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg Registration
+	if err := json.Unmarshal(b, &reg); err != nil {
+		t.Fatal(err)
+	}
+	p, err := reg.Peer()
+	if err != nil || len(p.Routes) != 1 || !p.Routes[0].Hedge || p.Routes[0].HedgeAfter != 15*time.Millisecond {
+		t.Fatalf("peer %+v, %v", p, err)
+	}
+}

@@ -42,6 +42,10 @@ type Route struct {
 	TimeoutMS  int64  `json:"timeout_ms,omitempty"` // the deadline the service asks for; 0: the caller's default
 	Idempotent bool   `json:"idempotent,omitempty"` // safe to retry on another instance
 	GhostSafe  bool   `json:"ghost_safe,omitempty"` // may be copied to a ghost version
+	// Hedge: callers may send a second copy to another instance after
+	// HedgeAfterUS microseconds (0: the route's p95 as they measure it).
+	Hedge        bool  `json:"hedge,omitempty"`
+	HedgeAfterUS int64 `json:"hedge_after_us,omitempty"`
 }
 
 // RegistrationOf describes n as it registers: its service, incarnation,
@@ -51,7 +55,8 @@ func RegistrationOf(n *nanobus.Node) Registration {
 	reg := Registration{Service: p.Service, Node: fmt.Sprintf("%016x", n.ID()), Addr: p.Addr, Version: p.Version, Weight: p.Weight,
 		Protocol: p.Protocol}
 	for _, r := range p.Routes {
-		reg.Routes = append(reg.Routes, Route{Route: r.Name, TimeoutMS: r.Timeout.Milliseconds(), Idempotent: r.Idempotent, GhostSafe: r.GhostSafe})
+		reg.Routes = append(reg.Routes, Route{Route: r.Name, TimeoutMS: r.Timeout.Milliseconds(), Idempotent: r.Idempotent, GhostSafe: r.GhostSafe,
+			Hedge: r.Hedge, HedgeAfterUS: r.HedgeAfter.Microseconds()})
 	}
 	return reg
 }
@@ -80,6 +85,7 @@ func (r Route) parse() (nanobus.Route, error) {
 	nr.Timeout = time.Duration(r.TimeoutMS) * time.Millisecond
 	nr.Idempotent = r.Idempotent // as declared: the record is the truth
 	nr.GhostSafe = r.GhostSafe
+	nr.Hedge, nr.HedgeAfter = r.Hedge, time.Duration(r.HedgeAfterUS)*time.Microsecond
 	return nr, nil
 }
 

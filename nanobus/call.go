@@ -171,12 +171,25 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 		return nil, p.err // it did not go out: nothing to count
 	}
 	resp, err := (*Response)(nil), p.err
+	h := in.hedges[string(req.Route)] // nil unless the route hedges
 	if p.cl != nil {
-		resp, err = n.await(p.ctx, p.cl, p.deadline)
+		delay := time.Duration(0)
+		if h != nil {
+			delay = h.delay(in.routes[string(req.Route)].HedgeAfter)
+		}
+		if delay > 0 {
+			resp, err, in = p.hedge(h, delay, req)
+		} else {
+			resp, err = n.await(p.ctx, p.cl, p.deadline)
+		}
 	}
-	in.conn.inflight.Add(-1)
+	p.in.conn.inflight.Add(-1)
 	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
-		if in2, _, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
+		// A retry goes out while the budget lasts: instances that keep
+		// failing are not sent every call twice.
+		if !in.budget.allow() && err == ErrPeerLost {
+			n.stats.throttled.Add(1)
+		} else if in2, _, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
 			n.stats.retries.Add(1)
 			in = in2
 			resp, err = n.roundTrip(p.ctx, in.conn, req, p.deadline)
@@ -189,6 +202,12 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 		resp.Version = in.version
 	}
 	in.stats.record(took, status)
+	if err != context.Canceled {
+		in.budget.outcome(status == 0 || status >= 500)
+		if h != nil {
+			h.record(took, time.Now())
+		}
+	}
 	if p.ghost != nil {
 		p.ghost.live(resp, err, took)
 	}
@@ -260,49 +279,170 @@ func (n *Node) abandon(cl *call, why error) error {
 // await waits for the answer to cl until the deadline, or until ctx is
 // cancelled.
 func (n *Node) await(ctx context.Context, cl *call, deadline time.Time) (*Response, error) {
+	resp, err, _ := n.wait(ctx, cl, nil, deadline, time.Time{})
+	return resp, err
+}
+
+// errPatience is wait's word for "no answer yet, and the calls still wait".
+var errPatience = errors.New("nanobus: no answer yet")
+
+// wait waits for the first answer to a, or to b, a hedged copy of it when
+// not nil, until the deadline or until ctx is cancelled; with patience set,
+// only until then, returning errPatience with the calls still waiting. It
+// returns the answer and which call gave it (0: a, 1: b); the other call
+// is cancelled, and both are given back to their pool.
+func (n *Node) wait(ctx context.Context, a, b *call, deadline, patience time.Time) (*Response, error, int) {
 	n.stats.inFlight.Add(1)
 	defer n.stats.inFlight.Add(-1)
-	// The timer enforces the deadline; ctx.Done() adds cancellation. A
-	// handler's context needs no channel here: its deadline is the same
-	// and the node's closing fails every pending call anyway.
+	calls := [2]*call{a, b}
+	// The timer enforces the deadline. A handler's context (or one
+	// narrowed from it) cancels the calls made with it directly (watch),
+	// so they need no Done channel, which would cost it a timer; any
+	// other context is watched through Done.
 	var cancelled <-chan struct{}
-	if !deadlineOnly(ctx) {
+	hc := watcher(ctx)
+	if hc == nil {
 		cancelled = ctx.Done()
 	}
-	cl.timer.Reset(time.Until(deadline))
-	var gaveUp error
+	for _, cl := range calls {
+		if cl != nil && hc != nil && !hc.watch(cl.seq) {
+			n.cancelCall(cl.seq) // cancelled before it could be watched
+		}
+	}
+	var hedge <-chan time.Time
+	if !patience.IsZero() {
+		t := hedgeTimers.Get().(*time.Timer)
+		t.Reset(time.Until(patience))
+		defer func() { t.Stop(); hedgeTimers.Put(t) }()
+		hedge = t.C
+	}
+	var bDone <-chan struct{}
+	if b != nil {
+		bDone = b.done
+	}
+	a.timer.Reset(time.Until(deadline))
+	won, gaveUp := 0, error(nil)
 	select {
-	case <-cl.done:
-	case <-cl.timer.C:
+	case <-a.done:
+	case <-bDone:
+		won = 1
+	case <-a.timer.C:
 		gaveUp = ErrDeadline
 	case <-cancelled:
 		gaveUp = ctx.Err()
 		if gaveUp == context.DeadlineExceeded {
 			gaveUp = ErrDeadline
 		}
+	case <-hedge:
+		gaveUp = errPatience
 	}
-	cl.timer.Stop()
-	if gaveUp != nil {
-		if n.pending.take(cl.seq) == cl {
-			cl.conn = nil
-			callPool.Put(cl)
-			if gaveUp == ErrDeadline {
-				n.stats.timeouts.Add(1)
+	a.timer.Stop()
+	if hc != nil {
+		for _, cl := range calls {
+			if cl != nil {
+				hc.unwatch(cl.seq)
 			}
-			return nil, gaveUp
 		}
-		<-cl.done // completed while we gave up: use it
 	}
+	if gaveUp == errPatience {
+		return nil, errPatience, 0 // the calls wait on
+	}
+	if gaveUp != nil {
+		// Take both back; one answered meanwhile is used.
+		won = -1
+		for i, cl := range calls {
+			if cl == nil {
+				continue
+			}
+			if n.pending.take(cl.seq) == cl {
+				if gaveUp != ErrDeadline {
+					n.sendCancel(cl.conn, cl.seq) // the instance stops; at the deadline it stops by itself
+				}
+				n.recycle(cl)
+				calls[i] = nil
+			} else if won < 0 {
+				<-cl.done
+				won = i
+			} else {
+				<-cl.done // both answered: the second is dropped
+				cl.resp.Release()
+				n.recycle(cl)
+				calls[i] = nil
+			}
+		}
+		if won < 0 {
+			switch gaveUp {
+			case ErrDeadline:
+				n.stats.timeouts.Add(1)
+			default:
+				n.stats.cancelled.Add(1)
+			}
+			return nil, gaveUp, 0
+		}
+	}
+	if other := calls[1-won]; other != nil {
+		// The loser of a hedge: cancelled at the instance, or, if its
+		// answer came meanwhile, dropped.
+		if n.pending.take(other.seq) == other {
+			n.sendCancel(other.conn, other.seq)
+		} else {
+			<-other.done
+			other.resp.Release()
+		}
+		n.recycle(other)
+	}
+	cl := calls[won]
 	resp, err := cl.resp, cl.err
-	cl.resp, cl.err, cl.conn = nil, nil, nil
-	callPool.Put(cl)
+	n.recycle(cl)
 	switch err {
 	case nil:
 		n.stats.replies.Add(1)
 	case ErrPeerLost:
 		n.stats.peerLost.Add(1)
+	case context.Canceled:
+		n.stats.cancelled.Add(1)
 	}
-	return resp, err
+	return resp, err, won
+}
+
+var hedgeTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// recycle gives a finished call back to its pool.
+func (n *Node) recycle(cl *call) {
+	cl.resp, cl.err, cl.conn = nil, nil, nil
+	callPool.Put(cl)
+}
+
+// cancelCall cancels the call seq if it still waits: its waiter gets
+// context.Canceled, and the instance a cancel frame, so that its handler
+// stops too.
+func (n *Node) cancelCall(seq uint64) {
+	cl := n.pending.take(seq)
+	if cl == nil {
+		return // answered, or given up, already
+	}
+	c := cl.conn
+	cl.finish(nil, context.Canceled)
+	n.sendCancel(c, seq)
+}
+
+// sendCancel tells the instance at c to stop the call seq, if it knows
+// cancel frames. It is a hint: a cancel that cannot go out is dropped (the
+// deadline still bounds the work), and the call is over either way.
+func (n *Node) sendCancel(c *conn, seq uint64) {
+	if !c.speaks(wire.KindCancel) || !c.ready.Load() {
+		return
+	}
+	f := wire.Cancel{ID: wire.ID{Node: n.id, Seq: seq}}
+	m := mangos.NewMessage(f.Size())
+	m.Body, _ = wire.AppendCancel(m.Body[:0], &f)
+	if c.send(m) == nil {
+		n.stats.cancelsSent.Add(1)
+	}
 }
 
 // nextSeq is a new call's sequence number: a counter in the high half, so
@@ -413,7 +553,7 @@ type pendingCalls struct {
 	shards [64]struct {
 		sync.Mutex
 		m map[uint64]*call
-		_ [40]byte // keep shards on separate cache lines
+		_ [48]byte // with the mutex and the map pointer, a cache line: shards do not share one
 	}
 }
 

@@ -31,6 +31,7 @@ type conn struct {
 	// Config.MaxInFlight, kept below the socket's write queue so that
 	// mangos never drops a send for want of queue space.
 	inflight atomic.Int64
+	protocol atomic.Int32  // the wire protocol the peer announced
 	ready    atomic.Bool   // a pipe is attached: a send now goes somewhere
 	sent     atomic.Uint64 // messages handed to the socket
 	written  atomic.Uint64 // messages the transport has written (see optWritten)
@@ -240,6 +241,13 @@ func (c *conn) deliver(m *mangos.Message, _ func([]byte) error, _ *atomic.Int64)
 		n.misdirected(m, "a request on a connection this node dialed")
 	}
 	return true
+}
+
+// speaks reports whether the peer announced a protocol with frames of
+// kind k: a node of before would not decode them.
+func (c *conn) speaks(k wire.Kind) bool {
+	p := k.Protocol()
+	return p != 0 && p <= int(c.protocol.Load())
 }
 
 // queued is about how many messages wait in the socket's queues. The

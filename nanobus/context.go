@@ -3,35 +3,115 @@ package nanobus
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/terminator-gw/terminator/wire"
 )
 
-// handlerContext is the context a handler runs with. context.WithDeadline
-// would cost a timer, a channel and a goroutine-safe tree node per request
-// whether or not the handler looks; this one ends at the request's deadline
-// or when the node closes, and builds its Done channel only when a handler
-// asks for it. Calls made with it need no channel at all: their own timer
-// enforces the same deadline (see roundTrip).
+// lazyDone is the Done channel of the bus's own contexts, made only when
+// someone asks for it. context.WithDeadline would cost a timer, a channel
+// and a goroutine-safe tree node per request whether or not anyone looks;
+// the calls a handler makes need none of them (their own timer enforces
+// the deadline, and a cancelled handler cancels them directly: see watch).
+// Once made, the channel closes at the deadline or when parent ends, as
+// the context contract wants.
+type lazyDone struct {
+	mu    sync.Mutex
+	done  chan struct{}
+	err   error // why it ended; nil while it runs
+	timer *time.Timer
+	stop  func() bool // unregisters from parent
+}
+
+// channel returns the Done channel, making it (and what closes it) on
+// first use. end is the owner's end method.
+func (l *lazyDone) channel(parent context.Context, deadline time.Time, end func(error)) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done == nil {
+		l.done = make(chan struct{})
+		if l.err != nil {
+			close(l.done)
+			return l.done
+		}
+		l.timer = time.AfterFunc(time.Until(deadline), func() { end(context.DeadlineExceeded) })
+		l.stop = context.AfterFunc(parent, func() { end(context.Canceled) })
+	}
+	return l.done
+}
+
+// errOf is Err: what ended it, or, before anything did, whether the
+// deadline or the parent already has (nobody watches those until Done is
+// asked for).
+func (l *lazyDone) errOf(parent context.Context, deadline time.Time) error {
+	l.mu.Lock()
+	err, made := l.err, l.done != nil
+	l.mu.Unlock()
+	if err != nil || made {
+		return err
+	}
+	if parent.Err() != nil {
+		return context.Canceled
+	}
+	if !time.Now().Before(deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// end records err (the first call wins) and closes the channel if it was
+// made. It reports whether this call ended it.
+func (l *lazyDone) end(err error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return false
+	}
+	l.err = err
+	if l.done != nil {
+		close(l.done)
+		l.timer.Stop()
+		l.stop()
+	}
+	return true
+}
+
+// handlerContext is the context a handler runs with. It ends at the
+// request's deadline, when the asker cancels the request (a cancel frame),
+// when the handler returns, or when the node closes. Ended by a cancel,
+// it cancels the calls made with it that still wait, hop by hop.
 type handlerContext struct {
+	lazyDone
 	deadline time.Time
-	node     context.Context
+	bus      *Node
 	labels   string // the request's labels, for the calls it makes
 	ghost    bool   // the request is a ghost copy: so are the calls it makes
 
-	mu    sync.Mutex
-	done  chan struct{}
-	err   error
-	timer *time.Timer
-	stop  func() bool // unregisters from node
+	// calls holds the sequence numbers of the calls made with this context
+	// that wait for their answers (under mu). A sequence number, not the
+	// call: a call is pooled, and one that finished may be someone else's
+	// by the time a cancel looks.
+	calls  []uint64
+	inline [4]uint64
+
+	// byAsker: a cancel frame ended it. Nobody waits for the reply then.
+	byAsker atomic.Bool
 }
 
-func newHandlerContext(node context.Context, deadline time.Time) *handlerContext {
-	return &handlerContext{deadline: deadline, node: node}
+func newHandlerContext(n *Node) *handlerContext {
+	c := &handlerContext{bus: n}
+	c.calls = c.inline[:0]
+	return c
 }
 
 func (c *handlerContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *handlerContext) Done() <-chan struct{} {
+	return c.channel(c.bus.ctx, c.deadline, c.end)
+}
+
+func (c *handlerContext) Err() error { return c.errOf(c.bus.ctx, c.deadline) }
 
 // handlerKey finds the handlerContext under contexts a handler derives
 // from it (context.WithTimeout(ctx, ...)).
@@ -41,7 +121,7 @@ func (c *handlerContext) Value(key any) any {
 	if key == (handlerKey{}) {
 		return c
 	}
-	return c.node.Value(key)
+	return c.bus.ctx.Value(key)
 }
 
 // handlerContextOf returns the context of the request being handled that
@@ -65,57 +145,64 @@ func (c *handlerContext) inherit(req *wire.Request) {
 	}
 }
 
-func (c *handlerContext) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
-			return c.done
-		}
-		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.end(context.DeadlineExceeded) })
-		c.stop = context.AfterFunc(c.node, func() { c.end(context.Canceled) })
-	}
-	return c.done
-}
-
-func (c *handlerContext) Err() error {
-	c.mu.Lock()
-	err := c.err
-	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if c.node.Err() != nil {
-		return context.Canceled
-	}
-	if !time.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
-	}
-	return nil
-}
-
-// end ends the context with err (first call wins).
+// end ends the context with err. Ended by a cancel (the asker's, or the
+// handler returning), it cancels the calls made with it that still wait.
 func (c *handlerContext) end(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
+	if !c.lazyDone.end(err) || err != context.Canceled {
 		return
 	}
-	c.err = err
-	if c.done != nil {
-		close(c.done)
-		c.timer.Stop()
-		c.stop()
+	c.mu.Lock()
+	calls := c.calls
+	c.calls = nil // watch refuses from now on
+	c.mu.Unlock()
+	for _, seq := range calls {
+		c.bus.cancelCall(seq)
 	}
+}
+
+// cancel ends c for a cancel frame from the asker. It reports whether c
+// was still running.
+func (c *handlerContext) cancel() bool {
+	if c.Err() != nil {
+		return false
+	}
+	c.byAsker.Store(true)
+	c.end(context.Canceled)
+	return true
+}
+
+// watch records a call made with c, so that cancelling c cancels it. It
+// reports false when c was cancelled already: the call is to be cancelled
+// by its maker.
+func (c *handlerContext) watch(seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == context.Canceled {
+		return false
+	}
+	c.calls = append(c.calls, seq)
+	return true
+}
+
+// unwatch forgets a call that is over.
+func (c *handlerContext) unwatch(seq uint64) {
+	c.mu.Lock()
+	for i, s := range c.calls {
+		if s == seq {
+			last := len(c.calls) - 1
+			c.calls[i] = c.calls[last]
+			c.calls = c.calls[:last]
+			break
+		}
+	}
+	c.mu.Unlock()
 }
 
 // WithDeadline returns a context that ends at d or when ctx ends, whichever
-// is first: context.WithDeadline for the calls a handler makes, without
-// its timer and goroutine. Calls made with it enforce d with their own
-// timer; its Done is ctx's, so code that waits on Done alone sees the
-// earlier deadline only through Err.
+// is first: context.WithDeadline for the calls a handler makes, without a
+// timer or goroutine unless its Done is asked for. Calls made with it
+// enforce d with their own timer and are cancelled with the handler's
+// context.
 func WithDeadline(ctx context.Context, d time.Time) context.Context {
 	if cur, ok := ctx.Deadline(); ok && !d.Before(cur) {
 		return ctx
@@ -125,31 +212,33 @@ func WithDeadline(ctx context.Context, d time.Time) context.Context {
 
 type narrowContext struct {
 	context.Context
+	lazyDone
 	deadline time.Time
 }
 
 func (c *narrowContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
+func (c *narrowContext) Done() <-chan struct{} {
+	return c.channel(c.Context, c.deadline, func(err error) { c.end(err) })
+}
+
 func (c *narrowContext) Err() error {
 	if err := c.Context.Err(); err != nil {
 		return err
 	}
-	if !time.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
-	}
-	return nil
+	return c.errOf(c.Context, c.deadline)
 }
 
-// deadlineOnly reports whether ctx can end only at its deadline or when the
-// node closes: then a call need not watch its Done channel (its timer and
-// Close cover both), which for a handler's context would build the channel
-// and a timer for nothing.
-func deadlineOnly(ctx context.Context) bool {
+// watcher returns the handler context a call made with ctx is cancelled
+// with, when ctx can end in no other way than its deadline or that
+// handler context's end: then the call need not wait on ctx's Done, which
+// would make its channel and a timer for nothing. Otherwise nil.
+func watcher(ctx context.Context) *handlerContext {
 	switch c := ctx.(type) {
 	case *handlerContext:
-		return true
+		return c
 	case *narrowContext:
-		return deadlineOnly(c.Context)
+		return watcher(c.Context)
 	}
-	return false
+	return nil
 }

@@ -19,3 +19,17 @@ func Speaks(n *Node, service, addr string, k wire.Kind) bool {
 	}
 	return false
 }
+
+// RunningIDs lists the IDs of the requests n is serving.
+func RunningIDs(n *Node) []wire.ID {
+	var out []wire.ID
+	for i := range n.running.shards {
+		s := &n.running.shards[i]
+		s.Lock()
+		for k := range s.m {
+			out = append(out, k.id)
+		}
+		s.Unlock()
+	}
+	return out
+}

@@ -165,6 +165,7 @@ type Node struct {
 
 	seq     atomic.Uint64 // calls made: the high half of each call's sequence number
 	pending pendingCalls
+	running runningRequests
 	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (optWritten)
 	stats   counters
 	badLog  rate.Sometimes // malformed input
@@ -174,6 +175,8 @@ type Node struct {
 	conns     map[string]*conn // remote address -> our dialed socket to it
 	policies  map[string]*Policy
 	callStats map[[2]string]*callStats // (service, version) -> calls made to it
+	hedging   map[[2]string]*hedging   // (service, route) -> a hedged route's latency and counts
+	budgets   map[string]*budget       // service -> its retry budget
 	services  atomic.Pointer[map[string]*service]
 
 	ghosts     atomic.Int64 // ghost copies in flight
@@ -219,6 +222,7 @@ func NewNode(cfg Config) (*Node, error) {
 		log:      cfg.Logger.With("node", cfg.Service),
 		id:       binary.BigEndian.Uint64(idb[:]) | 1, // never 0
 		conns:    map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
+		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.services.Store(&map[string]*service{})
@@ -387,7 +391,9 @@ func (n *Node) Stats() Stats {
 type job struct {
 	m     *mangos.Message
 	reply func([]byte) error // writes on the asker's pipe, and no other
-	share *atomic.Int64      // handlers at work for that pipe
+	share *atomic.Int64      // handlers at work for that pipe; also names the pipe
+	id    wire.ID
+	ctx   *handlerContext // what the handler will run with; a cancel can end it before it starts
 }
 
 // deliver takes one message received on the listener: a request goes to a
@@ -419,7 +425,16 @@ func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomi
 			m.Free()
 			return true
 		}
-		j := job{m: m, reply: reply, share: share}
+		// The request is cancellable from now on: a cancel frame read
+		// right after it must find it, though no worker took it yet.
+		_, id, err := wire.PrefixOf(m.Body)
+		if err != nil {
+			n.serving.Add(-1)
+			n.malformed(m, err)
+			return true
+		}
+		j := job{m: m, reply: reply, share: share, id: id, ctx: newHandlerContext(n)}
+		n.running.add(share, id, j.ctx)
 		select {
 		case n.work <- j: // an idle worker takes it
 		default:
@@ -428,7 +443,7 @@ func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomi
 	case err != nil || kind.Protocol() > n.protocol:
 		n.unknownKind(m, reply, err)
 	case kind == wire.KindCancel:
-		n.cancelled(m)
+		n.cancelled(m, share)
 	case kind == wire.KindEvent:
 		n.event(m, reply)
 	default:
@@ -453,16 +468,20 @@ func (n *Node) unknownKind(m *mangos.Message, reply func([]byte) error, err erro
 	n.answerError(reply, id, wire.CodeUnknownKind, "unknown frame kind")
 }
 
-// cancelled takes a cancel frame. No handler is stopped by one yet: a
-// cancel, for a call this node runs or not, is counted and that is all.
-func (n *Node) cancelled(m *mangos.Message) {
+// cancelled takes a cancel frame: the handler of the call it names, if it
+// still runs, sees its context end with context.Canceled, and so do the
+// calls it made. Only the connection a request came on can cancel it.
+func (n *Node) cancelled(m *mangos.Message, share *atomic.Int64) {
 	var c wire.Cancel
 	if err := wire.DecodeCancel(m.Body, &c); err != nil {
 		n.malformed(m, err) // a cancel is never answered
 		return
 	}
-	n.stats.cancels.Add(1)
 	m.Free()
+	n.stats.cancels.Add(1)
+	if hc := n.running.get(share, c.ID); hc != nil && hc.cancel() {
+		n.stats.handlersCancelled.Add(1)
+	}
 }
 
 // event takes an event frame. A node has no event handlers yet: the event

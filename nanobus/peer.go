@@ -42,7 +42,9 @@ type instance struct {
 	version  string
 	protocol int // the wire protocol it announced, at least 1
 	routes   map[string]Route
-	stats    *callStats // calls to this service's instances of this version
+	stats    *callStats          // calls to this service's instances of this version
+	budget   *budget             // the service's retry budget
+	hedges   map[string]*hedging // the service's hedged routes
 }
 
 // speaks reports whether the instance knows frames of kind k. A sender of
@@ -204,11 +206,18 @@ func (n *Node) AddPeer(p Peer) {
 // newInstance is p on conn c. Called with n.mu held.
 func (n *Node) newInstance(c *conn, p Peer) instance {
 	in := instance{conn: c, weight: int64(max(p.Weight, 1)), version: p.Version, protocol: max(p.Protocol, 1),
-		stats: n.callStatsFor(p.Service, p.Version)}
+		stats: n.callStatsFor(p.Service, p.Version), budget: n.budgetFor(p.Service)}
+	c.protocol.Store(int32(in.protocol))
 	if len(p.Routes) > 0 {
 		in.routes = make(map[string]Route, len(p.Routes))
 		for _, r := range p.Routes {
 			in.routes[r.Name] = r
+			if r.Hedge && r.Idempotent {
+				if in.hedges == nil {
+					in.hedges = map[string]*hedging{}
+				}
+				in.hedges[r.Name] = n.hedgingFor(p.Service, r.Name)
+			}
 		}
 	}
 	return in

@@ -28,6 +28,12 @@ type Route struct {
 	// under test even though the route is not idempotent: the handler
 	// skips its side effects when Request.Ghost is set.
 	GhostSafe bool `json:"ghost_safe,omitempty"`
+	// Hedge says callers may send a second copy of a request to another
+	// instance when the first is slow (see the Hedge option), after
+	// HedgeAfter, or after the route's p95 as the caller measures it when
+	// HedgeAfter is 0. Only an idempotent route hedges.
+	Hedge      bool          `json:"hedge,omitempty"`
+	HedgeAfter time.Duration `json:"hedge_after_ns,omitempty"`
 }
 
 // Public reports whether the route is served to HTTP clients.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
@@ -79,6 +80,9 @@ func (n *Node) Handle(name string, h Handler, opts ...RouteOption) error {
 	if r.Timeout < 0 || r.Timeout > maxDeadline {
 		return fmt.Errorf("route %q: timeout %v: want 0 to %v", name, r.Timeout, maxDeadline)
 	}
+	if r.Hedge && (!r.Idempotent || r.HedgeAfter < 0 || r.HedgeAfter > maxDeadline) {
+		return fmt.Errorf("route %q: hedging needs an idempotent route and a delay of 0 to %v", name, maxDeadline)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	old := *n.routes.Load()
@@ -112,6 +116,7 @@ func (n *Node) serve(j job) {
 	n.stats.serving.Add(1)
 	defer n.stats.serving.Add(-1)
 	defer j.m.Free() // after the reply is encoded: its body may point into m
+	defer n.running.remove(j.share, j.id, j.ctx)
 
 	req := requestPool.Get().(*Request)
 	defer func() { *req = Request{}; requestPool.Put(req) }()
@@ -120,12 +125,13 @@ func (n *Node) serve(j job) {
 		// rather than waiting out its deadline.
 		n.stats.malformed.Add(1)
 		warnSometimes(&n.badLog, n.log, "malformed request answered", "size", len(j.m.Body), "err", err)
-		if _, id, perr := wire.PrefixOf(j.m.Body); perr == nil {
-			n.answerError(j.reply, id, wire.CodeMalformed, "request does not decode")
-		}
+		n.answerError(j.reply, j.id, wire.CodeMalformed, "request does not decode")
 		return
 	}
 	n.stats.requests.Add(1)
+	if j.ctx.byAsker.Load() {
+		return // cancelled while it waited for a worker: the asker has gone
+	}
 	rt, deadline, ok := n.admit(j, req)
 	if !ok {
 		return
@@ -185,17 +191,24 @@ func (n *Node) admit(j job, req *Request) (rt *route, deadline time.Time, ok boo
 
 // answer runs the handler of an admitted request and sends its reply.
 func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
-	ctx := newHandlerContext(n.ctx, deadline)
+	ctx := j.ctx
+	ctx.deadline = deadline // before the handler, the only one to read it, runs
 	if len(req.Labels) > 0 {
 		ctx.labels = string(req.Labels)
 	}
 	ctx.ghost = req.Flags&wire.FlagGhost != 0
 	start := time.Now()
 	rep, err := n.run(ctx, rt, req)
-	ctx.end(context.Canceled) // like a CancelFunc: the handler is done
+	ctx.end(context.Canceled) // like a CancelFunc: the handler is done, and so are the calls it left
 	now := time.Now()
 	if lim := n.cfg.Limiter; lim != nil {
 		lim.Release(now.Sub(start)) // a panic in the handler is an error by now (run)
+	}
+	if ctx.byAsker.Load() {
+		// The asker cancelled: it waits for no reply, and the handler's
+		// answer (context.Canceled, as a rule) is no error of the route.
+		rt.stats.cancelled.Add(1)
+		return
 	}
 	if err != nil {
 		st := StatusOf(err)
@@ -314,3 +327,54 @@ var jsonHeader = func() (h wire.Headers) {
 	h.Add("Content-Type", "application/json")
 	return h
 }()
+
+// runningRequests finds the handler context of a request being served by
+// the pipe it came on and its ID, for cancel frames. Keyed by the pipe
+// too, so that no peer cancels another's request; sharded, as pending is.
+type runningRequests struct {
+	shards [64]runningShard
+}
+
+type runningShard struct {
+	sync.Mutex
+	m map[runningKey]*handlerContext
+	_ [48]byte // with the mutex and the map pointer, a cache line
+}
+
+type runningKey struct {
+	pipe *atomic.Int64 // the pipe's handler count: one per pipe
+	id   wire.ID
+}
+
+func (r *runningRequests) shard(id wire.ID) *runningShard {
+	return &r.shards[id.Seq%uint64(len(r.shards))]
+}
+
+func (r *runningRequests) add(pipe *atomic.Int64, id wire.ID, hc *handlerContext) {
+	s := r.shard(id)
+	s.Lock()
+	if s.m == nil {
+		s.m = map[runningKey]*handlerContext{}
+	}
+	s.m[runningKey{pipe, id}] = hc
+	s.Unlock()
+}
+
+func (r *runningRequests) get(pipe *atomic.Int64, id wire.ID) *handlerContext {
+	s := r.shard(id)
+	s.Lock()
+	hc := s.m[runningKey{pipe, id}]
+	s.Unlock()
+	return hc
+}
+
+// remove forgets hc's request, unless the entry is another's (a peer
+// that reused an ID).
+func (r *runningRequests) remove(pipe *atomic.Int64, id wire.ID, hc *handlerContext) {
+	s := r.shard(id)
+	s.Lock()
+	if k := (runningKey{pipe, id}); s.m[k] == hc {
+		delete(s.m, k)
+	}
+	s.Unlock()
+}

@@ -23,6 +23,9 @@ type Stats struct {
 	PeerLost       uint64 // calls failed because their connection dropped
 	Refused        uint64 // calls answered by an error frame (busy, expired, no route...)
 	Retries        uint64 // idempotent calls retried on another instance after a lost peer
+	Throttled      uint64 // retries not made: the service's retry budget was spent (its instances fail)
+	Cancelled      uint64 // calls given up because their context was cancelled (the client left, a hedge lost...)
+	CancelsSent    uint64 // cancel frames sent, so that the instance stops too
 	LateReplies    uint64 // replies for calls already finished (timed out, failed, duplicate)
 	StaleReplies   uint64 // replies addressed to an earlier life of this node
 	UnknownReplies uint64 // replies for calls this node never made
@@ -32,16 +35,17 @@ type Stats struct {
 	InFlight       int64  // calls waiting for a reply now
 
 	// Service side.
-	Requests         uint64 // requests received
-	Handled          uint64 // requests answered by a handler
-	HandlerErrors    uint64 // handlers that returned a non-status error or panicked (answered 500)
-	ExpiredOnArrival uint64 // requests dropped before the handler: deadline already passed
-	ExpiredInHandler uint64 // replies dropped: the deadline passed while the handler ran
-	NoRoute          uint64 // requests for a route with no handler, and events (no node handles events yet)
-	Cancels          uint64 // cancel frames received (none stops a handler yet: each is counted, no more)
-	Overload         uint64 // requests refused: the asker over its in-flight bound, or the node over its handler bound
-	Undeliverable    uint64 // replies dropped: the asker's connection was gone
-	Serving          int64  // handlers running now
+	Requests          uint64 // requests received
+	Handled           uint64 // requests answered by a handler
+	HandlerErrors     uint64 // handlers that returned a non-status error or panicked (answered 500)
+	ExpiredOnArrival  uint64 // requests dropped before the handler: deadline already passed
+	ExpiredInHandler  uint64 // replies dropped: the deadline passed while the handler ran
+	NoRoute           uint64 // requests for a route with no handler, and events (no node handles events yet)
+	Cancels           uint64 // cancel frames received
+	HandlersCancelled uint64 // handlers whose context a cancel frame ended (or that it spared from starting)
+	Overload          uint64 // requests refused: the asker over its in-flight bound, or the node over its handler bound
+	Undeliverable     uint64 // replies dropped: the asker's connection was gone
+	Serving           int64  // handlers running now
 
 	// Both.
 	Malformed uint64 // frames that did not decode (a request whose prefix read is answered with an error frame)
@@ -66,6 +70,7 @@ type counters struct {
 	noRoute, overload, undeliverable, malformed                          atomic.Uint64
 	connsRefused, frameTimeouts, idleClosed, bufferRefused               atomic.Uint64
 	tooLong, badHeader, tlsRefused, unknownKinds, cancels                atomic.Uint64
+	throttled, cancelled, cancelsSent, handlersCancelled                 atomic.Uint64
 	inFlight, serving                                                    atomic.Int64
 }
 
@@ -84,6 +89,8 @@ func (c *counters) snapshot() Stats {
 		IdleClosed: c.idleClosed.Load(), BufferRefused: c.bufferRefused.Load(),
 		TooLong: c.tooLong.Load(), BadHeader: c.badHeader.Load(), TLSRefused: c.tlsRefused.Load(),
 		UnknownKinds: c.unknownKinds.Load(), Cancels: c.cancels.Load(),
+		Throttled: c.throttled.Load(), Cancelled: c.cancelled.Load(), CancelsSent: c.cancelsSent.Load(),
+		HandlersCancelled: c.handlersCancelled.Load(),
 	}
 }
 
@@ -94,6 +101,7 @@ type RouteStats struct {
 	Requests       uint64        `json:"requests"`             // requests the handler ran for
 	Errors         uint64        `json:"errors"`               // answered 5xx
 	ClientErrors   uint64        `json:"client_errors"`        // answered 4xx
+	Cancelled      uint64        `json:"cancelled"`            // cancelled by their asker (the client left, a hedge lost): not answered
 	LastError      string        `json:"last_error,omitempty"` // the last 5xx's error
 	ProcessingTime time.Duration `json:"processing_time_ns"`   // handler time in all
 	AverageTime    time.Duration `json:"average_processing_time_ns"`
@@ -103,6 +111,7 @@ type RouteStats struct {
 
 type routeCounters struct {
 	requests, errors, clientErrors atomic.Uint64
+	cancelled                      atomic.Uint64 // handlers their asker cancelled: no reply went out
 	nanos                          atomic.Int64
 	hist                           histogram
 	lastErr                        atomic.Pointer[string]
@@ -132,7 +141,7 @@ func (n *Node) RouteStats() []RouteStats {
 	for _, r := range m {
 		c := &r.stats
 		s := RouteStats{Route: r.Name, Requests: c.requests.Load(), Errors: c.errors.Load(),
-			ClientErrors: c.clientErrors.Load(), ProcessingTime: time.Duration(c.nanos.Load())}
+			ClientErrors: c.clientErrors.Load(), Cancelled: c.cancelled.Load(), ProcessingTime: time.Duration(c.nanos.Load())}
 		if s.Requests > 0 {
 			s.AverageTime = s.ProcessingTime / time.Duration(s.Requests)
 		}

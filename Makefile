@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeEventAck -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeEnd -fuzztime $(FUZZTIME)
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeCredit -fuzztime $(FUZZTIME)
 
 ## bench-bus: wire and nanobus micro-benchmarks
 bench-bus:

@@ -46,6 +46,7 @@ type Route struct {
 	// HedgeAfterUS microseconds (0: the route's p95 as they measure it).
 	Hedge        bool  `json:"hedge,omitempty"`
 	HedgeAfterUS int64 `json:"hedge_after_us,omitempty"`
+	Stream       bool  `json:"stream,omitempty"` // answers with a stream of chunks
 }
 
 // RegistrationOf describes n as it registers: its service, incarnation,
@@ -56,7 +57,7 @@ func RegistrationOf(n *nanobus.Node) Registration {
 		Protocol: p.Protocol}
 	for _, r := range p.Routes {
 		reg.Routes = append(reg.Routes, Route{Route: r.Name, TimeoutMS: r.Timeout.Milliseconds(), Idempotent: r.Idempotent, GhostSafe: r.GhostSafe,
-			Hedge: r.Hedge, HedgeAfterUS: r.HedgeAfter.Microseconds()})
+			Hedge: r.Hedge, HedgeAfterUS: r.HedgeAfter.Microseconds(), Stream: r.Stream})
 	}
 	return reg
 }
@@ -86,6 +87,7 @@ func (r Route) parse() (nanobus.Route, error) {
 	nr.Idempotent = r.Idempotent // as declared: the record is the truth
 	nr.GhostSafe = r.GhostSafe
 	nr.Hedge, nr.HedgeAfter = r.Hedge, time.Duration(r.HedgeAfterUS)*time.Microsecond
+	nr.Stream = r.Stream
 	return nr, nil
 }
 

@@ -45,6 +45,11 @@ type call struct {
 	timer *time.Timer   // fires at the deadline
 	resp  *Response
 	err   error
+
+	// A stream call's chunks, in order, up to its credit; nil for a plain
+	// call. ended is the chunk count its end frame gave.
+	chunks chan *mangos.Message
+	ended  uint32
 }
 
 // Calls are pooled with their channel and timer: a round trip then
@@ -228,7 +233,18 @@ func (n *Node) roundTrip(ctx context.Context, c *conn, req *wire.Request, deadli
 // dispatch encodes req with a new correlation ID and hands it to c. The
 // returned call waits in pending for its answer (see await).
 func (n *Node) dispatch(c *conn, req *wire.Request) (*call, error) {
+	return n.dispatchCall(c, req, nil)
+}
+
+// dispatchStream is dispatch for a stream call: its chunks will queue up
+// to the stream's first credit.
+func (n *Node) dispatchStream(c *conn, req *wire.Request) (*call, error) {
+	return n.dispatchCall(c, req, make(chan *mangos.Message, streamWindow))
+}
+
+func (n *Node) dispatchCall(c *conn, req *wire.Request, chunks chan *mangos.Message) (*call, error) {
 	cl := callPool.Get().(*call)
+	cl.chunks = chunks
 	cl.seq = n.nextSeq()
 	cl.conn = c
 	cl.gen = c.gen.Load()
@@ -238,8 +254,7 @@ func (n *Node) dispatch(c *conn, req *wire.Request) (*call, error) {
 	var err error
 	if m.Body, err = wire.AppendRequest(m.Body[:0], req); err != nil {
 		m.Free()
-		cl.conn = nil
-		callPool.Put(cl)
+		n.recycle(cl)
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
 	// Register before checking readiness: a pipe lost after this check
@@ -265,8 +280,7 @@ func (n *Node) abandon(cl *call, why error) error {
 		<-cl.done // the pipe-loss handler (or Close) failed it already
 		why = cl.err
 	}
-	cl.resp, cl.err, cl.conn = nil, nil, nil
-	callPool.Put(cl)
+	n.recycle(cl)
 	switch why {
 	case ErrPeerLost:
 		n.stats.peerLost.Add(1)
@@ -413,7 +427,7 @@ var hedgeTimers = sync.Pool{New: func() any {
 
 // recycle gives a finished call back to its pool.
 func (n *Node) recycle(cl *call) {
-	cl.resp, cl.err, cl.conn = nil, nil, nil
+	cl.resp, cl.err, cl.conn, cl.chunks, cl.ended = nil, nil, nil, nil, 0
 	callPool.Put(cl)
 }
 
@@ -493,33 +507,71 @@ func (n *Node) completeError(c *conn, m *mangos.Message) {
 	m.Free()
 }
 
-// unclaimed takes an answer of a kind no call of this node waits for yet
-// (an event ack, a chunk, an end): checked, then counted as stale or
-// unknown, as a reply for no call is.
-func (n *Node) unclaimed(m *mangos.Message, kind wire.Kind) {
-	var id wire.ID
-	var err error
-	switch kind {
-	case wire.KindEventAck:
-		var a wire.EventAck
-		err, id = wire.DecodeEventAck(m.Body, &a), a.ID
-	case wire.KindChunk:
-		var c wire.Chunk
-		err, id = wire.DecodeChunk(m.Body, &c), c.ID
-	default:
-		var e wire.End
-		err, id = wire.DecodeEnd(m.Body, &e), e.ID
-	}
-	if err != nil {
+// unclaimed takes an event ack: no call of this node waits for one yet.
+// It is checked, then counted as stale or unknown, as a reply for no call
+// is.
+func (n *Node) unclaimed(m *mangos.Message) {
+	var a wire.EventAck
+	if err := wire.DecodeEventAck(m.Body, &a); err != nil {
 		n.malformed(m, err)
 		return
 	}
 	m.Free()
-	if id.Node != n.id {
+	if a.ID.Node != n.id {
 		n.stats.staleReplies.Add(1)
 	} else {
 		n.stats.unknownReplies.Add(1)
 	}
+}
+
+// completeChunk queues a chunk that arrived on c for the stream call it
+// belongs to. An instance that sends past the credit it was given breaks
+// the stream: the call fails as malformed.
+func (n *Node) completeChunk(c *conn, m *mangos.Message) {
+	var ch wire.Chunk
+	if err := wire.DecodeChunk(m.Body, &ch); err != nil {
+		n.malformed(m, err)
+		return
+	}
+	if ch.ID.Node != n.id {
+		n.stats.staleReplies.Add(1)
+		m.Free()
+		return
+	}
+	switch n.pending.push(c, ch.ID.Seq, m) {
+	case pushed:
+	case pushOther:
+		n.stats.misdirected.Add(1)
+		m.Free()
+	case pushFull:
+		n.stats.malformed.Add(1)
+		m.Free()
+		if cl, _ := n.pending.takeFrom(c, ch.ID.Seq); cl != nil {
+			cl.finish(nil, fmt.Errorf("%w: the stream sent past its credit", ErrMalformed))
+		}
+	default:
+		n.stats.lateReplies.Add(1) // a stream given up, or a chunk for a plain call
+		m.Free()
+	}
+}
+
+// completeEnd ends the stream call an end frame that arrived on c closes.
+func (n *Node) completeEnd(c *conn, m *mangos.Message) {
+	var e wire.End
+	err := wire.DecodeEnd(m.Body, &e)
+	if err != nil {
+		n.malformed(m, err)
+		return
+	}
+	if cl := n.claim(c, e.ID); cl != nil {
+		cl.ended = e.Chunks
+		err = errStreamEnd
+		if e.Status != 0 {
+			err = &StatusError{Status: e.Status, Message: string(e.Message)}
+		}
+		cl.finish(nil, err)
+	}
+	m.Free()
 }
 
 // claim takes the call an answer that arrived on c is for out of pending,
@@ -594,6 +646,34 @@ func (p *pendingCalls) takeFrom(c *conn, seq uint64) (cl *call, other bool) {
 	}
 	s.Unlock()
 	return cl, other
+}
+
+// What push did with a chunk.
+const (
+	pushNone  = iota // no call seq waits
+	pushed           // queued for its stream
+	pushOther        // call seq went out on another conn: left alone
+	pushFull         // the stream's queue is full: its instance broke the credit
+)
+
+// push queues m for the stream call seq, if it went out on c.
+func (p *pendingCalls) push(c *conn, seq uint64, m *mangos.Message) int {
+	s := &p.shards[seq%64]
+	s.Lock()
+	defer s.Unlock()
+	cl := s.m[seq]
+	switch {
+	case cl == nil || cl.chunks == nil:
+		return pushNone
+	case cl.conn != c:
+		return pushOther
+	}
+	select {
+	case cl.chunks <- m:
+		return pushed
+	default:
+		return pushFull
+	}
 }
 
 func (p *pendingCalls) takeConn(conn *conn, gen uint64) []*call {

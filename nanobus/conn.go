@@ -211,10 +211,11 @@ func (c *conn) send(m *mangos.Message) error {
 	return nil
 }
 
-// deliver takes what arrives on this conn: answers to our calls. A request,
-// cancel or event has no business here (peers send theirs on the
-// connections they dial). Acks, chunks and ends answer nothing this node
-// sends yet: they are counted as unknown answers. A kind this node does not
+// deliver takes what arrives on this conn: answers to our calls (replies,
+// errors, the chunks and ends of streams). A request, cancel, credit or
+// event has no business here (peers send theirs on the connections they
+// dial). Event acks answer nothing this node sends yet: they are counted
+// as unknown answers. A kind this node does not
 // know is counted and dropped: answering it would reach the peer's
 // listener, where no answer belongs.
 func (c *conn) deliver(m *mangos.Message, _ func([]byte) error, _ *atomic.Int64) bool {
@@ -231,9 +232,12 @@ func (c *conn) deliver(m *mangos.Message, _ func([]byte) error, _ *atomic.Int64)
 		n.completeReply(c, m)
 	case kind == wire.KindError:
 		n.completeError(c, m)
-	case err == nil && kind.Protocol() <= n.protocol &&
-		(kind == wire.KindEventAck || kind == wire.KindChunk || kind == wire.KindEnd):
-		n.unclaimed(m, kind)
+	case err == nil && kind.Protocol() <= n.protocol && kind == wire.KindChunk:
+		n.completeChunk(c, m)
+	case err == nil && kind.Protocol() <= n.protocol && kind == wire.KindEnd:
+		n.completeEnd(c, m)
+	case err == nil && kind.Protocol() <= n.protocol && kind == wire.KindEventAck:
+		n.unclaimed(m)
 	case err == nil && kind.Protocol() > n.protocol, errors.Is(err, wire.ErrKind):
 		n.stats.unknownKinds.Add(1)
 		m.Free()

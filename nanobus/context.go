@@ -97,6 +97,8 @@ type handlerContext struct {
 
 	// byAsker: a cancel frame ended it. Nobody waits for the reply then.
 	byAsker atomic.Bool
+	// stream is the writer of a stream route's handler, for credit frames.
+	stream atomic.Pointer[StreamWriter]
 }
 
 func newHandlerContext(n *Node) *handlerContext {

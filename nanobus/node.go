@@ -444,6 +444,8 @@ func (n *Node) deliver(m *mangos.Message, reply func([]byte) error, share *atomi
 		n.unknownKind(m, reply, err)
 	case kind == wire.KindCancel:
 		n.cancelled(m, share)
+	case kind == wire.KindCredit:
+		n.credited(m, share)
 	case kind == wire.KindEvent:
 		n.event(m, reply)
 	default:

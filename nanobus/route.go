@@ -34,6 +34,9 @@ type Route struct {
 	// HedgeAfter is 0. Only an idempotent route hedges.
 	Hedge      bool          `json:"hedge,omitempty"`
 	HedgeAfter time.Duration `json:"hedge_after_ns,omitempty"`
+	// Stream says the route answers with a stream of chunks
+	// (HandleStream): call it with Node.Stream.
+	Stream bool `json:"stream,omitempty"`
 }
 
 // Public reports whether the route is served to HTTP clients.

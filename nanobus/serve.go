@@ -54,7 +54,8 @@ func (r *Request) PathValue(name string) string {
 type route struct {
 	Route
 	handler  Handler
-	segments []string // the pattern split on '/', for PathValue
+	stream   StreamHandler // instead of handler, for a stream route
+	segments []string      // the pattern split on '/', for PathValue
 	stats    routeCounters
 }
 
@@ -67,12 +68,16 @@ var requestPool = sync.Pool{New: func() any { return new(Request) }}
 // error. Register every route before the node is announced (discovery
 // publishes the routes it has then).
 func (n *Node) Handle(name string, h Handler, opts ...RouteOption) error {
+	if h == nil {
+		return fmt.Errorf("route %q: nil handler", name)
+	}
+	return n.handle(name, &route{handler: h}, opts)
+}
+
+func (n *Node) handle(name string, rt *route, opts []RouteOption) error {
 	r, err := ParseRoute(name)
 	if err != nil {
 		return err
-	}
-	if h == nil {
-		return fmt.Errorf("route %q: nil handler", name)
 	}
 	for _, o := range opts {
 		o(&r)
@@ -93,7 +98,8 @@ func (n *Node) Handle(name string, h Handler, opts ...RouteOption) error {
 	for k, v := range old {
 		next[k] = v
 	}
-	next[name] = &route{Route: r, handler: h, segments: r.Segments()}
+	rt.Route, rt.segments = r, r.Segments()
+	next[name] = rt
 	n.routes.Store(&next)
 	return nil
 }
@@ -198,7 +204,18 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	}
 	ctx.ghost = req.Flags&wire.FlagGhost != 0
 	start := time.Now()
-	rep, err := n.run(ctx, rt, req)
+	var rep Reply
+	var err error
+	var w *StreamWriter
+	switch {
+	case rt.stream == nil:
+		rep, err = n.run(ctx, rt, req)
+	case wire.StreamCredit(&req.Request) == 0:
+		err = Errorf(400, "%s is a stream route: call it with Node.Stream", rt.Name)
+	default:
+		w = n.newStreamWriter(j, req, ctx)
+		err = n.runStream(ctx, rt, req, w)
+	}
 	ctx.end(context.Canceled) // like a CancelFunc: the handler is done, and so are the calls it left
 	now := time.Now()
 	if lim := n.cfg.Limiter; lim != nil {
@@ -220,11 +237,17 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		if st.RetryAfter {
 			rep.Header.Add("Retry-After", "1")
 		}
+	} else if w != nil {
+		rep = Reply{Status: w.Status, Header: w.Header} // a stream that sent nothing: its head alone
 	}
 	if rep.Status == 0 {
 		rep.Status = 200
 	}
 	rt.stats.record(rep.Status, now.Sub(start), err)
+	if w != nil && w.sent > 0 {
+		w.end(rep, err) // the head went out: the stream ends with an end frame
+		return
+	}
 	// Past the asker's own deadline nobody waits for the reply. (Past a
 	// deadline this node set shorter, the asker still does: it gets the
 	// handler's answer, a 504 as a rule.)

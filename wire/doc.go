@@ -1,6 +1,6 @@
 // Package wire is the byte format of every message on the bus: requests,
 // replies and error frames, and (protocol 2) cancels, events and their acks,
-// and streams of replies. It is written by hand on byte slices: encoding
+// and streams of replies, with (protocol 3) the asker's credit. It is written by hand on byte slices: encoding
 // appends into the caller's buffer, decoding fills a struct with views into
 // the frame (no copies), and neither allocates.
 //
@@ -36,7 +36,7 @@
 //	offset size field
 //	0      1    version, 1
 //	1      1    kind: 1 request, 2 reply, 3 error; protocol 2: 4 cancel,
-//	            5 event, 6 event ack, 7 chunk, 8 end
+//	            5 event, 6 event ack, 7 chunk, 8 end; protocol 3: 9 credit
 //	2      2    flags: in every kind, 0x8000 extension area (it follows
 //	            the kind's last field). In a request, 0x1 ghost (a copy for
 //	            a version under test: skip side effects), 0x2 timing (put a
@@ -77,7 +77,8 @@
 //	22     ...  message      str16  human-readable detail
 //
 // A cancel (kind 4, asker to instance) is the prefix alone: the ID is the
-// call's to stop. An instance not running that call counts it, no more.
+// call's to stop. An instance not running that call (or running it for
+// another connection) counts it, no more.
 //
 // An event (kind 5, sender to node), answered by an event ack (kind 6: the
 // prefix alone, the event's ID) or an error frame:
@@ -100,14 +101,21 @@
 //	24     2    status: 0 complete; else 100 to 999, why it broke off
 //	26     ...  message      str16
 //
+// A request asks for a stream with extension entry 1 (ExtStream, protocol
+// 3): 4 bytes, the number of chunks the instance may send before it hears
+// more. The asker grants more with credit frames (kind 9, asker to
+// instance):
+//
+//	20     4    chunks: how many more chunks may come, 1 or more
+//
 // Headers are a 2-byte count followed by that many (name str16, value str16)
 // pairs. Names are sent as received; readers compare them ASCII
 // case-insensitively.
 //
 // The extension area, with flag 0x8000, after the kind's last field: a
 // 2-byte count (1 to [MaxExtensions]) followed by that many (tag uint16,
-// value str16) entries, at most [MaxExtBytes] in all. No tag is defined
-// yet; a tag, once given a meaning, keeps it.
+// value str16) entries, at most [MaxExtBytes] in all. Tags defined: 1
+// (ExtStream, in a request). A tag, once given a meaning, keeps it.
 //
 // # Limits
 //

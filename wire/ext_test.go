@@ -138,7 +138,8 @@ func newKindFrames(t testing.TB) []kindFrame {
 	ch.Header.Add("Content-Type", "text/event-stream")
 	chunk, err4 := wire.AppendChunk(nil, ch)
 	end, err5 := wire.AppendEnd(nil, &wire.End{ID: id, Chunks: 3})
-	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+	credit, err6 := wire.AppendCredit(nil, &wire.Credit{ID: id, Chunks: 8})
+	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
 		t.Fatal(err)
 	}
 	return []kindFrame{
@@ -147,13 +148,18 @@ func newKindFrames(t testing.TB) []kindFrame {
 		{wire.KindEventAck, ack, func(b []byte) error { return wire.DecodeEventAck(b, new(wire.EventAck)) }},
 		{wire.KindChunk, chunk, func(b []byte) error { return wire.DecodeChunk(b, new(wire.Chunk)) }},
 		{wire.KindEnd, end, func(b []byte) error { return wire.DecodeEnd(b, new(wire.End)) }},
+		{wire.KindCredit, credit, func(b []byte) error { return wire.DecodeCredit(b, new(wire.Credit)) }},
 	}
 }
 
 func TestNewKinds(t *testing.T) {
 	for _, f := range newKindFrames(t) {
-		if k, err := wire.KindOf(f.frame); err != nil || k != f.kind || k.Protocol() != 2 {
-			t.Errorf("KindOf = %v %v, protocol %d; want %v of protocol 2", k, err, k.Protocol(), f.kind)
+		want := 2
+		if f.kind == wire.KindCredit {
+			want = 3
+		}
+		if k, err := wire.KindOf(f.frame); err != nil || k != f.kind || k.Protocol() != want {
+			t.Errorf("KindOf = %v %v, protocol %d; want %v of protocol %d", k, err, k.Protocol(), f.kind, want)
 		}
 		if err := f.decode(f.frame); err != nil {
 			t.Errorf("%v: %v", f.kind, err)
@@ -192,6 +198,22 @@ func TestNewKinds(t *testing.T) {
 	}
 	if _, err := wire.AppendEnd(nil, &wire.End{Status: 42}); !errors.Is(err, wire.ErrField) {
 		t.Errorf("end with status 42: %v", err)
+	}
+	var cr wire.Credit
+	if err := wire.DecodeCredit(frames[5].frame, &cr); err != nil || cr.Chunks != 8 || cr.ID != (wire.ID{Node: 5, Seq: 6}) {
+		t.Errorf("credit = %+v, %v", cr, err)
+	}
+	if _, err := wire.AppendCredit(nil, &wire.Credit{}); !errors.Is(err, wire.ErrField) {
+		t.Errorf("a credit of 0: %v", err)
+	}
+	// A stream request: its first credit in an extension entry, which a
+	// node of before ignores.
+	req := wire.Request{ID: wire.ID{Node: 5, Seq: 6}, Route: []byte("feed")}
+	wire.AskStream(&req, 16)
+	b, err := wire.AppendRequest(nil, &req)
+	var got wire.Request
+	if err != nil || wire.DecodeRequest(b, &got) != nil || wire.StreamCredit(&got) != 16 || wire.StreamCredit(&wire.Request{}) != 0 {
+		t.Errorf("stream credit did not travel: %v", err)
 	}
 	// A kind past what this package knows: KindOf refuses it, PrefixOf
 	// still reads its ID so that it can be answered.

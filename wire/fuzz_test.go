@@ -138,3 +138,12 @@ func FuzzDecodeEnd(f *testing.F) {
 			func() ([]byte, error) { return wire.AppendEnd(nil, &e) })
 	})
 }
+
+func FuzzDecodeCredit(f *testing.F) {
+	seed(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		var c wire.Credit
+		roundTrip(t, frame, 0, func(b []byte) error { return wire.DecodeCredit(b, &c) },
+			func() ([]byte, error) { return wire.AppendCredit(nil, &c) })
+	})
+}

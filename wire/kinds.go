@@ -2,10 +2,11 @@ package wire
 
 import "encoding/binary"
 
-// The frames protocol 2 adds. Nothing sends them yet but tests: they are
-// here so that nodes know them (a cancel is counted, an event refused, an
-// unknown kind answered) before the work that uses them, and so that a
-// node sends one only to peers that declared protocol 2.
+// The frames protocols 2 and 3 add: cancels (nanobus sends them when a call
+// is cancelled), events and their acks (known, not yet used: a node refuses
+// an event as having no route), and streams of replies (chunks, an end, and
+// the asker's credit). A node sends one only to peers whose protocol has
+// it.
 
 // MaxTopic bounds an event's topic.
 const MaxTopic = 1024
@@ -220,6 +221,65 @@ func DecodeEnd(frame []byte, e *End) error {
 	}
 	e.Message = d.str16("message", MaxMessage)
 	return d.finish(flags, &e.Ext)
+}
+
+// Credit lets the instance streaming replies to the call ID names send
+// Chunks more chunks (protocol 3). A stream starts with the credit its
+// request's ExtStream entry gives.
+type Credit struct {
+	ID     ID
+	Chunks uint32 // not 0
+	Ext    Extensions
+}
+
+// Size is the encoded size of c.
+func (c *Credit) Size() int { return prefixSize + 4 + c.Ext.size() }
+
+// AppendCredit appends c's encoding to dst.
+func AppendCredit(dst []byte, c *Credit) ([]byte, error) {
+	switch {
+	case c.Ext.err != nil:
+		return dst, c.Ext.err
+	case c.Chunks == 0:
+		return dst, fieldError("chunks", ErrField)
+	}
+	dst = appendPrefix(dst, KindCredit, c.Ext.flag(), c.ID)
+	dst = binary.BigEndian.AppendUint32(dst, c.Chunks)
+	return c.Ext.appendTo(dst), nil
+}
+
+// DecodeCredit decodes frame into c.
+func DecodeCredit(frame []byte, c *Credit) error {
+	d := decoder{b: frame}
+	var flags uint16
+	c.ID, flags = d.prefix(KindCredit, 0)
+	if c.Chunks = d.u32("chunks"); c.Chunks == 0 && d.err == nil {
+		d.fail("chunks", ErrField)
+	}
+	return d.finish(flags, &c.Ext)
+}
+
+// ExtStream, a request's extension entry, asks for the answer as a stream
+// of chunks (protocol 3): its value, 4 bytes, is the stream's first
+// credit, in chunks (1 or more). A node that does not know it answers with
+// one reply, which the asker takes as a stream of one.
+const ExtStream uint16 = 1
+
+// StreamCredit returns the first credit r's ExtStream entry gives, 0 if r
+// asks for no stream (or the entry is not 4 bytes, or is 0).
+func StreamCredit(r *Request) uint32 {
+	v, ok := r.Ext.Get(ExtStream)
+	if !ok || len(v) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(v)
+}
+
+// AskStream adds r's ExtStream entry, for a stream with credit chunks.
+func AskStream(r *Request, credit uint32) {
+	var v [4]byte
+	binary.BigEndian.PutUint32(v[:], credit)
+	r.Ext.Add(ExtStream, v[:])
 }
 
 func (d *decoder) u32(field string) uint32 {

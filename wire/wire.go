@@ -13,10 +13,11 @@ import (
 const Version = 1
 
 // ProtocolVersion is the protocol this package speaks: 1 is requests,
-// replies and errors; 2 adds cancel, event, event ack, chunk and end. A node
-// announces it, and sends a kind only to peers whose protocol has it
-// (Kind.Protocol).
-const ProtocolVersion = 2
+// replies and errors; 2 adds cancel, event, event ack, chunk and end; 3
+// adds credit and the stream extension of a request (streams of replies
+// with flow control). A node announces it, and sends a kind only to peers
+// whose protocol has it (Kind.Protocol).
+const ProtocolVersion = 3
 
 // Kind says what a frame is.
 type Kind uint8
@@ -32,8 +33,10 @@ const (
 	KindEventAck Kind = 6 // node -> sender: the event the ID names was taken
 	KindChunk    Kind = 7 // instance -> asker: one piece of a stream of replies to a call
 	KindEnd      Kind = 8 // instance -> asker: the stream of replies to a call is over
+	// Protocol 3.
+	KindCredit Kind = 9 // asker -> instance: the stream may send that many more chunks
 
-	maxKind = KindEnd
+	maxKind = KindCredit
 )
 
 // Protocol is the protocol version that introduced k, 0 for a kind this
@@ -42,8 +45,10 @@ func (k Kind) Protocol() int {
 	switch {
 	case k >= KindRequest && k <= KindError:
 		return 1
-	case k > KindError && k <= maxKind:
+	case k > KindError && k <= KindEnd:
 		return 2
+	case k == KindCredit:
+		return 3
 	}
 	return 0
 }
@@ -66,6 +71,8 @@ func (k Kind) String() string {
 		return "chunk"
 	case KindEnd:
 		return "end"
+	case KindCredit:
+		return "credit"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

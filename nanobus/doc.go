@@ -7,9 +7,10 @@
 //	n.Handle("GET /profiles/{id}", page)             // a public route: the terminator sends it HTTP requests
 //	resp, err := n.Call(ctx, "visits", "visits.count", []byte(id))
 //
-// A handler gets a context that ends at the request's deadline and the
-// request (views into the received frame, valid until it returns), and
-// returns a Reply or an error. What it returns is answered as StatusOf says:
+// A handler gets a context that ends at the request's deadline, or with
+// context.Canceled when its asker cancels, and the request (views into the
+// received frame, valid until it returns), and returns a Reply or an
+// error. What it returns is answered as StatusOf says:
 // a *StatusError (Errorf) with its status, a bus error from a call it made
 // with the status that error means (ErrDeadline is a 504, ErrNoPeer a 503
 // with Retry-After, ErrPeerLost a 502), anything else a 500, logged. The
@@ -25,8 +26,23 @@
 // callers may do with it: Timeout (the deadline of a request that comes
 // without one), Idempotent (a request lost with its peer is retried once on
 // another instance; public GET and HEAD are idempotent unless NotIdempotent
-// says otherwise), GhostSafe (copies may go to a ghost version). discovery
-// publishes the routes with the node, so every caller knows them.
+// says otherwise), GhostSafe (copies may go to a ghost version), Hedge
+// (a caller whose call is slow sends a copy to another instance, and takes
+// the first answer). discovery publishes the routes with the node, so
+// every caller knows them.
+//
+// # Cancellation, streams
+//
+// A call whose context is cancelled (the HTTP client went away, a hedge
+// lost, the caller gave up) fails with context.Canceled and sends the
+// instance a cancel frame: the handler's context ends with
+// context.Canceled, and the calls it made with that context are cancelled
+// in turn, hop by hop. Only the connection a request came on can cancel it.
+//
+// HandleStream registers a route that answers one call with a stream of
+// chunks (an SSE feed, say); Node.Stream reads it. The reader's credit
+// bounds the chunks on their way, so a slow reader slows the handler
+// (StreamWriter.Send waits) instead of filling buffers.
 //
 // # What the node promises
 //
@@ -49,9 +65,11 @@
 //     replies, expired requests, malformed frames, connections closed by a
 //     limit) is counted in Stats.
 //   - Deadlines travel in the request; a service drops work whose deadline
-//     passed before starting it.
+//     passed before starting it. Cancellation travels too (see above).
 //   - A lost connection fails its calls at once; an idempotent one is
 //     retried once elsewhere, as is one refused by a draining instance.
+//     Retries and hedged copies spend a per-service budget (as gRPC's
+//     retry throttling): while a service's instances fail, none go out.
 //   - Correlation IDs carry a random incarnation, so a reply to an earlier
 //     life of a node never completes a call of the new one.
 //   - Mixed versions interoperate: a node announces its wire protocol

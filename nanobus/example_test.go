@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"time"
 
@@ -207,4 +208,84 @@ func ExampleNode_Go() {
 	// visits -> 6
 	// flirts -> 6
 	// no-such-service -> nanobus: no live instance of the service
+}
+
+// A stream route answers one call with many chunks: the caller reads them
+// as they come, and its credit keeps a fast handler from running ahead of
+// a slow reader.
+func ExampleNode_HandleStream() {
+	svc, err := nanobus.NewNode(nanobus.Config{Service: "clock"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer svc.Close()
+	err = svc.HandleStream("clock.ticks", func(ctx context.Context, req *nanobus.Request, w *nanobus.StreamWriter) error {
+		w.Header.Add("Content-Type", "text/event-stream")
+		for i := range 3 {
+			var h wire.Headers
+			h.Add("id", fmt.Sprint(i))
+			if err := w.Send(h, fmt.Appendf(nil, "tick %d", i)); err != nil {
+				return err // the caller went away, or the deadline passed
+			}
+		}
+		return nil // the stream ends complete
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	caller, err := nanobus.NewNode(nanobus.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer caller.Close()
+	caller.AddPeer(svc.Peer())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := caller.WaitReady(ctx, "clock"); err != nil {
+		log.Fatal(err)
+	}
+
+	s, err := caller.Stream(ctx, "clock", "clock.ticks", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close() // a stream closed before its end is cancelled at the handler
+	fmt.Println(s.Status, string(s.Header.Get("Content-Type")))
+	for {
+		h, body, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s: %s\n", h.Get("id"), body)
+	}
+	// Output:
+	// 200 text/event-stream
+	// 0: tick 0
+	// 1: tick 1
+	// 2: tick 2
+}
+
+// A route whose latency has a tail declares hedging: a caller whose call
+// has no answer after the delay sends a copy to another instance and takes
+// the first answer, cancelling the other. Only idempotent routes may.
+func ExampleHedge() {
+	n, err := nanobus.NewNode(nanobus.Config{Service: "profiles"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer n.Close()
+	get := func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		return nanobus.Reply{Body: []byte(`{"id":1}`)}, nil
+	}
+	fmt.Println(n.Handle("profiles.get", get, nanobus.Idempotent(), nanobus.Hedge(20*time.Millisecond)))
+	// 0: after the route's p95, as each caller measures it.
+	fmt.Println(n.Handle("profiles.list", get, nanobus.Idempotent(), nanobus.Hedge(0)))
+	fmt.Println(n.Handle("profiles.put", get, nanobus.Hedge(0)))
+	// Output:
+	// <nil>
+	// <nil>
+	// route "profiles.put": hedging needs an idempotent route and a delay of 0 to 5m0s
 }

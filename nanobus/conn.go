@@ -69,9 +69,9 @@ func (n *Node) newConn(addr string) (*conn, error) {
 	c := &conn{node: n, addr: addr, sock: sock, readyCh: make(chan struct{}), pipes: map[uint32]uint64{},
 		early: map[uint32]bool{}, qlen: uint64(2*n.cfg.MaxInFlight + 64)}
 	// The write queue length is fixed when a pipe is added, so it must be
-	// set before dialing. It holds our calls (≤ MaxInFlight) plus our
-	// replies to the peer's calls (≤ the peer's bound, the same by default),
-	// plus slack for replies to calls the peer already gave up on.
+	// set before dialing. It holds our calls (≤ MaxInFlight), a cancel or
+	// a credit for each at most, and slack. (Replies to the peer's calls
+	// go out on the connection it dialed, not on this one.)
 	if err := sock.SetOption(mangos.OptionWriteQLen, int(c.qlen)); err != nil {
 		sock.Close()
 		return nil, err

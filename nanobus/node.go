@@ -541,9 +541,9 @@ func (n *Node) misdirected(m *mangos.Message, why string) {
 }
 
 // connLost fails every call that went out on the lost pipe, at once rather
-// than at its deadline. A conn no service lists (one we only dialed to
-// reply to an asker) is closed: the next request from that address dials
-// again.
+// than at its deadline. A conn no service lists any more (its peer left
+// the registry: RemovePeer) is closed; AddPeer dials again if it comes
+// back.
 func (n *Node) connLost(c *conn, gen uint64) {
 	lost := n.pending.takeConn(c, gen)
 	for _, cl := range lost {

@@ -160,6 +160,10 @@ func (s *Server) Drain(ctx context.Context) error {
 		s.ready.Store(false)
 		s.drainErr = s.http.ShutdownWithContext(ctx)
 		if s.ln != nil {
+			// fasthttp's Shutdown closes only the listeners Serve has
+			// registered: one called before the Serve goroutine got that
+			// far would leave it accepting, and this wait hanging.
+			_ = s.ln.Close()
 			<-s.served
 		}
 	})

@@ -207,11 +207,11 @@ func TestPeerLostMidRequest(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	dying := echoService(t, "echo", release)
-	srv, _ := front(t, terminator.Config{}, echoRoutes("echo"), dying)
+	srv, node := front(t, terminator.Config{}, echoRoutes("echo"), dying)
 
 	done := make(chan string, 1)
 	go func() { done <- fetchStatus("POST", "http://"+srv.Addr()+"/block") }()
-	time.Sleep(200 * time.Millisecond) // the request is now parked on the bus
+	eventually(t, "the request parked on the bus", func() bool { return node.Stats().InFlight == 1 })
 	dying.Close()
 	select {
 	case got := <-done:

@@ -236,7 +236,8 @@ func (w *watcher) check(now time.Time) {
 	for i := range w.shards {
 		sh := &w.shards[i]
 		sh.mu.Lock()
-		for _, c := range sh.list {
+		for j := 0; j < len(sh.list); j++ { // the list may change while unlocked (below)
+			c := sh.list[j]
 			if c.state.Load() != ctxLive {
 				continue
 			}

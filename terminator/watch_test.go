@@ -171,3 +171,41 @@ func TestWatcherStaleVerdict(t *testing.T) {
 		t.Fatalf("a later request cancelled by a stale verdict: %v", c.Err())
 	}
 }
+
+// More parked requests than one poll takes are polled in several, and a
+// list that shrinks while the watcher polls (the lock is not held over
+// poll) is walked safely.
+func TestWatcherBatches(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("client sockets are polled on Linux only")
+	}
+	w := newWatcher(time.Millisecond)
+	_, fd, _ := socketPair(t)
+	cs := make([]reqContext, maxPollBatch*parkShards+10)
+	old := time.Now().Add(-time.Second)
+	for i := range cs {
+		cs[i] = newReqContext()
+		cs[i].shard = 0 // all in one shard: the batch fills mid-shard
+		cs[i].prepare(time.Now().Add(time.Hour), fd)
+		w.park(&cs[i], old)
+	}
+	done := make(chan struct{})
+	go func() { // requests ending meanwhile
+		defer close(done)
+		for i := len(cs) - 1; i >= len(cs)/2; i-- {
+			w.unpark(&cs[i])
+		}
+	}()
+	w.check(time.Now())
+	<-done
+	w.check(time.Now())
+	if got := w.polled.Load(); got < uint64(len(cs)/2) {
+		t.Fatalf("polled %d sockets, want at least %d", got, len(cs)/2)
+	}
+	for i := range cs[:len(cs)/2] {
+		if cs[i].Err() != nil {
+			t.Fatalf("request %d: %v (its client is there)", i, cs[i].Err())
+		}
+		w.unpark(&cs[i])
+	}
+}

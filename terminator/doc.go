@@ -16,7 +16,10 @@
 // X-Real-IP or X-Forwarded-For; strips hop-by-hop headers; decides the
 // feature flags and A/B variants of the client once (SetRollout), into the
 // request's labels, which every call made for it carries; and sends it with
-// the route's deadline. Bus errors become statuses by nanobus.StatusOf;
+// the route's deadline, in a context cancelled if the client goes away while
+// the request is parked (one watcher goroutine polls the parked requests'
+// sockets: watch.go); such a call ends with nothing sent, counted per route
+// and logged as nginx's 499. Bus errors become statuses by nanobus.StatusOf;
 // malformed HTTP is a 400, a body over the limit a 413, headers over it a
 // 431. Replies carry Server-Timing: the service and version that answered
 // with its handler time, the bus round trip and the time in the front.

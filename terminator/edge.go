@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -50,8 +51,27 @@ func (l *capListener) Accept() (net.Conn, error) {
 			}
 			continue
 		}
-		return &edgeConn{Conn: c, s: s, scanning: true}, nil
+		return &edgeConn{Conn: c, s: s, scanning: true, fd: rawFD(c)}, nil
 	}
+}
+
+// rawFD is c's socket, for the watcher to poll while a request of c's is
+// parked (see watch.go), or -1. The number stays c's until c is closed,
+// which fasthttp does only once no request of c's runs.
+func rawFD(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if rc.Control(func(s uintptr) { fd = int(s) }) != nil {
+		return -1
+	}
+	return fd
 }
 
 // refuseConn answers a connection over the cap and closes it, lingering.
@@ -103,6 +123,7 @@ type edgeConn struct {
 	net.Conn
 	s      *Server
 	closed atomic.Bool
+	fd     int // the socket, or -1 (see rawFD)
 
 	scanning bool        // reading a request head
 	sawLine  bool        // the head has a non-empty line (empty ones before the request line are ignored)

@@ -15,6 +15,10 @@ type routeStats struct {
 	key     string
 	classes [6]atomic.Uint64 // index status/100: 1xx..5xx
 	sent    [6]uint64        // what the last flush reported (flush goroutine only)
+	// cancelled counts calls cancelled because the client went away
+	// (nginx's 499): no response was sent, so no class counts them.
+	cancelled     atomic.Uint64
+	sentCancelled uint64
 }
 
 func (r *routeStats) count(status int) {
@@ -100,6 +104,10 @@ func (m *metrics) flush() {
 				_ = c.Count("requests", int64(d), []string{"route:" + rs.key, classTags[class]}, 1)
 				rs.sent[class] = now
 			}
+		}
+		if now := rs.cancelled.Load(); now > rs.sentCancelled {
+			_ = c.Count("cancelled", int64(now-rs.sentCancelled), []string{"route:" + rs.key}, 1)
+			rs.sentCancelled = now
 		}
 	}
 	m.s.router.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 )
 
 // exchange is the per-request state of the hot path, pooled: the wire
-// request with its buffers, and the context carrying the deadline.
+// request with its buffers, and the context of its bus call (see watch.go).
 type exchange struct {
 	req         wire.Request
 	client      []byte
@@ -30,7 +30,7 @@ type exchange struct {
 	body        []byte           // the request body, read from fasthttp's stream
 	reserved    int              // bytes of the body budget this request holds
 	bodyDone    bool             // the body was read whole (or there was none)
-	ctx         deadlineContext
+	ctx         reqContext
 }
 
 // maxKeptBody is the largest body buffer an exchange keeps in the pool:
@@ -38,16 +38,16 @@ type exchange struct {
 // the body budget) once their request is done.
 const maxKeptBody = 16 << 10
 
-var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+var exchangePool = sync.Pool{New: func() any { return &exchange{ctx: newReqContext()} }}
 
 // release returns x to the pool, keeping the buffers it owns (client
 // address, request ID, encoded headers) and dropping its views into
-// fasthttp's buffers, which fasthttp reuses for the next request.
+// fasthttp's buffers, which fasthttp reuses for the next request. Its
+// context keeps its channel, unless closed (see reqContext.prepare).
 func (x *exchange) release() {
 	h := x.req.Header
 	h.Reset()
 	x.req = wire.Request{Header: h}
-	x.ctx = deadlineContext{}
 	x.bodyDone = false
 	if cap(x.body) > maxKeptBody {
 		x.body = nil
@@ -55,22 +55,6 @@ func (x *exchange) release() {
 	clear(x.variants)
 	x.variants, x.madeCookies = x.variants[:0], x.madeCookies[:0]
 	exchangePool.Put(x)
-}
-
-// deadlineContext carries a request's deadline to the bus and nothing
-// else: the bus enforces the deadline with its own timer, so no channel,
-// timer or goroutine is needed here (context.WithDeadline would cost three
-// allocations per request).
-type deadlineContext struct{ deadline time.Time }
-
-func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
-func (c *deadlineContext) Done() <-chan struct{}       { return nil }
-func (c *deadlineContext) Value(any) any               { return nil }
-func (c *deadlineContext) Err() error {
-	if time.Now().Before(c.deadline) {
-		return nil
-	}
-	return context.DeadlineExceeded
 }
 
 // handle is the public handler: one HTTP request becomes one bus request to
@@ -137,16 +121,28 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	start := time.Now()
-	defer func() { s.limiter.Release(time.Since(start)) }()
+	gone := false
+	defer func() { s.release(start, gone) }()
 	s.fill(x, ctx, e)
 	s.decide(x, ctx)
 	if !s.cfg.HideServerTiming {
 		x.req.Flags |= wire.FlagTiming
 	}
-	x.ctx.deadline = start.Add(e.timeout)
+	fd := -1
+	if c, ok := ctx.Conn().(*edgeConn); ok {
+		fd = c.fd
+	}
+	x.ctx.prepare(start.Add(e.timeout), fd)
 	called := time.Now()
+	s.watch.park(&x.ctx, called)
 	resp, err := s.node.Do(&x.ctx, e.Service, &x.req)
+	s.watch.unpark(&x.ctx)
 	returned := time.Now()
+	if err != nil && x.ctx.cancelled() && errors.Is(err, context.Canceled) {
+		gone = true
+		s.clientGone(ctx, x, e, returned.Sub(start))
+		return
+	}
 	status := fasthttp.StatusOK
 	if err != nil {
 		status = s.fail(ctx, x, err)
@@ -169,6 +165,39 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	countVariants(x, status)
 	s.metrics.latency(e, time.Since(start))
 }
+
+// release gives back the admission slot of a request admitted at start.
+// Its latency is the limiter's sample, unless its client went away: how
+// long a client waits before it leaves says nothing of the service's load,
+// so such a request is released with the latency typical of late (an
+// average of completed requests' latencies), which leaves the window's mean
+// where it was. (The limiter has no release without a sample.)
+func (s *Server) release(start time.Time, gone bool) {
+	if gone {
+		s.limiter.Release(time.Duration(s.typical.Load()))
+		return
+	}
+	d := time.Since(start)
+	if t := s.typical.Load(); t == 0 {
+		s.typical.Store(int64(d))
+	} else {
+		s.typical.Store(t + (int64(d)-t)/16) // racing stores lose a sample: it is an average
+	}
+	s.limiter.Release(d)
+}
+
+// clientGone ends a request whose client went away while its call was
+// parked (the watcher cancelled the call): nothing is written, the
+// connection is closed, and it is counted and logged as nginx's 499.
+func (s *Server) clientGone(ctx *fasthttp.RequestCtx, x *exchange, e *entry, waited time.Duration) {
+	e.stats.cancelled.Add(1)
+	s.log.Debug("client went away; call cancelled", "status", 499, "route", e.Name,
+		"request_id", string(x.reqID), "waited", waited)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(dropConn) // fasthttp then closes the connection, writing nothing
+}
+
+func dropConn(net.Conn) {}
 
 // done ends a request: its share of the body budget goes back, and a
 // body left unread (the request was refused) closes the connection rather

@@ -36,6 +36,8 @@ type Server struct {
 	edge      atomic.Pointer[edge] // feature flags and experiments, decided per request
 	ready     atomic.Bool
 	limiter   *nanobus.Limiter // requests waiting for replies
+	typical   atomic.Int64     // a moving average of admitted requests' latencies, ns (see release)
+	watch     *watcher         // the requests parked on the bus, and whether their clients are still there
 	idSeq     atomic.Uint64
 	counts    httpCounts
 	bodyBytes atomic.Int64 // request body bytes reserved now, within Config.BodyBudget
@@ -82,6 +84,7 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		served:     make(chan error, 1),
 		badLog:     rate.Sometimes{Interval: time.Second},
 		limiter:    nanobus.NewLimiter(cfg.MaxWaiting, cfg.MaxWaiting, cfg.MaxWaiting),
+		watch:      newWatcher(watchTick),
 	}
 	if !cfg.FixedLimit {
 		s.limiter = nanobus.NewLimiter(initialLimit, minLimit, cfg.MaxWaiting)
@@ -136,6 +139,7 @@ func (s *Server) Start() error {
 	capped := &capListener{Listener: ln, s: s, refusing: make(chan struct{}, maxRefusing)}
 	go func() { s.served <- s.http.Serve(capped) }()
 	s.metrics.start()
+	s.watch.run()
 	s.ready.Store(true)
 	s.log.Info("terminator listening", "http", ln.Addr().String())
 	return nil
@@ -160,15 +164,21 @@ func (s *Server) Drain(ctx context.Context) error {
 		s.ready.Store(false)
 		s.drainErr = s.http.ShutdownWithContext(ctx)
 		if s.ln != nil {
+			// fasthttp's Shutdown closes only the listeners Serve has
+			// registered: one called before the Serve goroutine got that
+			// far would leave it accepting, and this wait hanging.
+			_ = s.ln.Close()
 			<-s.served
 		}
 	})
 	return s.drainErr
 }
 
-// Close stops the metrics.
+// Close stops the metrics and the watcher of parked requests' clients
+// (after Drain: while requests drain, their clients may still leave).
 func (s *Server) Close() error {
 	s.metrics.stop()
+	s.watch.close()
 	return nil
 }
 

@@ -26,13 +26,16 @@ type RouteStatus struct {
 	Route
 	Timeout   string            `json:"timeout"`
 	Responses map[string]uint64 `json:"responses"`
+	// Cancelled counts calls cancelled because the client went away while
+	// they were parked: nothing was sent (nginx logs these as 499).
+	Cancelled uint64 `json:"cancelled"`
 }
 
 // Status returns a snapshot for the admin endpoints.
 func (s *Server) Status() Status {
 	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), LimitHistory: s.limiter.History(), Services: map[string][]nanobus.PeerState{}, Variants: s.variantStatus()}
 	for _, e := range s.router.entries() {
-		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}}
+		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}, Cancelled: e.stats.cancelled.Load()}
 		for class := 1; class <= 5; class++ {
 			if n := e.stats.classes[class].Load(); n > 0 {
 				rs.Responses[strings.TrimPrefix(classTags[class], "status:")] = n
@@ -60,9 +63,9 @@ var StatusPage = template.Must(template.New("front").Parse(`
 <h2>Routes</h2>
 <p>{{.Waiting}} requests waiting for replies; limit {{.Limit}}{{with .LimitHistory}} (the last minutes:
 {{range .}}{{.Limit}} {{end}}){{end}}</p>
-<table><tr><th>route</th><th>service</th><th>timeout</th><th>responses</th></tr>
-{{range .Routes}}<tr><td>{{.Method}} {{.Pattern}}</td><td>{{.Service}}</td><td>{{.Timeout}}</td><td>{{range $k, $v := .Responses}}{{$k}}: {{$v}} {{end}}</td></tr>
-{{else}}<tr><td colspan="4">no routes announced yet</td></tr>{{end}}</table>
+<table><tr><th>route</th><th>service</th><th>timeout</th><th>responses</th><th title="the client went away while its call was parked: cancelled, nothing sent (nginx's 499)">cancelled (499)</th></tr>
+{{range .Routes}}<tr><td>{{.Method}} {{.Pattern}}</td><td>{{.Service}}</td><td>{{.Timeout}}</td><td>{{range $k, $v := .Responses}}{{$k}}: {{$v}} {{end}}</td><td>{{.Cancelled}}</td></tr>
+{{else}}<tr><td colspan="5">no routes announced yet</td></tr>{{end}}</table>
 <h2>Instances</h2>
 <table><tr><th>service</th><th>address</th><th>version</th><th>weight</th><th>state</th><th>in flight</th></tr>
 {{range $svc, $peers := .Services}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td><td>{{.Weight}}</td>

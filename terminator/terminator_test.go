@@ -83,12 +83,18 @@ func echoRoutes(service string) []terminator.Route {
 // front starts a terminator on loopback ports, routing to the given nodes.
 func front(t testing.TB, cfg terminator.Config, routes []terminator.Route, services ...*nanobus.Node) (*terminator.Server, *nanobus.Node) {
 	t.Helper()
+	return frontLog(t, cfg, quiet, routes, services...)
+}
+
+// frontLog is front logging to log.
+func frontLog(t testing.TB, cfg terminator.Config, log *slog.Logger, routes []terminator.Route, services ...*nanobus.Node) (*terminator.Server, *nanobus.Node) {
+	t.Helper()
 	node := nanobustest.NewNode(t, nanobus.Config{})
 	nanobustest.Connect(t, node, services...)
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
-	srv, err := terminator.New(cfg, node, quiet)
+	srv, err := terminator.New(cfg, node, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,11 +213,11 @@ func TestPeerLostMidRequest(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	dying := echoService(t, "echo", release)
-	srv, _ := front(t, terminator.Config{}, echoRoutes("echo"), dying)
+	srv, node := front(t, terminator.Config{}, echoRoutes("echo"), dying)
 
 	done := make(chan string, 1)
 	go func() { done <- fetchStatus("POST", "http://"+srv.Addr()+"/block") }()
-	time.Sleep(200 * time.Millisecond) // the request is now parked on the bus
+	eventually(t, "the request parked on the bus", func() bool { return node.Stats().InFlight == 1 })
 	dying.Close()
 	select {
 	case got := <-done:

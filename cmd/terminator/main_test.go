@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -91,6 +92,29 @@ func start(t *testing.T, bin, data, etcdClient, etcdPeer string, extra ...string
 
 func (in *instance) logs() string { b, _ := os.ReadFile(in.logFile); return string(b) }
 
+// waitParked waits, 10 s at most, until the front has n requests admitted
+// and waiting for replies (status.json: front.waiting).
+func (in *instance) waitParked(n int) {
+	in.t.Helper()
+	var st struct {
+		Front struct {
+			Waiting int `json:"waiting"`
+		} `json:"front"`
+	}
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		resp, err := http.Get("http://" + in.admin + "/status.json")
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err == nil && st.Front.Waiting == n {
+			return
+		}
+	}
+	in.t.Fatalf("front never had %d requests waiting (last %d)\n%s", n, st.Front.Waiting, in.logs())
+}
+
 // stop sends SIGTERM and wants exit code 0.
 func (in *instance) stop() {
 	in.t.Helper()
@@ -117,7 +141,7 @@ func TestBinaryDrainsOnSIGTERM(t *testing.T) {
 		code, body, err := get("http://" + in.public + "/echo?sleep=700ms")
 		inflight <- fmt.Sprint(code, " ", strings.TrimSpace(body), " ", err)
 	}()
-	time.Sleep(200 * time.Millisecond)
+	in.waitParked(1)
 	in.stop() // SIGTERM, then wait for exit code 0
 	if got := <-inflight; got != "200 hello <nil>" {
 		t.Fatalf("in-flight request during drain: %s\n%s", got, in.logs())

@@ -110,7 +110,7 @@ func newHandlerContext(n *Node) *handlerContext {
 func (c *handlerContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
 func (c *handlerContext) Done() <-chan struct{} {
-	return c.channel(c.bus.ctx, c.deadline, c.end)
+	return c.channel(c.bus.ctx, c.deadline, func(err error) { c.end(err) })
 }
 
 func (c *handlerContext) Err() error { return c.errOf(c.bus.ctx, c.deadline) }
@@ -147,11 +147,15 @@ func (c *handlerContext) inherit(req *wire.Request) {
 	}
 }
 
-// end ends the context with err. Ended by a cancel (the asker's, or the
-// handler returning), it cancels the calls made with it that still wait.
-func (c *handlerContext) end(err error) {
-	if !c.lazyDone.end(err) || err != context.Canceled {
-		return
+// end ends the context with err, and reports whether this call did. Ended
+// by a cancel (the asker's, or the handler returning), it cancels the
+// calls made with it that still wait.
+func (c *handlerContext) end(err error) bool {
+	if !c.lazyDone.end(err) {
+		return false
+	}
+	if err != context.Canceled {
+		return true
 	}
 	c.mu.Lock()
 	calls := c.calls
@@ -160,17 +164,14 @@ func (c *handlerContext) end(err error) {
 	for _, seq := range calls {
 		c.bus.cancelCall(seq)
 	}
+	return true
 }
 
 // cancel ends c for a cancel frame from the asker. It reports whether c
 // was still running.
 func (c *handlerContext) cancel() bool {
-	if c.Err() != nil {
-		return false
-	}
-	c.byAsker.Store(true)
-	c.end(context.Canceled)
-	return true
+	c.byAsker.Store(true) // if it ended already, nobody reads it any more
+	return c.end(context.Canceled)
 }
 
 // watch records a call made with c, so that cancelling c cancels it. It

@@ -76,8 +76,8 @@ func TestClientGoneCancelsCall(t *testing.T) {
 	srv, _ := frontLog(t, terminator.Config{Timeout: 30 * time.Second}, log, echoRoutes("echo"), svc)
 
 	// Closed at once after parking (the watcher polls requests parked for
-	// a tick: up to two ticks), and after the watcher has polled it (up to
-	// one tick).
+	// a quarter tick: up to a tick and a quarter), and after the watcher
+	// has polled it (up to one tick).
 	for i, watched := range []bool{false, true} {
 		c := dialFront(t, srv)
 		if _, err := io.WriteString(c, blockRequest); err != nil {

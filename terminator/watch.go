@@ -25,14 +25,14 @@ import (
 // POLLRDHUP, POLLHUP or POLLERR mean the client is gone; POLLIN alone is
 // either EOF or a pipelined next request, which recv(MSG_PEEK) tells apart
 // without taking a byte from fasthttp. Registering is a mutex and an
-// append, nothing allocated; requests that end within a tick (nearly all)
-// are never polled at all. The same tick ends the context of a request
+// append, nothing allocated; requests that end within a quarter tick
+// (nearly all) are never polled at all. The same tick ends the context of a request
 // whose deadline passed, so the context keeps its contract (Done closes at
 // the deadline, within a tick) with no timer of its own.
 
 // watchTick is how often the watcher looks at parked requests: the delay
-// between a client's leaving and its call's cancellation, at most about
-// twice this.
+// between a client's leaving and its call's cancellation is at most about
+// this and a quarter (a request is polled once parked a quarter tick).
 const watchTick = 20 * time.Millisecond
 
 // maxPollBatch bounds the sockets polled in one call (and the watcher's
@@ -59,7 +59,7 @@ const (
 // is closed, so only a cancelled or expired request costs a new one.
 type reqContext struct {
 	deadline time.Time
-	parked   time.Time     // when the call was registered: younger than a tick, it is not polled
+	parked   time.Time     // when the call was registered: younger than a quarter tick, it is not polled
 	done     chan struct{} // closed (by the watcher, under the shard's lock) at most once
 	state    atomic.Uint32 // ctxLive, ctxCancelled, ctxExpired
 	fd       int           // the client connection's socket, or -1: never polled
@@ -231,7 +231,8 @@ func (w *watcher) close() {
 }
 
 // check is one tick: it ends the contexts of requests past their deadline
-// and polls the sockets of those parked longer than a tick, in batches.
+// and polls the sockets of those parked longer than a quarter tick, in
+// batches.
 func (w *watcher) check(now time.Time) {
 	for i := range w.shards {
 		sh := &w.shards[i]
@@ -245,7 +246,7 @@ func (w *watcher) check(now time.Time) {
 				c.end(ctxExpired)
 				continue
 			}
-			if c.fd < 0 || now.Sub(c.parked) < w.tick {
+			if c.fd < 0 || now.Sub(c.parked) < w.tick/4 {
 				continue
 			}
 			if len(w.batch) == maxPollBatch {

@@ -162,7 +162,7 @@ func TestWatcherStaleVerdict(t *testing.T) {
 	stale := parkedRef{&c, c.gen}
 	w.unpark(&c)
 	c.prepare(time.Now().Add(time.Hour), fd)
-	w.park(&c, time.Now()) // younger than a tick: check would not poll it
+	w.park(&c, time.Now()) // younger than a quarter tick: check would not poll it
 	defer w.unpark(&c)
 	w.batch = append(w.batch, stale)
 	w.fds = append(w.fds, int32(fd))

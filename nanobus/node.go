@@ -21,6 +21,7 @@ import (
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
 	"golang.org/x/time/rate"
 
+	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -121,21 +122,6 @@ func (l *Limits) SetDefaults() {
 	}
 }
 
-// Names of the options the bus's transport takes (nanobus/transport
-// defines them; they are repeated here so that importing nanobus does not
-// register a transport).
-const (
-	optWritten      = "nanobus.written"
-	optFrameTimeout = "nanobus.frame-timeout"
-	optIdleTimeout  = "nanobus.idle-timeout"
-	optPeerTimeout  = "nanobus.peer-timeout"
-	optMaxConns     = "nanobus.max-conns"
-	optMaxBuffered  = "nanobus.max-buffered"
-	optOnRefuse     = "nanobus.on-refuse"
-	optDeliver      = "nanobus.deliver"
-	optSend         = "nanobus.send"
-)
-
 // open calls open, which makes a listener or dialer for addr with the bus
 // transport's options. A transport that refuses them is not the bus's own:
 // without it a node has no frame deadlines or connection limits, and no
@@ -165,7 +151,7 @@ type Node struct {
 
 	seq     atomic.Uint64 // calls made: the high half of each call's sequence number
 	pending pendingCalls
-	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (optWritten)
+	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (busopt.Written)
 	stats   counters
 	badLog  rate.Sometimes // malformed input
 	errLog  rate.Sometimes // everything else that goes wrong per request
@@ -239,9 +225,9 @@ func NewNode(cfg Config) (*Node, error) {
 		opts[mangos.OptionTLSConfig] = srv
 	}
 	lim := cfg.Limits
-	opts[optFrameTimeout], opts[optIdleTimeout], opts[optPeerTimeout] = lim.FrameTimeout, lim.IdleTimeout, lim.PeerTimeout
-	opts[optMaxConns], opts[optMaxBuffered] = lim.MaxConns, lim.MaxBuffered
-	opts[optOnRefuse], opts[optDeliver], opts[optWritten] = n.refused, n.deliver, &n.replies.written
+	opts[busopt.FrameTimeout], opts[busopt.IdleTimeout], opts[busopt.PeerTimeout] = lim.FrameTimeout, lim.IdleTimeout, lim.PeerTimeout
+	opts[busopt.MaxConns], opts[busopt.MaxBuffered] = lim.MaxConns, lim.MaxBuffered
+	opts[busopt.OnRefuse], opts[busopt.Deliver], opts[busopt.Written] = n.refused, n.deliver, &n.replies.written
 	var l mangos.Listener
 	err = n.open(cfg.Listen, func() (err error) {
 		l, err = sock.NewListener(cfg.Listen, opts)
@@ -315,23 +301,23 @@ func (n *Node) ping() {
 func (n *Node) refused(reason string, err error) {
 	log := &n.errLog
 	switch reason {
-	case "conns":
+	case busopt.RefusedConns:
 		n.stats.connsRefused.Add(1)
-	case "frame-timeout":
+	case busopt.RefusedFrameTimeout:
 		n.stats.frameTimeouts.Add(1)
-	case "idle":
+	case busopt.RefusedIdle:
 		n.stats.idleClosed.Add(1)
-	case "buffered":
+	case busopt.RefusedBuffered:
 		n.stats.bufferRefused.Add(1)
 	// What the peer sent: logged apart from the limits, with malformed
 	// frames, so that one kind of trouble does not hide the other.
-	case "too-long":
+	case busopt.RefusedTooLong:
 		n.stats.tooLong.Add(1)
 		log = &n.badLog
-	case "bad-header":
+	case busopt.RefusedBadHeader:
 		n.stats.badHeader.Add(1)
 		log = &n.badLog
-	case "tls":
+	case busopt.RefusedTLS:
 		n.stats.tlsRefused.Add(1)
 		log = &n.badLog
 	}

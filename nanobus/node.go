@@ -22,6 +22,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -61,16 +62,26 @@ type Config struct {
 	Version string
 	// Limits bound what remote peers can make this node hold.
 	Limits Limits
-	// Limiter, when set, bounds the handlers running at once, adaptively
-	// (see Limiter): a request over it is refused at once as busy, before
-	// its handler runs.
-	Limiter *Limiter
+	// Limiter, when set, bounds the handlers running at once (a
+	// *limit.Limiter does so adaptively, by measured latency): a request
+	// over it is refused at once as busy, before its handler runs.
+	Limiter Limiter
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 
 	// protocol is the wire protocol the node speaks and announces; 0 means
 	// wire.ProtocolVersion. Tests set 1 to play a node of before protocol 2.
 	protocol int
+}
+
+// Limiter bounds the handlers a node runs at once (Config.Limiter).
+// *limit.Limiter, of nanobus/limit, is one that adapts to measured latency.
+type Limiter interface {
+	// Acquire admits one handler, or refuses it (false): the request is
+	// then answered busy at once.
+	Acquire() bool
+	// Release ends an admitted handler that ran for rtt.
+	Release(rtt time.Duration)
 }
 
 // Limits bound what remote peers can make a node hold. A connection over a
@@ -158,7 +169,7 @@ type Node struct {
 
 	mu        sync.RWMutex     // guards conns, policies, callStats and writes of services and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
-	policies  map[string]*Policy
+	policies  map[string]*policy.Policy
 	callStats map[[2]string]*callStats // (service, version) -> calls made to it
 	services  atomic.Pointer[map[string]*service]
 
@@ -204,7 +215,7 @@ func NewNode(cfg Config) (*Node, error) {
 		protocol: cmp.Or(cfg.protocol, wire.ProtocolVersion),
 		log:      cfg.Logger.With("node", cfg.Service),
 		id:       binary.BigEndian.Uint64(idb[:]) | 1, // never 0
-		conns:    map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
+		conns:    map[string]*conn{}, policies: map[string]*policy.Policy{}, callStats: map[[2]string]*callStats{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.services.Store(&map[string]*service{})
@@ -343,9 +354,6 @@ func (n *Node) Services() []string {
 	slices.Sort(out)
 	return out
 }
-
-// Limiter is the node's limit on handlers running at once, or nil.
-func (n *Node) Limiter() *Limiter { return n.cfg.Limiter }
 
 // Peer is this node as its callers see it: what a registry announces.
 func (n *Node) Peer() Peer {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -239,15 +240,26 @@ func (p *Process) watch(ctx context.Context, cli *clientv3.Client, node *nanobus
 	return w, nil
 }
 
-// connect waits (2 seconds at most) until node is connected to an instance
-// of every service it knows of: announced before that, its first requests
-// would find their callees unreachable and answer 503.
-func (p *Process) connect(ctx context.Context, node *nanobus.Node) {
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+// waitCallees waits until node is connected to an instance of each of
+// callees (the watcher feeds it their instances as etcd lists them), for
+// CalleeWait at most, before the node is announced: announced before that,
+// its first requests would find a callee unreachable and answer 503. A
+// callee still unreachable then is logged, and the node is announced all
+// the same: it serves what it can, and calls the callee once it comes.
+func (p *Process) waitCallees(ctx context.Context, node *nanobus.Node, callees []string) {
+	if len(callees) == 0 {
+		return
+	}
+	p.log.Debug("waiting for callees", "service", node.Service(), "callees", callees, "at_most", p.cfg.CalleeWait)
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.CalleeWait)
 	defer cancel()
-	for _, s := range node.Services() {
-		if err := node.WaitReady(wctx, s); err != nil {
-			p.log.Warn("starting without a connection to a service", "service", node.Service(), "callee", s, "err", err)
+	for _, callee := range callees {
+		// Once wctx has ended, WaitReady still returns nil for a callee
+		// already reached: every one that is not is named.
+		if err := node.WaitReady(wctx, callee); err != nil {
+			p.log.Warn("callee not reachable; registering without it", "service", node.Service(), "callee", callee,
+				"waited", time.Since(start).Round(time.Millisecond), "err", err)
 		}
 	}
 }
@@ -264,8 +276,8 @@ func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nano
 }
 
 // startService runs one service on its own bus node: its store, its
-// handlers, its peers from etcd (the aggregator calls the others), its
-// registration. Stopping it deregisters, keeps answering for the grace
+// handlers, its peers from etcd (the aggregator calls the others), and,
+// once it reaches the services it calls (waitCallees), its registration. Stopping it deregisters, keeps answering for the grace
 // period while callers' watchers catch up, drains, and closes the store.
 func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s services.Service) error {
 	node, lim, err := p.newNode(s.Name)
@@ -292,6 +304,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	p.stops = append(p.stops, w.Close)
 	policies := rollout.NewApplier(node, w, p.log)
 	p.follow(w, func() { policies.Apply() })
+	p.waitCallees(ctx, node, s.Calls)
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -327,7 +340,9 @@ func (p *Process) openStore(ctx context.Context, service string) (store.Store, e
 	return store.Open(octx, spec, service)
 }
 
-// startFront runs the terminator: its routes and peers follow etcd.
+// startFront runs the terminator: its routes and peers follow etcd; once
+// it reaches the services of its routes (waitCallees), it registers and
+// starts taking requests.
 func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	node, lim, err := p.newNode("terminator")
 	if err != nil {
@@ -349,6 +364,8 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 		srv.SetRoutes(routesOf(w))
 		srv.SetRollout(rollout.FlagsOf(w, p.log), policies.Apply())
 	})
+	// The front calls the services of its routes.
+	p.waitCallees(ctx, node, routedServices(w))
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -361,7 +378,6 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
 	p.admin.Section(nodeSection(node, lim, w, reg))
-	p.connect(ctx, node)
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -430,6 +446,18 @@ func routesOf(w *discovery.Watcher) []terminator.Route {
 			add(terminator.Route{Route: r, Service: service})
 		}
 	}
+	return out
+}
+
+// routedServices is the services of the front's routes, sorted.
+func routedServices(w *discovery.Watcher) []string {
+	var out []string
+	for _, r := range routesOf(w) {
+		if !slices.Contains(out, r.Service) {
+			out = append(out, r.Service)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

@@ -5,13 +5,16 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // callStats counts the calls a node makes to one version of one service,
 // as the caller sees them: what a rollout is judged by.
 type callStats struct {
 	calls, errors atomic.Uint64
-	latency       histogram
+	latency       histogram.Recorder
 }
 
 // record counts one call that took d and ended with status (0: a bus
@@ -21,7 +24,7 @@ func (c *callStats) record(d time.Duration, status int) {
 	if status == 0 || status >= 500 {
 		c.errors.Add(1)
 	}
-	c.latency.record(d)
+	c.latency.Record(d)
 }
 
 // callStatsFor returns the counters of calls to service's version, made on
@@ -36,27 +39,16 @@ func (n *Node) callStatsFor(service, version string) *callStats {
 	return c
 }
 
-// VersionStats are the calls a node made to one version of a service since
-// it started: errors are bus errors and 5xx replies, latency is the time to
-// the reply as the caller saw it.
-type VersionStats struct {
-	Service string    `json:"service"`
-	Version string    `json:"version"`
-	Calls   uint64    `json:"calls"`
-	Errors  uint64    `json:"errors"`
-	Latency Histogram `json:"latency"`
-}
-
 // CallStats returns the node's calls by service and version, sorted.
-func (n *Node) CallStats() []VersionStats {
+func (n *Node) CallStats() []report.VersionStats {
 	n.mu.RLock()
-	out := make([]VersionStats, 0, len(n.callStats))
+	out := make([]report.VersionStats, 0, len(n.callStats))
 	for k, c := range n.callStats {
-		out = append(out, VersionStats{Service: k[0], Version: k[1], Calls: c.calls.Load(), Errors: c.errors.Load(),
-			Latency: c.latency.snapshot()})
+		out = append(out, report.VersionStats{Service: k[0], Version: k[1], Calls: c.calls.Load(), Errors: c.errors.Load(),
+			Latency: c.latency.Snapshot()})
 	}
 	n.mu.RUnlock()
-	slices.SortFunc(out, func(a, b VersionStats) int {
+	slices.SortFunc(out, func(a, b report.VersionStats) int {
 		if c := strings.Compare(a.Service, b.Service); c != 0 {
 			return c
 		}

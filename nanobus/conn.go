@@ -14,6 +14,7 @@ import (
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
 
+	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -34,7 +35,7 @@ type conn struct {
 	protocol atomic.Int32  // the wire protocol the peer announced
 	ready    atomic.Bool   // a pipe is attached: a send now goes somewhere
 	sent     atomic.Uint64 // messages handed to the socket
-	written  atomic.Uint64 // messages the transport has written (see optWritten)
+	written  atomic.Uint64 // messages the transport has written (see busopt.Written)
 	lost     atomic.Uint64 // sent but gone with an earlier pipe: sent - written when a pipe attached
 	qlen     uint64        // the socket's write queue length
 	gen      atomic.Uint64
@@ -86,10 +87,10 @@ func (n *Node) newConn(addr string) (*conn, error) {
 	if n.cfg.TLS != nil {
 		opts[mangos.OptionTLSConfig] = clientTLS(n.cfg.TLS, addr)
 	}
-	opts[optWritten] = &c.written
-	opts[optFrameTimeout] = n.cfg.Limits.FrameTimeout
-	opts[optPeerTimeout] = n.cfg.Limits.PeerTimeout
-	opts[optDeliver] = c.deliver
+	opts[busopt.Written] = &c.written
+	opts[busopt.FrameTimeout] = n.cfg.Limits.FrameTimeout
+	opts[busopt.PeerTimeout] = n.cfg.Limits.PeerTimeout
+	opts[busopt.Deliver] = c.deliver
 	var d mangos.Dialer
 	err = n.open(addr, func() (err error) {
 		d, err = sock.NewDialer(addr, opts)
@@ -134,7 +135,7 @@ func (c *conn) pipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
 		g := c.gen.Add(1)
 		c.pipes[p.ID()] = g
 		c.cur = p.ID()
-		if v, err := p.GetOption(optSend); err == nil {
+		if v, err := p.GetOption(busopt.Send); err == nil {
 			if send, ok := v.(func([]byte) error); ok {
 				c.direct.Store(&send)
 			}

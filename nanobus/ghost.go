@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/policy"
+	"github.com/terminator-gw/terminator/nanobus/report"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -29,7 +32,7 @@ const maxShownBody = 2 << 10
 type ghostCall struct {
 	node   *Node
 	stats  *ghostStats
-	policy *Ghost
+	policy *policy.Ghost
 	liveCh chan ghostReply // the live call's reply, once it has one
 }
 
@@ -129,11 +132,11 @@ func (g *ghostCall) run(c *conn, cl *call, deadline, sent time.Time) {
 		st.liveFailed++
 		return
 	}
-	st.liveLatency.record(live.took)
-	st.ghostLatency.record(ghost.took)
+	st.liveLatency.Record(live.took)
+	st.ghostLatency.Record(ghost.took)
 	if what := g.differs(live, ghost); what != "" {
 		st.differing++
-		st.diffs = append(st.diffs, GhostDiff{At: time.Now().UTC(), What: what, Live: shown(live), Ghost: shown(ghost)})
+		st.diffs = append(st.diffs, report.GhostDiff{At: time.Now().UTC(), What: what, Live: shown(live), Ghost: shown(ghost)})
 		if len(st.diffs) > maxDiffs {
 			st.diffs = slices.Delete(st.diffs, 0, len(st.diffs)-maxDiffs)
 		}
@@ -191,50 +194,13 @@ func decodeJSON(b []byte, ignore []string) (any, bool) {
 	return v, true
 }
 
-// GhostStats are the comparisons of one route's live and ghost replies on
-// the node that made the calls.
-type GhostStats struct {
-	Service    string        `json:"service"`
-	Route      string        `json:"route"`
-	Ghosted    uint64        `json:"ghosted"`     // copies sent
-	Matched    uint64        `json:"matched"`     // replies alike
-	Differing  uint64        `json:"differing"`   // replies not alike
-	Errors     uint64        `json:"errors"`      // copies that got no reply (bus error)
-	LiveFailed uint64        `json:"live_failed"` // not compared: the live call failed
-	Dropped    uint64        `json:"dropped"`     // copies not sent: the node was loaded
-	Pending    uint64        `json:"pending"`     // copies sent, not compared yet
-	LiveP50    time.Duration `json:"live_p50_ns"`
-	LiveP99    time.Duration `json:"live_p99_ns"`
-	GhostP50   time.Duration `json:"ghost_p50_ns"`
-	GhostP99   time.Duration `json:"ghost_p99_ns"`
-	// The latencies the quantiles come from, so that numbers from many
-	// nodes add up (Histogram.Add).
-	LiveLatency  Histogram   `json:"live_latency,omitempty"`
-	GhostLatency Histogram   `json:"ghost_latency,omitempty"`
-	Diffs        []GhostDiff `json:"diffs,omitempty"` // the newest differing pairs
-}
-
-// GhostDiff is one differing pair of replies.
-type GhostDiff struct {
-	At    time.Time  `json:"at"`
-	What  string     `json:"what"` // "status", "header Content-Type", "body"
-	Live  ShownReply `json:"live"`
-	Ghost ShownReply `json:"ghost"`
-}
-
-// ShownReply is a reply as a differing pair shows it: the body cut to 2 KiB.
-type ShownReply struct {
-	Status int               `json:"status"`
-	Header map[string]string `json:"header,omitempty"`
-	Body   string            `json:"body"`
-}
-
-func shown(r ghostReply) ShownReply {
+// shown is r as a differing pair shows it: the body cut to maxShownBody.
+func shown(r ghostReply) report.ShownReply {
 	b := r.body
 	if len(b) > maxShownBody {
 		b = b[:maxShownBody]
 	}
-	return ShownReply{Status: r.status, Header: r.header, Body: string(b)}
+	return report.ShownReply{Status: r.status, Header: r.header, Body: string(b)}
 }
 
 type ghostStats struct {
@@ -242,8 +208,8 @@ type ghostStats struct {
 
 	mu                                       sync.Mutex
 	compared, matched, differing, liveFailed uint64
-	liveLatency, ghostLatency                histogram
-	diffs                                    []GhostDiff
+	liveLatency, ghostLatency                histogram.Recorder
+	diffs                                    []report.GhostDiff
 }
 
 // ghostStatsFor returns the comparisons of service's route, made on first
@@ -258,7 +224,7 @@ func (n *Node) ghostStatsFor(service, route string) *ghostStats {
 }
 
 // GhostStats returns the node's ghost comparisons by service and route.
-func (n *Node) GhostStats() []GhostStats {
+func (n *Node) GhostStats() []report.GhostStats {
 	keys := slices.SortedFunc(func(yield func([2]string) bool) {
 		n.ghostStats.Range(func(k, _ any) bool { return yield(k.([2]string)) })
 	}, func(a, b [2]string) int { return strings.Compare(a[0]+" "+a[1], b[0]+" "+b[1]) })
@@ -267,13 +233,13 @@ func (n *Node) GhostStats() []GhostStats {
 		st, _ := n.ghostStats.Load(k)
 		stats[i] = st.(*ghostStats)
 	}
-	out := make([]GhostStats, len(keys))
+	out := make([]report.GhostStats, len(keys))
 	for i, st := range stats {
-		g := GhostStats{Service: keys[i][0], Route: keys[i][1], Ghosted: st.ghosted.Load(), Errors: st.errors.Load(), Dropped: st.dropped.Load()}
+		g := report.GhostStats{Service: keys[i][0], Route: keys[i][1], Ghosted: st.ghosted.Load(), Errors: st.errors.Load(), Dropped: st.dropped.Load()}
 		st.mu.Lock()
 		g.Matched, g.Differing, g.LiveFailed = st.matched, st.differing, st.liveFailed
 		g.Pending = g.Ghosted - min(g.Ghosted, st.compared)
-		live, ghost := st.liveLatency.snapshot(), st.ghostLatency.snapshot()
+		live, ghost := st.liveLatency.Snapshot(), st.ghostLatency.Snapshot()
 		g.Diffs = slices.Clone(st.diffs)
 		st.mu.Unlock()
 		g.LiveP50, g.LiveP99 = live.Quantile(0.5), live.Quantile(0.99)

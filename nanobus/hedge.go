@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/report"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -33,7 +35,7 @@ const (
 // hedging is what a caller knows of one hedged route of one service: its
 // latency, and how hedging went.
 type hedging struct {
-	window  [2]histogram // the window measured now, and the last one, cleared before reuse
+	window  [2]histogram.Recorder // the window measured now, and the last one, cleared before reuse
 	cur     atomic.Int32
 	rotated atomic.Int64 // when cur last changed, Unix nanoseconds
 	p95     atomic.Int64 // of the last full window; 0 until one had enough calls
@@ -45,19 +47,16 @@ type hedging struct {
 func (h *hedging) record(d time.Duration, now time.Time) {
 	h.calls.Add(1)
 	cur := h.cur.Load()
-	h.window[cur].record(d)
+	h.window[cur].Record(d)
 	last := h.rotated.Load()
 	if now.UnixNano()-last < int64(hedgeWindow) || !h.rotated.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	full := h.window[cur].snapshot()
+	full := h.window[cur].Snapshot()
 	if full.Count() >= hedgeSamples {
 		h.p95.Store(int64(full.Quantile(0.95)))
 	}
-	next := &h.window[1-cur]
-	for i := range next.buckets {
-		next.buckets[i].Store(0)
-	}
+	h.window[1-cur].Reset()
 	h.cur.Store(1 - cur)
 }
 
@@ -131,27 +130,16 @@ func (n *Node) budgetFor(service string) *budget {
 	return b
 }
 
-// HedgeStats are a caller's numbers for one hedged route of a service.
-type HedgeStats struct {
-	Service   string        `json:"service"`
-	Route     string        `json:"route"`
-	Calls     uint64        `json:"calls"`     // calls made to the route
-	Hedged    uint64        `json:"hedged"`    // second copies sent
-	Won       uint64        `json:"won"`       // second copies that answered first
-	Throttled uint64        `json:"throttled"` // copies not sent: the budget or the share was spent
-	P95       time.Duration `json:"p95_ns"`    // the last measured window's; 0 until measured
-}
-
 // HedgeStats returns the node's hedged routes, sorted by service and route.
-func (n *Node) HedgeStats() []HedgeStats {
+func (n *Node) HedgeStats() []report.HedgeStats {
 	n.mu.RLock()
-	out := make([]HedgeStats, 0, len(n.hedging))
+	out := make([]report.HedgeStats, 0, len(n.hedging))
 	for k, h := range n.hedging {
-		out = append(out, HedgeStats{Service: k[0], Route: k[1], Calls: h.calls.Load(), Hedged: h.hedged.Load(),
+		out = append(out, report.HedgeStats{Service: k[0], Route: k[1], Calls: h.calls.Load(), Hedged: h.hedged.Load(),
 			Won: h.won.Load(), Throttled: h.throttled.Load(), P95: time.Duration(h.p95.Load())})
 	}
 	n.mu.RUnlock()
-	slices.SortFunc(out, func(a, b HedgeStats) int {
+	slices.SortFunc(out, func(a, b report.HedgeStats) int {
 		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.Route, b.Route))
 	})
 	return out

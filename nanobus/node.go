@@ -21,6 +21,8 @@ import (
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
 	"golang.org/x/time/rate"
 
+	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -60,16 +62,26 @@ type Config struct {
 	Version string
 	// Limits bound what remote peers can make this node hold.
 	Limits Limits
-	// Limiter, when set, bounds the handlers running at once, adaptively
-	// (see Limiter): a request over it is refused at once as busy, before
-	// its handler runs.
-	Limiter *Limiter
+	// Limiter, when set, bounds the handlers running at once (a
+	// *limit.Limiter does so adaptively, by measured latency): a request
+	// over it is refused at once as busy, before its handler runs.
+	Limiter Limiter
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 
 	// protocol is the wire protocol the node speaks and announces; 0 means
 	// wire.ProtocolVersion. Tests set 1 to play a node of before protocol 2.
 	protocol int
+}
+
+// Limiter bounds the handlers a node runs at once (Config.Limiter).
+// *limit.Limiter, of nanobus/limit, is one that adapts to measured latency.
+type Limiter interface {
+	// Acquire admits one handler, or refuses it (false): the request is
+	// then answered busy at once.
+	Acquire() bool
+	// Release ends an admitted handler that ran for rtt.
+	Release(rtt time.Duration)
 }
 
 // Limits bound what remote peers can make a node hold. A connection over a
@@ -121,21 +133,6 @@ func (l *Limits) SetDefaults() {
 	}
 }
 
-// Names of the options the bus's transport takes (nanobus/transport
-// defines them; they are repeated here so that importing nanobus does not
-// register a transport).
-const (
-	optWritten      = "nanobus.written"
-	optFrameTimeout = "nanobus.frame-timeout"
-	optIdleTimeout  = "nanobus.idle-timeout"
-	optPeerTimeout  = "nanobus.peer-timeout"
-	optMaxConns     = "nanobus.max-conns"
-	optMaxBuffered  = "nanobus.max-buffered"
-	optOnRefuse     = "nanobus.on-refuse"
-	optDeliver      = "nanobus.deliver"
-	optSend         = "nanobus.send"
-)
-
 // open calls open, which makes a listener or dialer for addr with the bus
 // transport's options. A transport that refuses them is not the bus's own:
 // without it a node has no frame deadlines or connection limits, and no
@@ -166,14 +163,14 @@ type Node struct {
 	seq     atomic.Uint64 // calls made: the high half of each call's sequence number
 	pending pendingCalls
 	running runningRequests
-	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (optWritten)
+	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (busopt.Written)
 	stats   counters
 	badLog  rate.Sometimes // malformed input
 	errLog  rate.Sometimes // everything else that goes wrong per request
 
 	mu        sync.RWMutex     // guards conns, policies, callStats and writes of services and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
-	policies  map[string]*Policy
+	policies  map[string]*policy.Policy
 	callStats map[[2]string]*callStats // (service, version) -> calls made to it
 	hedging   map[[2]string]*hedging   // (service, route) -> a hedged route's latency and counts
 	budgets   map[string]*budget       // service -> its retry budget
@@ -221,7 +218,7 @@ func NewNode(cfg Config) (*Node, error) {
 		protocol: cmp.Or(cfg.protocol, wire.ProtocolVersion),
 		log:      cfg.Logger.With("node", cfg.Service),
 		id:       binary.BigEndian.Uint64(idb[:]) | 1, // never 0
-		conns:    map[string]*conn{}, policies: map[string]*Policy{}, callStats: map[[2]string]*callStats{},
+		conns:    map[string]*conn{}, policies: map[string]*policy.Policy{}, callStats: map[[2]string]*callStats{},
 		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
@@ -243,9 +240,9 @@ func NewNode(cfg Config) (*Node, error) {
 		opts[mangos.OptionTLSConfig] = srv
 	}
 	lim := cfg.Limits
-	opts[optFrameTimeout], opts[optIdleTimeout], opts[optPeerTimeout] = lim.FrameTimeout, lim.IdleTimeout, lim.PeerTimeout
-	opts[optMaxConns], opts[optMaxBuffered] = lim.MaxConns, lim.MaxBuffered
-	opts[optOnRefuse], opts[optDeliver], opts[optWritten] = n.refused, n.deliver, &n.replies.written
+	opts[busopt.FrameTimeout], opts[busopt.IdleTimeout], opts[busopt.PeerTimeout] = lim.FrameTimeout, lim.IdleTimeout, lim.PeerTimeout
+	opts[busopt.MaxConns], opts[busopt.MaxBuffered] = lim.MaxConns, lim.MaxBuffered
+	opts[busopt.OnRefuse], opts[busopt.Deliver], opts[busopt.Written] = n.refused, n.deliver, &n.replies.written
 	var l mangos.Listener
 	err = n.open(cfg.Listen, func() (err error) {
 		l, err = sock.NewListener(cfg.Listen, opts)
@@ -319,23 +316,23 @@ func (n *Node) ping() {
 func (n *Node) refused(reason string, err error) {
 	log := &n.errLog
 	switch reason {
-	case "conns":
+	case busopt.RefusedConns:
 		n.stats.connsRefused.Add(1)
-	case "frame-timeout":
+	case busopt.RefusedFrameTimeout:
 		n.stats.frameTimeouts.Add(1)
-	case "idle":
+	case busopt.RefusedIdle:
 		n.stats.idleClosed.Add(1)
-	case "buffered":
+	case busopt.RefusedBuffered:
 		n.stats.bufferRefused.Add(1)
 	// What the peer sent: logged apart from the limits, with malformed
 	// frames, so that one kind of trouble does not hide the other.
-	case "too-long":
+	case busopt.RefusedTooLong:
 		n.stats.tooLong.Add(1)
 		log = &n.badLog
-	case "bad-header":
+	case busopt.RefusedBadHeader:
 		n.stats.badHeader.Add(1)
 		log = &n.badLog
-	case "tls":
+	case busopt.RefusedTLS:
 		n.stats.tlsRefused.Add(1)
 		log = &n.badLog
 	}
@@ -361,9 +358,6 @@ func (n *Node) Services() []string {
 	slices.Sort(out)
 	return out
 }
-
-// Limiter is the node's limit on handlers running at once, or nil.
-func (n *Node) Limiter() *Limiter { return n.cfg.Limiter }
 
 // Peer is this node as its callers see it: what a registry announces.
 func (n *Node) Peer() Peer {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/terminator-gw/terminator/nanobus/policy"
+	"github.com/terminator-gw/terminator/nanobus/report"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -86,7 +88,7 @@ func (in *instance) timeout(route []byte, def time.Duration) time.Duration {
 // its rollout policy, compiled for pick. Copied on write.
 type service struct {
 	all    []instance
-	policy *Policy
+	policy *policy.Policy
 	// With a policy: the instances live calls may go to, by version.
 	weighted []versionList // the versions Weights names, weight > 0
 	total    int           // their weights' sum
@@ -100,7 +102,7 @@ type versionList struct {
 	list   []instance
 }
 
-func (n *Node) compile(all []instance, p *Policy) *service {
+func (n *Node) compile(all []instance, p *policy.Policy) *service {
 	s := &service{all: all, policy: p}
 	if p == nil {
 		return s
@@ -146,7 +148,7 @@ func (s *service) candidates(labels []byte, lists *[4][]instance) int {
 	}
 	k := 0
 	if p.AB != nil {
-		if v, ok := label(labels, false, p.AB.Name); ok {
+		if v, ok := policy.VariantOf(labels, p.AB.Name); ok {
 			if list := s.variants[v]; len(list) > 0 {
 				lists[k] = list
 				k++
@@ -246,12 +248,12 @@ func (n *Node) RemovePeer(p Peer) {
 // SetPolicy sets the rollout policy for calls to service; nil goes back to
 // spreading calls over every instance alike. Calls in flight are not
 // touched; the next call follows the new policy.
-func (n *Node) SetPolicy(service string, p *Policy) error {
+func (n *Node) SetPolicy(service string, p *policy.Policy) error {
 	if p != nil {
 		if err := p.Check(); err != nil {
 			return err
 		}
-		p = clonePolicy(p)
+		p = p.Clone()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -265,28 +267,13 @@ func (n *Node) SetPolicy(service string, p *Policy) error {
 }
 
 // Policy returns the rollout policy for calls to service, or nil.
-func (n *Node) Policy(service string) *Policy {
+func (n *Node) Policy(service string) *policy.Policy {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if p := n.policies[service]; p != nil {
-		return clonePolicy(p)
+		return p.Clone()
 	}
 	return nil
-}
-
-func clonePolicy(p *Policy) *Policy {
-	c := *p
-	c.Weights = maps.Clone(p.Weights)
-	if p.Ghost != nil {
-		g := *p.Ghost
-		c.Ghost = &g
-	}
-	if p.AB != nil {
-		e := *p.AB
-		e.Variants = slices.Clone(e.Variants)
-		c.AB = &e
-	}
-	return &c
 }
 
 func (n *Node) instanceList(service string) []instance {
@@ -312,24 +299,14 @@ func (n *Node) storeService(service string, list []instance) {
 
 // Instances reports the known instances of service and whether each is
 // connected.
-func (n *Node) Instances(service string) []PeerState {
+func (n *Node) Instances(service string) []report.PeerState {
 	list := n.instanceList(service)
-	out := make([]PeerState, len(list))
+	out := make([]report.PeerState, len(list))
 	for i, in := range list {
-		out[i] = PeerState{
-			Peer:     Peer{Service: service, Addr: in.conn.addr, Weight: int(in.weight), Version: in.version, Protocol: in.protocol},
-			Ready:    in.conn.ready.Load(),
-			InFlight: int(in.conn.inflight.Load()),
-		}
+		out[i] = report.PeerState{Service: service, Addr: in.conn.addr, Weight: int(in.weight), Version: in.version,
+			Protocol: in.protocol, Ready: in.conn.ready.Load(), InFlight: int(in.conn.inflight.Load())}
 	}
 	return out
-}
-
-// PeerState is a peer as the node sees it now.
-type PeerState struct {
-	Peer
-	Ready    bool `json:"ready"`     // connected: calls can go to it
-	InFlight int  `json:"in_flight"` // calls waiting on its connection
 }
 
 // pick chooses an instance of service for a live call, as the service's

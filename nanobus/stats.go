@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // Stats is a snapshot of a node's counters. Every message the node drops is
@@ -94,33 +97,18 @@ func (c *counters) snapshot() Stats {
 	}
 }
 
-// RouteStats are one route's numbers on the node that serves it, the way
-// nats micro endpoints keep them.
-type RouteStats struct {
-	Route          string        `json:"route"`
-	Requests       uint64        `json:"requests"`             // requests the handler ran for
-	Errors         uint64        `json:"errors"`               // answered 5xx
-	ClientErrors   uint64        `json:"client_errors"`        // answered 4xx
-	Cancelled      uint64        `json:"cancelled"`            // cancelled by their asker (the client left, a hedge lost): not answered
-	LastError      string        `json:"last_error,omitempty"` // the last 5xx's error
-	ProcessingTime time.Duration `json:"processing_time_ns"`   // handler time in all
-	AverageTime    time.Duration `json:"average_processing_time_ns"`
-	P50            time.Duration `json:"p50_ns"` // handler time quantiles, to 12.5%
-	P99            time.Duration `json:"p99_ns"`
-}
-
 type routeCounters struct {
 	requests, errors, clientErrors atomic.Uint64
 	cancelled                      atomic.Uint64 // handlers their asker cancelled: no reply went out
 	nanos                          atomic.Int64
-	hist                           histogram
+	hist                           histogram.Recorder
 	lastErr                        atomic.Pointer[string]
 }
 
 func (c *routeCounters) record(status int, d time.Duration, err error) {
 	c.requests.Add(1)
 	c.nanos.Add(int64(d))
-	c.hist.record(d)
+	c.hist.Record(d)
 	switch {
 	case status >= 500:
 		c.errors.Add(1)
@@ -135,12 +123,12 @@ func (c *routeCounters) record(status int, d time.Duration, err error) {
 }
 
 // RouteStats returns each registered route's numbers, sorted by route.
-func (n *Node) RouteStats() []RouteStats {
+func (n *Node) RouteStats() []report.RouteStats {
 	m := *n.routes.Load()
-	out := make([]RouteStats, 0, len(m))
+	out := make([]report.RouteStats, 0, len(m))
 	for _, r := range m {
 		c := &r.stats
-		s := RouteStats{Route: r.Name, Requests: c.requests.Load(), Errors: c.errors.Load(),
+		s := report.RouteStats{Route: r.Name, Requests: c.requests.Load(), Errors: c.errors.Load(),
 			ClientErrors: c.clientErrors.Load(), Cancelled: c.cancelled.Load(), ProcessingTime: time.Duration(c.nanos.Load())}
 		if s.Requests > 0 {
 			s.AverageTime = s.ProcessingTime / time.Duration(s.Requests)
@@ -148,11 +136,11 @@ func (n *Node) RouteStats() []RouteStats {
 		if e := c.lastErr.Load(); e != nil {
 			s.LastError = *e
 		}
-		h := c.hist.snapshot()
+		h := c.hist.Snapshot()
 		s.P50, s.P99 = h.Quantile(0.5), h.Quantile(0.99)
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b RouteStats) int { return strings.Compare(a.Route, b.Route) })
+	slices.SortFunc(out, func(a, b report.RouteStats) int { return strings.Compare(a.Route, b.Route) })
 	return out
 }
 

@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,15 +53,6 @@ func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "admin-idle-timeout", c.IdleTimeout, "an admin keep-alive connection with no request is closed after this")
 	fs.DurationVar(&c.ReadTimeout, "admin-read-timeout", c.ReadTimeout, "time to read one admin request")
 	fs.DurationVar(&c.WriteTimeout, "admin-write-timeout", c.WriteTimeout, "time to write one admin response (a pprof profile's seconds must fit in it)")
-}
-
-// Section is one part of a process's status: its numbers, shown under Name
-// in /status.json, and a template that shows them on the status page
-// (executed with what Status returns).
-type Section struct {
-	Name   string
-	Status func() any
-	Page   *template.Template
 }
 
 // Admin is a process's admin listener: liveness and readiness for probes,
@@ -289,61 +278,6 @@ func (a *Admin) Addr() string { return a.ln.Addr().String() }
 
 // Close stops the listener.
 func (a *Admin) Close() error { return a.srv.Close() }
-
-// status is /status.json: readiness, then each section by name.
-func (a *Admin) status(ctx context.Context) map[string]any {
-	out := map[string]any{"ready": true}
-	if err := a.Ready(ctx); err != nil {
-		out["ready"], out["reason"] = false, err.Error()
-	}
-	a.mu.Lock()
-	sections := append([]Section(nil), a.sections...)
-	a.mu.Unlock()
-	for _, s := range sections {
-		out[s.Name] = s.Status()
-	}
-	return out
-}
-
-func (a *Admin) statusJSON(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(a.status(r.Context()))
-}
-
-func (a *Admin) statusPage(w http.ResponseWriter, r *http.Request) {
-	ready := a.Ready(r.Context())
-	a.mu.Lock()
-	sections := append([]Section(nil), a.sections...)
-	a.mu.Unlock()
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = pageHead.Execute(w, ready)
-	for _, s := range sections {
-		fmt.Fprintf(w, "<section><h1>%s</h1>\n", template.HTMLEscapeString(s.Name))
-		v := s.Status()
-		if s.Page != nil {
-			if err := s.Page.Execute(w, v); err != nil {
-				fmt.Fprintf(w, "<p class=bad>%s</p>", template.HTMLEscapeString(err.Error()))
-			}
-		} else {
-			b, _ := json.MarshalIndent(v, "", "  ")
-			fmt.Fprintf(w, "<pre>%s</pre>", template.HTMLEscapeString(string(b)))
-		}
-		fmt.Fprintln(w, "</section>")
-	}
-	fmt.Fprintln(w, "</body></html>")
-}
-
-var pageHead = template.Must(template.New("head").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>terminator</title>
-<meta http-equiv="refresh" content="5">
-<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.bad{color:#b00}.ok{color:#070}
-section{margin-bottom:2em}h1{font-size:1.4em;border-bottom:1px solid #ccc}</style></head>
-<body><p>{{if .}}<b class="bad">not ready: {{.}}</b>{{else}}<b class="ok">ready</b>{{end}}
-· <a href="status.json">status.json</a> · <a href="debug/pprof/">pprof</a></p>
-`))
 
 // AdminStats is the admin listener's own numbers, under "admin" in
 // /status.json.

@@ -35,6 +35,10 @@ type Config struct {
 	// DrainTimeout bounds how long a stopping service waits for its
 	// handlers to finish.
 	DrainTimeout time.Duration
+	// CalleeWait bounds how long a starting node (a service, the front)
+	// waits to reach an instance of each service it calls before it is
+	// announced in etcd. Default 2s.
+	CalleeWait time.Duration
 }
 
 // BusConfig is this process's place on the bus.
@@ -72,6 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	c.Etcd.RegisterFlags(fs)
 	fs.DurationVar(&c.TTL, "ttl", c.TTL, "etcd lease TTL: how long a process that died stays listed")
 	fs.StringVar(&c.Version, "version", c.Version, "version this process's services register with")
+	fs.DurationVar(&c.CalleeWait, "callee-wait", c.CalleeWait, "on start, how long a node waits to reach the services it calls before it registers (then it registers all the same, with a warning)")
 	c.Admin.registerFlags(fs)
 	if isService { // the front's flags have it for "all" and "front"
 		fs.BoolFunc("adaptive-limit", "limit the handlers running at once adaptively, by measured latency; over the limit, busy at once (default true)",
@@ -121,6 +126,7 @@ var flagRanges = map[string]valueRange{
 	"bus-max-conns":     ints(1, 1<<20),
 	"bus-max-buffered":  ints(1<<16, 1<<36),
 	"ttl":               durations(time.Second, 10*time.Minute), // etcd leases count whole seconds
+	"callee-wait":       durations(time.Millisecond, 10*time.Minute),
 	"grace":             durations(time.Millisecond, 5*time.Minute),
 	"drain":             durations(time.Millisecond, time.Hour),
 	"seed":              ints(0, 1_000_000),
@@ -223,6 +229,9 @@ func (c *Config) setDefaults(role string) {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
+	}
+	if c.CalleeWait <= 0 {
+		c.CalleeWait = 2 * time.Second
 	}
 }
 

@@ -6,7 +6,12 @@
 // Start order: the admin listener (so that /healthz answers and /readyz
 // says "starting"), etcd (embedded for "all" without -etcd-endpoints), the
 // services in services.All order (domain services before the aggregator
-// that calls them), the front. Stop runs the reverse: readiness turns false
+// that calls them), the front. Each node watches etcd first, then waits
+// until it reaches an instance of every service it calls (a service's
+// services.Service.Calls, the front's routed services), for -callee-wait
+// at most (a callee not reached by then is logged), and only then
+// registers: announced earlier, its first requests would answer 503. Stop
+// runs the reverse: readiness turns false
 // at once; the front stops taking connections and drains; each service
 // revokes its registration, keeps answering for the grace period while its
 // callers' watchers catch up, drains its handlers and closes its store; the

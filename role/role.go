@@ -2,12 +2,11 @@ package role
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/terminator-gw/terminator/discovery/embedded"
 	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 	_ "github.com/terminator-gw/terminator/nanobus/transport" // the bus's tcp transport
 	"github.com/terminator-gw/terminator/services"
 	"github.com/terminator-gw/terminator/services/store"
@@ -195,27 +195,32 @@ func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, erro
 	return cli, nil
 }
 
-func (p *Process) newNode(service string) (*nanobus.Node, error) {
+// newNode starts the bus node of service, with its adaptive limit on
+// handlers (nil with -adaptive-limit=false).
+func (p *Process) newNode(service string) (*nanobus.Node, *limit.Limiter, error) {
 	b := p.cfg.Bus
 	cfg := nanobus.Config{Service: service, Listen: b.Listen, Advertise: b.Advertise, Version: p.cfg.Version,
 		Limits: b.Limits, Logger: p.log}
+	var lim *limit.Limiter
 	if !p.cfg.Front.FixedLimit {
 		// Far above what an unloaded service runs at once: it moves only
 		// under load. The ceiling is the node's own bound on handlers.
-		cfg.Limiter = nanobus.NewLimiter(256, 64, 8192)
+		lim = limit.New(256, 64, 8192)
+		cfg.Limiter = lim
 	}
 	if b.CA != "" || b.Cert != "" || b.Key != "" {
 		if b.CA == "" || b.Cert == "" || b.Key == "" {
-			return nil, errors.New("bus TLS needs -bus-ca, -bus-cert and -bus-key together")
+			return nil, nil, errors.New("bus TLS needs -bus-ca, -bus-cert and -bus-key together")
 		}
 		t, err := nanobus.TLSFromFiles(b.CA, b.Cert, b.Key)
 		if err != nil {
-			return nil, fmt.Errorf("bus %w", err)
+			return nil, nil, fmt.Errorf("bus %w", err)
 		}
 		t.MinVersion = 0x0304 // TLS 1.3: every member runs this binary
 		cfg.TLS = t
 	}
-	return nanobus.NewNode(cfg)
+	n, err := nanobus.NewNode(cfg)
+	return n, lim, err
 }
 
 // watch follows etcd into node's peers. A service's watcher logs only
@@ -235,15 +240,26 @@ func (p *Process) watch(ctx context.Context, cli *clientv3.Client, node *nanobus
 	return w, nil
 }
 
-// connect waits (2 seconds at most) until node is connected to an instance
-// of every service it knows of: announced before that, its first requests
-// would find their callees unreachable and answer 503.
-func (p *Process) connect(ctx context.Context, node *nanobus.Node) {
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+// waitCallees waits until node is connected to an instance of each of
+// callees (the watcher feeds it their instances as etcd lists them), for
+// CalleeWait at most, before the node is announced: announced before that,
+// its first requests would find a callee unreachable and answer 503. A
+// callee still unreachable then is logged, and the node is announced all
+// the same: it serves what it can, and calls the callee once it comes.
+func (p *Process) waitCallees(ctx context.Context, node *nanobus.Node, callees []string) {
+	if len(callees) == 0 {
+		return
+	}
+	p.log.Debug("waiting for callees", "service", node.Service(), "callees", callees, "at_most", p.cfg.CalleeWait)
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.CalleeWait)
 	defer cancel()
-	for _, s := range node.Services() {
-		if err := node.WaitReady(wctx, s); err != nil {
-			p.log.Warn("starting without a connection to a service", "service", node.Service(), "callee", s, "err", err)
+	for _, callee := range callees {
+		// Once wctx has ended, WaitReady still returns nil for a callee
+		// already reached: every one that is not is named.
+		if err := node.WaitReady(wctx, callee); err != nil {
+			p.log.Warn("callee not reachable; registering without it", "service", node.Service(), "callee", callee,
+				"waited", time.Since(start).Round(time.Millisecond), "err", err)
 		}
 	}
 }
@@ -260,11 +276,11 @@ func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nano
 }
 
 // startService runs one service on its own bus node: its store, its
-// handlers, its peers from etcd (the aggregator calls the others), its
-// registration. Stopping it deregisters, keeps answering for the grace
+// handlers, its peers from etcd (the aggregator calls the others), and,
+// once it reaches the services it calls (waitCallees), its registration. Stopping it deregisters, keeps answering for the grace
 // period while callers' watchers catch up, drains, and closes the store.
 func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s services.Service) error {
-	node, err := p.newNode(s.Name)
+	node, lim, err := p.newNode(s.Name)
 	if err != nil {
 		return err
 	}
@@ -286,8 +302,9 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 		return err
 	}
 	p.stops = append(p.stops, w.Close)
-	policies := p.rollout(node, w)
-	p.follow(w, func() { policies() })
+	policies := rollout.NewApplier(node, w, p.log)
+	p.follow(w, func() { policies.Apply() })
+	p.waitCallees(ctx, node, s.Calls)
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -296,7 +313,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	// etcd) and its store answers.
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
 	p.publish(cli, node)
-	p.admin.Section(nodeSection(node, w, reg))
+	p.admin.Section(nodeSection(node, lim, w, reg))
 	p.stops = append(p.stops, func() {
 		reg.Close()
 		time.Sleep(p.cfg.Grace) // callers' watchers see us go; meanwhile we still answer
@@ -323,9 +340,11 @@ func (p *Process) openStore(ctx context.Context, service string) (store.Store, e
 	return store.Open(octx, spec, service)
 }
 
-// startFront runs the terminator: its routes and peers follow etcd.
+// startFront runs the terminator: its routes and peers follow etcd; once
+// it reaches the services of its routes (waitCallees), it registers and
+// starts taking requests.
 func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
-	node, err := p.newNode("terminator")
+	node, lim, err := p.newNode("terminator")
 	if err != nil {
 		return err
 	}
@@ -340,11 +359,13 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 		return err
 	}
 	p.stops = append(p.stops, w.Close)
-	policies := p.rollout(node, w)
+	policies := rollout.NewApplier(node, w, p.log)
 	p.follow(w, func() {
 		srv.SetRoutes(routesOf(w))
-		srv.SetRollout(flagsOf(w, p.log), policies())
+		srv.SetRollout(rollout.FlagsOf(w, p.log), policies.Apply())
 	})
+	// The front calls the services of its routes.
+	p.waitCallees(ctx, node, routedServices(w))
 	reg, err := p.register(ctx, cli, node)
 	if err != nil {
 		return err
@@ -356,8 +377,7 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	// front would be taken out of service with every other, all at once.
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
-	p.admin.Section(nodeSection(node, w, reg))
-	p.connect(ctx, node)
+	p.admin.Section(nodeSection(node, lim, w, reg))
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -402,55 +422,6 @@ func (p *Process) follow(w *discovery.Watcher, apply func()) {
 	p.stops = append(p.stops, func() { stop(); <-done })
 }
 
-// rollout returns a func that gives node the rollout policies in etcd
-// (rollout/<service>), clearing those that went, and returns the A/B
-// experiments among them by service (what the front decides).
-func (p *Process) rollout(node *nanobus.Node, w *discovery.Watcher) func() map[string]nanobus.Experiment {
-	applied := map[string]string{} // service -> the raw policy applied
-	return func() map[string]nanobus.Experiment {
-		experiments := map[string]nanobus.Experiment{}
-		values := w.Values("rollout/")
-		for service := range applied {
-			if _, ok := values[service]; !ok {
-				_ = node.SetPolicy(service, nil)
-				delete(applied, service)
-			}
-		}
-		for service, raw := range values {
-			var pol nanobus.Policy
-			if err := json.Unmarshal(raw, &pol); err != nil {
-				p.log.Warn("rollout policy does not parse; keeping the last", "service", service, "err", err)
-				continue
-			}
-			if applied[service] != string(raw) {
-				if err := node.SetPolicy(service, &pol); err != nil {
-					p.log.Warn("rollout policy refused; keeping the last", "service", service, "err", err)
-					continue
-				}
-				applied[service] = string(raw)
-			}
-			if pol.AB != nil {
-				experiments[service] = *pol.AB
-			}
-		}
-		return experiments
-	}
-}
-
-// flagsOf is the feature flags in etcd (flags/<name>).
-func flagsOf(w *discovery.Watcher, log *slog.Logger) []nanobus.Flag {
-	var out []nanobus.Flag
-	for name, raw := range w.Values("flags/") {
-		f := nanobus.Flag{Name: name}
-		if err := json.Unmarshal(raw, &f); err != nil || f.Name != name {
-			log.Warn("feature flag does not parse", "flag", name, "err", err)
-			continue
-		}
-		out = append(out, f)
-	}
-	return out
-}
-
 // routesOf is the front's routing table: the public routes of the live
 // registrations (with the timeouts they declare), and the routes services
 // announced before, which answer 503 while no instance runs rather than
@@ -478,81 +449,17 @@ func routesOf(w *discovery.Watcher) []terminator.Route {
 	return out
 }
 
-// nodeSection shows a bus node: the routes it serves with their numbers,
-// the instances it calls, and its counters.
-func nodeSection(n *nanobus.Node, w *discovery.Watcher, reg *discovery.Registrar) Section {
-	name := "node:" + n.Service()
-	return Section{Name: name, Page: nodePage, Status: func() any {
-		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
-			Peers: map[string][]nanobus.PeerState{}, Policies: map[string]*nanobus.Policy{}, Ghosts: n.GhostStats(),
-			Bus: n.Stats(), Etcd: w.Stats(), Registered: "yes"}
-		if err := reg.Registered(); err != nil {
-			st.Registered = err.Error()
+// routedServices is the services of the front's routes, sorted.
+func routedServices(w *discovery.Watcher) []string {
+	var out []string
+	for _, r := range routesOf(w) {
+		if !slices.Contains(out, r.Service) {
+			out = append(out, r.Service)
 		}
-		if lim := n.Limiter(); lim != nil {
-			st.Limit, st.LimitHistory = lim.Limit(), lim.History()
-		}
-		for _, s := range n.Services() {
-			st.Peers[s] = n.Instances(s)
-			if p := n.Policy(s); p != nil {
-				st.Policies[s] = p
-			}
-		}
-		for i := range st.Ghosts {
-			st.Ghosts[i].LiveLatency, st.Ghosts[i].GhostLatency = nil, nil // the quantiles say it
-		}
-		return st
-	}}
+	}
+	slices.Sort(out)
+	return out
 }
-
-type nodeStatus struct {
-	Service string                         `json:"service"`
-	Version string                         `json:"version"`
-	Addr    string                         `json:"addr"`
-	Routes  []nanobus.RouteStats           `json:"routes"`
-	Peers   map[string][]nanobus.PeerState `json:"peers"`
-	// The rollout policies this node applies to its calls, and its ghost
-	// comparisons (see terminator rollout show for all callers at once).
-	Policies map[string]*nanobus.Policy `json:"policies,omitempty"`
-	Ghosts   []nanobus.GhostStats       `json:"ghosts,omitempty"`
-	Bus      nanobus.Stats              `json:"bus"`
-	// Etcd is how the node's view of etcd is: stale while etcd is
-	// unreachable (the node serves from what it knew).
-	Etcd       discovery.WatchStats `json:"etcd"`
-	Registered string               `json:"registered"` // "yes", or why not
-	// The adaptive limit on handlers running at once, now and over time.
-	Limit        int                  `json:"limit,omitempty"`
-	LimitHistory []nanobus.LimitPoint `json:"limit_history,omitempty"`
-}
-
-var nodePage = template.Must(template.New("node").Parse(`
-<p>{{if .Etcd.Stale}}<b class="bad">etcd unreachable since {{.Etcd.LastSeen}}: serving from the membership known then</b><br>{{end}}
-registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Outages}} etcd outages</p>
-<p>{{.Service}} {{.Version}} on {{.Addr}}{{if .Limit}}; handlers limited to {{.Limit}} at once{{with .LimitHistory}} (the last minutes: {{range .}}{{.Limit}} {{end}}){{end}}{{end}}</p>
-{{if .Routes}}<table><tr><th>route</th><th>requests</th><th>5xx</th><th>4xx</th><th>avg</th><th>p50</th><th>p99</th><th>last error</th></tr>
-{{range .Routes}}<tr><td>{{.Route}}</td><td>{{.Requests}}</td><td>{{.Errors}}</td><td>{{.ClientErrors}}</td><td>{{.AverageTime}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.LastError}}</td></tr>
-{{end}}</table>{{end}}
-{{if .Peers}}<table><tr><th>calls to</th><th>address</th><th>version</th><th>state</th><th>in flight</th></tr>
-{{range $svc, $peers := .Peers}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td>
-<td>{{if .Ready}}<span class="ok">connected</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{.InFlight}}</td></tr>
-{{end}}{{end}}</table>{{end}}
-{{if .Ghosts}}<table><tr><th>ghosted route</th><th>ghosted</th><th>matched</th><th>differing</th><th>errors</th><th>dropped</th><th>pending</th><th>live p50 / p99</th><th>ghost p50 / p99</th></tr>
-{{range .Ghosts}}<tr><td>{{.Service}} {{.Route}}</td><td>{{.Ghosted}}</td><td>{{.Matched}}</td><td>{{.Differing}}</td><td>{{.Errors}}</td><td>{{.Dropped}}</td><td>{{.Pending}}</td>
-<td>{{.LiveP50}} / {{.LiveP99}}</td><td>{{.GhostP50}} / {{.GhostP99}}</td></tr>
-{{range .Diffs}}<tr><td colspan="9">{{.At.Format "15:04:05"}} {{.What}} differs · live: {{.Live.Status}} <code>{{.Live.Body}}</code> · ghost: {{.Ghost.Status}} <code>{{.Ghost.Body}}</code></td></tr>
-{{end}}{{end}}</table>{{end}}
-<table>
-<tr><td>calls / replies</td><td>{{.Bus.Calls}} / {{.Bus.Replies}}</td></tr>
-<tr><td>busy / no peer / timeouts / peer lost / retries</td><td>{{.Bus.Busy}} / {{.Bus.NoPeer}} / {{.Bus.Timeouts}} / {{.Bus.PeerLost}} / {{.Bus.Retries}}</td></tr>
-<tr><td>late / stale / unknown replies</td><td>{{.Bus.LateReplies}} / {{.Bus.StaleReplies}} / {{.Bus.UnknownReplies}}</td></tr>
-<tr><td>requests / handled / handler errors</td><td>{{.Bus.Requests}} / {{.Bus.Handled}} / {{.Bus.HandlerErrors}}</td></tr>
-<tr><td>expired on arrival / in handler; overload; undeliverable</td><td>{{.Bus.ExpiredOnArrival}} / {{.Bus.ExpiredInHandler}}; {{.Bus.Overload}}; {{.Bus.Undeliverable}}</td></tr>
-<tr><td>malformed / misdirected / unknown-kind frames; cancels; plain peers refused</td><td>{{.Bus.Malformed}} / {{.Bus.Misdirected}} / {{.Bus.UnknownKinds}}; {{.Bus.Cancels}}; {{.Bus.PlainRefused}}</td></tr>
-<tr><td>connections closed by limits: conns / frame timeout / idle / buffered</td><td>{{.Bus.ConnsRefused}} / {{.Bus.FrameTimeouts}} / {{.Bus.IdleClosed}} / {{.Bus.BufferRefused}}</td></tr>
-<tr><td>connections refused for what they sent: frame too long / bad SP header / TLS handshake</td><td>{{.Bus.TooLong}} / {{.Bus.BadHeader}} / {{.Bus.TLSRefused}}</td></tr>
-<tr><td>limits</td><td>frame {{.Bus.Limits.FrameTimeout}}, idle {{.Bus.Limits.IdleTimeout}}, {{.Bus.Limits.MaxConns}} conns, {{.Bus.Limits.MaxBuffered}} bytes buffered</td></tr>
-</table>
-`))
 
 // levelFilter drops records below min.
 type levelFilter struct {

@@ -22,17 +22,21 @@ type Service struct {
 	// Register adds the service's handlers to n; s is its store, nil for a
 	// service that keeps none.
 	Register func(n *nanobus.Node, s store.Store) error
+	// Calls lists the services its handlers call: a process announces the
+	// service once it reaches an instance of each (or a bounded wait ends).
+	Calls []string
 }
 
 // All lists the services in start order: the domain services before the
 // aggregator that calls them.
 func All() []Service {
 	return []Service{
-		{profiles.Service, "the profile service", true, profiles.Register},
-		{visits.Service, "the visit service", true, visits.Register},
-		{flirts.Service, "the flirt service", true, flirts.Register},
-		{web.Service, "the aggregator: owns the public /profiles routes", false, stateless(web.Register)},
-		{echo.Service, "answers what it gets: GET and POST /echo", false, stateless(echo.Register)},
+		{profiles.Service, "the profile service", true, profiles.Register, nil},
+		{visits.Service, "the visit service", true, visits.Register, nil},
+		{flirts.Service, "the flirt service", true, flirts.Register, nil},
+		{web.Service, "the aggregator: owns the public /profiles routes", false, stateless(web.Register),
+			[]string{profiles.Service, visits.Service, flirts.Service}},
+		{echo.Service, "answers what it gets: GET and POST /echo", false, stateless(echo.Register), nil},
 	}
 }
 

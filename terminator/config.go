@@ -22,7 +22,7 @@ type Config struct {
 	MaxConns       int           // concurrent connections
 	MaxWaiting     int           // requests waiting for a reply, at most; over it, 503 at once
 	// FixedLimit makes MaxWaiting the limit, instead of the bound of an
-	// adaptive limit driven by latency (nanobus.Limiter).
+	// adaptive limit driven by latency (limit.Limiter).
 	FixedLimit bool
 	// QueueWait is how long a request over the limit may wait for a turn,
 	// first come first served, before it is refused.

@@ -168,22 +168,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 
 // release gives back the admission slot of a request admitted at start.
 // Its latency is the limiter's sample, unless its client went away: how
-// long a client waits before it leaves says nothing of the service's load,
-// so such a request is released with the latency typical of late (an
-// average of completed requests' latencies), which leaves the window's mean
-// where it was. (The limiter has no release without a sample.)
+// long a client waits before it leaves says nothing of the service's load.
 func (s *Server) release(start time.Time, gone bool) {
 	if gone {
-		s.limiter.Release(time.Duration(s.typical.Load()))
+		s.limiter.Forget()
 		return
 	}
-	d := time.Since(start)
-	if t := s.typical.Load(); t == 0 {
-		s.typical.Store(int64(d))
-	} else {
-		s.typical.Store(t + (int64(d)-t)/16) // racing stores lose a sample: it is an average
-	}
-	s.limiter.Release(d)
+	s.limiter.Release(time.Since(start))
 }
 
 // clientGone ends a request whose client went away while its call was

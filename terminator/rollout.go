@@ -11,7 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 )
 
 // The front is the edge: it decides, once per request, which feature flags
@@ -28,12 +28,12 @@ type edge struct {
 }
 
 type edgeFlag struct {
-	nanobus.Flag
+	policy.Flag
 	key keySource
 }
 
 type edgeExperiment struct {
-	nanobus.Experiment
+	policy.Experiment
 	service string
 	key     keySource
 	counts  []*variantCounts // per variant
@@ -54,12 +54,12 @@ type keySource struct {
 
 // SetRollout gives the front the feature flags to decide and the A/B
 // experiments of each service (by service name). It replaces what was set.
-func (s *Server) SetRollout(flags []nanobus.Flag, experiments map[string]nanobus.Experiment) {
+func (s *Server) SetRollout(flags []policy.Flag, experiments map[string]policy.Experiment) {
 	e := &edge{}
 	old := s.edge.Load()
 	cookies := map[string]bool{}
 	key := func(by string) keySource {
-		kind, name, err := nanobus.ParseKeySource(by)
+		kind, name, err := policy.ParseKeySource(by)
 		if err != nil {
 			return keySource{}
 		}

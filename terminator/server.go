@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 )
 
 // Server is the terminator: the public fasthttp front. Requests go to the
@@ -35,9 +36,8 @@ type Server struct {
 	ln        net.Listener
 	edge      atomic.Pointer[edge] // feature flags and experiments, decided per request
 	ready     atomic.Bool
-	limiter   *nanobus.Limiter // requests waiting for replies
-	typical   atomic.Int64     // a moving average of admitted requests' latencies, ns (see release)
-	watch     *watcher         // the requests parked on the bus, and whether their clients are still there
+	limiter   *limit.Limiter // requests waiting for replies
+	watch     *watcher       // the requests parked on the bus, and whether their clients are still there
 	idSeq     atomic.Uint64
 	counts    httpCounts
 	bodyBytes atomic.Int64 // request body bytes reserved now, within Config.BodyBudget
@@ -83,11 +83,11 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		idPrefix:   []byte(hex.EncodeToString(idb[:]) + "-"),
 		served:     make(chan error, 1),
 		badLog:     rate.Sometimes{Interval: time.Second},
-		limiter:    nanobus.NewLimiter(cfg.MaxWaiting, cfg.MaxWaiting, cfg.MaxWaiting),
+		limiter:    limit.New(cfg.MaxWaiting, cfg.MaxWaiting, cfg.MaxWaiting),
 		watch:      newWatcher(watchTick),
 	}
 	if !cfg.FixedLimit {
-		s.limiter = nanobus.NewLimiter(initialLimit, minLimit, cfg.MaxWaiting)
+		s.limiter = limit.New(initialLimit, minLimit, cfg.MaxWaiting)
 	}
 	m, err := newMetrics(s)
 	if err != nil {

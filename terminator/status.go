@@ -5,20 +5,21 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // Status is what the admin endpoints show of the front: routes, the
 // instances of their services, and counters. (The bus node's own numbers
 // are shown beside it.)
 type Status struct {
-	Waiting      int                            `json:"waiting"`                 // requests waiting for replies now
-	Limit        int                            `json:"limit"`                   // how many may wait (adaptive unless -adaptive-limit=false)
-	LimitHistory []nanobus.LimitPoint           `json:"limit_history,omitempty"` // the limit over the last minutes
-	Routes       []RouteStatus                  `json:"routes"`
-	Services     map[string][]nanobus.PeerState `json:"services"`
-	HTTP         map[string]uint64              `json:"http"`
-	Variants     []VariantStatus                `json:"variants,omitempty"` // A/B experiments' responses per variant
+	Waiting      int                           `json:"waiting"`                 // requests waiting for replies now
+	Limit        int                           `json:"limit"`                   // how many may wait (adaptive unless -adaptive-limit=false)
+	LimitHistory []limit.Point                 `json:"limit_history,omitempty"` // the limit over the last minutes
+	Routes       []RouteStatus                 `json:"routes"`
+	Services     map[string][]report.PeerState `json:"services"`
+	HTTP         map[string]uint64             `json:"http"`
+	Variants     []VariantStatus               `json:"variants,omitempty"` // A/B experiments' responses per variant
 }
 
 // RouteStatus is a route with its response counts by status class.
@@ -33,7 +34,7 @@ type RouteStatus struct {
 
 // Status returns a snapshot for the admin endpoints.
 func (s *Server) Status() Status {
-	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), LimitHistory: s.limiter.History(), Services: map[string][]nanobus.PeerState{}, Variants: s.variantStatus()}
+	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), LimitHistory: s.limiter.History(), Services: map[string][]report.PeerState{}, Variants: s.variantStatus()}
 	for _, e := range s.router.entries() {
 		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}, Cancelled: e.stats.cancelled.Load()}
 		for class := 1; class <= 5; class++ {

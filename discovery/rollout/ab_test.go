@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 )
 
 // shop answers which variant of the experiment "checkout" the request's
@@ -33,7 +34,7 @@ func TestABSplitIsStickyAndReachesTheHandler(t *testing.T) {
 	if !strings.Contains(out, "ab       checkout by cookie:shopper: old=v1:50 new=v2:50") {
 		t.Fatalf("ab printed:\n%s", out)
 	}
-	waitApplied(t, front, "shop", func(p *nanobus.Policy) bool { return p != nil && p.AB != nil })
+	waitApplied(t, front, "shop", func(p *policy.Policy) bool { return p != nil && p.AB != nil })
 
 	url := frontURL(front, "/shop")
 	versionOf := map[string]string{"old": "v1", "new": "v2"}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/discovery"
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 )
 
 // DefaultEndpoint is the etcd the CLI talks to unless told otherwise: the
@@ -386,7 +386,7 @@ func (c CLI) ghost(ctx context.Context, args []string) error {
 		if *percent < 1 || *percent > 100 {
 			return nil, fmt.Errorf("-percent %d: want 1 to 100", *percent)
 		}
-		p.Ghost = &nanobus.Ghost{Version: pos[1], Percent: *percent, Headers: splitList(*headers), Ignore: splitList(*ignore)}
+		p.Ghost = &policy.Ghost{Version: pos[1], Percent: *percent, Headers: splitList(*headers), Ignore: splitList(*ignore)}
 		return p, nil
 	})
 }
@@ -405,7 +405,7 @@ func (c CLI) ab(ctx context.Context, args []string) error {
 		cmd.fs.Usage()
 		return errUsage
 	}
-	e := &nanobus.Experiment{Name: pos[1], By: *by}
+	e := &policy.Experiment{Name: pos[1], By: *by}
 	for _, a := range pos[2:] {
 		name, rest, ok1 := strings.Cut(a, "=")
 		version, pct, ok2 := strings.Cut(rest, ":")
@@ -413,7 +413,7 @@ func (c CLI) ab(ctx context.Context, args []string) error {
 		if !ok1 || !ok2 || name == "" || version == "" || err != nil {
 			return fmt.Errorf("%q: want VARIANT=VERSION:PERCENT, e.g. new=v2:50", a)
 		}
-		e.Variants = append(e.Variants, nanobus.Variant{Name: name, Version: version, Percent: n})
+		e.Variants = append(e.Variants, policy.Variant{Name: name, Version: version, Percent: n})
 	}
 	return cmd.update(ctx, pos[0], func(p *Policy) (*Policy, error) { p.AB = e; return p, nil })
 }
@@ -465,7 +465,7 @@ func (c CLI) flagSet(ctx context.Context, args []string) error {
 		}
 	}
 	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
-		f, err := s.UpdateFlag(ctx, pos[0], func(f nanobus.Flag) (nanobus.Flag, error) {
+		f, err := s.UpdateFlag(ctx, pos[0], func(f policy.Flag) (policy.Flag, error) {
 			f.Percent = percent
 			if *by != "" {
 				f.By = *by
@@ -475,7 +475,7 @@ func (c CLI) flagSet(ctx context.Context, args []string) error {
 			return f, nil
 		})
 		if err == nil {
-			printFlags(c.Stdout, []nanobus.Flag{f})
+			printFlags(c.Stdout, []policy.Flag{f})
 		}
 		return err
 	})
@@ -519,7 +519,7 @@ func (c CLI) flagClear(ctx context.Context, args []string) error {
 	})
 }
 
-func printFlags(out io.Writer, flags []nanobus.Flag) {
+func printFlags(out io.Writer, flags []policy.Flag) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "FLAG\tSTATE\tBY")
 	for _, f := range flags {

@@ -9,9 +9,9 @@
 //
 // Under the prefix (default "/terminator"):
 //
-//	rollout/<service>     the service's Policy (JSON): nanobus.Policy's weights, ghost and
+//	rollout/<service>     the service's Policy (JSON): policy.Policy's weights, ghost and
 //	                      ab, plus the ramp's state; every caller applies it within a moment
-//	flags/<name>          a feature flag (nanobus.Flag as JSON); the fronts decide it per request
+//	flags/<name>          a feature flag (policy.Flag as JSON); the fronts decide it per request
 //	stats/<node>          NodeStats: one node's calls per (service, version) and ghost
 //	                      comparisons, published every second under the node's lease
 //	election/ramp/<lease> the ramp driver's election (concurrency.Election); the oldest key leads

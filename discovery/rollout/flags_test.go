@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 )
 
 // flagged answers which of the flags it knows are on for the request, as
@@ -47,10 +48,10 @@ func TestFlagsOnOffPercentAndHot(t *testing.T) {
 	l.wantNoFailure(t)
 
 	// 30% by header: the same key always gets the same answer, the one
-	// nanobus.Flag.On gives; over n keys, the share on is Binomial(n, 0.3)
+	// policy.Flag.On gives; over n keys, the share on is Binomial(n, 0.3)
 	// (the key's hash is uniform) within its exact 99.99% interval.
 	c.run("flag", "set", "beta", "30", "-by", "header:X-User")
-	beta := nanobus.Flag{Name: "beta", Percent: 30, By: "header:X-User"}
+	beta := policy.Flag{Name: "beta", Percent: 30, By: "header:X-User"}
 	eventually(t, time.Second, "beta at 30%", func() bool {
 		for i := range 20 {
 			if strings.HasSuffix(get(url, "X-User", fmt.Sprint("probe", i)).body, "beta=true") {

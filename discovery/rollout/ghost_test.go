@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // ghostApp is a service at two versions whose replies differ on purpose,
@@ -92,9 +94,9 @@ func errorsJoin(errs ...error) error {
 
 // ghostOf waits until the published numbers of service's route satisfy
 // ok, and returns them.
-func (c *cluster) ghostOf(route string, ok func(nanobus.GhostStats) bool) nanobus.GhostStats {
+func (c *cluster) ghostOf(route string, ok func(report.GhostStats) bool) report.GhostStats {
 	c.t.Helper()
-	var got nanobus.GhostStats
+	var got report.GhostStats
 	eventually(c.t, 10*time.Second, "published ghost numbers of "+route, func() bool {
 		for _, g := range c.reading().Ghosts("g") {
 			if g.Route == route {
@@ -119,7 +121,7 @@ func TestGhost(t *testing.T) {
 	if !strings.Contains(out, "ghost    v2 gets a copy of 100% of the idempotent and ghost-safe calls; compares status, Content-Type and body (JSON without ts)") {
 		t.Fatalf("ghost printed:\n%s", out)
 	}
-	waitApplied(t, front, "g", func(p *nanobus.Policy) bool { return p != nil && p.Ghost != nil })
+	waitApplied(t, front, "g", func(p *policy.Policy) bool { return p != nil && p.Ghost != nil })
 	url := func(path string) string { return frontURL(front, path) }
 
 	t.Run("a differing reply is reported with the pair", func(t *testing.T) {
@@ -130,12 +132,12 @@ func TestGhost(t *testing.T) {
 				}
 			}
 		}
-		diff := c.ghostOf("GET /diff", func(g nanobus.GhostStats) bool { return g.Differing == 3 })
+		diff := c.ghostOf("GET /diff", func(g report.GhostStats) bool { return g.Differing == 3 })
 		if d := diff.Diffs[len(diff.Diffs)-1]; d.What != "body" || d.Live.Body != `{"n":1}` || d.Ghost.Body != `{"n":2}` ||
 			d.Live.Header["Content-Type"] != "application/json" {
 			t.Fatalf("differing pair: %+v", d)
 		}
-		same := c.ghostOf("GET /same", func(g nanobus.GhostStats) bool { return g.Matched == 3 })
+		same := c.ghostOf("GET /same", func(g report.GhostStats) bool { return g.Matched == 3 })
 		if same.Differing != 0 || diff.Matched != 0 {
 			t.Fatalf("/same %+v, /diff %+v", same, diff)
 		}
@@ -163,9 +165,9 @@ func TestGhost(t *testing.T) {
 		if r := get(url("/slow")); r.status != 200 || r.body != "ok" || r.version != "v1" {
 			t.Fatalf("GET /slow: %d %q from %q", r.status, r.body, r.version)
 		}
-		c.ghostOf("GET /slow", func(g nanobus.GhostStats) bool { return g.Ghosted == 1 && g.Pending == 1 && g.Matched == 0 })
+		c.ghostOf("GET /slow", func(g report.GhostStats) bool { return g.Ghosted == 1 && g.Pending == 1 && g.Matched == 0 })
 		close(app.release)
-		c.ghostOf("GET /slow", func(g nanobus.GhostStats) bool { return g.Pending == 0 && g.Matched == 1 })
+		c.ghostOf("GET /slow", func(g report.GhostStats) bool { return g.Pending == 0 && g.Matched == 1 })
 	})
 
 	t.Run("a POST is ghosted only if its route is ghost-safe", func(t *testing.T) {
@@ -181,7 +183,7 @@ func TestGhost(t *testing.T) {
 		}
 		// The front decides on a copy before it sends the live call: once
 		// the safe route's copies are counted, the other's had its chance.
-		c.ghostOf("POST /safe", func(g nanobus.GhostStats) bool { return g.Ghosted == 3 })
+		c.ghostOf("POST /safe", func(g report.GhostStats) bool { return g.Ghosted == 3 })
 		for _, g := range c.reading().Ghosts("g") {
 			if g.Route == "POST /write" && g.Ghosted > 0 {
 				t.Fatalf("POST /write was ghosted: %+v", g)
@@ -196,7 +198,7 @@ func TestGhost(t *testing.T) {
 		if r := get(url("/chain")); r.status != 200 || r.body != "chained" {
 			t.Fatalf("GET /chain: %d %q", r.status, r.body)
 		}
-		c.ghostOf("GET /chain", func(g nanobus.GhostStats) bool { return g.Matched == 1 })
+		c.ghostOf("GET /chain", func(g report.GhostStats) bool { return g.Matched == 1 })
 		if v1, v2 := app.v1ChainSaw.Load(), app.v2ChainSaw.Load(); v1 != false || v2 != true {
 			t.Fatalf("req.Ghost(): live v1 saw %v, ghost v2 saw %v", v1, v2)
 		}

@@ -23,6 +23,8 @@ import (
 	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
+	"github.com/terminator-gw/terminator/nanobus/policy"
+	"github.com/terminator-gw/terminator/nanobus/report"
 	"github.com/terminator-gw/terminator/role"
 	"github.com/terminator-gw/terminator/terminator"
 )
@@ -158,8 +160,8 @@ func status(t *testing.T, p *role.Process) map[string]json.RawMessage {
 
 // frontNode is what a front's status says of its bus node.
 type frontNode struct {
-	Peers    map[string][]nanobus.PeerState `json:"peers"`
-	Policies map[string]*nanobus.Policy     `json:"policies"`
+	Peers    map[string][]report.PeerState `json:"peers"`
+	Policies map[string]*policy.Policy     `json:"policies"`
 }
 
 func frontStatus(t *testing.T, p *role.Process) frontNode {
@@ -173,7 +175,7 @@ func frontStatus(t *testing.T, p *role.Process) frontNode {
 
 // waitApplied waits until the front applies a policy for service that
 // satisfies ok (nil: none).
-func waitApplied(t *testing.T, front *role.Process, service string, ok func(*nanobus.Policy) bool) {
+func waitApplied(t *testing.T, front *role.Process, service string, ok func(*policy.Policy) bool) {
 	t.Helper()
 	eventually(t, 5*time.Second, "the front applies the new policy of "+service, func() bool {
 		return ok(frontStatus(t, front).Policies[service])

@@ -14,16 +14,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/terminator-gw/terminator/discovery"
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 )
 
 // Policy is a service's rollout policy as etcd keeps it, at
-// <prefix>/rollout/<service>: what every caller applies (nanobus.Policy:
+// <prefix>/rollout/<service>: what every caller applies (policy.Policy:
 // weights, ghost, A/B split) and the state of the ramp that sets the
-// weights, if one was started. Callers decode it into nanobus.Policy and
+// weights, if one was started. Callers decode it into policy.Policy and
 // ignore the ramp.
 type Policy struct {
-	nanobus.Policy
+	policy.Policy
 	Ramp *Ramp `json:"ramp,omitempty"`
 }
 
@@ -318,57 +318,57 @@ func (s *Store) writePolicy(ctx context.Context, service string, p *Policy, rev 
 
 // Flags returns the feature flags, sorted by name. Values that do not
 // parse are left out.
-func (s *Store) Flags(ctx context.Context) ([]nanobus.Flag, error) {
+func (s *Store) Flags(ctx context.Context) ([]policy.Flag, error) {
 	resp, err := s.cli.Get(ctx, s.prefix+"flags/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read feature flags: %w", err)
 	}
-	var out []nanobus.Flag
+	var out []policy.Flag
 	for _, kv := range resp.Kvs {
-		f := nanobus.Flag{Name: strings.TrimPrefix(string(kv.Key), s.prefix+"flags/")}
+		f := policy.Flag{Name: strings.TrimPrefix(string(kv.Key), s.prefix+"flags/")}
 		if json.Unmarshal(kv.Value, &f) == nil {
 			out = append(out, f)
 		}
 	}
-	slices.SortFunc(out, func(a, b nanobus.Flag) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b policy.Flag) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
 // UpdateFlag changes flag name with change, which gets the flag in etcd (a
 // zero one named name when there is none) and returns the new one. Like
 // UpdatePolicy, it writes only what it read, retrying a few times.
-func (s *Store) UpdateFlag(ctx context.Context, name string, change func(nanobus.Flag) (nanobus.Flag, error)) (nanobus.Flag, error) {
+func (s *Store) UpdateFlag(ctx context.Context, name string, change func(policy.Flag) (policy.Flag, error)) (policy.Flag, error) {
 	key := s.flagKey(name)
 	for try := range maxTries {
 		if err := pause(ctx, try); err != nil {
-			return nanobus.Flag{}, err
+			return policy.Flag{}, err
 		}
 		resp, err := s.cli.Get(ctx, key)
 		if err != nil {
-			return nanobus.Flag{}, fmt.Errorf("read feature flag %s: %w", name, err)
+			return policy.Flag{}, fmt.Errorf("read feature flag %s: %w", name, err)
 		}
-		f, rev := nanobus.Flag{Name: name}, int64(0)
+		f, rev := policy.Flag{Name: name}, int64(0)
 		if len(resp.Kvs) > 0 {
 			_ = json.Unmarshal(resp.Kvs[0].Value, &f) // one that does not parse is replaced
 			f.Name, rev = name, resp.Kvs[0].ModRevision
 		}
 		if f, err = change(f); err != nil {
-			return nanobus.Flag{}, err
+			return policy.Flag{}, err
 		}
 		f.Name = name
 		if err := f.Check(); err != nil {
-			return nanobus.Flag{}, err
+			return policy.Flag{}, err
 		}
 		b, _ := json.Marshal(f)
 		tx, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(b))).Commit()
 		if err != nil {
-			return nanobus.Flag{}, fmt.Errorf("write feature flag %s: %w", name, err)
+			return policy.Flag{}, fmt.Errorf("write feature flag %s: %w", name, err)
 		}
 		if tx.Succeeded {
 			return f, nil
 		}
 	}
-	return nanobus.Flag{}, ErrConflict
+	return policy.Flag{}, ErrConflict
 }
 
 // DeleteFlag removes flag name; it reports whether there was one.

@@ -6,13 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // window is n calls, errs of them failed, all taking about the latency of
 // histogram bucket b.
 func window(n, errs uint64, b int) Window {
-	return Window{Calls: n, Errors: errs, Latency: nanobus.Histogram{{Index: b, Count: n}}}
+	return Window{Calls: n, Errors: errs, Latency: histogram.Histogram{{Index: b, Count: n}}}
 }
 
 // The health rule, case by case (see Ramp.next).
@@ -24,7 +25,7 @@ func TestRampHealthRule(t *testing.T) {
 	fast, slow := 60, 100 // histogram buckets from 768µs and from 24.6ms
 	mixed := func(n, slowCalls uint64) Window {
 		w := window(n, 0, fast)
-		w.Latency = nanobus.Histogram{{Index: fast, Count: n - slowCalls}, {Index: slow, Count: slowCalls}}
+		w.Latency = histogram.Histogram{{Index: fast, Count: n - slowCalls}, {Index: slow, Count: slowCalls}}
 		return w
 	}
 	for _, tc := range []struct {
@@ -123,8 +124,8 @@ func TestRampCheck(t *testing.T) {
 // per caller over the span between its two published values.
 func TestReadingCalls(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	calls := func(n, errs uint64) []nanobus.VersionStats {
-		return []nanobus.VersionStats{{Service: "echo", Version: "v2", Calls: n, Errors: errs, Latency: nanobus.Histogram{{Index: 60, Count: n}}}}
+	calls := func(n, errs uint64) []report.VersionStats {
+		return []report.VersionStats{{Service: "echo", Version: "v2", Calls: n, Errors: errs, Latency: histogram.Histogram{{Index: 60, Count: n}}}}
 	}
 	earlier := Reading{At: t0, Nodes: map[string]NodeStats{
 		"a":    {At: t0, Calls: calls(100, 1)},

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/discovery/rollout"
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 	"github.com/terminator-gw/terminator/role"
 )
 
@@ -48,7 +48,7 @@ func TestRampCompletesWhenHealthy(t *testing.T) {
 	if w := c.policy("echo").Weights; w["v1"] != 0 || w["v2"] != 100 || r.Step != 2 {
 		t.Fatalf("done at step %d with weights %v", r.Step, w)
 	}
-	waitApplied(t, front, "echo", func(p *nanobus.Policy) bool { return p != nil && p.Weights["v2"] == 100 })
+	waitApplied(t, front, "echo", func(p *policy.Policy) bool { return p != nil && p.Weights["v2"] == 100 })
 	l.waitMore(t, 100)
 	l.finish()
 	l.wantNoFailure(t)

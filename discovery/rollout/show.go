@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // State is what `rollout show` prints: per service its policy, its
@@ -27,7 +27,7 @@ type ServiceState struct {
 	Service  string
 	Policy   *Policy // nil: none
 	Versions []VersionState
-	Ghosts   []nanobus.GhostStats // by route, since each caller started
+	Ghosts   []report.GhostStats // by route, since each caller started
 }
 
 // VersionState is one version of a service: its instances, its share of
@@ -209,11 +209,11 @@ func printGhosts(out io.Writer, ss ServiceState) {
 	}
 }
 
-func alike(a, b nanobus.GhostDiff) bool {
+func alike(a, b report.GhostDiff) bool {
 	return a.What == b.What && shownReply(a.Live) == shownReply(b.Live) && shownReply(a.Ghost) == shownReply(b.Ghost)
 }
 
-func shownReply(r nanobus.ShownReply) string {
+func shownReply(r report.ShownReply) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d", r.Status)
 	for _, k := range slices.Sorted(maps.Keys(r.Header)) {

@@ -13,18 +13,20 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 // NodeStats is what one node publishes at <prefix>/stats/<node>: the calls
 // it made, by service and version, and its ghost comparisons, counted
 // since it started.
 type NodeStats struct {
-	Node    string                 `json:"node"`
-	Service string                 `json:"service"` // the node's own service
-	Version string                 `json:"version"`
-	At      time.Time              `json:"at"` // when the numbers were read
-	Calls   []nanobus.VersionStats `json:"calls,omitempty"`
-	Ghosts  []nanobus.GhostStats   `json:"ghosts,omitempty"`
+	Node    string                `json:"node"`
+	Service string                `json:"service"` // the node's own service
+	Version string                `json:"version"`
+	At      time.Time             `json:"at"` // when the numbers were read
+	Calls   []report.VersionStats `json:"calls,omitempty"`
+	Ghosts  []report.GhostStats   `json:"ghosts,omitempty"`
 }
 
 // What a published value may hold: a route keeps its newest differing
@@ -262,7 +264,7 @@ func (s *Store) ReadStats(ctx context.Context) (Reading, error) {
 // callers, between two readings (or since each caller started).
 type Window struct {
 	Calls, Errors uint64
-	Latency       nanobus.Histogram
+	Latency       histogram.Histogram
 	Rate          float64 // calls per second (0 without an earlier reading)
 }
 
@@ -294,7 +296,7 @@ func (r Reading) Calls(service string, earlier *Reading) map[string]Window {
 			}
 			w := out[c.Version]
 			calls, errs, lat := c.Calls, c.Errors, c.Latency
-			if i := slices.IndexFunc(base.Calls, func(b nanobus.VersionStats) bool { return b.Service == service && b.Version == c.Version }); i >= 0 {
+			if i := slices.IndexFunc(base.Calls, func(b report.VersionStats) bool { return b.Service == service && b.Version == c.Version }); i >= 0 {
 				b := base.Calls[i]
 				calls, errs, lat = calls-min(calls, b.Calls), errs-min(errs, b.Errors), lat.Sub(b.Latency)
 			}
@@ -321,8 +323,8 @@ func (r Reading) Calls(service string, earlier *Reading) map[string]Window {
 // Ghosts returns the ghost comparisons of calls to service, by route,
 // summed over the callers since each started; the quantiles are the sum's,
 // the differing pairs the newest few of all.
-func (r Reading) Ghosts(service string) []nanobus.GhostStats {
-	byRoute := map[string]*nanobus.GhostStats{}
+func (r Reading) Ghosts(service string) []report.GhostStats {
+	byRoute := map[string]*report.GhostStats{}
 	for _, n := range r.Nodes {
 		for _, g := range n.Ghosts {
 			if g.Service != service {
@@ -330,7 +332,7 @@ func (r Reading) Ghosts(service string) []nanobus.GhostStats {
 			}
 			sum := byRoute[g.Route]
 			if sum == nil {
-				sum = &nanobus.GhostStats{Service: service, Route: g.Route}
+				sum = &report.GhostStats{Service: service, Route: g.Route}
 				byRoute[g.Route] = sum
 			}
 			sum.Ghosted += g.Ghosted
@@ -345,12 +347,12 @@ func (r Reading) Ghosts(service string) []nanobus.GhostStats {
 			sum.Diffs = append(sum.Diffs, g.Diffs...)
 		}
 	}
-	out := make([]nanobus.GhostStats, 0, len(byRoute))
+	out := make([]report.GhostStats, 0, len(byRoute))
 	for _, route := range sortedKeys(byRoute) {
 		g := byRoute[route]
 		g.LiveP50, g.LiveP99 = g.LiveLatency.Quantile(0.5), g.LiveLatency.Quantile(0.99)
 		g.GhostP50, g.GhostP99 = g.GhostLatency.Quantile(0.5), g.GhostLatency.Quantile(0.99)
-		slices.SortFunc(g.Diffs, func(a, b nanobus.GhostDiff) int { return a.At.Compare(b.At) })
+		slices.SortFunc(g.Diffs, func(a, b report.GhostDiff) int { return a.At.Compare(b.At) })
 		g.Diffs = g.Diffs[max(0, len(g.Diffs)-publishedDiffs):]
 		out = append(out, *g)
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/discovery/rollout"
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 	"github.com/terminator-gw/terminator/role"
 )
 
@@ -32,16 +32,16 @@ func TestRolloutOfWebUnderLoadFailsNothing(t *testing.T) {
 		func(r reply) bool { return r.err == nil && r.status == 200 })
 	defer l.finish()
 	c.run("rollout", "weights", "web", "v1=100")
-	waitApplied(t, front, "web", func(p *nanobus.Policy) bool { return p != nil && p.Weights["v1"] == 100 })
+	waitApplied(t, front, "web", func(p *policy.Policy) bool { return p != nil && p.Weights["v1"] == 100 })
 	c.start("web", "v2")
 	waitInstances(t, front, "web", "v1", "v2")
 	ramp(c, "web", "v2", "50,100")
 	waitRamp(t, c, "web", rollout.RampDone, 30*time.Second)
-	waitApplied(t, front, "web", func(p *nanobus.Policy) bool { return p != nil && p.Weights["v2"] == 100 })
+	waitApplied(t, front, "web", func(p *policy.Policy) bool { return p != nil && p.Weights["v2"] == 100 })
 	webV1.Stop()
 	l.waitMore(t, 200)
 	c.run("rollout", "clear", "web")
-	waitApplied(t, front, "web", func(p *nanobus.Policy) bool { return p == nil })
+	waitApplied(t, front, "web", func(p *policy.Policy) bool { return p == nil })
 	l.waitMore(t, 200)
 	l.finish()
 	l.wantNoFailure(t)
@@ -64,18 +64,18 @@ func TestPolicyChangesUnderLoadFailNothing(t *testing.T) {
 	defer l.finish()
 	for _, change := range []struct {
 		args    []string
-		applied func(*nanobus.Policy) bool
+		applied func(*policy.Policy) bool
 	}{
-		{[]string{"weights", "echo", "v1=80", "v2=20"}, func(p *nanobus.Policy) bool { return p != nil && p.Weights["v2"] == 20 }},
-		{[]string{"weights", "echo", "v2=100"}, func(p *nanobus.Policy) bool { return p != nil && p.Weights["v2"] == 100 }},
-		{[]string{"ghost", "echo", "v1"}, func(p *nanobus.Policy) bool { return p != nil && p.Ghost != nil }},
-		{[]string{"weights", "echo", "v1=50", "v2=50"}, func(p *nanobus.Policy) bool { return p != nil && p.Weights["v1"] == 50 }},
-		{[]string{"ghost", "echo", "off"}, func(p *nanobus.Policy) bool { return p != nil && p.Ghost == nil }},
-		{[]string{"ab", "echo", "exp", "a=v1:50", "b=v2:50"}, func(p *nanobus.Policy) bool { return p != nil && p.AB != nil }},
-		{[]string{"ab", "echo", "off"}, func(p *nanobus.Policy) bool { return p != nil && p.AB == nil }},
-		{[]string{"clear", "echo"}, func(p *nanobus.Policy) bool { return p == nil }},
-		{[]string{"ghost", "echo", "v2"}, func(p *nanobus.Policy) bool { return p != nil && p.Ghost != nil }},
-		{[]string{"clear", "echo"}, func(p *nanobus.Policy) bool { return p == nil }},
+		{[]string{"weights", "echo", "v1=80", "v2=20"}, func(p *policy.Policy) bool { return p != nil && p.Weights["v2"] == 20 }},
+		{[]string{"weights", "echo", "v2=100"}, func(p *policy.Policy) bool { return p != nil && p.Weights["v2"] == 100 }},
+		{[]string{"ghost", "echo", "v1"}, func(p *policy.Policy) bool { return p != nil && p.Ghost != nil }},
+		{[]string{"weights", "echo", "v1=50", "v2=50"}, func(p *policy.Policy) bool { return p != nil && p.Weights["v1"] == 50 }},
+		{[]string{"ghost", "echo", "off"}, func(p *policy.Policy) bool { return p != nil && p.Ghost == nil }},
+		{[]string{"ab", "echo", "exp", "a=v1:50", "b=v2:50"}, func(p *policy.Policy) bool { return p != nil && p.AB != nil }},
+		{[]string{"ab", "echo", "off"}, func(p *policy.Policy) bool { return p != nil && p.AB == nil }},
+		{[]string{"clear", "echo"}, func(p *policy.Policy) bool { return p == nil }},
+		{[]string{"ghost", "echo", "v2"}, func(p *policy.Policy) bool { return p != nil && p.Ghost != nil }},
+		{[]string{"clear", "echo"}, func(p *policy.Policy) bool { return p == nil }},
 	} {
 		c.run("rollout", change.args...)
 		waitApplied(t, front, "echo", change.applied)

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/policy"
 )
 
 // With weights v1=80 v2=20 each call goes to v2 with probability 0.2, on
@@ -19,7 +19,7 @@ func TestWeightsSplitWithinBinomialBounds(t *testing.T) {
 	if !strings.Contains(out, "weights  v1=80 v2=20") {
 		t.Fatalf("weights printed:\n%s", out)
 	}
-	waitApplied(t, front, "echo", func(p *nanobus.Policy) bool { return p != nil && p.Weights["v2"] == 20 })
+	waitApplied(t, front, "echo", func(p *policy.Policy) bool { return p != nil && p.Weights["v2"] == 20 })
 
 	const n = 3000
 	lo, hi := binomialInterval(n, 0.2, 0.9999)

@@ -20,6 +20,8 @@ import (
 
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/transport"
+
+	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
 )
 
 // The transports this package registers, as mangos' transport packages
@@ -35,48 +37,49 @@ func init() {
 }
 
 // Options this transport takes besides mangos' own (nanobus sets them; the
-// names are nanobus's, which is why they are strings and not types of
-// ours). Every one is optional.
+// names and value types are nanobus/internal/busopt's, shared with
+// nanobus). Every one is optional; a value of another type is refused
+// with mangos.ErrBadValue.
 const (
 	// OptionWritten (dialers and listeners): an *atomic.Uint64 that each
 	// pipe adds one to for every message it is done with: written to the
 	// socket, or dropped with the pipe when it failed or closed first. A
 	// sender that counts what it handed over can so wait for its last
 	// messages to be out (or gone) before it closes.
-	OptionWritten = "nanobus.written"
+	OptionWritten = busopt.Written
 	// OptionFrameTimeout (listeners and dialers): a time.Duration within
 	// which a frame whose length has arrived must be complete; a peer that
 	// stalls mid-frame is cut. 0: no limit.
-	OptionFrameTimeout = "nanobus.frame-timeout"
+	OptionFrameTimeout = busopt.FrameTimeout
 	// OptionIdleTimeout (listeners): a time.Duration within which an
 	// accepted connection must send its first frame after the handshake,
 	// or be closed. A connection that has carried no message (hellos and
 	// pings are not messages) for this long is silent: at OptionMaxConns,
 	// the one silent the longest is closed to make room for a newcomer.
 	// 0: no limit.
-	OptionIdleTimeout = "nanobus.idle-timeout"
+	OptionIdleTimeout = busopt.IdleTimeout
 	// OptionMaxConns (listeners): an int bounding the accepted connections
 	// open at once, handshakes included. A connection over it takes the
 	// place of a silent one (see OptionIdleTimeout), or is closed at once
 	// when none is. 0: no limit.
-	OptionMaxConns = "nanobus.max-conns"
+	OptionMaxConns = busopt.MaxConns
 	// OptionMaxBuffered (listeners): an int bounding the bytes held for
 	// large frames being read, across all the listener's connections. A
 	// large frame takes its whole length from it before it is read; one
 	// that would go over is refused, its connection closed. 0: no limit.
-	OptionMaxBuffered = "nanobus.max-buffered"
+	OptionMaxBuffered = busopt.MaxBuffered
 	// OptionPeerTimeout (listeners and dialers): a time.Duration after
 	// which a connection whose peer has stopped answering is closed: data
 	// it sent unacknowledged that long (TCP_USER_TIMEOUT), or, idle, no
 	// answer to keepalive probes for about as long. A cut network then
 	// fails the calls on it in about this time, not at their deadline.
 	// 0: the kernel's defaults (minutes).
-	OptionPeerTimeout = "nanobus.peer-timeout"
+	OptionPeerTimeout = busopt.PeerTimeout
 	// OptionOnRefuse (listeners and dialers): a func(reason string, err
 	// error) called for every connection closed by a limit above or for
 	// what its peer sent, with reason one of the Refused* constants and
 	// err the cause, naming the peer's address.
-	OptionOnRefuse = "nanobus.on-refuse"
+	OptionOnRefuse = busopt.OnRefuse
 	// OptionDeliver (listeners and dialers): a func(m *mangos.Message,
 	// reply func([]byte) error, share *atomic.Int64) bool that each pipe
 	// calls, on its reading goroutine, with every message it receives; a
@@ -86,23 +89,23 @@ const (
 	// came in on, and on no other (a BUS socket's own send goes to every
 	// pipe); share is a counter that lives as long as the pipe, for the
 	// receiver to bound what one peer holds.
-	OptionDeliver = "nanobus.deliver"
+	OptionDeliver = busopt.Deliver
 	// OptionSend (a pipe's, read with mangos.Pipe.GetOption): a
 	// func([]byte) error that writes one message on the pipe from the
 	// calling goroutine, sparing the socket's send queue and its sender
 	// goroutine (see pipe).
-	OptionSend = "nanobus.send"
+	OptionSend = busopt.Send
 )
 
 // Reasons passed to OptionOnRefuse.
 const (
-	RefusedConns        = "conns"         // over OptionMaxConns, no silent connection to close instead
-	RefusedFrameTimeout = "frame-timeout" // a frame not finished in time
-	RefusedIdle         = "idle"          // no frame within OptionIdleTimeout, or silent and closed to make room
-	RefusedBuffered     = "buffered"      // a frame over OptionMaxBuffered
-	RefusedTooLong      = "too-long"      // a frame length over OptionMaxRecvSize
-	RefusedBadHeader    = "bad-header"    // not an SP header for our peer protocol
-	RefusedTLS          = "tls"           // the TLS handshake failed
+	RefusedConns        = busopt.RefusedConns        // over OptionMaxConns, no silent connection to close instead
+	RefusedFrameTimeout = busopt.RefusedFrameTimeout // a frame not finished in time
+	RefusedIdle         = busopt.RefusedIdle         // no frame within OptionIdleTimeout, or silent and closed to make room
+	RefusedBuffered     = busopt.RefusedBuffered     // a frame over OptionMaxBuffered
+	RefusedTooLong      = busopt.RefusedTooLong      // a frame length over OptionMaxRecvSize
+	RefusedBadHeader    = busopt.RefusedBadHeader    // not an SP header for our peer protocol
+	RefusedTLS          = busopt.RefusedTLS          // the TLS handshake failed
 )
 
 const (
@@ -151,12 +154,12 @@ type limits struct {
 	maxConns     int
 	maxBuffered  int64
 	written      *atomic.Uint64
-	onRefuse     func(reason string, err error)
+	onRefuse     busopt.OnRefuseFunc
 	deliver      Deliver
 }
 
 // Deliver is the type of OptionDeliver's value.
-type Deliver = func(m *mangos.Message, reply func([]byte) error, share *atomic.Int64) bool
+type Deliver = busopt.DeliverFunc
 
 func (l *limits) refused(reason string, err error) {
 	if l.onRefuse != nil {

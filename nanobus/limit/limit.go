@@ -1,4 +1,4 @@
-package nanobus
+package limit
 
 import (
 	"math"
@@ -45,11 +45,11 @@ type Limiter struct {
 	minRTT   [refSeconds]float64 // each second's lowest window latency (ns), a ring
 	second   int64               // unix second of minRTT's newest entry
 	estimate float64             // the limit before rounding
-	history  []LimitPoint
+	history  []Point
 }
 
-// LimitPoint is the limit at one moment, for showing it over time.
-type LimitPoint struct {
+// Point is the limit at one moment, for showing it over time.
+type Point struct {
 	At       time.Time     `json:"at"`
 	Limit    int           `json:"limit"`
 	InFlight int           `json:"in_flight"` // the most in flight in the window before
@@ -66,9 +66,9 @@ const (
 	historyLen     = 120 // points kept: 2 minutes of 1 s points
 )
 
-// NewLimiter returns a limiter starting at initial, kept within [lo, hi];
+// New returns a limiter starting at initial, kept within [lo, hi];
 // with lo == hi it is a fixed bound.
-func NewLimiter(initial, lo, hi int) *Limiter {
+func New(initial, lo, hi int) *Limiter {
 	hi = max(hi, 1)
 	lo = min(max(lo, 1), hi)
 	initial = min(max(initial, lo), hi)
@@ -157,6 +157,15 @@ func (l *Limiter) Release(rtt time.Duration) {
 	}
 }
 
+// Forget gives back a slot like Release, without a sample: for work whose
+// time says nothing of the load (a request its client gave up on, and
+// cancelled).
+func (l *Limiter) Forget() {
+	if l.waiting.Load() == 0 || !l.handOver() {
+		l.inflight.Add(-1)
+	}
+}
+
 // handOver gives a releasing caller's slot to the first waiter, if there
 // is one and the limit still has room for it.
 func (l *Limiter) handOver() bool {
@@ -182,10 +191,10 @@ func (l *Limiter) Limit() int { return int(l.limit.Load()) }
 func (l *Limiter) InFlight() int { return int(l.inflight.Load()) }
 
 // History is the limit over the last two minutes, a point a second.
-func (l *Limiter) History() []LimitPoint {
+func (l *Limiter) History() []Point {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]LimitPoint(nil), l.history...)
+	return append([]Point(nil), l.history...)
 }
 
 // reference records a window's latency and returns the lowest of the last
@@ -241,7 +250,7 @@ func (l *Limiter) update(now int64) {
 	l.limit.Store(int64(limit))
 	at := time.Unix(0, now)
 	if len(l.history) == 0 || at.Sub(l.history[len(l.history)-1].At) >= time.Second {
-		l.history = append(l.history, LimitPoint{At: at.UTC(), Limit: int(limit), InFlight: int(peak), RTT: time.Duration(short)})
+		l.history = append(l.history, Point{At: at.UTC(), Limit: int(limit), InFlight: int(peak), RTT: time.Duration(short)})
 		if len(l.history) > historyLen {
 			l.history = l.history[len(l.history)-historyLen:]
 		}

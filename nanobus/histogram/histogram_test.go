@@ -1,4 +1,4 @@
-package nanobus
+package histogram
 
 import (
 	"math"
@@ -57,8 +57,8 @@ func TestHistogramBuckets(t *testing.T) {
 // Quantiles against a sorted-slice reference: the q-quantile is the
 // nearest-rank sample's bucket, reported as the bucket's upper end.
 func TestHistogramQuantiles(t *testing.T) {
-	var h histogram
-	if q := h.snapshot().Quantile(0.5); q != 0 {
+	var h Recorder
+	if q := h.Snapshot().Quantile(0.5); q != 0 {
 		t.Errorf("quantile with no samples %v, want 0", q)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
@@ -71,10 +71,10 @@ func TestHistogramQuantiles(t *testing.T) {
 			d = 0
 		}
 		samples[i] = d
-		h.record(d)
+		h.Record(d)
 	}
 	slices.Sort(samples)
-	s := h.snapshot()
+	s := h.Snapshot()
 	for _, q := range []float64{0.0001, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1} {
 		rank := max(int(math.Ceil(q*n-1e-9)), 1)
 		ref := samples[rank-1]
@@ -89,13 +89,13 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 
 	// sub leaves what was recorded since.
-	var h2 histogram
-	h2.record(time.Millisecond)
-	before := h2.snapshot()
+	var h2 Recorder
+	h2.Record(time.Millisecond)
+	before := h2.Snapshot()
 	for range 99 {
-		h2.record(5 * time.Second)
+		h2.Record(5 * time.Second)
 	}
-	d := h2.snapshot().Sub(before)
+	d := h2.Snapshot().Sub(before)
 	if q := d.Quantile(0.01); q < 5*time.Second {
 		t.Errorf("since the snapshot, q0.01 is %v: the earlier sample is still counted", q)
 	}
@@ -103,18 +103,18 @@ func TestHistogramQuantiles(t *testing.T) {
 
 // Concurrent records all count (and the race detector sees no race).
 func TestHistogramConcurrent(t *testing.T) {
-	var h histogram
+	var h Recorder
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 1000 {
-				h.record(time.Duration(g*1000+i) * time.Microsecond)
+				h.Record(time.Duration(g*1000+i) * time.Microsecond)
 			}
 		})
 	}
 	wg.Wait()
 	var total uint64
-	for _, c := range h.snapshot() {
+	for _, c := range h.Snapshot() {
 		total += c.Count
 	}
 	if total != 8000 {

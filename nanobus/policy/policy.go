@@ -1,12 +1,12 @@
-package nanobus
+package policy
 
 import (
 	"bytes"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"slices"
 	"strings"
-
-	"github.com/terminator-gw/terminator/wire"
 )
 
 // Policy is how calls to one service are spread over its versions while a
@@ -120,7 +120,7 @@ func validName(s string) bool {
 		return false
 	}
 	for _, c := range []byte(s) {
-		if !nameByte(c) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
 			return false
 		}
 	}
@@ -176,6 +176,39 @@ func (f *Flag) On(key string) bool {
 	return Slot(f.Name, key) < f.Percent
 }
 
+// Clone returns a copy of p that shares nothing with it.
+func (p *Policy) Clone() *Policy {
+	c := *p
+	c.Weights = maps.Clone(p.Weights)
+	if p.Ghost != nil {
+		g := *p.Ghost
+		c.Ghost = &g
+	}
+	if p.AB != nil {
+		e := *p.AB
+		e.Variants = slices.Clone(e.Variants)
+		c.AB = &e
+	}
+	return &c
+}
+
+// A request's labels are what the edge decided for its client, written
+// once per request and carried by every call made for it: a comma-separated
+// list of "+flag" for each flag on and "experiment=variant" for each
+// experiment.
+
+// FlagOn reports whether labels turn flag name on.
+func FlagOn(labels []byte, name string) bool {
+	_, on := label(labels, true, name)
+	return on
+}
+
+// VariantOf returns the variant of experiment that labels put the client
+// in, if any.
+func VariantOf(labels []byte, experiment string) (string, bool) {
+	return label(labels, false, experiment)
+}
+
 // label returns the value of item name in labels: for a flag ("+name")
 // whether it is there, for an experiment ("name=variant") its variant.
 func label(labels []byte, flag bool, name string) (string, bool) {
@@ -198,21 +231,3 @@ func label(labels []byte, flag bool, name string) (string, bool) {
 	}
 	return "", false
 }
-
-// Flag reports whether the edge turned feature flag name on for this
-// request (see Flag).
-func (r *Request) Flag(name string) bool {
-	_, on := label(r.Labels, true, name)
-	return on
-}
-
-// Variant is the variant of experiment this request's client is in, or "".
-func (r *Request) Variant(experiment string) string {
-	v, _ := label(r.Labels, false, experiment)
-	return v
-}
-
-// Ghost reports whether the request is a copy sent to a version under
-// test: its reply is compared with the live one and thrown away, and the
-// handler should skip side effects (writes, mails, payments).
-func (r *Request) Ghost() bool { return r.Flags&wire.FlagGhost != 0 }

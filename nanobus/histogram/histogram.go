@@ -1,4 +1,4 @@
-package nanobus
+package histogram
 
 import (
 	"math/bits"
@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// histogram counts durations in log-linear buckets of microseconds (8 per
+// Recorder counts durations in log-linear buckets of microseconds (8 per
 // power of two: quantiles within 12.5%), with one atomic add per sample and
-// no lock, so the hot path can afford it. It spans 0 to about 48 days.
-type histogram struct {
+// no lock, so the hot path can afford it. It spans 0 to about 48 days. The
+// zero Recorder is empty and ready.
+type Recorder struct {
 	buckets [histBuckets]atomic.Uint64
 }
 
@@ -34,10 +35,18 @@ func histLower(i int) time.Duration {
 	return time.Duration(m<<(k-4)) * time.Microsecond
 }
 
-func (h *histogram) record(d time.Duration) { h.buckets[histIndex(d)].Add(1) }
+// Record counts one sample.
+func (h *Recorder) Record(d time.Duration) { h.buckets[histIndex(d)].Add(1) }
 
-// snapshot copies the counts.
-func (h *histogram) snapshot() Histogram {
+// Reset empties h. Samples recorded meanwhile may or may not survive it.
+func (h *Recorder) Reset() {
+	for i := range h.buckets {
+		h.buckets[i].Store(0)
+	}
+}
+
+// Snapshot copies the counts.
+func (h *Recorder) Snapshot() Histogram {
 	var s Histogram
 	for i := range h.buckets {
 		if n := h.buckets[i].Load(); n > 0 {

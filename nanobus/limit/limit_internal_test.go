@@ -1,4 +1,4 @@
-package nanobus
+package limit
 
 import (
 	"testing"
@@ -40,7 +40,7 @@ func TestLimiterFindsTheKnee(t *testing.T) {
 	}
 	for _, start := range []int{16, 100, 1000} {
 		now := time.Now()
-		l := NewLimiter(start, 10, 2000)
+		l := New(start, 10, 2000)
 		l.due.Store(now.UnixNano())
 		for range 20 { // 2 s of light use
 			l.drive(t, &now, 100, 5, rtt(5))
@@ -56,7 +56,7 @@ func TestLimiterFindsTheKnee(t *testing.T) {
 
 func TestLimiterHoldsWhenIdle(t *testing.T) {
 	now := time.Now()
-	l := NewLimiter(100, 10, 1000)
+	l := New(100, 10, 1000)
 	l.due.Store(now.UnixNano())
 	// Flat latency at full use: the limit grows.
 	for range 30 {
@@ -88,11 +88,11 @@ func TestLimiterBounds(t *testing.T) {
 		{512, 16, 2, 2}, // a ceiling under the floor wins: a fixed bound
 		{0, 0, 0, 1},
 	} {
-		if got := NewLimiter(tt.initial, tt.lo, tt.hi).Limit(); got != tt.want {
-			t.Errorf("NewLimiter(%d, %d, %d).Limit() = %d, want %d", tt.initial, tt.lo, tt.hi, got, tt.want)
+		if got := New(tt.initial, tt.lo, tt.hi).Limit(); got != tt.want {
+			t.Errorf("New(%d, %d, %d).Limit() = %d, want %d", tt.initial, tt.lo, tt.hi, got, tt.want)
 		}
 	}
-	l := NewLimiter(2, 2, 2)
+	l := New(2, 2, 2)
 	if !l.Acquire() || !l.Acquire() || l.Acquire() {
 		t.Fatal("a fixed bound of 2 admitted other than 2")
 	}
@@ -105,7 +105,7 @@ func TestLimiterBounds(t *testing.T) {
 // Over the limit, work waits its turn: a release hands its slot to the
 // first waiter; a waiter no release reaches in time is refused.
 func TestLimiterQueue(t *testing.T) {
-	l := NewLimiter(1, 1, 1)
+	l := New(1, 1, 1)
 	if !l.Acquire() {
 		t.Fatal("first acquire refused")
 	}

@@ -160,6 +160,10 @@ func (s *Server) Drain(ctx context.Context) error {
 		s.ready.Store(false)
 		s.drainErr = s.http.ShutdownWithContext(ctx)
 		if s.ln != nil {
+			// Shutdown closes only the listeners Serve has taken: one
+			// whose Serve has not begun (a stop right after Start) would
+			// be served, and waited for, forever.
+			_ = s.ln.Close()
 			<-s.served
 		}
 	})

@@ -283,9 +283,27 @@ func TestReRegistrationAfterEtcdRestart(t *testing.T) {
 	// lease, must survive that; n2's goes.
 	eventually(t, 3*ttl, "the node that died during the outage is removed", func() bool { return !peers.has("tcp://127.0.0.1:7004") })
 	phase("dead node removed")
-	time.Sleep(time.Second) // n1's old lease was granted before n2's: expired by now too
 	resp, err := cli.Get(context.Background(), r.Key())
 	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("key after re-registration: %v %v", resp, err)
+	}
+	// Every lease but the one n1's key is under now (n1's old one among
+	// them) expires; the key stays.
+	current := clientv3.LeaseID(resp.Kvs[0].Lease)
+	eventually(t, 3*ttl, "every lease but n1's current one expired", func() bool {
+		ls, err := cli.Leases(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, l := range ls.Leases {
+			if l.ID != current {
+				return false
+			}
+		}
+		return true
+	})
+	resp, err = cli.Get(context.Background(), r.Key())
+	if err != nil || len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) != current {
 		t.Fatalf("key after the old lease expired: %v %v", resp, err)
 	}
 	if !peers.has("tcp://127.0.0.1:7003") {

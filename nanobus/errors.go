@@ -8,7 +8,7 @@ import (
 	"github.com/terminator-gw/terminator/wire"
 )
 
-// Errors a caller branches on. Status gives the HTTP status each one means.
+// Errors a caller branches on. StatusOf gives the HTTP status each one means.
 var (
 	ErrNoPeer      = errors.New("nanobus: no live instance of the service")
 	ErrBusy        = errors.New("nanobus: in-flight bound reached")
@@ -77,16 +77,17 @@ var statusTable = []struct {
 }
 
 // StatusOf maps err to what an HTTP client is told: a *StatusError (see
-// Errorf) is answered as it says, a bus error by the table below, and
-// anything else is a 500 (the node logs it).
+// Errorf) is answered as it says, a bus error (matched with errors.Is) by
+// the table below, and anything else is a 500 (a node logs a handler's).
 //
-//	error                              status
-//	ErrNoRoute                         404
-//	ErrNoPeer, ErrBusy, ErrUnavailable 503 with Retry-After
-//	ErrDeadline, DeadlineExceeded      504
-//	ErrPeerLost, ErrMalformed          502
-//	wire.ErrTooLarge, wire.ErrField    431
-//	any other                          500
+//	error                                          status
+//	ErrNoRoute                                     404
+//	ErrNoPeer, ErrBusy, ErrUnavailable, ErrClosed  503 with Retry-After
+//	context.Canceled                               503 with Retry-After
+//	ErrDeadline, context.DeadlineExceeded          504
+//	ErrPeerLost, ErrMalformed                      502
+//	wire.ErrTooLarge, wire.ErrField                431
+//	any other                                      500
 func StatusOf(err error) Status {
 	if err == nil {
 		return Status{Code: 200}

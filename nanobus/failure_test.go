@@ -540,13 +540,14 @@ func TestShutdownUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond)
+	eventually(t, "calls flowing before the shutdown", func() bool { return ok.Load() >= 100 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := nodes[0].Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown under load: %v", err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	after := ok.Load()
+	eventually(t, "calls answered by the other instance after the shutdown", func() bool { return ok.Load() >= after+100 })
 	close(stop)
 	wg.Wait()
 	t.Logf("ok %d, failed %d", ok.Load(), failed.Load())

@@ -33,8 +33,10 @@ func TestTLSRequiresClientCertificates(t *testing.T) {
 	resp.Release()
 
 	// Outsiders: one trusts the server but has no certificate, one has a
-	// certificate from another CA. Neither connects, neither gets a
-	// request in.
+	// certificate from another CA. The service refuses each handshake
+	// (counted), so neither connects: the SP header exchange that makes a
+	// connection follows the TLS handshake, which the service ends. No
+	// request gets in.
 	other := nanobustest.NewCA(t)
 	for name, cfg := range map[string]*tls.Config{
 		"no certificate": {RootCAs: ca.Pool, MinVersion: tls.VersionTLS13},
@@ -42,28 +44,31 @@ func TestTLSRequiresClientCertificates(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			outsider := newNode(t, nanobus.Config{TLS: cfg})
-			outsider.AddPeer(nanobus.Peer{Service: "echo", Addr: svc.Addr()})
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			defer cancel()
-			if err := outsider.WaitReady(ctx, "echo"); err == nil {
-				// TLS 1.3 clients finish their handshake before the server
-				// checks the certificate: the server then closes at once.
-				time.Sleep(100 * time.Millisecond)
-			}
-			_, err := outsider.Call(context.Background(), "echo", "echo", []byte("let me in"))
-			if !errors.Is(err, nanobus.ErrNoPeer) && !errors.Is(err, nanobus.ErrPeerLost) {
-				t.Fatalf("outsider call: %v, want ErrNoPeer or ErrPeerLost", err)
-			}
+			assertRefused(t, svc, outsider, svc.Addr())
 		})
 	}
 	// A plain TCP peer cannot speak to a TLS listener either.
 	plain := newNode(t, nanobus.Config{})
-	plain.AddPeer(nanobus.Peer{Service: "echo", Addr: "tcp://" + strings.TrimPrefix(svc.Addr(), "tls+tcp://")})
-	time.Sleep(100 * time.Millisecond)
-	if _, err := plain.Call(context.Background(), "echo", "echo", nil); !errors.Is(err, nanobus.ErrNoPeer) {
-		t.Fatalf("plain call: %v, want ErrNoPeer", err)
-	}
+	assertRefused(t, svc, plain, "tcp://"+strings.TrimPrefix(svc.Addr(), "tls+tcp://"))
 	if got := svc.Stats().Requests; got != 1 {
 		t.Fatalf("service received %d requests, want only the member's 1", got)
+	}
+}
+
+// assertRefused has from dial svc at addr and waits until svc has refused
+// a TLS handshake more (from's: no other node dials svc meanwhile). from
+// then has no connection to it, and its calls find no instance.
+func assertRefused(t *testing.T, svc, from *nanobus.Node, addr string) {
+	t.Helper()
+	before := svc.Stats().TLSRefused
+	from.AddPeer(nanobus.Peer{Service: "echo", Addr: addr})
+	eventually(t, "the service refusing the handshake", func() bool { return svc.Stats().TLSRefused > before })
+	for _, p := range from.Instances("echo") {
+		if p.Ready {
+			t.Fatalf("connected to %s after the service refused the handshake", p.Addr)
+		}
+	}
+	if _, err := from.Call(context.Background(), "echo", "echo", []byte("let me in")); !errors.Is(err, nanobus.ErrNoPeer) {
+		t.Fatalf("call: %v, want ErrNoPeer", err)
 	}
 }

@@ -109,9 +109,10 @@ func (e *edge) counts(experiment, variant string) *variantCounts {
 	return &variantCounts{experiment: experiment, variant: variant}
 }
 
-// decide writes the request's labels into x and returns the variants its
-// client is in (for counting). A client without the cookie a key comes
-// from gets one, set on the response, so that it sticks from now on.
+// decide writes the request's labels into x (x.labels, which x.req
+// carries) and the counters of the variants its client is in into
+// x.variants (for counting). A client without the cookie a key comes from
+// gets one, set on the response, so that it sticks from now on.
 func (s *Server) decide(x *exchange, ctx *fasthttp.RequestCtx) {
 	e := s.edge.Load()
 	x.labels, x.variants = x.labels[:0], x.variants[:0]

@@ -76,9 +76,12 @@ const (
 	// 0: the kernel's defaults (minutes).
 	OptionPeerTimeout = busopt.PeerTimeout
 	// OptionOnRefuse (listeners and dialers): a func(reason string, err
-	// error) called for every connection closed by a limit above or for
-	// what its peer sent, with reason one of the Refused* constants and
-	// err the cause, naming the peer's address.
+	// error) called for each connection the transport closes for a limit
+	// (those above, and mangos.OptionMaxRecvSize) or for what its peer
+	// sent (a wrong SP header, a failed TLS handshake), with reason one of
+	// the Refused* constants and err the cause, naming the peer's address.
+	// A handshake the peer ends by closing (EOF) is not a refusal. It is
+	// called on the transport's goroutines, with none of its locks held.
 	OptionOnRefuse = busopt.OnRefuse
 	// OptionDeliver (listeners and dialers): a func(m *mangos.Message,
 	// reply func([]byte) error, share *atomic.Int64) bool that each pipe

@@ -90,7 +90,7 @@ func nodeSection(n *nanobus.Node, lim *limit.Limiter, w *discovery.Watcher, reg 
 	return Section{Name: name, Page: nodePage, Status: func() any {
 		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
 			Peers: map[string][]report.PeerState{}, Policies: map[string]*policy.Policy{}, Ghosts: n.GhostStats(),
-			Bus: n.Stats(), Etcd: w.Stats(), Registered: "yes"}
+			Hedges: n.HedgeStats(), Bus: n.Stats(), Etcd: w.Stats(), Registered: "yes"}
 		if err := reg.Registered(); err != nil {
 			st.Registered = err.Error()
 		}
@@ -120,7 +120,9 @@ type nodeStatus struct {
 	// comparisons (see terminator rollout show for all callers at once).
 	Policies map[string]*policy.Policy `json:"policies,omitempty"`
 	Ghosts   []report.GhostStats       `json:"ghosts,omitempty"`
-	Bus      nanobus.Stats             `json:"bus"`
+	// The hedged routes this node calls, and how hedging went.
+	Hedges []report.HedgeStats `json:"hedges,omitempty"`
+	Bus    nanobus.Stats       `json:"bus"`
 	// Etcd is how the node's view of etcd is: stale while etcd is
 	// unreachable (the node serves from what it knew).
 	Etcd       discovery.WatchStats `json:"etcd"`
@@ -134,13 +136,16 @@ var nodePage = template.Must(template.New("node").Parse(`
 <p>{{if .Etcd.Stale}}<b class="bad">etcd unreachable since {{.Etcd.LastSeen}}: serving from the membership known then</b><br>{{end}}
 registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Outages}} etcd outages</p>
 <p>{{.Service}} {{.Version}} on {{.Addr}}{{if .Limit}}; handlers limited to {{.Limit}} at once{{with .LimitHistory}} (the last minutes: {{range .}}{{.Limit}} {{end}}){{end}}{{end}}</p>
-{{if .Routes}}<table><tr><th>route</th><th>requests</th><th>5xx</th><th>4xx</th><th>avg</th><th>p50</th><th>p99</th><th>last error</th></tr>
-{{range .Routes}}<tr><td>{{.Route}}</td><td>{{.Requests}}</td><td>{{.Errors}}</td><td>{{.ClientErrors}}</td><td>{{.AverageTime}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.LastError}}</td></tr>
+{{if .Routes}}<table><tr><th>route</th><th>requests</th><th>5xx</th><th>4xx</th><th>cancelled</th><th>avg</th><th>p50</th><th>p99</th><th>last error</th></tr>
+{{range .Routes}}<tr><td>{{.Route}}</td><td>{{.Requests}}</td><td>{{.Errors}}</td><td>{{.ClientErrors}}</td><td>{{.Cancelled}}</td><td>{{.AverageTime}}</td><td>{{.P50}}</td><td>{{.P99}}</td><td>{{.LastError}}</td></tr>
 {{end}}</table>{{end}}
 {{if .Peers}}<table><tr><th>calls to</th><th>address</th><th>version</th><th>state</th><th>in flight</th></tr>
 {{range $svc, $peers := .Peers}}{{range $peers}}<tr><td>{{$svc}}</td><td>{{.Addr}}</td><td>{{.Version}}</td>
 <td>{{if .Ready}}<span class="ok">connected</span>{{else}}<span class="bad">down</span>{{end}}</td><td>{{.InFlight}}</td></tr>
 {{end}}{{end}}</table>{{end}}
+{{if .Hedges}}<table><tr><th>hedged route</th><th>calls</th><th>copies sent</th><th>copies first</th><th>throttled</th><th>p95</th></tr>
+{{range .Hedges}}<tr><td>{{.Service}} {{.Route}}</td><td>{{.Calls}}</td><td>{{.Hedged}}</td><td>{{.Won}}</td><td>{{.Throttled}}</td><td>{{.P95}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Ghosts}}<table><tr><th>ghosted route</th><th>ghosted</th><th>matched</th><th>differing</th><th>errors</th><th>dropped</th><th>pending</th><th>live p50 / p99</th><th>ghost p50 / p99</th></tr>
 {{range .Ghosts}}<tr><td>{{.Service}} {{.Route}}</td><td>{{.Ghosted}}</td><td>{{.Matched}}</td><td>{{.Differing}}</td><td>{{.Errors}}</td><td>{{.Dropped}}</td><td>{{.Pending}}</td>
 <td>{{.LiveP50}} / {{.LiveP99}}</td><td>{{.GhostP50}} / {{.GhostP99}}</td></tr>
@@ -148,11 +153,12 @@ registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Ou
 {{end}}{{end}}</table>{{end}}
 <table>
 <tr><td>calls / replies</td><td>{{.Bus.Calls}} / {{.Bus.Replies}}</td></tr>
-<tr><td>busy / no peer / timeouts / peer lost / retries</td><td>{{.Bus.Busy}} / {{.Bus.NoPeer}} / {{.Bus.Timeouts}} / {{.Bus.PeerLost}} / {{.Bus.Retries}}</td></tr>
+<tr><td>busy / no peer / timeouts / peer lost / retries / retries throttled</td><td>{{.Bus.Busy}} / {{.Bus.NoPeer}} / {{.Bus.Timeouts}} / {{.Bus.PeerLost}} / {{.Bus.Retries}} / {{.Bus.Throttled}}</td></tr>
+<tr><td>calls cancelled / cancels sent; cancels received / handlers cancelled</td><td>{{.Bus.Cancelled}} / {{.Bus.CancelsSent}}; {{.Bus.Cancels}} / {{.Bus.HandlersCancelled}}</td></tr>
 <tr><td>late / stale / unknown replies</td><td>{{.Bus.LateReplies}} / {{.Bus.StaleReplies}} / {{.Bus.UnknownReplies}}</td></tr>
 <tr><td>requests / handled / handler errors</td><td>{{.Bus.Requests}} / {{.Bus.Handled}} / {{.Bus.HandlerErrors}}</td></tr>
 <tr><td>expired on arrival / in handler; overload; undeliverable</td><td>{{.Bus.ExpiredOnArrival}} / {{.Bus.ExpiredInHandler}}; {{.Bus.Overload}}; {{.Bus.Undeliverable}}</td></tr>
-<tr><td>malformed / misdirected / unknown-kind frames; cancels; plain peers refused</td><td>{{.Bus.Malformed}} / {{.Bus.Misdirected}} / {{.Bus.UnknownKinds}}; {{.Bus.Cancels}}; {{.Bus.PlainRefused}}</td></tr>
+<tr><td>malformed / misdirected / unknown-kind frames; plain peers refused</td><td>{{.Bus.Malformed}} / {{.Bus.Misdirected}} / {{.Bus.UnknownKinds}}; {{.Bus.PlainRefused}}</td></tr>
 <tr><td>connections closed by limits: conns / frame timeout / idle / buffered</td><td>{{.Bus.ConnsRefused}} / {{.Bus.FrameTimeouts}} / {{.Bus.IdleClosed}} / {{.Bus.BufferRefused}}</td></tr>
 <tr><td>connections refused for what they sent: frame too long / bad SP header / TLS handshake</td><td>{{.Bus.TooLong}} / {{.Bus.BadHeader}} / {{.Bus.TLSRefused}}</td></tr>
 <tr><td>limits</td><td>frame {{.Bus.Limits.FrameTimeout}}, idle {{.Bus.Limits.IdleTimeout}}, {{.Bus.Limits.MaxConns}} conns, {{.Bus.Limits.MaxBuffered}} bytes buffered</td></tr>

@@ -146,6 +146,7 @@ func (m *metrics) flush() {
 		"bus.idle_closed": bus.IdleClosed, "bus.buffer_refused": bus.BufferRefused,
 		"bus.too_long": bus.TooLong, "bus.bad_header": bus.BadHeader, "bus.tls_refused": bus.TLSRefused,
 		"bus.unknown_kinds": bus.UnknownKinds, "bus.cancels": bus.Cancels,
+		"bus.cancelled": bus.Cancelled, "bus.cancels_sent": bus.CancelsSent, "bus.throttled": bus.Throttled,
 	} {
 		if d := v - m.lastBus[name]; d > 0 {
 			_ = c.Count(name, int64(d), nil, 1)

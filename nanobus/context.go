@@ -65,6 +65,11 @@ func (l *lazyDone) errOf(parent context.Context, deadline time.Time) error {
 func (l *lazyDone) end(err error) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.endLocked(err)
+}
+
+// endLocked is end, with l.mu held.
+func (l *lazyDone) endLocked(err error) bool {
 	if l.err != nil {
 		return false
 	}
@@ -99,6 +104,9 @@ type handlerContext struct {
 	byAsker atomic.Bool
 	// stream is the writer of a stream route's handler, for credit frames.
 	stream atomic.Pointer[StreamWriter]
+	// The pipe the request came on and its ID (see runningRequests).
+	pipe *atomic.Int64
+	id   wire.ID
 }
 
 func newHandlerContext(n *Node) *handlerContext {
@@ -151,15 +159,15 @@ func (c *handlerContext) inherit(req *wire.Request) {
 // by a cancel (the asker's, or the handler returning), it cancels the
 // calls made with it that still wait.
 func (c *handlerContext) end(err error) bool {
-	if !c.lazyDone.end(err) {
+	c.mu.Lock()
+	if !c.endLocked(err) {
+		c.mu.Unlock()
 		return false
 	}
-	if err != context.Canceled {
-		return true
+	var calls []uint64
+	if err == context.Canceled {
+		calls, c.calls = c.calls, nil // watch refuses from now on
 	}
-	c.mu.Lock()
-	calls := c.calls
-	c.calls = nil // watch refuses from now on
 	c.mu.Unlock()
 	for _, seq := range calls {
 		c.bus.cancelCall(seq)

@@ -26,8 +26,8 @@ func RunningIDs(n *Node) []wire.ID {
 	for i := range n.running.shards {
 		s := &n.running.shards[i]
 		s.Lock()
-		for k := range s.m {
-			out = append(out, k.id)
+		for _, hc := range s.m {
+			out = append(out, hc.id)
 		}
 		s.Unlock()
 	}

@@ -122,7 +122,7 @@ func (n *Node) serve(j job) {
 	n.stats.serving.Add(1)
 	defer n.stats.serving.Add(-1)
 	defer j.m.Free() // after the reply is encoded: its body may point into m
-	defer n.running.remove(j.share, j.id, j.ctx)
+	defer n.running.remove(j.ctx)
 
 	req := requestPool.Get().(*Request)
 	defer func() { *req = Request{}; requestPool.Put(req) }()
@@ -352,51 +352,58 @@ var jsonHeader = func() (h wire.Headers) {
 }()
 
 // runningRequests finds the handler context of a request being served by
-// the pipe it came on and its ID, for cancel frames. Keyed by the pipe
-// too, so that no peer cancels another's request; sharded, as pending is.
+// the pipe it came on and its ID, for cancel and credit frames. Keyed by a
+// hash of the ID (a uint64 key keeps the map on its fast path) and checked
+// against the pipe and the whole ID, so that no peer reaches another's
+// request; sharded, as pending is. Two requests whose IDs hash alike (from
+// two askers, by chance) keep one entry: the other cannot be cancelled,
+// and runs to its deadline, which is all that a lost cancel costs.
 type runningRequests struct {
 	shards [64]runningShard
 }
 
 type runningShard struct {
 	sync.Mutex
-	m map[runningKey]*handlerContext
+	m map[uint64]*handlerContext
 	_ [48]byte // with the mutex and the map pointer, a cache line
 }
 
-type runningKey struct {
-	pipe *atomic.Int64 // the pipe's handler count: one per pipe
-	id   wire.ID
-}
+func runningKey(id wire.ID) uint64 { return id.Seq ^ id.Node*0x9e3779b97f4a7c15 }
 
-func (r *runningRequests) shard(id wire.ID) *runningShard {
-	return &r.shards[id.Seq%uint64(len(r.shards))]
+func (r *runningRequests) shard(key uint64) *runningShard {
+	return &r.shards[key%uint64(len(r.shards))]
 }
 
 func (r *runningRequests) add(pipe *atomic.Int64, id wire.ID, hc *handlerContext) {
-	s := r.shard(id)
+	hc.pipe, hc.id = pipe, id
+	k := runningKey(id)
+	s := r.shard(k)
 	s.Lock()
 	if s.m == nil {
-		s.m = map[runningKey]*handlerContext{}
+		s.m = map[uint64]*handlerContext{}
 	}
-	s.m[runningKey{pipe, id}] = hc
+	s.m[k] = hc
 	s.Unlock()
 }
 
 func (r *runningRequests) get(pipe *atomic.Int64, id wire.ID) *handlerContext {
-	s := r.shard(id)
+	k := runningKey(id)
+	s := r.shard(k)
 	s.Lock()
-	hc := s.m[runningKey{pipe, id}]
+	hc := s.m[k]
 	s.Unlock()
+	if hc == nil || hc.pipe != pipe || hc.id != id {
+		return nil
+	}
 	return hc
 }
 
-// remove forgets hc's request, unless the entry is another's (a peer
-// that reused an ID).
-func (r *runningRequests) remove(pipe *atomic.Int64, id wire.ID, hc *handlerContext) {
-	s := r.shard(id)
+// remove forgets hc's request, unless the entry is another's.
+func (r *runningRequests) remove(hc *handlerContext) {
+	k := runningKey(hc.id)
+	s := r.shard(k)
 	s.Lock()
-	if k := (runningKey{pipe, id}); s.m[k] == hc {
+	if s.m[k] == hc {
 		delete(s.m, k)
 	}
 	s.Unlock()

@@ -34,8 +34,24 @@ func rawSocket(t *testing.T, addr string, opts ...any) mangos.Socket {
 	if addr == "" {
 		return s
 	}
+	// A message sent before the pipe is attached goes nowhere (mangos
+	// drops it): wait for the attach, so that a test's first send counts.
+	attached := make(chan struct{}, 1)
+	s.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
+		if ev == mangos.PipeEventAttached {
+			select {
+			case attached <- struct{}{}:
+			default:
+			}
+		}
+	})
 	if err := s.Dial(addr); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-attached:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no pipe to %s after 10s", addr)
 	}
 	return s
 }
@@ -195,6 +211,15 @@ func rawInstance(t *testing.T, caller *nanobus.Node, service string) mangos.Sock
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	attached := make(chan struct{}, 1)
+	s.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
+		if ev == mangos.PipeEventAttached {
+			select {
+			case attached <- struct{}{}:
+			default:
+			}
+		}
+	})
 	l, err := s.NewListener("tcp://127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +232,11 @@ func rawInstance(t *testing.T, caller *nanobus.Node, service string) mangos.Sock
 		in := caller.Instances(service)
 		return len(in) == 1 && in[0].Ready
 	})
+	select { // this side's pipe too: a send before it is attached goes nowhere
+	case <-attached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the caller's connection never attached")
+	}
 	return s
 }
 

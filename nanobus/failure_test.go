@@ -34,17 +34,8 @@ func rawSocket(t *testing.T, addr string, opts ...any) mangos.Socket {
 	if addr == "" {
 		return s
 	}
-	// A message sent before the pipe is attached goes nowhere (mangos
-	// drops it): wait for the attach, so that a test's first send counts.
-	attached := make(chan struct{}, 1)
-	s.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
-		if ev == mangos.PipeEventAttached {
-			select {
-			case attached <- struct{}{}:
-			default:
-			}
-		}
-	})
+	// Wait for the attach, so that a test's first send counts.
+	attached := onAttach(s)
 	if err := s.Dial(addr); err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +45,21 @@ func rawSocket(t *testing.T, addr string, opts ...any) mangos.Socket {
 		t.Fatalf("no pipe to %s after 10s", addr)
 	}
 	return s
+}
+
+// onAttach returns a channel that gets a value once s has a pipe attached.
+// (A message sent before that goes nowhere: mangos drops it.)
+func onAttach(s mangos.Socket) <-chan struct{} {
+	attached := make(chan struct{}, 1)
+	s.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
+		if ev == mangos.PipeEventAttached {
+			select {
+			case attached <- struct{}{}:
+			default:
+			}
+		}
+	})
+	return attached
 }
 
 func sendRaw(t *testing.T, s mangos.Socket, frame []byte) {
@@ -211,15 +217,7 @@ func rawInstance(t *testing.T, caller *nanobus.Node, service string) mangos.Sock
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	attached := make(chan struct{}, 1)
-	s.SetPipeEventHook(func(ev mangos.PipeEvent, _ mangos.Pipe) {
-		if ev == mangos.PipeEventAttached {
-			select {
-			case attached <- struct{}{}:
-			default:
-			}
-		}
-	})
+	attached := onAttach(s)
 	l, err := s.NewListener("tcp://127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -47,9 +48,13 @@ type call struct {
 	err   error
 
 	// A stream call's chunks, in order, up to its credit; nil for a plain
-	// call. ended is the chunk count its end frame gave.
-	chunks chan *mangos.Message
-	ended  uint32
+	// call. pushed counts the chunks that came (under pending's lock),
+	// allowed the credit the reader gave (the first window and every credit
+	// frame since); ended is the chunk count its end frame gave.
+	chunks  chan *mangos.Message
+	pushed  uint32
+	allowed atomic.Uint32
+	ended   uint32
 }
 
 // Calls are pooled with their channel and timer: a round trip then
@@ -245,6 +250,7 @@ func (n *Node) dispatchStream(c *conn, req *wire.Request) (*call, error) {
 func (n *Node) dispatchCall(c *conn, req *wire.Request, chunks chan *mangos.Message) (*call, error) {
 	cl := callPool.Get().(*call)
 	cl.chunks = chunks
+	cl.allowed.Store(uint32(cap(chunks)))
 	cl.seq = n.nextSeq()
 	cl.conn = c
 	cl.gen = c.gen.Load()
@@ -427,7 +433,8 @@ var hedgeTimers = sync.Pool{New: func() any {
 
 // recycle gives a finished call back to its pool.
 func (n *Node) recycle(cl *call) {
-	cl.resp, cl.err, cl.conn, cl.chunks, cl.ended = nil, nil, nil, nil, 0
+	cl.resp, cl.err, cl.conn, cl.chunks, cl.ended, cl.pushed = nil, nil, nil, nil, 0, 0
+	cl.allowed.Store(0)
 	callPool.Put(cl)
 }
 
@@ -653,7 +660,7 @@ const (
 	pushNone  = iota // no call seq waits
 	pushed           // queued for its stream
 	pushOther        // call seq went out on another conn: left alone
-	pushFull         // the stream's queue is full: its instance broke the credit
+	pushFull         // past the stream's credit: its instance broke the rule
 )
 
 // push queues m for the stream call seq, if it went out on c.
@@ -668,12 +675,14 @@ func (p *pendingCalls) push(c *conn, seq uint64, m *mangos.Message) int {
 	case cl.conn != c:
 		return pushOther
 	}
-	select {
-	case cl.chunks <- m:
-		return pushed
-	default:
+	if cl.pushed >= cl.allowed.Load() {
 		return pushFull
 	}
+	cl.pushed++
+	// Within the credit, the queue has room: the reader grants only what
+	// it has taken out, so at most the first window waits in it.
+	cl.chunks <- m
+	return pushed
 }
 
 func (p *pendingCalls) takeConn(conn *conn, gen uint64) []*call {

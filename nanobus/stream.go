@@ -238,8 +238,12 @@ func (n *Node) Stream(ctx context.Context, service, route string, body []byte) (
 		s.Close()
 		return nil, err
 	}
-	if m == nil { // a reply: a stream of one
-		return s, nil
+	if m == nil {
+		if s.Status == 0 { // an end with no head before it
+			s.Close()
+			return nil, fmt.Errorf("%w: a stream ended before its head", ErrMalformed)
+		}
+		return s, nil // a reply: a stream of one
 	}
 	s.head = m
 	if err := wire.DecodeChunk(m.Body, &s.chunk); err != nil || s.chunk.Index != 0 {
@@ -279,9 +283,10 @@ func (s *Stream) Next() (wire.Headers, []byte, error) {
 	}
 	s.cur = m
 	if err := wire.DecodeChunk(m.Body, &s.chunk); err != nil || s.chunk.Index != s.got {
-		s.err = fmt.Errorf("%w: chunk %d of the stream does not decode, or is out of order", ErrMalformed, s.got)
-		s.Close()
-		return wire.Headers{}, nil, s.err
+		err := fmt.Errorf("%w: chunk %d of the stream does not decode, or is out of order", ErrMalformed, s.got)
+		s.Close() // cancels the stream at its instance
+		s.err = err
+		return wire.Headers{}, nil, err
 	}
 	s.consumed()
 	return s.chunk.Header, s.chunk.Body, nil
@@ -297,9 +302,12 @@ func (s *Stream) consumed() {
 	c := wire.Credit{ID: wire.ID{Node: s.node.id, Seq: s.seq}, Chunks: s.unacked}
 	m := mangos.NewMessage(c.Size())
 	m.Body, _ = wire.AppendCredit(m.Body[:0], &c)
-	if s.in.conn.send(m) == nil {
-		s.unacked = 0
+	s.cl.allowed.Add(s.unacked) // before the credit goes: its chunks may come at once
+	if s.in.conn.send(m) != nil {
+		s.cl.allowed.Add(^(s.unacked - 1)) // not sent: not given
+		return
 	}
+	s.unacked = 0
 }
 
 // recv waits for the next frame of the stream: a chunk (returned), or the

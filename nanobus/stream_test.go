@@ -181,3 +181,61 @@ func TestStreamMixedVersions(t *testing.T) {
 		t.Fatalf("plain call to a stream route: %d %q", resp.Status, resp.Body)
 	}
 }
+
+// An instance that breaks the stream's rules breaks the stream, at once
+// and counted: a chunk out of order, or chunks past the credit it was
+// given (the reader never buffers more than its window).
+func TestStreamRulesBroken(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		indexes []uint32
+		read    int // chunks read before the error
+	}{
+		{"out of order", []uint32{0, 1, 3}, 1},
+		{"past its credit", []uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}, 15},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			caller := newNode(t, nanobus.Config{})
+			raw := rawInstance(t, caller, "raw")
+			got := make(chan error, 1)
+			sent, read := make(chan struct{}), make(chan int, 1)
+			go func() {
+				s, err := caller.Stream(nanobustest.Context(t, 10*time.Second), "raw", "feed", nil)
+				if err != nil {
+					got <- err
+					return
+				}
+				defer s.Close()
+				<-sent // every frame is on its way before the first read
+				for n := 0; ; n++ {
+					if _, _, err := s.Next(); err != nil {
+						read <- n
+						got <- err
+						return
+					}
+				}
+			}()
+			var req wire.Request
+			must(t, wire.DecodeRequest(recvFrame(t, raw), &req))
+			for _, i := range tc.indexes {
+				c := wire.Chunk{ID: req.ID, Index: i, Body: []byte("x")}
+				if i == 0 {
+					c.Status = 200
+				}
+				b, err := wire.AppendChunk(nil, &c)
+				must(t, err)
+				sendRaw(t, raw, b)
+			}
+			if tc.read > 1 {
+				eventually(t, "the chunk past the credit counted", func() bool { return caller.Stats().Malformed == 1 })
+			}
+			close(sent)
+			if n := receive(t, read); n != tc.read {
+				t.Errorf("read %d chunks before the error, want %d", n, tc.read)
+			}
+			if err := receive(t, got); !errors.Is(err, nanobus.ErrMalformed) {
+				t.Fatalf("stream: %v, want ErrMalformed", err)
+			}
+		})
+	}
+}

@@ -408,14 +408,8 @@ func (s *Stream) giveUp(why error) {
 func (s *Stream) done(err error) {
 	cl := s.cl
 	cl.timer.Stop()
-	for {
-		select {
-		case m := <-cl.chunks:
-			m.Free()
-			continue
-		default:
-		}
-		break
+	for len(cl.chunks) > 0 { // the call left pending: nothing is pushed any more
+		(<-cl.chunks).Free()
 	}
 	if s.watch != nil {
 		s.watch.unwatch(s.seq)

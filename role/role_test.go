@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/terminator-gw/terminator/discovery"
@@ -71,14 +72,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // registrations lists the registrations of service in etcd.
 func registrations(t *testing.T, cli *clientv3.Client, service string) []discovery.Registration {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, discovery.DefaultPrefix+"/services/"+service+"/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []discovery.Registration
-	for _, kv := range resp.Kvs {
+	for _, kv := range registrationKeys(t, cli, service) {
 		var r discovery.Registration
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			t.Fatalf("%s: %v", kv.Key, err)
@@ -86,6 +81,18 @@ func registrations(t *testing.T, cli *clientv3.Client, service string) []discove
 		out = append(out, r)
 	}
 	return out
+}
+
+// registrationKeys reads the etcd keys of service's registrations.
+func registrationKeys(t *testing.T, cli *clientv3.Client, service string) []*mvccpb.KeyValue {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, discovery.DefaultPrefix+"/services/"+service+"/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Kvs
 }
 
 func ready(p *Process) bool {

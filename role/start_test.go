@@ -59,14 +59,8 @@ func (b *background) wait(t *testing.T) *Process {
 // registration was created, or 0 without one.
 func registeredAt(t *testing.T, cli *clientv3.Client, service string) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, discovery.DefaultPrefix+"/services/"+service+"/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rev int64
-	for _, kv := range resp.Kvs {
+	for _, kv := range registrationKeys(t, cli, service) {
 		rev = max(rev, kv.CreateRevision)
 	}
 	return rev

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 )
 
 // DefaultPrefix is where registrations live unless told otherwise.
@@ -33,6 +34,9 @@ type Registration struct {
 	Protocol int       `json:"protocol,omitempty"`
 	Routes   []Route   `json:"routes,omitempty"` // public routes it serves
 	Started  time.Time `json:"started"`          // process start; Register fills it in when zero
+	// Events is what the node publishes and consumes (package events):
+	// what `terminator graph` draws and `terminator hospital` finds.
+	Events *events.Declaration `json:"events,omitempty"`
 }
 
 // Route is a route a node serves, public or internal, with what its

@@ -92,6 +92,7 @@ type handlerContext struct {
 	bus      *Node
 	labels   string // the request's labels, for the calls it makes
 	ghost    bool   // the request is a ghost copy: so are the calls it makes
+	req      *Request
 
 	// calls holds the sequence numbers of the calls made with this context
 	// that wait for their answers (under mu). A sequence number, not the
@@ -142,6 +143,17 @@ func handlerContextOf(ctx context.Context) *handlerContext {
 	}
 	hc, _ := ctx.Value(handlerKey{}).(*handlerContext)
 	return hc
+}
+
+// RequestOf returns the request whose handler ctx is the context of (or
+// derives from), nil outside a handler. It is valid until the handler
+// returns: what causes a side effect (an event published, for one) reads
+// the request's ID, headers and ghost mark from it.
+func RequestOf(ctx context.Context) *Request {
+	if hc := handlerContextOf(ctx); hc != nil {
+		return hc.req
+	}
+	return nil
 }
 
 // inherit gives a call made while handling a request what the request

@@ -188,7 +188,10 @@ func (n *Node) admit(j job, req *Request) (rt *route, deadline time.Time, ok boo
 	if deadline.IsZero() || deadline.After(limit) {
 		deadline = limit
 	}
-	if lim := n.cfg.Limiter; lim != nil && !lim.Acquire() {
+	// A stream may be held for minutes: the adaptive limit, which learns
+	// from latency, is for requests (a stream is bounded by its asker's
+	// share, MaxInFlight, and its credit).
+	if lim := n.cfg.Limiter; lim != nil && rt.stream == nil && !lim.Acquire() {
 		n.stats.overload.Add(1)
 		return refuse(wire.CodeBusy, "over the concurrency limit")
 	}
@@ -203,6 +206,7 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		ctx.labels = string(req.Labels)
 	}
 	ctx.ghost = req.Flags&wire.FlagGhost != 0
+	ctx.req = req
 	start := time.Now()
 	var rep Reply
 	var err error
@@ -218,7 +222,7 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	}
 	ctx.end(context.Canceled) // like a CancelFunc: the handler is done, and so are the calls it left
 	now := time.Now()
-	if lim := n.cfg.Limiter; lim != nil {
+	if lim := n.cfg.Limiter; lim != nil && rt.stream == nil {
 		lim.Release(now.Sub(start)) // a panic in the handler is an error by now (run)
 	}
 	if ctx.byAsker.Load() {

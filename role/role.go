@@ -17,6 +17,7 @@ import (
 	"github.com/terminator-gw/terminator/discovery/embedded"
 	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/nanobus/limit"
 	_ "github.com/terminator-gw/terminator/nanobus/transport" // the bus's tcp transport
 	"github.com/terminator-gw/terminator/services"
@@ -265,10 +266,16 @@ func (p *Process) waitCallees(ctx context.Context, node *nanobus.Node, callees [
 }
 
 // register announces node in etcd and keeps it there.
-func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nanobus.Node) (*discovery.Registrar, error) {
+func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nanobus.Node, ev *events.Bus) (*discovery.Registrar, error) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	reg, err := discovery.Register(rctx, cli, discovery.RegistrationOf(node), discovery.RegisterOptions{TTL: p.cfg.TTL, Logger: p.log})
+	r := discovery.RegistrationOf(node)
+	if ev != nil {
+		if d := ev.Declaration(); len(d.Publishes)+len(d.Subscribes) > 0 {
+			r.Events = &d
+		}
+	}
+	reg, err := discovery.Register(rctx, cli, r, discovery.RegisterOptions{TTL: p.cfg.TTL, Logger: p.log})
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +301,15 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 		p.stops = append(p.stops, func() { st.Close() })
 		p.admin.Check(s.Name+": store", st.Check)
 	}
-	if err := s.Register(node, st); err != nil {
+	evCfg := events.Config{Logger: p.log}
+	if st != nil {
+		evCfg.Store = store.EventLog(st)
+	}
+	ev, err := events.New(node, evCfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Register(node, st, ev); err != nil {
 		return err
 	}
 	w, err := p.watch(ctx, cli, node, true)
@@ -305,10 +320,14 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	policies := rollout.NewApplier(node, w, p.log)
 	p.follow(w, func() { policies.Apply() })
 	p.waitCallees(ctx, node, s.Calls)
-	reg, err := p.register(ctx, cli, node)
+	reg, err := p.register(ctx, cli, node, ev)
 	if err != nil {
 		return err
 	}
+	// Its subscriptions read once it is announced, and stop before the
+	// node drains and the store closes.
+	ev.Start()
+	p.stops = append(p.stops, func() { ev.Close() })
 	// A service is ready while registered (its callers find it through
 	// etcd) and its store answers.
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
@@ -366,7 +385,7 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	})
 	// The front calls the services of its routes.
 	p.waitCallees(ctx, node, routedServices(w))
-	reg, err := p.register(ctx, cli, node)
+	reg, err := p.register(ctx, cli, node, nil)
 	if err != nil {
 		return err
 	}

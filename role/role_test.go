@@ -113,9 +113,13 @@ func TestServiceRole(t *testing.T) {
 	if len(regs) != 1 {
 		t.Fatalf("%d registrations of profiles, want 1: %+v", len(regs), regs)
 	}
-	want := []discovery.Route{{Route: "profiles.get", Idempotent: true}, {Route: "profiles.put", Idempotent: true}}
+	want := []discovery.Route{{Route: "events.read", TimeoutMS: 35000, Stream: true},
+		{Route: "profiles.get", Idempotent: true}, {Route: "profiles.put", Idempotent: true}}
 	if r := regs[0]; !slices.Equal(r.Routes, want) || !strings.HasPrefix(r.Addr, "tcp://127.0.0.1:") || r.Version == "" {
 		t.Errorf("registration %+v, want routes %+v on a loopback bus address, with a version", r, want)
+	}
+	if e := regs[0].Events; e == nil || len(e.Publishes) != 1 || e.Publishes[0].Topic != "profile.updated" {
+		t.Errorf("registration's events %+v, want profile.updated published", e)
 	}
 	// The status page shows the service's node.
 	if _, _, js := get(t, p.AdminAddr(), "/status.json", ""); !strings.Contains(js, `"node:profiles"`) || !strings.Contains(js, `"profiles.get"`) {

@@ -6,6 +6,7 @@ package services
 
 import (
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/echo"
 	"github.com/terminator-gw/terminator/services/flirts"
 	"github.com/terminator-gw/terminator/services/profiles"
@@ -20,8 +21,9 @@ type Service struct {
 	Summary  string // one line, for the usage text
 	Stateful bool   // keeps data in a store.Store
 	// Register adds the service's handlers to n; s is its store, nil for a
-	// service that keeps none.
-	Register func(n *nanobus.Node, s store.Store) error
+	// service that keeps none; ev its events (publications and
+	// subscriptions, in s).
+	Register func(n *nanobus.Node, s store.Store, ev *events.Bus) error
 	// Calls lists the services its handlers call: a process announces the
 	// service once it reaches an instance of each (or a bounded wait ends).
 	Calls []string
@@ -50,6 +52,6 @@ func Lookup(name string) (Service, bool) {
 	return Service{}, false
 }
 
-func stateless(register func(*nanobus.Node) error) func(*nanobus.Node, store.Store) error {
-	return func(n *nanobus.Node, _ store.Store) error { return register(n) }
+func stateless(register func(*nanobus.Node) error) func(*nanobus.Node, store.Store, *events.Bus) error {
+	return func(n *nanobus.Node, _ store.Store, _ *events.Bus) error { return register(n) }
 }

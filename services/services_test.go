@@ -8,6 +8,7 @@ import (
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services"
+	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -38,14 +39,15 @@ func TestEveryServiceRegisters(t *testing.T) {
 				st = p
 			}
 			n := nanobustest.NewNode(t, nanobus.Config{Service: s.Name})
-			if err := s.Register(n, st); err != nil {
+			ev := servicetest.Bus(t, n, st)
+			if err := s.Register(n, st, ev); err != nil {
 				t.Fatalf("Register: %v", err)
 			}
 			if len(n.Routes()) == 0 {
 				t.Error("no routes registered")
 			}
 			// Registering twice on one node is refused, not silently doubled.
-			if err := s.Register(n, st); err == nil {
+			if err := s.Register(n, st, ev); err == nil {
 				t.Error("second Register on the same node: nil error")
 			}
 		})
@@ -65,7 +67,7 @@ func TestStatefulMeansNeedsAStore(t *testing.T) {
 			stateful = append(stateful, s.Name)
 		}
 		t.Run(s.Name, func(t *testing.T) {
-			caller, svc := nanobustest.Pair(t, s.Name, func(n *nanobus.Node) error { return s.Register(n, nil) })
+			caller, svc := nanobustest.Pair(t, s.Name, func(n *nanobus.Node) error { return s.Register(n, nil, servicetest.Bus(t, n, nil)) })
 			ctx := nanobustest.Context(t, 10*time.Second)
 			for _, r := range svc.Routes() {
 				// Internal routes take a profile ID (or JSON naming one):

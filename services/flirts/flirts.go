@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/tally"
 )
@@ -24,6 +25,10 @@ const (
 	RouteCount = "flirts.count" // body: profile ID; answers Count
 	RouteList  = "flirts.list"  // body: ListRequest; answers Received
 )
+
+// TopicSent is the event of a flirt sent: key the profile flirted with,
+// body the Flirt.
+const TopicSent = "flirt.sent"
 
 // Flirt is one member's flirt with another.
 type Flirt struct {
@@ -44,9 +49,13 @@ type Received struct {
 	Flirts []Flirt `json:"flirts"`
 }
 
-// Register adds the flirt service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s store.Store) error {
-	t := tally.New(s, "f")
+// Register adds the flirt service's handlers to n, storing in s and
+// publishing on ev.
+func Register(n *nanobus.Node, s store.Store, ev *events.Bus) error {
+	t, err := tally.New(s, ev, "f", TopicSent, RouteSend)
+	if err != nil {
+		return err
+	}
 	add := n.Handle(RouteSend, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var f Flirt
 		if err := json.Unmarshal(req.Body, &f); err != nil {

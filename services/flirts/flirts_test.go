@@ -1,6 +1,7 @@
 package flirts_test
 
 import (
+	"time"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/flirts"
 	"github.com/terminator-gw/terminator/services/servicetest"
 )
@@ -46,6 +48,7 @@ func received(t *testing.T, s *servicetest.Service, profile string) []flirts.Fli
 func TestRoutesDeclared(t *testing.T) {
 	s := start(t, t.TempDir())
 	want := []nanobus.Route{
+		{Name: events.RouteRead, Timeout: 35 * time.Second, Stream: true}, // its events, read by subscribers
 		{Name: flirts.RouteCount, Idempotent: true},
 		{Name: flirts.RouteList, Idempotent: true},
 		{Name: flirts.RouteSend}, // a retry would answer 409 to a flirt that went through

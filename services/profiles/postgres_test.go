@@ -10,6 +10,7 @@ import (
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/profiles"
+	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/store/pgtest"
 )
@@ -54,7 +55,7 @@ func TestInstancesShareOnePostgres(t *testing.T) {
 		}
 		t.Cleanup(func() { st.Close() }) // after the node's: cleanups run last first
 		instances[i] = newNode(t, profiles.Service)
-		profiles.Register(instances[i], st)
+		profiles.Register(instances[i], st, servicetest.Bus(t, instances[i], st))
 	}
 	viaA, viaB := caller(t, ctx, instances[0]), caller(t, ctx, instances[1])
 

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/store"
 )
 
@@ -58,8 +59,16 @@ func validPhotoURL(s string) bool {
 	return err == nil && len(s) <= 500 && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
-// Register adds the profile service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s store.Store) error {
+// TopicUpdated is the event of a profile created or changed: key its ID,
+// body the Profile.
+const TopicUpdated = "profile.updated"
+
+// Register adds the profile service's handlers to n, storing in s and
+// publishing on ev.
+func Register(n *nanobus.Node, s store.Store, ev *events.Bus) error {
+	if err := ev.Declare(TopicUpdated, RoutePut); err != nil {
+		return err
+	}
 	get := n.Handle(RouteGet, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		id := string(req.Body)
 		if !store.ValidID(id) {
@@ -86,12 +95,28 @@ func Register(n *nanobus.Node, s store.Store) error {
 		}
 		p.Updated = time.Now().UTC().Truncate(time.Millisecond)
 		var existed bool
-		err := s.Update(ctx, func(tx store.Tx) error {
-			_, err := tx.Get("p/" + p.ID)
-			if existed = err == nil; err != nil && !errors.Is(err, store.ErrNotFound) {
+		err := ev.Update(ctx, func(tx events.Tx) error {
+			var old Profile
+			found, err := store.ReadJSON(tx, "p/"+p.ID, &old)
+			if existed = found; err != nil {
 				return err
 			}
-			return store.WriteJSON(tx, "p/"+p.ID, p)
+			if found {
+				stored := old.Updated
+				old.Updated = p.Updated
+				if old == p {
+					p.Updated = stored
+					return nil // the same again (a retry, say): no change, no event
+				}
+			}
+			body, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put("p/"+p.ID, body); err != nil {
+				return err
+			}
+			return ev.Publish(ctx, tx, TopicUpdated, p.ID, body)
 		})
 		if err != nil {
 			return nanobus.Reply{}, err

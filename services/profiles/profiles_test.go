@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/servicetest"
 )
@@ -30,6 +31,7 @@ func profileJSON(t *testing.T, p profiles.Profile) string {
 func TestRoutesDeclared(t *testing.T) {
 	s := start(t, t.TempDir())
 	want := []nanobus.Route{
+		{Name: events.RouteRead, Timeout: 35 * time.Second, Stream: true}, // its events, read by subscribers
 		{Name: profiles.RouteGet, Idempotent: true},
 		{Name: profiles.RoutePut, Idempotent: true}, // a put stores the whole profile
 	}

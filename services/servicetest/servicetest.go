@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services/store"
 )
@@ -15,22 +16,44 @@ import (
 // Service is a running service and its caller.
 type Service struct {
 	Caller, Node *nanobus.Node
+	Events       *events.Bus
 	name         string
 	stop         func()
 }
 
 // Start runs the service name, registered by register, over a Pebble store
 // in dir. It stops when the test ends, or at Stop (to open dir again).
-func Start(t testing.TB, name string, register func(*nanobus.Node, store.Store) error, dir string) *Service {
+func Start(t testing.TB, name string, register func(*nanobus.Node, store.Store, *events.Bus) error, dir string) *Service {
 	t.Helper()
 	st, err := store.OpenPebble(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller, node := nanobustest.Pair(t, name, func(n *nanobus.Node) error { return register(n, st) })
-	s := &Service{Caller: caller, Node: node, name: name, stop: func() { node.Close(); st.Close() }}
+	var ev *events.Bus
+	caller, node := nanobustest.Pair(t, name, func(n *nanobus.Node) error {
+		ev = Bus(t, n, st)
+		return register(n, st, ev)
+	})
+	ev.Start()
+	s := &Service{Caller: caller, Node: node, Events: ev, name: name, stop: func() { ev.Close(); node.Close(); st.Close() }}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// Bus returns n's events over st (nil: a Bus that only declares), closed
+// when the test ends; the caller starts it.
+func Bus(t testing.TB, n *nanobus.Node, st store.Store) *events.Bus {
+	t.Helper()
+	cfg := events.Config{PollInterval: 10 * time.Millisecond}
+	if st != nil {
+		cfg.Store = store.EventLog(st)
+	}
+	ev, err := events.New(n, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	return ev
 }
 
 // Stop closes the node and its store; again, it does nothing.

@@ -97,15 +97,23 @@ func (p *Pebble) Get(ctx context.Context, key string) ([]byte, error) {
 
 // List returns up to limit entries under prefix, in key order.
 func (p *Pebble) List(ctx context.Context, prefix string, limit int) ([]Entry, error) {
+	return p.Scan(ctx, prefix, string(prefixEnd(prefix)), limit)
+}
+
+// Scan returns up to limit entries with start <= key < end, in key order.
+func (p *Pebble) Scan(ctx context.Context, start, end string, limit int) ([]Entry, error) {
 	if err := p.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer p.life.RUnlock()
-	var lower []byte // nil for "": Pebble's invariant checks (on in -race builds) index a non-nil empty bound
-	if prefix != "" {
-		lower = []byte(prefix)
+	var lower, upper []byte // nil for "": Pebble's invariant checks (on in -race builds) index a non-nil empty bound
+	if start != "" {
+		lower = []byte(start)
 	}
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if end != "" {
+		upper = []byte(end)
+	}
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +192,11 @@ func (t *pebbleTx) Get(key string) ([]byte, error) { return get(t.b, key) }
 func (t *pebbleTx) Put(key string, value []byte) error {
 	t.written = append(t.written, key)
 	return t.b.Set([]byte(key), value, nil)
+}
+
+func (t *pebbleTx) Delete(key string) error {
+	t.written = append(t.written, key)
+	return t.b.Delete([]byte(key), nil)
 }
 
 // get reads key from a DB or an indexed batch.

@@ -42,6 +42,7 @@ const (
 	sqlListLimit    = `SELECT k, v FROM terminator_store WHERE ns = $1 AND k >= $2 ORDER BY k LIMIT $3`
 	sqlListEnd      = `SELECT k, v FROM terminator_store WHERE ns = $1 AND k >= $2 AND k < $3 ORDER BY k`
 	sqlListEndLimit = `SELECT k, v FROM terminator_store WHERE ns = $1 AND k >= $2 AND k < $3 ORDER BY k LIMIT $4`
+	sqlDelete       = `DELETE FROM terminator_store WHERE ns = $1 AND k = $2`
 	sqlCheck        = `SELECT 1`
 	sqlSchema       = `CREATE TABLE IF NOT EXISTS terminator_store_schema (
 		version INT NOT NULL PRIMARY KEY,
@@ -171,22 +172,27 @@ func pgGet(ctx context.Context, q querier, ns, key string) ([]byte, error) {
 // List returns up to limit entries under prefix, in byte order of their
 // keys: a range scan of the primary key, k >= prefix AND k < prefixEnd.
 func (p *Postgres) List(ctx context.Context, prefix string, limit int) ([]Entry, error) {
+	return p.Scan(ctx, prefix, string(prefixEnd(prefix)), limit)
+}
+
+// Scan returns up to limit entries with start <= k < end, in byte order of
+// their keys.
+func (p *Postgres) Scan(ctx context.Context, start, end string, limit int) ([]Entry, error) {
 	if err := p.enter(ctx); err != nil {
 		return nil, err
 	}
-	sql, args := sqlList, []any{p.ns, []byte(prefix)}
-	end := prefixEnd(prefix)
+	sql, args := sqlList, []any{p.ns, []byte(start)}
 	switch {
-	case end == nil && limit > 0:
+	case end == "" && limit > 0:
 		sql, args = sqlListLimit, append(args, limit)
-	case end != nil && limit <= 0:
-		sql, args = sqlListEnd, append(args, end)
-	case end != nil:
-		sql, args = sqlListEndLimit, append(args, end, limit)
+	case end != "" && limit <= 0:
+		sql, args = sqlListEnd, append(args, []byte(end))
+	case end != "":
+		sql, args = sqlListEndLimit, append(args, []byte(end), limit)
 	}
 	rows, err := p.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list %q: %w", prefix, err)
+		return nil, fmt.Errorf("scan %q: %w", start, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
 		var k, v []byte
@@ -194,7 +200,7 @@ func (p *Postgres) List(ctx context.Context, prefix string, limit int) ([]Entry,
 		return Entry{Key: string(k), Value: v}, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list %q: %w", prefix, err)
+		return nil, fmt.Errorf("scan %q: %w", start, err)
 	}
 	return out, nil
 }
@@ -305,6 +311,13 @@ func (t pgTx) Put(key string, value []byte) error {
 	}
 	if _, err := t.tx.Exec(t.ctx, sqlPut, t.ns, []byte(key), value); err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
+	}
+	return nil
+}
+
+func (t pgTx) Delete(key string) error {
+	if _, err := t.tx.Exec(t.ctx, sqlDelete, t.ns, []byte(key)); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
 	}
 	return nil
 }

@@ -47,6 +47,10 @@ type Store interface {
 	// List returns up to limit entries whose keys start with prefix, in
 	// byte order of their keys; limit <= 0 means no limit.
 	List(ctx context.Context, prefix string, limit int) ([]Entry, error)
+	// Scan returns up to limit entries with start <= key < end, in byte
+	// order of their keys; an empty end means no upper bound, limit <= 0
+	// no limit.
+	Scan(ctx context.Context, start, end string, limit int) ([]Entry, error)
 	// Update runs fn in a transaction and commits its writes durably, all
 	// or none. fn may run more than once (after a conflict with another
 	// writer); an error from fn aborts the transaction and is returned.
@@ -61,6 +65,7 @@ type Store interface {
 type Tx interface {
 	Get(key string) ([]byte, error) // ErrNotFound when there is no value
 	Put(key string, value []byte) error
+	Delete(key string) error // deleting a key with no value is no error
 }
 
 // Entry is one key and its value.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/store"
 )
 
@@ -25,20 +26,31 @@ type ListRequest struct {
 }
 
 // Tally keeps items under "<prefix>/<profile>/<suffix>" and their number
-// under "n/<profile>".
+// under "n/<profile>", and publishes each item added as an event of its
+// topic, keyed by the profile, in the same transaction.
 type Tally struct {
 	s      store.Store
+	ev     *events.Bus
 	prefix string
+	topic  string
 }
 
-// New returns a tally over s whose items live under prefix.
-func New(s store.Store, prefix string) *Tally { return &Tally{s: s, prefix: prefix} }
+// New returns a tally over s whose items live under prefix; each item
+// added is published on ev as topic, declared as published by route.
+func New(s store.Store, ev *events.Bus, prefix, topic, route string) (*Tally, error) {
+	return &Tally{s: s, ev: ev, prefix: prefix, topic: topic}, ev.Declare(topic, route)
+}
 
-// Add stores item for profile and counts it, in one synced batch. With
-// unique set, an item already under that key is left alone: added is false.
+// Add stores item for profile, counts it and publishes it, in one synced
+// transaction. With unique set, an item already under that key is left
+// alone: added is false (and nothing is published).
 func (t *Tally) Add(ctx context.Context, profile, suffix string, item any, unique bool) (c Count, added bool, err error) {
 	key := t.prefix + "/" + profile + "/" + suffix
-	err = t.s.Update(ctx, func(tx store.Tx) error {
+	body, err := json.Marshal(item)
+	if err != nil {
+		return Count{}, false, err
+	}
+	err = t.ev.Update(ctx, func(tx events.Tx) error {
 		c, added = Count{}, false
 		if unique {
 			_, err := tx.Get(key)
@@ -54,10 +66,13 @@ func (t *Tally) Add(ctx context.Context, profile, suffix string, item any, uniqu
 		}
 		c.Count++
 		added = true
-		if err := store.WriteJSON(tx, key, item); err != nil {
+		if err := tx.Put(key, body); err != nil {
 			return err
 		}
-		return store.WriteJSON(tx, "n/"+profile, c)
+		if err := store.WriteJSON(tx, "n/"+profile, c); err != nil {
+			return err
+		}
+		return t.ev.Publish(ctx, tx, t.topic, profile, body)
 	})
 	if err != nil {
 		return Count{}, false, err

@@ -11,12 +11,23 @@ import (
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
+	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/tally"
 )
 
 type item struct {
 	N int `json:"n"`
+}
+
+// newTally is a tally under "x" publishing "x.added" on a node of its own.
+func newTally(t *testing.T, st store.Store) *tally.Tally {
+	n := nanobustest.NewNode(t, nanobus.Config{Service: "x"})
+	tl, err := tally.New(st, servicetest.Bus(t, n, st), "x", "x.added", "x.add")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl
 }
 
 func openStore(t *testing.T) *store.Pebble {
@@ -31,7 +42,8 @@ func openStore(t *testing.T) *store.Pebble {
 
 func TestAdd(t *testing.T) {
 	ctx := context.Background()
-	tl := tally.New(openStore(t), "x")
+	st := openStore(t)
+	tl := newTally(t, st)
 	steps := []struct {
 		profile, suffix string
 		unique          bool
@@ -71,7 +83,7 @@ func TestAdd(t *testing.T) {
 func TestConcurrentAdds(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	tl := tally.New(st, "x")
+	tl := newTally(t, st)
 	const n = 32
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -112,7 +124,7 @@ type wrapped struct {
 
 func TestHandlers(t *testing.T) {
 	st := openStore(t)
-	tl := tally.New(st, "x")
+	tl := newTally(t, st)
 	caller, svc := nanobustest.Pair(t, "t", func(n *nanobus.Node) error {
 		return tally.HandleList(n, "t.list", tl, func(l []item) any { return wrapped{l} })
 	})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/tally"
 )
@@ -24,6 +25,10 @@ const (
 	RouteCount  = "visits.count"  // body: profile ID; answers Count
 	RouteList   = "visits.list"   // body: ListRequest; answers Visitors
 )
+
+// TopicVisited is the event of a visit recorded: key the profile visited,
+// body the Visit.
+const TopicVisited = "profile.visited"
 
 // Visit is one member looking at another's profile.
 type Visit struct {
@@ -43,9 +48,13 @@ type Visitors struct {
 	Visits []Visit `json:"visits"`
 }
 
-// Register adds the visit service's handlers to n, storing in s.
-func Register(n *nanobus.Node, s store.Store) error {
-	t := tally.New(s, "v")
+// Register adds the visit service's handlers to n, storing in s and
+// publishing on ev.
+func Register(n *nanobus.Node, s store.Store, ev *events.Bus) error {
+	t, err := tally.New(s, ev, "v", TopicVisited, RouteRecord)
+	if err != nil {
+		return err
+	}
 	add := n.Handle(RouteRecord, func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		var v Visit
 		if err := json.Unmarshal(req.Body, &v); err != nil {

@@ -1,6 +1,7 @@
 package visits_test
 
 import (
+	"time"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/visits"
 )
@@ -54,6 +56,7 @@ func visitors(t *testing.T, s *servicetest.Service, profile string, limit int) [
 func TestRoutesDeclared(t *testing.T) {
 	s := start(t, t.TempDir())
 	want := []nanobus.Route{
+		{Name: events.RouteRead, Timeout: 35 * time.Second, Stream: true}, // its events, read by subscribers
 		{Name: visits.RouteCount, Idempotent: true},
 		{Name: visits.RouteList, Idempotent: true},
 		{Name: visits.RouteRecord}, // a retry would count the visit twice

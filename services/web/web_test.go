@@ -19,6 +19,7 @@ import (
 	"github.com/terminator-gw/terminator/services"
 	"github.com/terminator-gw/terminator/services/flirts"
 	"github.com/terminator-gw/terminator/services/profiles"
+	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/visits"
 	"github.com/terminator-gw/terminator/services/web"
@@ -55,7 +56,7 @@ func newStack(t testing.TB, timeout time.Duration, domain ...*nanobus.Node) *sta
 				t.Fatal(err)
 			}
 			n := node(t, svc.Name)
-			must(t, svc.Register(n, st))
+			must(t, svc.Register(n, st, servicetest.Bus(t, n, st)))
 			t.Cleanup(func() { n.Close(); st.Close() })
 			domain = append(domain, n)
 		}

@@ -52,6 +52,8 @@ func Run(t *testing.T, s Suite) {
 	}{
 		{"GetPut", testGetPut},
 		{"List", testList},
+		{"Scan", testScan},
+		{"Delete", testDelete},
 		{"UpdateAtomic", testUpdateAtomic},
 		{"ReadYourWrites", testReadYourWrites},
 		{"ConcurrentIncrements", testConcurrentIncrements},
@@ -223,6 +225,66 @@ func testList(t *testing.T, s *Suite) {
 			t.Errorf("list %q limit %d = %q, want %q", tc.prefix, tc.limit, gotKeys, tc.want)
 		}
 	}
+}
+
+func testScan(t *testing.T, s *Suite) {
+	st := s.open(t, name(t))
+	put(t, st, "e/1", "v1", "e/2", "v2", "e/3", "v3", "e/head", "h", "f", "vf")
+	tests := []struct {
+		start, end string
+		limit      int
+		want       string
+	}{
+		{"e/", "e/h", 0, `["e/1" "e/2" "e/3"]`},
+		{"e/2", "e/h", 0, `["e/2" "e/3"]`},
+		{"e/2", "e/h", 1, `["e/2"]`},
+		{"e/1\x00", "e/3", 0, `["e/2"]`}, // just after a key
+		{"e/3", "", 0, `["e/3" "e/head" "f"]`},
+		{"e/4", "e/h", 0, `[]`},
+	}
+	for _, tc := range tests {
+		got, err := st.Scan(ctxFor(t), tc.start, tc.end, tc.limit)
+		if err != nil {
+			t.Fatalf("scan %q..%q: %v", tc.start, tc.end, err)
+		}
+		keys := []string{}
+		for _, e := range got {
+			keys = append(keys, e.Key)
+		}
+		if fmt.Sprintf("%q", keys) != tc.want {
+			t.Errorf("scan %q..%q limit %d = %q, want %s", tc.start, tc.end, tc.limit, keys, tc.want)
+		}
+	}
+}
+
+func testDelete(t *testing.T, s *Suite) {
+	st := s.open(t, name(t))
+	put(t, st, "a", "1", "b", "2")
+	err := st.Update(ctxFor(t), func(tx store.Tx) error {
+		if err := tx.Delete("a"); err != nil {
+			return err
+		}
+		if _, err := tx.Get("a"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("get after delete in the same transaction: %v, want ErrNotFound", err)
+		}
+		return tx.Delete("nothing-here")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustNotFind(t, st, "a")
+	mustGet(t, st, "b", "2")
+	// A delete in a transaction that fails is not applied.
+	err = st.Update(ctxFor(t), func(tx store.Tx) error {
+		if err := tx.Delete("b"); err != nil {
+			return err
+		}
+		return errAbort
+	})
+	if !errors.Is(err, errAbort) {
+		t.Fatalf("update = %v, want the abort", err)
+	}
+	mustGet(t, st, "b", "2")
 }
 
 var errAbort = errors.New("abort on purpose")

@@ -1,0 +1,196 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/wire"
+)
+
+// Keys of a publisher's log: the events of partition p by sequence, and
+// the partition's counter. Keys starting with '~' are the events
+// package's in every service's store.
+func logKey(p int, seq uint64) string { return fmt.Sprintf("~ev/%x/%016x", p, seq) }
+func logEnd(p int) string             { return fmt.Sprintf("~ev/%x/g", p) } // after every sequence: hex sorts below 'g'
+func headKey(p int) string            { return fmt.Sprintf("~evh/%x", p) }
+
+// partitionOf is the partition of key's events: its order is kept there.
+func partitionOf(key string) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % Partitions)
+}
+
+// publishTx is a transaction of Update: it counts what was published, so
+// that the commit wakes the streams.
+type publishTx struct {
+	Tx
+	published int
+}
+
+// Update runs fn in a transaction of the Bus's store; once it commits, the
+// events fn published go out at once (a transaction of the store's own
+// Update commits them as well, seen within PollInterval).
+func (b *Bus) Update(ctx context.Context, fn func(Tx) error) error {
+	if b.st == nil {
+		return ErrNoStore
+	}
+	var n int
+	err := b.st.Update(ctx, func(tx Tx) error {
+		ptx := &publishTx{Tx: tx}
+		err := fn(ptx)
+		n = ptx.published // the last run is the one that committed
+		return err
+	})
+	if err == nil && n > 0 {
+		b.stats.published.Add(int64(n))
+		b.wake()
+	}
+	return err
+}
+
+// Publish writes an event into tx: it is published if and only if tx
+// commits. ctx says what caused it: the request being handled (its
+// X-Request-Id is the correlation ID) or the event being handled; a ghost
+// request publishes nothing. topic must have been declared.
+func (b *Bus) Publish(ctx context.Context, tx Tx, topic, key string, body []byte) error {
+	b.mu.Lock()
+	_, ok := b.declared[topic]
+	b.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("publish %q: %w (Declare it)", topic, ErrUndeclared)
+	}
+	if key == "" || len(key) > 256 {
+		return fmt.Errorf("publish %q: key: want 1 to 256 bytes", topic)
+	}
+	e := Event{Topic: topic, Key: key, Time: time.Now().UTC(), Body: body}
+	from := ""
+	if cause := eventOf(ctx); cause != nil {
+		e.Causation = cause.ID
+		e.Correlation = cmpOr(cause.Correlation, cause.ID)
+		from = GroupNode(b.node.Service(), cause.group)
+	} else if req := nanobus.RequestOf(ctx); req != nil {
+		if req.Ghost() {
+			return nil // a copy for a version under test: no side effects
+		}
+		e.Causation = fmt.Sprintf("req:%016x-%016x", req.ID.Node, req.ID.Seq)
+		e.Correlation = cmpOr(string(req.Header.Get("X-Request-Id")), e.Causation)
+		from = RouteNode(b.node.Service(), string(req.Route))
+	}
+	e.Partition = partitionOf(key)
+	head := uint64(0)
+	raw, err := tx.Get(headKey(e.Partition))
+	switch {
+	case err == nil:
+		if head, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
+			return fmt.Errorf("publish %q: counter of partition %d: %w", topic, e.Partition, err)
+		}
+	case !b.st.NotFound(err):
+		return fmt.Errorf("publish %q: %w", topic, err)
+	}
+	e.Seq = head + 1
+	e.ID = fmt.Sprintf("%s:%d:%d", b.node.Service(), e.Partition, e.Seq)
+	rec, err := json.Marshal(&e)
+	if err != nil {
+		return err
+	}
+	if err := tx.Put(logKey(e.Partition, e.Seq), rec); err != nil {
+		return err
+	}
+	if err := tx.Put(headKey(e.Partition), strconv.AppendUint(nil, e.Seq, 10)); err != nil {
+		return err
+	}
+	if ptx, ok := tx.(*publishTx); ok {
+		ptx.published++
+	}
+	if from != "" {
+		b.exercised(from, TopicNode(topic))
+	}
+	return nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// readRequest opens a read stream: topic's events after the positions.
+type readRequest struct {
+	Topic string             `json:"topic"`
+	After [Partitions]uint64 `json:"after"`
+}
+
+// readSpan is how long one read stream lasts before the reader opens the
+// next from where it is: a stream is a call, and calls end.
+const readSpan = 30 * time.Second
+
+// readBatch is how many log entries a stream reads from the store at once.
+const readBatch = 64
+
+// serveRead streams the log's events of a topic after the reader's
+// positions: what is there, then what commits, until the call ends. An
+// entry of another topic is not sent, but the position after a run of
+// them is (a chunk with no topic), so that a reader of a quiet topic does
+// not read the same entries again after a restart.
+func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.StreamWriter) error {
+	var rr readRequest
+	if err := json.Unmarshal(req.Body, &rr); err != nil || rr.Topic == "" {
+		return nanobus.Errorf(400, "events.read: want {\"topic\": name, \"after\": [positions]}")
+	}
+	stop, _ := ctx.Deadline()
+	stop = stop.Add(-time.Second) // end cleanly, with an end frame, before the deadline
+	poll := time.NewTicker(b.cfg.PollInterval)
+	defer poll.Stop()
+	for time.Now().Before(stop) {
+		changed := b.changes() // before reading: a commit after the read wakes us
+		sent := false
+		for p := range Partitions {
+			entries, err := b.st.Scan(ctx, logKey(p, rr.After[p]+1), logEnd(p), readBatch)
+			if err != nil {
+				return err
+			}
+			skipped := false
+			for _, kv := range entries {
+				var e Event
+				if err := json.Unmarshal(kv.Value, &e); err != nil {
+					return fmt.Errorf("log entry %s: %w", kv.Key, err)
+				}
+				rr.After[p] = e.Seq
+				if e.Topic != rr.Topic {
+					skipped = true
+					continue
+				}
+				skipped = false
+				if err := w.Send(wire.Headers{}, kv.Value); err != nil {
+					return err
+				}
+				sent = true
+			}
+			if skipped {
+				mark, _ := json.Marshal(Event{Partition: p, Seq: rr.After[p]})
+				if err := w.Send(wire.Headers{}, mark); err != nil {
+					return err
+				}
+				sent = true
+			}
+		}
+		if sent {
+			continue
+		}
+		select {
+		case <-changed:
+		case <-poll.C:
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(stop)):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,436 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
+)
+
+// Option configures a subscription.
+type Option func(*subscription)
+
+// From names the service that publishes the topic. Required.
+func From(service string) Option { return func(s *subscription) { s.decl.From = service } }
+
+// Publishes declares the topics the handler publishes in turn (for the
+// cascade graph; Publish refuses others).
+func Publishes(topics ...string) Option {
+	return func(s *subscription) { s.decl.Publishes = append(s.decl.Publishes, topics...) }
+}
+
+// Retries is how often a failed event is tried again at once before it is
+// parked. Default 2.
+func Retries(n int) Option { return func(s *subscription) { s.retries = n } }
+
+// Delays are the waits before each delayed retry of a parked event; after
+// the last, it waits for an operator. Default 1s, 10s, 1m.
+func Delays(d ...time.Duration) Option { return func(s *subscription) { s.delays = d } }
+
+// HandlerTimeout bounds one run of the handler. Default 10s.
+func HandlerTimeout(d time.Duration) Option { return func(s *subscription) { s.timeout = d } }
+
+// LeaseTTL is how long a group's reader holds its lease without renewing
+// it: how soon another instance takes over from one that died. Default 3s.
+func LeaseTTL(d time.Duration) Option { return func(s *subscription) { s.leaseTTL = d } }
+
+// Subscribe has h apply every event of topic that service From publishes,
+// once per group: of the instances subscribing with the same group (which
+// share a store), one reads at a time. Call it before Start.
+func (b *Bus) Subscribe(topic, group string, h Handler, opts ...Option) error {
+	s := &subscription{b: b, h: h, decl: Subscription{Topic: topic, Group: group}, retries: 2,
+		delays: []time.Duration{time.Second, 10 * time.Second, time.Minute}, timeout: 10 * time.Second, leaseTTL: 3 * time.Second,
+		poke: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
+	for what, v := range map[string]string{"topic": topic, "group": group, "From (the publishing service)": s.decl.From} {
+		if err := validName(v); err != nil {
+			return fmt.Errorf("subscribe: %s %w", what, err)
+		}
+	}
+	if h == nil {
+		return errors.New("subscribe: nil handler")
+	}
+	if b.st == nil {
+		return fmt.Errorf("subscribe %s: %w: a subscription keeps its position in the service's store", topic, ErrNoStore)
+	}
+	s.prefix = "~sub/" + group + "/" + s.decl.From + "/" + topic + "/"
+	s.holder = fmt.Sprintf("%016x", b.node.ID())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started {
+		return errors.New("subscribe: after Start")
+	}
+	if err := b.serveLocked(&b.serving.hospital, func() error {
+		return b.node.Handle(RouteHospital, b.serveHospital, nanobus.Timeout(30*time.Second))
+	}); err != nil {
+		return err
+	}
+	for _, t := range s.decl.Publishes {
+		if _, ok := b.declared[t]; !ok {
+			b.declared[t] = nil
+		}
+	}
+	b.subs = append(b.subs, s)
+	return nil
+}
+
+type subscription struct {
+	b        *Bus
+	h        Handler
+	decl     Subscription
+	retries  int
+	delays   []time.Duration
+	timeout  time.Duration
+	leaseTTL time.Duration
+	prefix   string // of its keys in the store
+	holder   string // this instance, in the lease
+	poke     chan struct{}
+
+	mu       sync.Mutex
+	pos      [Partitions]uint64 // applied (or skipped) here, at least what the store has
+	patients int
+	reading  atomic.Bool
+	lag      atomic.Int64
+}
+
+func (s *subscription) posKey() string   { return s.prefix + "pos" }
+func (s *subscription) leaseKey() string { return s.prefix + "lease" }
+
+// parkKey marks a key whose events wait behind a parked one; queueKey
+// holds those that wait.
+func (s *subscription) parkKey(key string) string { return s.prefix + "park/" + hexOf(key) }
+func (s *subscription) queueKey(e *Event) string {
+	return fmt.Sprintf("%squeue/%s/%016x", s.prefix, hexOf(e.Key), e.Seq)
+}
+
+func hexOf(s string) string { return fmt.Sprintf("%x", s) }
+
+func (s *subscription) stats() SubscriptionStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SubscriptionStats{Subscription: s.decl, Reading: s.reading.Load(), Position: fmt.Sprint(s.pos), Lag: s.lag.Load(), Patients: s.patients}
+}
+
+// lease is the group's reader lease, in its store.
+type lease struct {
+	Holder string `json:"holder"`
+	Until  int64  `json:"until"` // Unix nanoseconds
+}
+
+// acquire takes or renews the group's lease; false when another holds it.
+func (s *subscription) acquire(ctx context.Context) (bool, error) {
+	held := false
+	err := s.b.st.Update(ctx, func(tx Tx) error {
+		var l lease
+		if found, err := s.read(tx, s.leaseKey(), &l); err != nil {
+			return err
+		} else if found && l.Holder != s.holder && time.Now().UnixNano() < l.Until {
+			held = false
+			return nil
+		}
+		held = true
+		return writeJSON(tx, s.leaseKey(), lease{Holder: s.holder, Until: time.Now().Add(s.leaseTTL).UnixNano()})
+	})
+	return held, err
+}
+
+func (s *subscription) resign() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.b.st.Update(ctx, func(tx Tx) error {
+		var l lease
+		if found, err := s.read(tx, s.leaseKey(), &l); err != nil || !found || l.Holder != s.holder {
+			return err
+		}
+		return tx.Delete(s.leaseKey())
+	})
+}
+
+func (s *subscription) read(tx Tx, key string, v any) (bool, error) {
+	raw, err := tx.Get(key)
+	if s.b.st.NotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, json.Unmarshal(raw, v)
+}
+
+func writeJSON(tx Tx, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Put(key, raw)
+}
+
+// run reads the subscription while this instance holds the group's lease,
+// until ctx ends.
+func (s *subscription) run(ctx context.Context) {
+	log := s.b.log.With("topic", s.decl.Topic, "group", s.decl.Group, "from", s.decl.From)
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		held, err := s.acquire(ctx)
+		if err != nil {
+			log.Warn("events: lease", "err", err)
+		}
+		if held {
+			s.reading.Store(true)
+			err = s.lead(ctx)
+			s.reading.Store(false)
+			if ctx.Err() != nil {
+				s.resign() // the next instance need not wait out the lease
+				return
+			}
+			if err != nil {
+				log.Info("events: reading again", "cause", err, "in", wait)
+			} else {
+				wait = 100 * time.Millisecond
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(wait, s.leaseTTL/3)):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// lead is one spell of reading: a stream from the positions committed,
+// events applied in order, the hospital's patients treated when due, the
+// lease renewed; it returns when the stream ends or breaks, or the lease
+// is lost.
+func (s *subscription) lead(ctx context.Context) error {
+	if err := s.loadPositions(ctx); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, readSpan)
+	defer cancel()
+	s.mu.Lock()
+	req, _ := json.Marshal(readRequest{Topic: s.decl.Topic, After: s.pos})
+	s.mu.Unlock()
+	stream, err := s.b.node.Stream(sctx, s.decl.From, RouteRead, req)
+	if err != nil {
+		return fmt.Errorf("open the stream from %s: %w", s.decl.From, err)
+	}
+	incoming := make(chan *Event, 16)
+	broke := make(chan error, 1)
+	go func() {
+		defer stream.Close()
+		for {
+			_, body, err := stream.Next()
+			if err != nil {
+				broke <- err
+				return
+			}
+			e := new(Event)
+			if err := json.Unmarshal(body, e); err != nil || e.Partition < 0 || e.Partition >= Partitions {
+				broke <- fmt.Errorf("a malformed event from %s: %v", s.decl.From, err)
+				return
+			}
+			s.lag.Add(1)
+			select {
+			case incoming <- e:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		for range len(incoming) {
+			<-incoming
+			s.lag.Add(-1)
+		}
+	}()
+	renew := time.NewTicker(s.leaseTTL / 3)
+	defer renew.Stop()
+	treat := time.NewTicker(250 * time.Millisecond)
+	defer treat.Stop()
+	s.treat(ctx) // patients left by a reader before
+	for {
+		select {
+		case e := <-incoming:
+			s.lag.Add(-1)
+			if err := s.take(ctx, e); err != nil {
+				return err
+			}
+		case err := <-broke:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-renew.C:
+			held, err := s.acquire(ctx)
+			if err != nil {
+				return err
+			}
+			if !held {
+				return errors.New("the lease went to another instance")
+			}
+		case <-treat.C:
+			s.treat(ctx)
+		case <-s.poke:
+			s.treat(ctx)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *subscription) loadPositions(ctx context.Context) error {
+	raw, err := s.b.st.Get(ctx, s.posKey())
+	if s.b.st.NotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var pos [Partitions]uint64
+	if err := json.Unmarshal(raw, &pos); err != nil {
+		return fmt.Errorf("position %s: %w", s.posKey(), err)
+	}
+	s.mu.Lock()
+	for p := range pos {
+		s.pos[p] = max(s.pos[p], pos[p])
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// handlerError is a handler's failure, told apart from the store's.
+type handlerError struct{ err error }
+
+func (e handlerError) Error() string { return e.err.Error() }
+func (e handlerError) Unwrap() error { return e.err }
+
+// take applies e, the next event of its partition, with its immediate
+// retries; then parks it. It fails only when the store does.
+func (s *subscription) take(ctx context.Context, e *Event) error {
+	if e.Topic == "" { // the position after events of other topics
+		s.mu.Lock()
+		s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
+		s.mu.Unlock()
+		return nil
+	}
+	var err error
+	for range s.retries + 1 {
+		var outcome string
+		outcome, err = s.apply(ctx, e)
+		if err == nil {
+			switch outcome {
+			case "duplicate":
+				s.b.stats.duplicates.Add(1)
+			case "applied":
+				s.b.stats.delivered.Add(1)
+				s.b.exercised(TopicNode(e.Topic), GroupNode(s.b.node.Service(), s.decl.Group))
+			}
+			return nil
+		}
+		var he handlerError
+		if !errors.As(err, &he) {
+			return err
+		}
+		s.b.stats.failed.Add(1)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return s.park(ctx, e, err)
+}
+
+// apply runs the handler on e in a transaction that also moves the
+// position, unless the position is past e already (a duplicate) or e's
+// key waits behind a parked event (e is queued behind it).
+func (s *subscription) apply(ctx context.Context, e *Event) (outcome string, err error) {
+	err = s.b.st.Update(ctx, func(tx Tx) error {
+		pos, err := s.positions(tx)
+		if err != nil {
+			return err
+		}
+		if e.Seq <= pos[e.Partition] {
+			outcome = "duplicate"
+			return nil
+		}
+		pos[e.Partition] = e.Seq
+		if _, err := tx.Get(s.parkKey(e.Key)); err == nil {
+			outcome = "queued"
+			if err := writeJSON(tx, s.queueKey(e), e); err != nil {
+				return err
+			}
+			return writeJSON(tx, s.posKey(), pos)
+		} else if !s.b.st.NotFound(err) {
+			return err
+		}
+		outcome = "applied"
+		if err := s.call(ctx, tx, e); err != nil {
+			return err
+		}
+		return writeJSON(tx, s.posKey(), pos)
+	})
+	if err == nil {
+		s.mu.Lock()
+		s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
+		s.mu.Unlock()
+	}
+	return outcome, err
+}
+
+// positions reads the committed positions in tx, merged with those this
+// instance skipped to.
+func (s *subscription) positions(tx Tx) ([Partitions]uint64, error) {
+	var pos [Partitions]uint64
+	if _, err := s.read(tx, s.posKey(), &pos); err != nil {
+		return pos, err
+	}
+	s.mu.Lock()
+	for p := range pos {
+		pos[p] = max(pos[p], s.pos[p])
+	}
+	s.mu.Unlock()
+	return pos, nil
+}
+
+// eventKey carries the event being handled, as the cause of what its
+// handler publishes.
+type eventKey struct{}
+
+type handled struct {
+	*Event
+	group string
+}
+
+func eventOf(ctx context.Context) *handled {
+	h, _ := ctx.Value(eventKey{}).(*handled)
+	return h
+}
+
+// call runs the handler on e, bounded in time, a panic an error.
+func (s *subscription) call(ctx context.Context, tx Tx, e *Event) (err error) {
+	hctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &handled{Event: e, group: s.decl.Group}), s.timeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			err = handlerError{fmt.Errorf("handler panicked: %v", r)}
+		}
+	}()
+	if err := s.h(hctx, tx, e); err != nil {
+		return handlerError{err}
+	}
+	return nil
+}
+
+func (s *subscription) String() string {
+	return strings.Join([]string{s.decl.Group, s.decl.From, s.decl.Topic}, "/")
+}

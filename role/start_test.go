@@ -10,6 +10,7 @@ import (
 
 	"github.com/terminator-gw/terminator/discovery"
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/services"
 )
 
 // background is a process started in the background, its log in a
@@ -87,8 +88,8 @@ func startCallee(t *testing.T, cli *clientv3.Client, service string) int64 {
 }
 
 // A service is announced only once it reaches an instance of every service
-// it calls: web, started before profiles, visits and flirts, is registered
-// after them, not before.
+// it calls: web, started before profiles, visits, flirts and
+// notifications, is registered after them, not before.
 func TestServiceRegistersOnceItReachesItsCallees(t *testing.T) {
 	endpoints, cli := etcdFor(t)
 	cfg := testConfig(t, endpoints)
@@ -100,7 +101,8 @@ func TestServiceRegistersOnceItReachesItsCallees(t *testing.T) {
 	waitFor(t, logs, "web to wait for its callees", func() bool { return logs.line("waiting for callees", "service=web") != "" })
 
 	var calleesAt int64
-	for _, callee := range []string{"profiles", "visits", "flirts"} {
+	webService, _ := services.Lookup("web")
+	for _, callee := range webService.Calls {
 		if at := registeredAt(t, cli, "web"); at != 0 {
 			t.Fatalf("web registered (revision %d) before %s is up", at, callee)
 		}
@@ -131,7 +133,8 @@ func TestServiceRegistersWithoutItsCalleesAfterTheWait(t *testing.T) {
 	if regs := registrations(t, cli, "web"); len(regs) != 1 {
 		t.Errorf("%d registrations of web, want 1", len(regs))
 	}
-	for _, callee := range []string{"profiles", "visits", "flirts"} {
+	webService, _ := services.Lookup("web")
+	for _, callee := range webService.Calls {
 		if logs.line("callee not reachable", "service=web", "callee="+callee) == "" {
 			t.Errorf("no warning names %s; logs:\n%s", callee, logs)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/services/echo"
 	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/notifications"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/visits"
@@ -36,8 +37,10 @@ func All() []Service {
 		{profiles.Service, "the profile service", true, profiles.Register, nil},
 		{visits.Service, "the visit service", true, visits.Register, nil},
 		{flirts.Service, "the flirt service", true, flirts.Register, nil},
-		{web.Service, "the aggregator: owns the public /profiles routes", false, stateless(web.Register),
+		{notifications.Service, "projections of the events: notification feeds and counts", true, notifications.Register,
 			[]string{profiles.Service, visits.Service, flirts.Service}},
+		{web.Service, "the aggregator: owns the public /profiles routes", false, stateless(web.Register),
+			[]string{profiles.Service, visits.Service, flirts.Service, notifications.Service}},
 		{echo.Service, "answers what it gets: GET and POST /echo", false, stateless(echo.Register), nil},
 	}
 }

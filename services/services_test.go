@@ -58,7 +58,8 @@ func TestEveryServiceRegisters(t *testing.T) {
 }
 
 // Stateful says whether a service needs a store: a stateful one given none
-// fails its requests (a handler panics on the nil store), a stateless one
+// refuses to register (its subscriptions keep their positions in it) or
+// fails its requests (a handler panics on the nil store); a stateless one
 // never touches it.
 func TestStatefulMeansNeedsAStore(t *testing.T) {
 	var stateful []string
@@ -67,6 +68,13 @@ func TestStatefulMeansNeedsAStore(t *testing.T) {
 			stateful = append(stateful, s.Name)
 		}
 		t.Run(s.Name, func(t *testing.T) {
+			n := nanobustest.NewNode(t, nanobus.Config{Service: s.Name, Logger: nanobustest.Quiet})
+			if err := s.Register(n, nil, servicetest.Bus(t, n, nil)); err != nil {
+				if !s.Stateful {
+					t.Fatalf("a stateless service refused to register without a store: %v", err)
+				}
+				return
+			}
 			caller, svc := nanobustest.Pair(t, s.Name, func(n *nanobus.Node) error { return s.Register(n, nil, servicetest.Bus(t, n, nil)) })
 			ctx := nanobustest.Context(t, 10*time.Second)
 			for _, r := range svc.Routes() {
@@ -91,7 +99,7 @@ func TestStatefulMeansNeedsAStore(t *testing.T) {
 			}
 		})
 	}
-	if got := strings.Join(stateful, " "); got != "profiles visits flirts" {
+	if got := strings.Join(stateful, " "); got != "profiles visits flirts notifications" {
 		t.Errorf("stateful services %q, want the domain services", got)
 	}
 }

@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/notifications"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
 	"github.com/terminator-gw/terminator/services/tally"
@@ -45,6 +47,7 @@ func Register(n *nanobus.Node) error {
 		n.Handle("POST /profiles/{id}/visits", a.visit),
 		n.Handle("POST /profiles/{id}/flirts", a.flirt),
 		n.Handle("GET /profiles/{id}/visitors", a.visitors),
+		n.Handle("GET /profiles/{id}/notifications", a.notifications),
 	)
 }
 
@@ -160,6 +163,25 @@ func (a *aggregator) visitors(ctx context.Context, req *nanobus.Request) (nanobu
 	}
 	body, _ := json.Marshal(visits.ListRequest{Profile: id, Limit: 50})
 	return a.forward(ctx, visits.Service, visits.RouteList, body)
+}
+
+// notifications is a profile's notifications after ?since= (an item ID;
+// 0 or none: from the first), oldest first, as the events made them.
+func (a *aggregator) notifications(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+	id, err := pathID(req)
+	if err != nil {
+		return nanobus.Reply{}, err
+	}
+	lr := notifications.ListRequest{Profile: id}
+	if q, err := url.ParseQuery(string(req.Query)); err != nil {
+		return nanobus.Reply{}, nanobus.Errorf(400, "query: %v", err)
+	} else if since := q.Get("since"); since != "" {
+		if lr.Since, err = strconv.ParseUint(since, 10, 64); err != nil {
+			return nanobus.Reply{}, nanobus.Errorf(400, "since: want a notification id, got %q", since)
+		}
+	}
+	body, _ := json.Marshal(lr)
+	return a.forward(ctx, notifications.Service, notifications.RouteList, body)
 }
 
 // bothExist checks, in parallel, that the two profiles exist: 404 names

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/services"
 	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/notifications"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/servicetest"
 	"github.com/terminator-gw/terminator/services/store"
@@ -47,6 +49,7 @@ func newStack(t testing.TB, timeout time.Duration, domain ...*nanobus.Node) *sta
 	t.Helper()
 	s := &stack{nodes: map[string]*nanobus.Node{}}
 	if len(domain) == 0 {
+		var buses []*events.Bus
 		for _, svc := range services.All() {
 			if !svc.Stateful { // the domain services
 				continue
@@ -56,9 +59,18 @@ func newStack(t testing.TB, timeout time.Duration, domain ...*nanobus.Node) *sta
 				t.Fatal(err)
 			}
 			n := node(t, svc.Name)
-			must(t, svc.Register(n, st, servicetest.Bus(t, n, st)))
-			t.Cleanup(func() { n.Close(); st.Close() })
+			ev := servicetest.Bus(t, n, st)
+			must(t, svc.Register(n, st, ev))
+			t.Cleanup(func() { ev.Close(); n.Close(); st.Close() })
 			domain = append(domain, n)
+			buses = append(buses, ev)
+		}
+		// The subscribers reach the publishers, then read.
+		for _, n := range domain {
+			link(t, n, domain...)
+		}
+		for _, ev := range buses {
+			ev.Start()
 		}
 	}
 	for _, n := range domain {
@@ -173,6 +185,27 @@ func TestProfileLifecycle(t *testing.T) {
 		if code != st.want || !strings.Contains(body, st.contains) {
 			t.Fatalf("%s %s %.60s: %d %.200s, want %d containing %q", st.method, st.path, st.body, code, body, st.want, st.contains)
 		}
+	}
+	// The notifications are the events' projection: who visited and who
+	// flirted, in order, named, and only after ?since=.
+	var feed notifications.Feed
+	nanobustest.Eventually(t, "ann's notifications", func() bool {
+		code, body := s.do(t, "GET", "/profiles/ann/notifications", "")
+		feed = notifications.Feed{}
+		return code == 200 && json.Unmarshal([]byte(body), &feed) == nil && len(feed.Items) == 3
+	})
+	var got []string
+	for _, it := range feed.Items {
+		got = append(got, fmt.Sprintf("%d %s %s %s", it.ID, it.Kind, it.From, it.FromName))
+	}
+	if want := "[1 visit bob Bob 2 visit bob Bob 3 flirt bob Bob]"; fmt.Sprint(got) != want || feed.Last != 3 {
+		t.Errorf("notifications %v last %d, want %s last 3", got, feed.Last, want)
+	}
+	if code, body := s.do(t, "GET", "/profiles/ann/notifications?since=2", ""); code != 200 || !strings.Contains(body, `"id":3,"kind":"flirt"`) || strings.Contains(body, `"id":2`) {
+		t.Errorf("since=2: %d %s", code, body)
+	}
+	if code, body := s.do(t, "GET", "/profiles/ann/notifications?since=x", ""); code != 400 {
+		t.Errorf("since=x: %d %s, want 400", code, body)
 	}
 }
 

@@ -118,7 +118,7 @@ func rollingRestart(t *testing.T, f *fleet) {
 	g := startGets(t, f)
 	w := startPuts(t, f, fmt.Sprintf("roll%d", time.Now().Unix()%100000))
 	order := []string{"echo1", "echo2", "profiles1", "profiles2", "visits1", "visits2", "flirts1", "flirts2",
-		"web1", "web2", "front1", "front2"}
+		"notifications1", "notifications2", "web1", "web2", "front1", "front2"}
 	for _, c := range order {
 		regs, err := f.registrations(ctx)
 		if err != nil {

@@ -22,7 +22,7 @@ import (
 // terminators are the fleet's terminator containers (compose services); each
 // registers once in etcd with the bus address tcp://<name>:7100.
 var terminators = []string{"front1", "front2", "web1", "web2", "profiles1", "profiles2",
-	"visits1", "visits2", "flirts1", "flirts2", "echo1", "echo2"}
+	"visits1", "visits2", "flirts1", "flirts2", "notifications1", "notifications2", "echo1", "echo2"}
 
 var etcds = []string{"etcd1", "etcd2", "etcd3"}
 

@@ -30,10 +30,10 @@ var update = flag.Bool("update", false, "rewrite nginx-config.yaml from deploy/n
 const namespace = "terminator"
 
 // roles are the binary's long-running roles, each a Deployment of its name.
-var roles = []string{"front", "web", "profiles", "visits", "flirts", "echo"}
+var roles = []string{"front", "web", "profiles", "visits", "flirts", "notifications", "echo"}
 
 // stateful roles keep their data in the store named by TERMINATOR_STORE.
-var stateful = []string{"profiles", "visits", "flirts"}
+var stateful = []string{"profiles", "visits", "flirts", "notifications"}
 
 // secretEnv are variables whose values must come from a Secret.
 var secretEnv = []string{"ETCD_ENDPOINTS", "TERMINATOR_ADMIN_TOKEN", "TERMINATOR_STORE", "ETCD_PASSWORD"}

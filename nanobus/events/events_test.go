@@ -25,15 +25,24 @@ const topic = "thing.happened"
 type publisher struct {
 	node *nanobus.Node
 	bus  *events.Bus
-	st   *store.Pebble
+	st   store.Store
 }
 
+// startPublisher runs an instance of the publisher over a Pebble store in
+// dir.
 func startPublisher(t *testing.T, dir string) *publisher {
 	t.Helper()
 	st, err := store.OpenPebble(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startPublisherOn(t, st)
+}
+
+// startPublisherOn runs an instance of the publisher over st, which it
+// closes when it stops.
+func startPublisherOn(t *testing.T, st store.Store) *publisher {
+	t.Helper()
 	n := nanobustest.NewNode(t, nanobus.Config{Service: "pub", Logger: nanobustest.Quiet})
 	bus, err := events.New(n, events.Config{Store: store.EventLog(st), PollInterval: 10 * time.Millisecond, Logger: nanobustest.Quiet})
 	if err != nil {
@@ -87,6 +96,13 @@ type subscriber struct {
 
 func startSubscriber(t *testing.T, st store.Store, group string, pub *publisher, opts ...events.Option) *subscriber {
 	t.Helper()
+	return startSubscriberOf(t, st, group, []*publisher{pub}, opts...)
+}
+
+// startSubscriberOf is startSubscriber reaching every instance of the
+// publisher.
+func startSubscriberOf(t *testing.T, st store.Store, group string, pubs []*publisher, opts ...events.Option) *subscriber {
+	t.Helper()
 	n := nanobustest.NewNode(t, nanobus.Config{Service: "sub-" + group, Logger: nanobustest.Quiet})
 	bus, err := events.New(n, events.Config{Store: store.EventLog(st), Logger: nanobustest.Quiet})
 	if err != nil {
@@ -114,7 +130,9 @@ func startSubscriber(t *testing.T, st store.Store, group string, pub *publisher,
 	if err != nil {
 		t.Fatal(err)
 	}
-	nanobustest.Connect(t, n, pub.node)
+	for _, pub := range pubs {
+		nanobustest.Connect(t, n, pub.node)
+	}
 	bus.Start()
 	t.Cleanup(func() { bus.Close() })
 	return s

@@ -106,6 +106,8 @@ type Bus struct {
 	changedMu sync.Mutex
 	changed   chan struct{}
 
+	readers chan struct{} // a token per read stream served
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -124,7 +126,8 @@ func New(node *nanobus.Node, cfg Config) (*Bus, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 50 * time.Millisecond
 	}
-	b := &Bus{node: node, st: cfg.Store, cfg: cfg, log: cfg.Logger, declared: map[string][]string{}, changed: make(chan struct{})}
+	b := &Bus{node: node, st: cfg.Store, cfg: cfg, log: cfg.Logger, declared: map[string][]string{}, changed: make(chan struct{}),
+		readers: make(chan struct{}, maxReaders)}
 	if b.log == nil {
 		b.log = slog.Default()
 	}

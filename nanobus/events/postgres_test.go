@@ -64,11 +64,11 @@ func TestPostgresConcurrentPublishersAndGroup(t *testing.T) {
 	waitFor(t, "every event once, in order per key", subStore, want)
 
 	// The reader goes; the other instance takes over from the position.
-	for _, s := range []*subscriber{first, second} {
-		if subs := s.bus.Stats().Subscriptions; len(subs) == 1 && subs[0].Reading {
-			s.stop()
-		}
+	reader := first
+	if subs := second.bus.Stats().Subscriptions; len(subs) == 1 && subs[0].Reading {
+		reader = second
 	}
+	reader.stop()
 	for _, k := range keys {
 		pubs[0].publish(t, k, k+"-after")
 		want[k] = append(want[k], k+"-after")

@@ -134,6 +134,28 @@ const readSpan = 30 * time.Second
 // readBatch is how many log entries a stream reads from the store at once.
 const readBatch = 64
 
+// maxReaders bounds the read streams a publisher serves at once: each
+// polls the store while idle.
+const maxReaders = 256
+
+// heads reads the partitions' counters into h.
+func (b *Bus) heads(ctx context.Context, h *[Partitions]uint64) error {
+	kvs, err := b.st.Scan(ctx, "~evh/", "~evh0", Partitions) // '0' follows '/'
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		p, err := strconv.ParseUint(kv.Key[len("~evh/"):], 16, 8)
+		if err != nil || p >= Partitions {
+			return fmt.Errorf("log counter %q: not a partition", kv.Key)
+		}
+		if h[p], err = strconv.ParseUint(string(kv.Value), 10, 64); err != nil {
+			return fmt.Errorf("log counter %s: %w", kv.Key, err)
+		}
+	}
+	return nil
+}
+
 // serveRead streams the log's events of a topic after the reader's
 // positions: what is there, then what commits, until the call ends. An
 // entry of another topic is not sent, but the position after a run of
@@ -144,14 +166,29 @@ func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.St
 	if err := json.Unmarshal(req.Body, &rr); err != nil || rr.Topic == "" {
 		return nanobus.Errorf(400, "events.read: want {\"topic\": name, \"after\": [positions]}")
 	}
+	select {
+	case b.readers <- struct{}{}:
+		defer func() { <-b.readers }()
+	default:
+		return nanobus.Errorf(503, "events.read: %d streams open already", maxReaders)
+	}
 	stop, _ := ctx.Deadline()
 	stop = stop.Add(-time.Second) // end cleanly, with an end frame, before the deadline
 	poll := time.NewTicker(b.cfg.PollInterval)
 	defer poll.Stop()
+	var heads [Partitions]uint64
 	for time.Now().Before(stop) {
 		changed := b.changes() // before reading: a commit after the read wakes us
+		// One read of the counters says which partitions have more: an idle
+		// stream costs the store one small scan per poll.
+		if err := b.heads(ctx, &heads); err != nil {
+			return err
+		}
 		sent := false
 		for p := range Partitions {
+			if heads[p] <= rr.After[p] {
+				continue
+			}
 			entries, err := b.st.Scan(ctx, logKey(p, rr.After[p]+1), logEnd(p), readBatch)
 			if err != nil {
 				return err

@@ -217,6 +217,29 @@ func (s *subscription) lead(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, readSpan)
 	defer cancel()
+	// The lease is renewed beside the work, not between events: a slow
+	// handler must not let it lapse while it still reads.
+	lost := make(chan error, 1)
+	go func() {
+		renew := time.NewTicker(s.leaseTTL / 3)
+		defer renew.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-renew.C:
+			}
+			held, err := s.acquire(sctx)
+			if err == nil && !held {
+				err = errors.New("the lease went to another instance")
+			}
+			if err != nil && sctx.Err() == nil {
+				lost <- err
+				cancel()
+				return
+			}
+		}
+	}()
 	s.mu.Lock()
 	req, _ := json.Marshal(readRequest{Topic: s.decl.Topic, After: s.pos})
 	s.mu.Unlock()
@@ -243,6 +266,7 @@ func (s *subscription) lead(ctx context.Context) error {
 			select {
 			case incoming <- e:
 			case <-sctx.Done():
+				s.lag.Add(-1)
 				return
 			}
 		}
@@ -254,16 +278,14 @@ func (s *subscription) lead(ctx context.Context) error {
 			s.lag.Add(-1)
 		}
 	}()
-	renew := time.NewTicker(s.leaseTTL / 3)
-	defer renew.Stop()
 	treat := time.NewTicker(250 * time.Millisecond)
 	defer treat.Stop()
-	s.treat(ctx) // patients left by a reader before
+	s.treat(sctx) // patients left by a reader before
 	for {
 		select {
 		case e := <-incoming:
 			s.lag.Add(-1)
-			if err := s.take(ctx, e); err != nil {
+			if err := s.take(sctx, e); err != nil {
 				return err
 			}
 		case err := <-broke:
@@ -271,20 +293,19 @@ func (s *subscription) lead(ctx context.Context) error {
 				return nil
 			}
 			return err
-		case <-renew.C:
-			held, err := s.acquire(ctx)
-			if err != nil {
-				return err
-			}
-			if !held {
-				return errors.New("the lease went to another instance")
-			}
+		case err := <-lost:
+			return err
 		case <-treat.C:
-			s.treat(ctx)
+			s.treat(sctx)
 		case <-s.poke:
-			s.treat(ctx)
-		case <-ctx.Done():
-			return ctx.Err()
+			s.treat(sctx)
+		case <-sctx.Done():
+			select {
+			case err := <-lost:
+				return err
+			default:
+			}
+			return ctx.Err() // nil when the spell merely ran its span
 		}
 	}
 }

@@ -147,6 +147,7 @@ try:
   curl -s -X POST --data '{"from":"1","message":"hi Ann"}' http://%[1]s/profiles/ann/flirts
   curl -s http://%[1]s/profiles/ann
   curl -s http://%[1]s/profiles/ann/visitors
+  curl -s http://%[1]s/profiles/ann/notifications
   curl -s http://%[1]s/echo
   curl -s http://%[2]s/status.json
 

@@ -24,6 +24,9 @@ type Event struct {
 	Body        []byte    `json:"body,omitempty"`
 	Partition   int       `json:"p"`
 	Seq         uint64    `json:"seq"`
+	// Gap, in a read stream's marker (no topic), is how many events before
+	// Seq the publisher no longer keeps.
+	Gap uint64 `json:"gap,omitempty"`
 }
 
 // Tx is the part of a store transaction events read and write through;
@@ -83,6 +86,10 @@ type Config struct {
 	// instance of the service committed (its own commits wake it at once).
 	// Default 50ms.
 	PollInterval time.Duration
+	// Retention is how long a publisher keeps its events: older ones are
+	// deleted, and a subscriber whose position they were is told how many it
+	// missed (Stats.Gaps, and an error in its log). Default 7 days.
+	Retention time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -115,7 +122,7 @@ type Bus struct {
 	edges sync.Map // Edge -> *atomic.Int64
 
 	stats struct {
-		published, delivered, duplicates, failed, parked, healed atomic.Int64
+		published, delivered, duplicates, failed, parked, healed, gaps, pruned atomic.Int64
 	}
 }
 
@@ -125,6 +132,9 @@ type Bus struct {
 func New(node *nanobus.Node, cfg Config) (*Bus, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 50 * time.Millisecond
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 7 * 24 * time.Hour
 	}
 	b := &Bus{node: node, st: cfg.Store, cfg: cfg, log: cfg.Logger, declared: map[string][]string{}, changed: make(chan struct{}),
 		readers: make(chan struct{}, maxReaders)}
@@ -221,6 +231,13 @@ func (b *Bus) Start() {
 		return
 	}
 	b.started = true
+	if b.serving.read {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.pruneLoop(b.ctx)
+		}()
+	}
 	for _, s := range b.subs {
 		b.wg.Add(1)
 		go func() {
@@ -266,6 +283,8 @@ type Stats struct {
 	Failed     int64 `json:"failed"`     // handler runs that failed
 	Parked     int64 `json:"parked"`     // events sent to the hospital
 	Healed     int64 `json:"healed"`     // parked events applied later (retried or replayed)
+	Gaps       int64 `json:"gaps"`       // events a subscription never got: its position was past the publisher's retention
+	Pruned     int64 `json:"pruned"`     // events this publisher deleted, older than its retention
 	// Hospital is how many events wait there now, per subscription.
 	Subscriptions []SubscriptionStats `json:"subscriptions,omitempty"`
 }
@@ -282,7 +301,8 @@ type SubscriptionStats struct {
 // Stats returns b's counters.
 func (b *Bus) Stats() Stats {
 	s := Stats{Published: b.stats.published.Load(), Delivered: b.stats.delivered.Load(), Duplicates: b.stats.duplicates.Load(),
-		Failed: b.stats.failed.Load(), Parked: b.stats.parked.Load(), Healed: b.stats.healed.Load()}
+		Failed: b.stats.failed.Load(), Parked: b.stats.parked.Load(), Healed: b.stats.healed.Load(),
+		Gaps: b.stats.gaps.Load(), Pruned: b.stats.pruned.Load()}
 	b.mu.Lock()
 	subs := slices.Clone(b.subs)
 	b.mu.Unlock()

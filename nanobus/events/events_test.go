@@ -448,3 +448,29 @@ func TestDelayedRetriesHeal(t *testing.T) {
 		t.Fatalf("patients %+v %v: want one healed", ps, err)
 	}
 }
+
+// Events older than the retention are deleted, and a group whose position
+// they were is told how many it missed, then gets what follows.
+func TestRetentionTellsTheGap(t *testing.T) {
+	st, err := store.OpenPebble(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := nanobustest.NewNode(t, nanobus.Config{Service: "pub", Logger: nanobustest.Quiet})
+	bus, err := events.New(n, events.Config{Store: store.EventLog(st), Retention: 200 * time.Millisecond, PollInterval: 10 * time.Millisecond, Logger: nanobustest.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Declare(topic); err != nil {
+		t.Fatal(err)
+	}
+	pub := &publisher{node: n, bus: bus, st: st}
+	t.Cleanup(pub.stop)
+	publishAll(t, pub, []string{"a", "b", "c"}, 0, 12)
+	bus.Start()
+	nanobustest.Eventually(t, "the log pruned", func() bool { return bus.Stats().Pruned == 12 })
+	sub := startSubscriber(t, openStore(t, t.TempDir()), "late", pub)
+	nanobustest.Eventually(t, "the gap told", func() bool { return sub.bus.Stats().Gaps == 12 })
+	pub.publish(t, "a", "a-new")
+	waitFor(t, "what follows the gap", sub.st, map[string][]string{"a": {"a-new"}})
+}

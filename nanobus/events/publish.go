@@ -121,6 +121,74 @@ func cmpOr(a, b string) string {
 	return b
 }
 
+// seqOf is the sequence in a log key.
+func seqOf(key string) uint64 {
+	n, _ := strconv.ParseUint(key[len(key)-16:], 16, 64)
+	return n
+}
+
+// pruneLoop deletes the events older than the retention, now and then.
+func (b *Bus) pruneLoop(ctx context.Context) {
+	every := max(min(b.cfg.Retention/4, time.Minute), 100*time.Millisecond)
+	for {
+		for p := range Partitions {
+			for ctx.Err() == nil {
+				n, err := b.prune(ctx, p)
+				if err != nil && ctx.Err() == nil {
+					b.log.Warn("events: pruning the log", "partition", p, "err", err)
+				}
+				if err != nil || n < readBatch*4 {
+					break
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// prune deletes the oldest events of partition p that are past the
+// retention, a batch at most; it returns how many.
+func (b *Bus) prune(ctx context.Context, p int) (int, error) {
+	kvs, err := b.st.Scan(ctx, logKey(p, 0), logEnd(p), readBatch*4)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := time.Now().Add(-b.cfg.Retention)
+	var old []string
+	for _, kv := range kvs {
+		var e struct {
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return 0, fmt.Errorf("log entry %s: %w", kv.Key, err)
+		}
+		if !e.Time.Before(cutoff) {
+			break // the log is in time order, give or take the clocks of its writers
+		}
+		old = append(old, kv.Key)
+	}
+	if len(old) == 0 {
+		return 0, nil
+	}
+	err = b.st.Update(ctx, func(tx Tx) error {
+		for _, k := range old {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	b.stats.pruned.Add(int64(len(old)))
+	return len(old), nil
+}
+
 // readRequest opens a read stream: topic's events after the positions.
 type readRequest struct {
 	Topic string             `json:"topic"`
@@ -192,6 +260,19 @@ func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.St
 			entries, err := b.st.Scan(ctx, logKey(p, rr.After[p]+1), logEnd(p), readBatch)
 			if err != nil {
 				return err
+			}
+			// Sequences have no holes but those retention made: the reader
+			// is told how many it will never get.
+			next := heads[p] + 1
+			if len(entries) > 0 {
+				next = seqOf(entries[0].Key)
+			}
+			if next > rr.After[p]+1 {
+				mark, _ := json.Marshal(Event{Partition: p, Seq: next - 1, Gap: next - 1 - rr.After[p]})
+				if err := w.Send(wire.Headers{}, mark); err != nil {
+					return err
+				}
+				rr.After[p], sent = next-1, true
 			}
 			skipped := false
 			for _, kv := range entries {

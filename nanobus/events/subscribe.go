@@ -339,7 +339,12 @@ func (e handlerError) Unwrap() error { return e.err }
 // take applies e, the next event of its partition, with its immediate
 // retries; then parks it. It fails only when the store does.
 func (s *subscription) take(ctx context.Context, e *Event) error {
-	if e.Topic == "" { // the position after events of other topics
+	if e.Topic == "" { // the position after events of other topics, or past a gap
+		if e.Gap > 0 {
+			s.b.stats.gaps.Add(int64(e.Gap))
+			s.b.log.Error("events: missed, past the publisher's retention", "topic", s.decl.Topic, "group", s.decl.Group,
+				"from", s.decl.From, "partition", e.Partition, "events", e.Gap, "up_to", e.Seq)
+		}
 		s.mu.Lock()
 		s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
 		s.mu.Unlock()

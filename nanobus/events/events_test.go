@@ -121,6 +121,9 @@ func startSubscriberOf(t *testing.T, st store.Store, group string, pubs []*publi
 		if err := tx.Put("applied/"+e.ID, []byte(strconv.Itoa(applied+1))); err != nil {
 			return err
 		}
+		if err := tx.Put("cause/"+string(e.Body), []byte(e.Correlation+" "+e.Causation)); err != nil {
+			return err
+		}
 		var list []string
 		if _, err := store.ReadJSON(tx, "key/"+e.Key, &list); err != nil {
 			return err
@@ -257,10 +260,17 @@ func TestPublishedWithTheChangeOnly(t *testing.T) {
 	if resp, err := caller.Do(ctx, "pub", ghost); err != nil || resp.Status != 204 {
 		t.Fatalf("ghost request: %v", err)
 	}
-	if resp, err := caller.Call(ctx, "pub", "pub.do", []byte("k=real")); err != nil || resp.Status != 204 {
+	real := &wire.Request{Route: []byte("pub.do"), Body: []byte("k=real")}
+	real.Header.Add("X-Request-Id", "req-42")
+	if resp, err := caller.Do(ctx, "pub", real); err != nil || resp.Status != 204 {
 		t.Fatalf("request: %v", err)
 	}
 	waitFor(t, "the real event", st, map[string][]string{"k": {"real"}})
+	// Its correlation is the request's X-Request-Id, its causation the
+	// bus request.
+	if cause, err := st.Get(ctx, "cause/real"); err != nil || !strings.HasPrefix(string(cause), "req-42 req:") {
+		t.Errorf("correlation and causation %q %v, want the request ID and the bus request", cause, err)
+	}
 	if err := pub.bus.Publish(ctx, nil, "not.declared", "k", nil); !errors.Is(err, events.ErrUndeclared) {
 		t.Errorf("undeclared topic: %v, want ErrUndeclared", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,11 +179,19 @@ func writeJSON(tx Tx, key string, v any) error {
 // until ctx ends.
 func (s *subscription) run(ctx context.Context) {
 	log := s.b.log.With("topic", s.decl.Topic, "group", s.decl.Group, "from", s.decl.From)
+	// A trouble is logged when it starts or changes, not at every retry.
+	last := ""
+	report := func(level slog.Level, msg string, err error) {
+		if err.Error() != last {
+			last = err.Error()
+			log.Log(ctx, level, msg, "err", err)
+		}
+	}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		held, err := s.acquire(ctx)
 		if err != nil {
-			log.Warn("events: lease", "err", err)
+			report(slog.LevelWarn, "events: the group's lease", err)
 		}
 		if held {
 			s.reading.Store(true)
@@ -192,12 +201,11 @@ func (s *subscription) run(ctx context.Context) {
 				s.resign() // the next instance need not wait out the lease
 				return
 			}
-			if err != nil {
-				log.Info("events: reading again", "cause", err, "in", wait)
-			} else {
-				wait = 100 * time.Millisecond
+			if err == nil {
+				last, wait = "", 100*time.Millisecond
 				continue
 			}
+			report(slog.LevelInfo, "events: reading again", err)
 		}
 		select {
 		case <-ctx.Done():

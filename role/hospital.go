@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -325,7 +326,7 @@ func (c *hospitalCmd) list(ctx context.Context) error {
 		}
 		kept := ps[:0]
 		for _, p := range ps {
-			if !c.open || p.State == events.StateRetrying || p.State == events.StateParked {
+			if !c.open || open(&p) {
 				kept = append(kept, p)
 				rows = append(rows, hospitalRow{s, p})
 			}
@@ -356,8 +357,8 @@ func (c *hospitalCmd) list(ctx context.Context) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tID\tSTATE\tHANDLER\tKEY\tATTEMPTS\tWAITING\tPARKED AT\tLAST ERROR")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.service, r.ID, r.State, r.Handler, truncate(r.Event.Key, 24),
-			r.Attempts, r.Waiting, r.Parked.UTC().Format(time.DateTime), truncate(oneLine(r.LastError), 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.service, r.ID, r.State, r.Handler, truncate(r.Event.Key, 24),
+			r.Attempts, waiting(&r.Patient), r.Parked.UTC().Format(time.DateTime), truncate(oneLine(r.LastError), 60))
 	}
 	tw.Flush()
 	return errors.Join(errs...)
@@ -443,9 +444,8 @@ func (c *hospitalCmd) treat(ctx context.Context, service, op string, before *eve
 	if c.json {
 		fmt.Fprintf(c.stdout, "%s\n", body)
 	}
-	wasOpen := before.State == events.StateRetrying || before.State == events.StateParked
 	switch {
-	case !wasOpen:
+	case !open(before):
 		if !c.json {
 			fmt.Fprintf(c.stdout, "%s: nothing to do: the event was %s already (the %s is recorded in its history)\n", p.ID, before.State, op)
 		}
@@ -503,7 +503,9 @@ func (c *hospitalCmd) print(service string, raw []byte, p *events.Patient) error
 		fmt.Fprintf(tw, "body\t%s\n", truncate(oneLine(string(p.Event.Body)), 200))
 	}
 	fmt.Fprintf(tw, "attempts\t%d\n", p.Attempts)
-	fmt.Fprintf(tw, "waiting\t%d later events of its key\n", p.Waiting)
+	if open(p) {
+		fmt.Fprintf(tw, "waiting\t%d later events of its key\n", p.Waiting)
+	}
 	fmt.Fprintf(tw, "parked at\t%s\n", p.Parked.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(tw, "last error\t%s\n", p.LastError)
 	tw.Flush()
@@ -512,6 +514,22 @@ func (c *hospitalCmd) print(service string, raw []byte, p *events.Patient) error
 		fmt.Fprintf(c.stdout, "  %s  %s\n", n.At.UTC().Format("2006-01-02 15:04:05.000"), n.What)
 	}
 	return nil
+}
+
+// open reports whether p still waits for a treatment (events' own test
+// is unexported).
+func open(p *events.Patient) bool {
+	return p.State == events.StateRetrying || p.State == events.StateParked
+}
+
+// waiting is how many events wait behind p, for a table: "-" once p is
+// done with. (The service counts them for open patients only; the count a
+// closed one carries is the one stored when an operator last asked.)
+func waiting(p *events.Patient) string {
+	if !open(p) {
+		return "-"
+	}
+	return strconv.Itoa(p.Waiting)
 }
 
 func truncate(s string, n int) string {

@@ -271,6 +271,19 @@ func TestHospitalCLI(t *testing.T) {
 		nanobustest.Eventually(t, "worse's waiting event applied", func() bool {
 			return slices.Equal(proj.appliedOf("worse"), []string{"worse-2"})
 		})
+		// Done with, they are listed still, with nothing waiting.
+		code, out, _ = hospitalRun(t, endpoints, "list")
+		for _, want := range []string{bad.ID + "  replayed ", worse.ID + "  discarded "} {
+			row := ""
+			for l := range strings.Lines(out) {
+				if strings.Contains(l, want) {
+					row = l
+				}
+			}
+			if f := strings.Fields(row); code != 0 || len(f) < 7 || f[6] != "-" {
+				t.Errorf("list: exit %d, no row with %q and nothing waiting:\n%s", code, want, out)
+			}
+		}
 		code, out, _ = hospitalRun(t, endpoints, "list", "-open")
 		if code != 0 || strings.TrimSpace(out) != "no patients (asked projections)" {
 			t.Errorf("list -open after the treatments: exit %d: %s", code, out)

@@ -332,7 +332,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	// etcd) and its store answers.
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
 	p.publish(cli, node)
-	p.admin.Section(nodeSection(node, lim, w, reg))
+	p.admin.Section(nodeSection(node, lim, w, reg, ev))
 	p.stops = append(p.stops, func() {
 		reg.Close()
 		time.Sleep(p.cfg.Grace) // callers' watchers see us go; meanwhile we still answer
@@ -396,7 +396,7 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	// front would be taken out of service with every other, all at once.
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
-	p.admin.Section(nodeSection(node, lim, w, reg))
+	p.admin.Section(nodeSection(node, lim, w, reg, nil))
 	if err := srv.Start(); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/terminator-gw/terminator/discovery"
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/events"
 	"github.com/terminator-gw/terminator/nanobus/limit"
 	"github.com/terminator-gw/terminator/nanobus/policy"
 	"github.com/terminator-gw/terminator/nanobus/report"
@@ -84,8 +85,9 @@ section{margin-bottom:2em}h1{font-size:1.4em;border-bottom:1px solid #ccc}</styl
 
 // nodeSection shows a bus node: the routes it serves with their numbers,
 // the instances it calls, its counters, and its limit on handlers (lim,
-// nil without one).
-func nodeSection(n *nanobus.Node, lim *limit.Limiter, w *discovery.Watcher, reg *discovery.Registrar) Section {
+// nil without one), and its domain events (ev, nil for a node without: the
+// front; shown when it publishes or subscribes).
+func nodeSection(n *nanobus.Node, lim *limit.Limiter, w *discovery.Watcher, reg *discovery.Registrar, ev *events.Bus) Section {
 	name := "node:" + n.Service()
 	return Section{Name: name, Page: nodePage, Status: func() any {
 		st := nodeStatus{Service: n.Service(), Version: n.Version(), Addr: n.Addr(), Routes: n.RouteStats(),
@@ -101,6 +103,12 @@ func nodeSection(n *nanobus.Node, lim *limit.Limiter, w *discovery.Watcher, reg 
 			st.Peers[s] = n.Instances(s)
 			if p := n.Policy(s); p != nil {
 				st.Policies[s] = p
+			}
+		}
+		if ev != nil {
+			if d := ev.Declaration(); len(d.Publishes)+len(d.Subscribes) > 0 {
+				es := ev.Stats()
+				st.Events = &es
 			}
 		}
 		for i := range st.Ghosts {
@@ -130,6 +138,11 @@ type nodeStatus struct {
 	// The adaptive limit on handlers running at once, now and over time.
 	Limit        int           `json:"limit,omitempty"`
 	LimitHistory []limit.Point `json:"limit_history,omitempty"`
+	// Events is the service's domain events: what it published and
+	// applied, and per subscription whether this instance reads it, where
+	// it is, and how many events wait in the hospital (terminator
+	// hospital list shows them).
+	Events *events.Stats `json:"events,omitempty"`
 }
 
 var nodePage = template.Must(template.New("node").Parse(`
@@ -151,6 +164,12 @@ registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Ou
 <td>{{.LiveP50}} / {{.LiveP99}}</td><td>{{.GhostP50}} / {{.GhostP99}}</td></tr>
 {{range .Diffs}}<tr><td colspan="9">{{.At.Format "15:04:05"}} {{.What}} differs · live: {{.Live.Status}} <code>{{.Live.Body}}</code> · ghost: {{.Ghost.Status}} <code>{{.Ghost.Body}}</code></td></tr>
 {{end}}{{end}}</table>{{end}}
+{{with .Events}}<table><tr><th>events published</th><th>delivered</th><th>duplicates</th><th>failed</th><th>parked</th><th>healed</th></tr>
+<tr><td>{{.Published}}</td><td>{{.Delivered}}</td><td>{{.Duplicates}}</td><td>{{.Failed}}</td><td>{{.Parked}}</td><td>{{.Healed}}</td></tr></table>
+{{if .Subscriptions}}<table><tr><th>subscription (group / from / topic)</th><th>reading</th><th>position</th><th>lag</th><th>in the hospital</th></tr>
+{{range .Subscriptions}}<tr><td>{{.Group}} / {{.From}} / {{.Topic}}</td><td>{{if .Reading}}<span class="ok">yes</span>{{else}}standing by{{end}}</td><td>{{.Position}}</td><td>{{.Lag}}</td>
+<td>{{if .Patients}}<b class="bad">{{.Patients}}</b>{{else}}0{{end}}</td></tr>
+{{end}}</table>{{end}}{{end}}
 <table>
 <tr><td>calls / replies</td><td>{{.Bus.Calls}} / {{.Bus.Replies}}</td></tr>
 <tr><td>busy / no peer / timeouts / peer lost / retries / retries throttled</td><td>{{.Bus.Busy}} / {{.Bus.NoPeer}} / {{.Bus.Timeouts}} / {{.Bus.PeerLost}} / {{.Bus.Retries}} / {{.Bus.Throttled}}</td></tr>

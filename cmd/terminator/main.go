@@ -36,9 +36,10 @@ func usage() {
 	fmt.Fprint(w, "  seed\tload sample profiles, visits and flirts through a running front\n")
 	fmt.Fprint(w, "  rollout\tshow and set rollout policies: weights, ramps, ghost, A/B (terminator rollout -h)\n")
 	fmt.Fprint(w, "  flag\tshow and set feature flags (terminator flag -h)\n")
+	fmt.Fprint(w, "  hospital\tlist, show, replay and discard the events handlers keep failing on (terminator hospital -h)\n")
 	fmt.Fprint(w, "  probe\tGET a URL and exit 0 if it answers 200 (health checks in images without curl)\n")
-	fmt.Fprint(w, "\nEvery role needs -etcd-endpoints but all, which embeds etcd; rollout and flag\n")
-	fmt.Fprint(w, "default to the embedded etcd of all.\n")
+	fmt.Fprint(w, "\nEvery role needs -etcd-endpoints but all, which embeds etcd; rollout, flag and\n")
+	fmt.Fprint(w, "hospital default to the embedded etcd of all.\n")
 	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\".\n")
 	w.Flush()
 }
@@ -56,6 +57,11 @@ func main() {
 		os.Exit(probe(args))
 	case "rollout", "flag":
 		os.Exit(rollout.CLI{Parse: role.Parse, EnvName: role.EnvName}.Run(cmd, args))
+	case "hospital":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		code := role.Hospital(ctx, args, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	}
 	known := false
 	for _, r := range role.Roles() {

@@ -39,7 +39,9 @@ func List(ctx context.Context, cli *clientv3.Client, prefix string) ([]Registrat
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(x, y Registration) int { return cmp.Or(cmp.Compare(x.Service, y.Service), cmp.Compare(x.Node, y.Node)) })
+	slices.SortFunc(out, func(x, y Registration) int {
+		return cmp.Or(cmp.Compare(x.Service, y.Service), cmp.Compare(x.Node, y.Node))
+	})
 	if len(bad) > 0 {
 		return out, fmt.Errorf("list %s: %d registrations do not parse, left out: %w", key, len(bad), errors.Join(bad...))
 	}

@@ -67,7 +67,7 @@ type Node struct {
 type Edge struct {
 	events.Edge
 	Cycle      bool // on a cascade cycle
-	Untested   bool // no test exercised it (only when an exercised set was given)
+	Untested   bool // no test exercised it (only when an exercised set was given; never a Dangling one)
 	Undeclared bool // exercised, but no declaration has it
 	// Dangling: a delivery edge whose every subscription names a From
 	// service that does not publish the topic; Froms are those services.
@@ -197,7 +197,8 @@ func Build(services []Service, exercised map[events.Edge]int64) *Graph {
 	if exercised != nil {
 		g.Tested = true
 		for _, e := range b.edges {
-			if exercised[e.Edge] <= 0 {
+			// A dangling edge can carry nothing: it is reported as such.
+			if !e.Dangling && exercised[e.Edge] <= 0 {
 				e.Untested = true
 				g.Untested = append(g.Untested, e.Edge)
 			}
@@ -422,7 +423,13 @@ func (g *Graph) Summary() string {
 		fmt.Fprintf(&b, "  %s: group %s reads %s from %s\n", d.Service, d.Group, d.Topic, d.From)
 	}
 	if g.Tested {
-		fmt.Fprintf(&b, "untested edges: %d of %d\n", len(g.Untested), len(g.Edges)-len(g.Undeclared))
+		declared := 0
+		for _, e := range g.Edges {
+			if !e.Undeclared && !e.Dangling {
+				declared++
+			}
+		}
+		fmt.Fprintf(&b, "untested edges: %d of %d\n", len(g.Untested), declared)
 		for _, e := range g.Untested {
 			fmt.Fprintf(&b, "  %s -> %s\n", e.From, e.To)
 		}

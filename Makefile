@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus build run bench bench-quick bench-build images up down test-fleet check-units
+.PHONY: test test-short vet fuzz bench-bus build run graph bench bench-quick bench-build images up down test-fleet check-units
 
 ## build: the one binary, static, into bin/
 build:
@@ -11,6 +11,12 @@ build:
 ## run: everything in one process (embedded etcd, terminator on :8080, services), data under ./data
 run: build
 	./bin/terminator all -data data -seed 300
+
+## graph: regenerate docs/cascade.dot and docs/cascade.svg, the cascade graph of
+## the sample app's domain events, from a run of it on free loopback ports
+## (needs Graphviz: apt-get install graphviz); see docs/cascade.md
+graph: build
+	docs/cascade.sh bin/terminator
 
 ## test: the full suite, race detector on (what CI runs); then the allocation
 ## guards (Test...Allocs), which only mean something without the race

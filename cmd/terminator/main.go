@@ -37,6 +37,7 @@ func usage() {
 	fmt.Fprint(w, "  rollout\tshow and set rollout policies: weights, ramps, ghost, A/B (terminator rollout -h)\n")
 	fmt.Fprint(w, "  flag\tshow and set feature flags (terminator flag -h)\n")
 	fmt.Fprint(w, "  hospital\tlist, show, replay and discard the events handlers keep failing on (terminator hospital -h)\n")
+	fmt.Fprint(w, "  graph\tthe cascade graph of the services' domain events, as DOT (and SVG) (terminator graph -h)\n")
 	fmt.Fprint(w, "  probe\tGET a URL and exit 0 if it answers 200 (health checks in images without curl)\n")
 	fmt.Fprint(w, "\nEvery role needs -etcd-endpoints but all, which embeds etcd; rollout, flag and\n")
 	fmt.Fprint(w, "hospital default to the embedded etcd of all.\n")
@@ -55,6 +56,8 @@ func main() {
 		os.Exit(seed(args))
 	case "probe":
 		os.Exit(probe(args))
+	case "graph":
+		os.Exit(role.Graph(args, os.Stdout, os.Stderr))
 	case "rollout", "flag":
 		os.Exit(rollout.CLI{Parse: role.Parse, EnvName: role.EnvName}.Run(cmd, args))
 	case "hospital":

@@ -141,3 +141,33 @@ func TestPointArithmetic(t *testing.T) {
 		t.Fatal("an empty point divides by zero")
 	}
 }
+
+func TestRowsPickTheQuietMedian(t *testing.T) {
+	r := &runner{cfg: config{pin: true, noise: 0.10}}
+	sec := time.Second
+	r.points = []point{
+		{Round: 1, System: "pebble", Handled: 900, Window: sec, Foreign: sec / 2}, // noisy
+		{Round: 1, System: "pebble", Rate: 450, Handled: 450, Window: sec},
+		{Round: 2, System: "pebble", Handled: 1200, Window: sec},
+		{Round: 2, System: "pebble", Rate: 600, Err: "broke"},
+		{Round: 3, System: "pebble", Handled: 1100, Window: sec},
+		{Round: 4, System: "pebble", Handled: 1000, Window: sec},
+		{Round: 1, System: "postgres", Err: "skipped: no PostgreSQL"},
+	}
+	rows := r.rows()
+	if len(rows) != 3 {
+		t.Fatalf("%d rows, want 3: %+v", len(rows), rows)
+	}
+	if p := rows[0]; p.Round != 3 || p.rounds != 4 || p.noisy != 1 || p.lo != 900 || p.hi != 1200 {
+		t.Fatalf("peak row %+v: want round 3 (the median of the quiet 1000, 1100, 1200), 4 rounds, 1 noisy, 900-1200", p)
+	}
+	if p := rows[1]; p.Round != 1 || p.Err != "" || p.rounds != 2 {
+		t.Fatalf("open-loop row %+v: want round 1, the one that ran", p)
+	}
+	if p := rows[2]; p.Err == "" {
+		t.Fatalf("postgres row %+v: want its failure", p)
+	}
+	if _, ok := r.find("postgres", false); ok {
+		t.Fatal("find returned a failed load")
+	}
+}

@@ -4,7 +4,7 @@
 // and at its default interval.
 //
 //	make bench-events     # = make bench-build && bin/evbench $(EVBENCH_FLAGS)
-//	bin/evbench [-quick] [-systems pebble,postgres,js-always,js-default] [-d 10s] [-conc 16] [-profile dir]
+//	bin/evbench [-quick] [-rounds 1] [-systems pebble,postgres,js-always,js-default] [-d 10s] [-conc 16] [-nice -10] [-profile dir]
 //
 // Each system runs as processes of its own, all pinned with taskset to
 // -sut-cpus (CPU 1): for the terminator a publisher (a bus node with an
@@ -24,7 +24,10 @@
 // handler records now minus that time: end to end, queueing included.
 //
 // For each system: the peak (closed loop, -warm then a -d window), then
-// the load at -frac (0.5) of that peak (open loop). The window's CPU is
+// the load at -frac (0.5) of that peak (open loop); with -rounds, every
+// system once per round, and each load's median round in the report. A
+// window in which other work took more than -noise of the SUT CPUs (read
+// from /proc/stat) is marked noisy, and a quiet round is preferred. The window's CPU is
 // utime+stime from /proc/PID/stat of every process of the system and its
 // children, between the window's two readings; CPU per event divides it
 // by the events handled in the window.
@@ -52,6 +55,8 @@ import (
 // config is a run's settings.
 type config struct {
 	systems   []string
+	rounds    int
+	noise     float64 // a window with more foreign work on the SUT CPUs than this share is noisy
 	dur, warm time.Duration
 	conc      int
 	keys      int
@@ -85,6 +90,8 @@ func main() {
 	var cfg config
 	quick := flag.Bool("quick", false, "a short pass: 3s windows, 1s warm-up, into <out>/quick, RESULTS.md untouched")
 	systems := flag.String("systems", strings.Join(allSystems, ","), "systems to measure, in order")
+	flag.IntVar(&cfg.rounds, "rounds", 1, "rounds: every system runs once per round, in a rotated order; the report shows each load's median round")
+	flag.Float64Var(&cfg.noise, "noise", 0.10, "a window is noisy when other work took more than this share of the SUT CPUs")
 	flag.DurationVar(&cfg.dur, "d", 10*time.Second, "measured window per load")
 	flag.DurationVar(&cfg.warm, "warm", 2*time.Second, "warm-up before each window")
 	flag.IntVar(&cfg.conc, "conc", 16, "publishes in flight (the closed loop), and publishers of the open loop")
@@ -97,7 +104,7 @@ func main() {
 	flag.StringVar(&cfg.natsBin, "nats-server", envOr("BENCH_NATS_SERVER", "bin/nats-server"), "nats-server binary (make bench-build)")
 	flag.StringVar(&cfg.out, "out", "bench/results", "results directory")
 	flag.StringVar(&cfg.resultsMD, "results", "bench/RESULTS.md", "report whose \"Durable events\" section to regenerate (empty: leave it)")
-	flag.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the terminator publisher and subscriber at the Pebble peak into this directory")
+	flag.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the terminator publisher and subscriber at the Pebble and PostgreSQL peaks into this directory")
 	flag.Parse()
 	if *quick {
 		cfg.dur, cfg.warm = 3*time.Second, time.Second

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -129,19 +130,23 @@ func (r *runner) report(stamp string) string {
 		"queueing for the store's writer included. CPU is utime+stime of every process of the system over the window "+
 		"(terminator: publisher + subscriber; PostgreSQL: + the server; JetStream: nats-server + publisher + subscriber), "+
 		"per event handled; per core is events handled per CPU-second.\n\n", r.cfg.conc, r.cfg.warm, r.cfg.dur, 100*r.cfg.frac)
-	w("| system | load | published/s | handled/s | p50 | p99 | p99.9 | CPU µs/event | CPU busy | events/s per core |\n")
-	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, p := range r.points {
+	w("| system | load | published/s | handled/s | p50 | p99 | p99.9 | CPU µs/event | CPU busy | events/s per core | rounds (noisy) | handled/s over rounds |\n")
+	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	rows := r.rows()
+	for _, rw := range rows {
+		p := rw.point
 		name := systemNames[p.System]
 		if p.Err != "" {
-			w("| %s | %s | failed: %s | | | | | | | |\n", name, p.Load, strings.ReplaceAll(tail(p.Err, 300), "|", "/"))
+			w("| %s | %s | failed: %s | | | | | | | | %d | |\n", name, p.Load, strings.ReplaceAll(tail(p.Err, 300), "|", "/"), rw.rounds)
 			continue
 		}
-		w("| %s | %s | %.0f | %.0f | %s | %s | %s | %.1f | %.0f%% | %.0f |\n", name, p.Load, p.Published, p.Handled,
-			ms(p.P50), ms(p.P99), ms(p.P999), p.CPUPerEvent(), 100*p.Busy(), p.PerCore())
+		w("| %s | %s | %.0f | %.0f | %s | %s | %s | %.1f | %.0f%% | %.0f | %d (%d) | %.0f-%.0f |\n", name, p.Load, p.Published, p.Handled,
+			ms(p.P50), ms(p.P99), ms(p.P999), p.CPUPerEvent(), 100*p.Busy(), p.PerCore(), rw.rounds, rw.noisy, rw.lo, rw.hi)
 	}
-	w("\nCPU by process at each peak:\n\n")
-	for _, p := range r.points {
+	w("\nThe row of each load is its median round by handled/s, among the quiet rounds when there are any (a round is noisy when "+
+		"other work took more than %.0f%% of CPU %s in its window). CPU by process in those rounds' peaks:\n\n", 100*r.cfg.noise, r.cfg.sutCPUs)
+	for _, rw := range rows {
+		p := rw.point
 		if p.Err != "" || p.Rate > 0 {
 			continue
 		}
@@ -149,7 +154,7 @@ func (r *runner) report(stamp string) string {
 		for _, pc := range p.PerProc {
 			parts = append(parts, fmt.Sprintf("%s %.0f%%", pc.Name, pct(pc.CPU, p.Window)))
 		}
-		w("- %s: %s of a core; other work on CPU %s: %.0f%%%s\n", systemNames[p.System], strings.Join(parts, ", "), r.cfg.sutCPUs,
+		w("- %s (round %d): %s of a core; other work on CPU %s: %.0f%%%s\n", systemNames[p.System], p.Round, strings.Join(parts, ", "), r.cfg.sutCPUs,
 			pct(p.Foreign, p.Window), failures(p))
 	}
 	w("\n### Against the targets\n\n")
@@ -188,11 +193,74 @@ func tail(s string, n int) string {
 	return s
 }
 
-// find returns the point of system at the peak (rate 0) or the open loop.
-func (r *runner) find(system string, open bool) (point, bool) {
+// row is one load of one system over the rounds: its median round.
+type row struct {
+	point
+	rounds, noisy int
+	lo, hi        float64 // handled/s, lowest and highest round
+}
+
+// noisy reports whether other work took more than the noise share of the
+// SUT CPUs in p's window.
+func (r *runner) noisy(p point) bool {
+	return r.cfg.pin && p.Window > 0 && float64(p.Foreign) > r.cfg.noise*float64(p.Window)
+}
+
+// rows are the loads in the order first measured, each its median round
+// by handled/s, among the quiet rounds when there are any; a load that
+// failed in every round is its last failure.
+func (r *runner) rows() []row {
+	type loadKey struct {
+		system string
+		open   bool
+	}
+	var order []loadKey
+	byKey := map[loadKey][]point{}
 	for _, p := range r.points {
-		if p.System == system && p.Err == "" && (p.Rate > 0) == open {
-			return p, true
+		k := loadKey{p.System, p.Rate > 0}
+		if _, ok := byKey[k]; !ok {
+			order = append(order, k)
+		}
+		byKey[k] = append(byKey[k], p)
+	}
+	var out []row
+	for _, k := range order {
+		ps := byKey[k]
+		var ok, quiet []point
+		rw := row{rounds: len(ps), point: ps[len(ps)-1]}
+		for _, p := range ps {
+			if p.Err != "" {
+				continue
+			}
+			ok = append(ok, p)
+			if r.noisy(p) {
+				rw.noisy++
+			} else {
+				quiet = append(quiet, p)
+			}
+		}
+		if len(ok) > 0 {
+			pick := quiet
+			if len(pick) == 0 {
+				pick = ok
+			}
+			slices.SortFunc(pick, func(a, b point) int { return cmp.Compare(a.Handled, b.Handled) })
+			rw.point = pick[(len(pick)-1)/2]
+			rw.lo, rw.hi = ok[0].Handled, ok[0].Handled
+			for _, p := range ok {
+				rw.lo, rw.hi = min(rw.lo, p.Handled), max(rw.hi, p.Handled)
+			}
+		}
+		out = append(out, rw)
+	}
+	return out
+}
+
+// find returns the row of system at the peak (rate 0) or the open loop.
+func (r *runner) find(system string, open bool) (point, bool) {
+	for _, rw := range r.rows() {
+		if rw.System == system && rw.Err == "" && (rw.Rate > 0) == open {
+			return rw.point, true
 		}
 	}
 	return point{}, false

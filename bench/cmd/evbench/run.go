@@ -27,6 +27,7 @@ type system struct {
 
 // point is one load on one system, measured over one window.
 type point struct {
+	Round                int
 	System, Load         string
 	Rate                 float64 // the open loop's rate; 0 for the closed loop
 	Published, Handled   float64 // per second
@@ -125,11 +126,14 @@ func run(ctx context.Context, cfg config) (err error) {
 	began := time.Now()
 	r.box = probeBox(r.tmp)
 	r.logf("box: %s", r.box)
-	for _, id := range cfg.systems {
-		if ctx.Err() != nil {
-			break
+	for round := 1; round <= max(cfg.rounds, 1) && ctx.Err() == nil; round++ {
+		k := (round - 1) % len(cfg.systems) // each round starts one system further along
+		for _, id := range append(cfg.systems[k:len(cfg.systems):len(cfg.systems)], cfg.systems[:k]...) {
+			if ctx.Err() != nil {
+				break
+			}
+			r.runSystem(id, round)
 		}
-		r.runSystem(id)
 	}
 	if ctx.Err() != nil {
 		r.note("interrupted after %v: the table shows what was measured", time.Since(began).Round(time.Second))
@@ -141,7 +145,7 @@ func run(ctx context.Context, cfg config) (err error) {
 
 // runSystem starts a system, measures its peak and the open loop at a
 // fraction of it, and stops it.
-func (r *runner) runSystem(id string) {
+func (r *runner) runSystem(id string, round int) {
 	s, err := r.start(id)
 	defer func() {
 		for i := len(s.procs) - 1; i >= 0; i-- {
@@ -149,12 +153,13 @@ func (r *runner) runSystem(id string) {
 		}
 	}()
 	if err != nil {
-		r.logf("%-10s %v", id, err)
-		r.points = append(r.points, point{System: id, Load: "-", Err: err.Error()})
+		r.logf("%-10s round %d: %v", id, round, err)
+		r.points = append(r.points, point{Round: round, System: id, Load: "-", Err: err.Error()})
 		return
 	}
-	peak := r.measure(s, 0, id == "pebble" && r.cfg.profile != "")
-	r.logf("%-10s %s", id, peak.line())
+	peak := r.measure(s, 0, round == 1 && (id == "pebble" || id == "postgres") && r.cfg.profile != "")
+	peak.Round = round
+	r.logf("%-10s round %d %s", id, round, peak.line())
 	r.points = append(r.points, peak)
 	if peak.Err != "" || r.ctx.Err() != nil {
 		return
@@ -164,7 +169,8 @@ func (r *runner) runSystem(id string) {
 		return
 	}
 	half := r.measure(s, rate, false)
-	r.logf("%-10s %s", id, half.line())
+	half.Round = round
+	r.logf("%-10s round %d %s", id, round, half.line())
 	r.points = append(r.points, half)
 }
 

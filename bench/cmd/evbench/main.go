@@ -107,9 +107,14 @@ func main() {
 	flag.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the terminator publisher and subscriber at the Pebble and PostgreSQL peaks into this directory")
 	flag.Parse()
 	if *quick {
-		cfg.dur, cfg.warm = 3*time.Second, time.Second
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["d"] {
+			cfg.dur = 3 * time.Second
+		}
+		if !set["warm"] {
+			cfg.warm = time.Second
+		}
 		if !set["out"] {
 			cfg.out = filepath.Join(cfg.out, "quick")
 		}

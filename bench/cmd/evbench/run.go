@@ -146,11 +146,13 @@ func run(ctx context.Context, cfg config) (err error) {
 // runSystem starts a system, measures its peak and the open loop at a
 // fraction of it, and stops it.
 func (r *runner) runSystem(id string, round int) {
-	s, err := r.start(id)
+	dir := filepath.Join(r.tmp, fmt.Sprintf("%s-%d", id, round)) // every round from empty stores
+	s, err := r.start(id, dir)
 	defer func() {
 		for i := len(s.procs) - 1; i >= 0; i-- {
 			s.procs[i].stop()
 		}
+		os.RemoveAll(dir)
 	}()
 	if err != nil {
 		r.logf("%-10s round %d: %v", id, round, err)
@@ -191,9 +193,8 @@ func pct(a, w time.Duration) float64 {
 }
 
 // start runs system id's processes and waits until the subscriber reads.
-func (r *runner) start(id string) (s *system, err error) {
+func (r *runner) start(id, dir string) (s *system, err error) {
 	s = &system{id: id}
-	dir := filepath.Join(r.tmp, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return s, err
 	}

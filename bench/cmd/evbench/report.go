@@ -307,7 +307,13 @@ func (r *runner) write() error {
 		return err
 	}
 	path := filepath.Join(r.cfg.out, "events-"+time.Now().UTC().Format("20060102-150405")+".md")
-	if err := os.WriteFile(path, []byte("# "+strings.TrimPrefix(md, "## ")), 0o644); err != nil {
+	var every strings.Builder
+	every.WriteString("\n## Every round\n\n```\n")
+	for _, p := range r.points {
+		fmt.Fprintf(&every, "%-10s round %d %s\n", p.System, p.Round, p.line())
+	}
+	every.WriteString("```\n")
+	if err := os.WriteFile(path, []byte("# "+strings.TrimPrefix(md, "## ")+every.String()), 0o644); err != nil {
 		return err
 	}
 	r.logf("wrote %s", path)

@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus build run graph bench bench-quick bench-build images up down test-fleet check-units
+.PHONY: test test-short vet fuzz bench-bus build run graph bench bench-quick bench-build bench-events images up down test-fleet check-units
 
 ## build: the one binary, static, into bin/
 build:
@@ -55,16 +55,27 @@ bench-build: build
 	$(GO) build -o bin/peers ./bench/cmd/peers
 	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
 	$(GO) build -o bin/harness ./bench/cmd/harness
+	$(GO) build -o bin/evbench ./bench/cmd/evbench
 
 ## bench: every case pinned (system under test on CPU 1, generators on CPU 0),
 ## 3 interleaved rounds, then the overload sweep (7-8 minutes); regenerates
-## bench/RESULTS.md and its plots. BENCH_FLAGS adds harness flags (-h lists them).
+## bench/RESULTS.md and its plots; then the durable events (bench-events, ~2
+## minutes). BENCH_FLAGS adds harness flags (-h lists them).
 bench: bench-build
 	./bin/harness $(BENCH_FLAGS)
+	./bin/evbench $(EVBENCH_FLAGS)
 
 ## bench-quick: the same cases once, 2s each (~1.5 minutes), into bench/results/quick/
 bench-quick: bench-build
 	./bin/harness -quick $(BENCH_FLAGS)
+
+## bench-events: durable events, published -> handled, per core (~2 minutes):
+## terminator events over Pebble and PostgreSQL (when installed) beside NATS
+## JetStream (sync always, default sync), at the peak and at half of it;
+## regenerates the "Durable events" section of bench/RESULTS.md. EVBENCH_FLAGS
+## adds flags (-h lists them; -quick is a 1-minute check that leaves RESULTS.md).
+bench-events: bench-build
+	./bin/evbench $(EVBENCH_FLAGS)
 
 ## images: the fleet's images, built locally: terminator FROM scratch, and one
 ## debootstrap base for etcd, nginx and PostgreSQL (cached until its recipe changes)

@@ -285,7 +285,7 @@ type Stats struct {
 	Healed     int64 `json:"healed"`     // parked events applied later (retried or replayed)
 	Gaps       int64 `json:"gaps"`       // events a subscription never got: its position was past the publisher's retention
 	Pruned     int64 `json:"pruned"`     // events this publisher deleted, older than its retention
-	// Hospital is how many events wait there now, per subscription.
+	// Subscriptions are the state of each, patients in the hospital included.
 	Subscriptions []SubscriptionStats `json:"subscriptions,omitempty"`
 }
 

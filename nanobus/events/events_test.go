@@ -447,9 +447,10 @@ func TestDelayedRetriesHeal(t *testing.T) {
 	sub.fail.Store(&poison)
 	pub.publish(t, "k", "k-0")
 	pub.publish(t, "k", "k-1")
-	nanobustest.Eventually(t, "the event parked", func() bool {
+	nanobustest.Eventually(t, "a delayed retry failed", func() bool {
 		ps, _ := sub.bus.Patients(context.Background())
-		return len(ps) == 1
+		return len(ps) == 1 && ps[0].Attempts >= 3 && strings.Contains(ps[0].LastError, "on purpose") &&
+			strings.Contains(ps[0].History[len(ps[0].History)-1].What, ": failed")
 	})
 	sub.fail.Store(nil)
 	waitFor(t, "healed, then the rest", st, map[string][]string{"k": {"k-0", "k-1"}})

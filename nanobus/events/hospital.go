@@ -68,7 +68,7 @@ func (s *subscription) park(ctx context.Context, e *Event, cause error) error {
 			return err
 		}
 		pos[e.Partition] = max(pos[e.Partition], e.Seq)
-		if err := writeJSON(tx, patientKey(p.ID), &p); err != nil {
+		if err := savePatient(tx, &p); err != nil {
 			return err
 		}
 		if err := tx.Put(s.parkKey(e.Key), []byte(p.ID)); err != nil {
@@ -132,18 +132,24 @@ func (s *subscription) treat(ctx context.Context) {
 // delayed retry); once p is done with, the events of its key that waited
 // behind it go, in order.
 func (s *subscription) heal(ctx context.Context, p *Patient) error {
-	request := p.Request
-	p.Request = ""
-	if request == "discard" {
-		p.State = StateDiscarded
-		p.note("discarded by an operator")
-		if err := s.b.st.Update(ctx, func(tx Tx) error { return writeJSON(tx, patientKey(p.ID), p) }); err != nil {
+	// Each step reads the patient again in its transaction: an operator
+	// may have asked something since the scan, and nothing done is undone.
+	var request string
+	var closed bool
+	err := s.b.st.Update(ctx, func(tx Tx) error {
+		cur, err := s.b.patientIn(tx, p.ID)
+		if err != nil || !cur.open() {
+			closed = err == nil
 			return err
 		}
-		return s.release(ctx, p.Event.Key)
-	}
-	p.Attempts++
-	err := s.b.st.Update(ctx, func(tx Tx) error {
+		*p = *cur
+		request, p.Request = p.Request, ""
+		if request == "discard" {
+			p.State = StateDiscarded
+			p.note("discarded by an operator")
+			return savePatient(tx, p)
+		}
+		p.Attempts++
 		if err := s.call(ctx, tx, &p.Event); err != nil {
 			return err
 		}
@@ -154,36 +160,69 @@ func (s *subscription) heal(ctx context.Context, p *Patient) error {
 			p.State = StateHealed
 			p.note("retry %d: applied", p.Attempts)
 		}
-		return writeJSON(tx, patientKey(p.ID), p)
+		return savePatient(tx, p)
 	})
 	var he handlerError
 	switch {
+	case err == nil && closed:
+		return nil
 	case err == nil:
-		s.b.stats.healed.Add(1)
-		s.b.stats.delivered.Add(1)
-		s.b.exercised(TopicNode(p.Event.Topic), GroupNode(s.b.node.Service(), s.decl.Group))
+		if request != "discard" {
+			s.b.stats.healed.Add(1)
+			s.b.stats.delivered.Add(1)
+			s.b.exercised(TopicNode(p.Event.Topic), GroupNode(s.b.node.Service(), s.decl.Group))
+		}
 		return s.release(ctx, p.Event.Key)
 	case !errors.As(err, &he):
 		return err
 	}
 	s.b.stats.failed.Add(1)
-	p.LastError = err.Error()
-	if request == "replay" {
-		p.note("replayed by an operator: failed: %v", err)
-		if p.State == StateRetrying && p.NextRetry.IsZero() {
-			p.State = StateParked
+	return s.b.st.Update(ctx, func(tx Tx) error {
+		cur, err := s.b.patientIn(tx, p.ID)
+		if err != nil || !cur.open() {
+			return err
 		}
-	} else {
+		*p = *cur
+		p.Attempts++
+		p.LastError = he.Error()
+		if request == "replay" {
+			p.Request = ""
+			p.note("replayed by an operator: failed: %v", he.err)
+			return savePatient(tx, p)
+		}
 		done := 0
 		for _, n := range p.History {
 			if strings.HasPrefix(n.What, "retry ") {
 				done++
 			}
 		}
-		p.note("retry %d: failed: %v", done+1, err)
+		p.note("retry %d: failed: %v", done+1, he.err)
 		p.schedule(s.delays, done+1)
+		return savePatient(tx, p)
+	})
+}
+
+// savePatient writes p; how many events wait behind it is counted when it
+// is read, not kept.
+func savePatient(tx Tx, p *Patient) error {
+	p.Waiting = 0
+	return writeJSON(tx, patientKey(p.ID), p)
+}
+
+// patientIn reads patient id in tx.
+func (b *Bus) patientIn(tx Tx, id string) (*Patient, error) {
+	raw, err := tx.Get(patientKey(id))
+	if b.st.NotFound(err) {
+		return nil, nanobus.Errorf(404, "hospital: no patient %q", id)
 	}
-	return s.b.st.Update(ctx, func(tx Tx) error { return writeJSON(tx, patientKey(p.ID), p) })
+	if err != nil {
+		return nil, err
+	}
+	var p Patient
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("patient %s: %w", id, err)
+	}
+	return &p, nil
 }
 
 // release applies the events of key that waited behind a patient, in
@@ -232,7 +271,7 @@ func (s *subscription) release(ctx context.Context, key string) error {
 		p.note("parked after %d attempts: %v", p.Attempts, herr)
 		s.b.stats.parked.Add(1)
 		return s.b.st.Update(ctx, func(tx Tx) error {
-			if err := writeJSON(tx, patientKey(p.ID), &p); err != nil {
+			if err := savePatient(tx, &p); err != nil {
 				return err
 			}
 			if err := tx.Delete(kvs[0].Key); err != nil {
@@ -266,22 +305,27 @@ func (b *Bus) serveHospital(ctx context.Context, req *nanobus.Request) (nanobus.
 			return nanobus.Reply{}, err
 		}
 		return nanobus.JSON(200, ps)
-	case "show", "replay", "discard":
+	case "show":
 		p, err := b.patient(ctx, hr.ID)
 		if err != nil {
 			return nanobus.Reply{}, err
 		}
-		if hr.Op == "show" {
-			return nanobus.JSON(200, p)
-		}
-		err = b.st.Update(ctx, func(tx Tx) error {
-			if !p.open() { // deduplicated: it was applied, or dropped, once
-				p.note("%s asked by an operator (%s): nothing to do, the event was %s", hr.Op, cmpOr(string(req.Header.Get("X-Operator")), "unnamed"), p.State)
-				return writeJSON(tx, patientKey(p.ID), p)
+		return nanobus.JSON(200, p)
+	case "replay", "discard":
+		operator := cmpOr(string(req.Header.Get("X-Operator")), "unnamed")
+		var p *Patient
+		err := b.st.Update(ctx, func(tx Tx) error {
+			var err error
+			if p, err = b.patientIn(tx, hr.ID); err != nil {
+				return err
 			}
-			p.Request = hr.Op
-			p.note("%s asked by an operator (%s)", hr.Op, cmpOr(string(req.Header.Get("X-Operator")), "unnamed"))
-			return writeJSON(tx, patientKey(p.ID), p)
+			if !p.open() { // deduplicated: it was applied, or dropped, once
+				p.note("%s asked by an operator (%s): nothing to do, the event was %s", hr.Op, operator, p.State)
+			} else {
+				p.Request = hr.Op
+				p.note("%s asked by an operator (%s)", hr.Op, operator)
+			}
+			return savePatient(tx, p)
 		})
 		if err != nil {
 			return nanobus.Reply{}, err
@@ -290,11 +334,18 @@ func (b *Bus) serveHospital(ctx context.Context, req *nanobus.Request) (nanobus.
 			return nanobus.JSON(200, p)
 		}
 		b.pokeAll()
+		// The group's reader does it; answer once it has, or, a little
+		// before the call's deadline, that it was asked.
+		dl, _ := ctx.Deadline()
+		giveUp := time.NewTimer(time.Until(dl) - 500*time.Millisecond)
+		defer giveUp.Stop()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
-			case <-ctx.Done():
-				return nanobus.JSON(202, p) // asked; the reader will do it
-			case <-time.After(20 * time.Millisecond):
+			case <-giveUp.C:
+				return nanobus.JSON(202, p)
+			case <-tick.C:
 			}
 			if q, err := b.patient(ctx, hr.ID); err == nil && q.Request == "" {
 				return nanobus.JSON(200, q)

@@ -16,6 +16,7 @@ run: build
 ## the sample app's domain events, from a run of it on free loopback ports
 ## (needs Graphviz: apt-get install graphviz); see docs/cascade.md
 graph: build
+	TERMINATOR_EDGES_OUT=$(CURDIR)/docs/cascade-tested.json $(GO) test -count=1 -run TestProfileLifecycle ./services/web
 	docs/cascade.sh bin/terminator
 
 ## test: the full suite, race detector on (what CI runs); then the allocation

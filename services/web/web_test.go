@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -34,6 +36,7 @@ type stack struct {
 	base  string
 	nodes map[string]*nanobus.Node
 	web   *nanobus.Node
+	buses []*events.Bus // the domain services' events
 }
 
 func node(t testing.TB, service string) *nanobus.Node {
@@ -72,6 +75,7 @@ func newStack(t testing.TB, timeout time.Duration, domain ...*nanobus.Node) *sta
 		for _, ev := range buses {
 			ev.Start()
 		}
+		s.buses = buses
 	}
 	for _, n := range domain {
 		s.nodes[n.Service()] = n
@@ -206,6 +210,31 @@ func TestProfileLifecycle(t *testing.T) {
 	}
 	if code, body := s.do(t, "GET", "/profiles/ann/notifications?since=x", ""); code != 400 {
 		t.Errorf("since=x: %d %s, want 400", code, body)
+	}
+	s.writeEdges(t)
+}
+
+// writeEdges writes the cascade graph's edges the stack's events carried
+// to the file $TERMINATOR_EDGES_OUT names, if any (make graph marks the
+// others untested).
+func (s *stack) writeEdges(t *testing.T) {
+	out := os.Getenv("TERMINATOR_EDGES_OUT")
+	if out == "" {
+		return
+	}
+	var edges []events.Edge
+	for _, ev := range s.buses {
+		for e := range ev.Exercised() {
+			edges = append(edges, e)
+		}
+	}
+	slices.SortFunc(edges, func(a, b events.Edge) int { return strings.Compare(a.From+" "+a.To, b.From+" "+b.To) })
+	b, err := json.MarshalIndent(edges, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -441,6 +441,16 @@ func checkFeeds(t *testing.T, feeds map[string][]feedItem, cs map[string]counts,
 		}
 		for kind, acks := range map[string][]acked{"visit": l.visits[p], "flirt": l.flirts[p]} {
 			have := byKind[kind]
+			ranks := map[int]bool{}
+			for _, a := range acks {
+				if ranks[a.n] {
+					t.Errorf("%s: two %ss acknowledged with count %d", p, kind, a.n)
+				}
+				ranks[a.n] = true
+			}
+			if len(acks) > len(have) {
+				t.Errorf("%s: %d %ss acknowledged, %d in the feed and the page counts", p, len(acks), kind, len(have))
+			}
 			for _, a := range acks {
 				if a.n > len(have) {
 					t.Errorf("%s: acknowledged %s #%d from %s is not in the feed (%d %ss there): lost", p, kind, a.n, a.from, len(have), kind)
@@ -453,12 +463,11 @@ func checkFeeds(t *testing.T, feeds map[string][]feedItem, cs map[string]counts,
 }
 
 // sameFeeds compares a replayed projection with the first: per profile,
-// the same items (kind, from, name, event) in the same order. It also
-// says whether they differ only in how the two kinds interleave: visits
-// and flirts come from two publishers, over two streams, and a feed
-// numbers them in the order applied.
-func sameFeeds(profiles []string, want, got map[string][]feedItem) (same, sameKindOrder bool, why string) {
-	same, sameKindOrder = true, true
+// the visits in the same order and the flirts in the same order (kind,
+// from, name, event). Visits and flirts come from two publishers over two
+// streams, and a feed numbers items in the order applied: interleaving
+// says how the two kinds' interleaving differs ("" when it does not).
+func sameFeeds(profiles []string, want, got map[string][]feedItem) (kindOrder bool, interleaving, why string) {
 	strip := func(items []feedItem, kind string) []feedItem {
 		var out []feedItem
 		for _, it := range items {
@@ -469,23 +478,26 @@ func sameFeeds(profiles []string, want, got map[string][]feedItem) (same, sameKi
 		}
 		return out
 	}
+	differ, example := 0, ""
 	for _, p := range profiles {
-		if !slices.Equal(strip(want[p], ""), strip(got[p], "")) {
-			if same {
-				why = fmt.Sprintf("%s: %d items, replayed %d; first difference at %d", p, len(want[p]), len(got[p]), firstDiff(want[p], got[p]))
-			}
-			same = false
-		}
 		for _, kind := range []string{"visit", "flirt"} {
-			if !slices.Equal(strip(want[p], kind), strip(got[p], kind)) {
-				if sameKindOrder {
-					why = fmt.Sprintf("%s: the %ss differ (replayed: %d, first: %d)", p, kind, len(strip(got[p], kind)), len(strip(want[p], kind)))
-				}
-				sameKindOrder = false
+			if w, g := strip(want[p], kind), strip(got[p], kind); !slices.Equal(w, g) {
+				return false, "", fmt.Sprintf("%s: the %ss differ (first %d, replayed %d; first difference at %d)", p, kind, len(w), len(g), firstDiff(w, g))
+			}
+		}
+		if !slices.Equal(strip(want[p], ""), strip(got[p], "")) {
+			differ++
+			if example == "" {
+				i := firstDiff(want[p], got[p])
+				example = fmt.Sprintf("%s's item %d is a %s (%s) in the first, a %s (%s) in the replay", p, i,
+					want[p][i-1].Kind, want[p][i-1].Event, got[p][i-1].Kind, got[p][i-1].Event)
 			}
 		}
 	}
-	return same, sameKindOrder, why
+	if differ > 0 {
+		interleaving = fmt.Sprintf("differs in %d of %d feeds, e.g. %s", differ, len(profiles), example)
+	}
+	return true, interleaving, ""
 }
 
 func firstDiff(a, b []feedItem) int {
@@ -499,28 +511,38 @@ func firstDiff(a, b []feedItem) int {
 	return min(len(a), len(b)) + 1
 }
 
-// A visit is written with its count and its event in one transaction;
-// notifications projects the events into feeds in its own store. Kill -9
-// the visits process mid-write and the notifications process mid-handle,
-// under load, each started again on its data: no acknowledged write is
-// missing from the feeds, none is there twice, and a new notifications
-// with an empty store replays the publishers' logs into the same feeds.
-func TestEventsSurviveKills(t *testing.T) {
-	bin := buildBinary(t)
-	f := newFleet(t, bin, "")
-	data := func(role string) string { return filepath.Join(f.dir, "data-"+role) }
-	begin := time.Now()
+// fault is one fault the load runs through: do causes it and brings the
+// part back (a process killed and started again on its data, a database
+// restarted).
+type fault struct {
+	name string
+	do   func()
+}
 
-	// The stateful roles at once, then the aggregator that calls them,
-	// then the front.
-	procs := map[string]*proc{}
+// faultRun is one run of the fleet: its processes by role, and where
+// each keeps its data.
+type faultRun struct {
+	f     *fleet
+	procs map[string]*proc
+	data  func(role string) string
+	// notifications is the -data and -store of a notifications process
+	// whose store is empty: it replays the publishers' logs.
+	replayStore func() (data string, extra []string)
+}
+
+// startFleet starts the stateful roles at once, then the aggregator that
+// calls them, then the front.
+func startFleet(t *testing.T, f *fleet) *faultRun {
+	t.Helper()
+	begin := time.Now()
+	r := &faultRun{f: f, procs: map[string]*proc{}, data: func(role string) string { return filepath.Join(f.dir, "data-"+role) }}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, role := range []string{"profiles", "visits", "flirts", "notifications"} {
 		wg.Go(func() {
-			p := f.start(role, data(role))
+			p := f.start(role, r.data(role))
 			mu.Lock()
-			procs[role] = p
+			r.procs[role] = p
 			mu.Unlock()
 		})
 	}
@@ -528,10 +550,23 @@ func TestEventsSurviveKills(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	f.start("web", "")
-	front := f.start("front", "")
-	t.Logf("fleet up in %v: etcd in the test process; %s", time.Since(begin).Round(time.Millisecond), f.dir)
+	r.procs["web"] = f.start("web", "")
+	r.procs["front"] = f.start("front", "")
+	t.Logf("fleet up in %v: etcd in the test process; logs and data in %s", time.Since(begin).Round(time.Millisecond), f.dir)
+	return r
+}
 
+// restart kills role with SIGKILL and starts it again on its data.
+func (r *faultRun) restart(role string) {
+	r.procs[role].kill9()
+	r.procs[role] = r.f.start(role, r.data(role))
+}
+
+// runFaults drives the load through the faults, then checks the feeds
+// against the page counts and every acknowledged write, and replays the
+// events into a notifications with an empty store.
+func runFaults(t *testing.T, r *faultRun, faults ...fault) {
+	f, front := r.f, r.procs["front"]
 	var profiles []string
 	for i := range faultProfiles {
 		id := fmt.Sprintf("p%02d", i)
@@ -560,55 +595,49 @@ func TestEventsSurviveKills(t *testing.T) {
 		}
 	}
 	defer stopLoad()
-
-	// visits, killed mid-write: writers are always in flight.
-	l.waitAcked(t, 200)
-	l.enter("visits killed, until back")
-	killedVisits := time.Now()
-	procs["visits"].kill9()
-	procs["visits"] = f.start("visits", data("visits"))
-	restarted := time.Now()
-	_, ok, _ := waitFor(faultConverge, func() (bool, string) { return l.lastVisitAck.Load() > restarted.UnixNano(), "" })
-	if !ok {
-		t.Fatalf("no visit acknowledged within %v of the visits restart", faultConverge)
-	}
-	visitsBack := time.Now()
-	visitsReady := restarted.Sub(killedVisits)
-
-	l.enter("visits back")
 	l.waitAcked(t, 200)
 
-	// notifications, killed mid-handle: the writes keep its streams busy.
-	// Its catch-up is timed by a profile's feed reaching the visits
-	// acknowledged to it by the time of the restart.
-	l.enter("notifications killed, until caught up")
-	firstNotif := procs["notifications"]
-	killed := time.Now()
-	firstNotif.kill9()
-	procs["notifications"] = f.start("notifications", data("notifications"))
-	notifReady := time.Since(killed)
-	l.mu.Lock()
-	target := len(l.visits[profiles[0]])
-	l.mu.Unlock()
-	notifCatchUp, ok, why := waitFor(faultConverge, func() (bool, string) {
-		items, err := f.feed(front, profiles[0])
-		if err != nil {
-			return false, err.Error()
+	// Each fault while writes are in flight; it is over once a write is
+	// acknowledged after it, and a feed has caught up with what was
+	// acknowledged to its profile by then.
+	var recoveries []string
+	firstNotifications := r.procs["notifications"]
+	for _, fl := range faults {
+		l.enter(fl.name + ", until back")
+		began := time.Now()
+		fl.do()
+		done := time.Now()
+		took, ok, why := waitFor(faultConverge, func() (bool, string) {
+			return l.lastVisitAck.Load() > done.UnixNano(), "no visit acknowledged"
+		})
+		if !ok {
+			t.Fatalf("%s: %s within %v of the restart", fl.name, why, faultConverge)
 		}
-		n := 0
-		for _, it := range items {
-			if it.Kind == "visit" {
-				n++
+		writesBack := done.Sub(began) + took
+		l.mu.Lock()
+		target := len(l.visits[profiles[0]])
+		l.mu.Unlock()
+		took, ok, why = waitFor(faultConverge, func() (bool, string) {
+			items, err := f.feed(front, profiles[0])
+			if err != nil {
+				return false, err.Error()
 			}
+			n := 0
+			for _, it := range items {
+				if it.Kind == "visit" {
+					n++
+				}
+			}
+			return n >= target, fmt.Sprintf("%d of %d visits", n, target)
+		})
+		if !ok {
+			t.Fatalf("%s: %s's feed did not catch up in %v: %s", fl.name, profiles[0], faultConverge, why)
 		}
-		return n >= target, fmt.Sprintf("%d of %d visits", n, target)
-	})
-	if !ok {
-		t.Fatalf("the restarted notifications did not catch up in %v: %s: %s", faultConverge, profiles[0], why)
+		recoveries = append(recoveries, fmt.Sprintf("%s: restarted in %v, a visit acknowledged again %v after the fault, %s's feed caught up with it %v after that",
+			fl.name, done.Sub(began).Round(time.Millisecond), writesBack.Round(time.Millisecond), profiles[0], took.Round(time.Millisecond)))
+		l.enter("after " + fl.name)
+		l.waitAcked(t, 200)
 	}
-	notifCatchUp += notifReady
-
-	l.enter("after")
 	for time.Since(loadStart) < faultLoad {
 		l.waitAcked(t, 50)
 	}
@@ -632,43 +661,65 @@ func TestEventsSurviveKills(t *testing.T) {
 	}
 	var ackedVisits, ackedFlirts int64
 	t.Logf("load: %d writers, %v", faultWorkers, loadTime.Round(time.Millisecond))
-	t.Logf("%-40s %9s %9s %7s %7s %8s %8s %10s", "window", "duration", "attempted", "acked", "failed", "no-reply", "409", "acked v/f")
+	t.Logf("%-42s %9s %9s %7s %7s %8s %6s %10s", "window", "duration", "attempted", "acked", "failed", "no-reply", "409", "acked v/f")
 	for _, w := range l.windows {
-		t.Logf("%-40s %9v %9d %7d %7d %8d %8d %5d/%d", w.name, w.ended.Sub(w.began).Round(time.Millisecond), w.attempted.Load(),
+		t.Logf("%-42s %9v %9d %7d %7d %8d %6d %5d/%d", w.name, w.ended.Sub(w.began).Round(time.Millisecond), w.attempted.Load(),
 			w.acked.Load(), w.failed.Load(), w.noAnswers.Load(), w.refused.Load(), w.visitsAcked.Load(), w.flirtsAcked.Load())
 		ackedVisits += w.visitsAcked.Load()
 		ackedFlirts += w.flirtsAcked.Load()
 	}
 	t.Logf("stored (page counts): %d visits, %d flirts; events published: %d (+%d profile.updated); acknowledged %d visits, %d flirts; "+
-		"written without an acknowledgment: %d visits, %d flirts", visits, flirts, visits+flirts, len(profiles),
+		"stored without an acknowledgment: %d visits, %d flirts", visits, flirts, visits+flirts, len(profiles),
 		ackedVisits, ackedFlirts, int64(visits)-ackedVisits, int64(flirts)-ackedFlirts)
-	t.Logf("feeds: %d items, 0 acknowledged lost, 0 duplicated (checked per item)", items)
-	t.Logf("visits: kill -9 to ready %v, to a visit acknowledged again %v", visitsReady.Round(time.Millisecond), visitsBack.Sub(killedVisits).Round(time.Millisecond))
-	t.Logf("notifications: kill -9 to ready %v, to caught up with %s's visits at the restart %v; all feeds converged %v after the load",
-		notifReady.Round(time.Millisecond), profiles[0], notifCatchUp.Round(time.Millisecond), convergeTime.Round(time.Millisecond))
-	t.Logf("notifications streams opened again (log lines): first run %d, second run %d",
-		firstNotif.count("reading again"), procs["notifications"].count("reading again"))
+	t.Logf("feeds: %d items; acknowledged writes lost: 0, events twice in a feed: 0 (checked per item)", items)
+	for _, rec := range recoveries {
+		t.Logf("%s", rec)
+	}
+	t.Logf("all feeds equal to the page counts %v after the load", convergeTime.Round(time.Millisecond))
+	t.Logf("streams opened again by notifications (log lines \"reading again\"): first process %d, last %d",
+		firstNotifications.count("reading again"), r.procs["notifications"].count("reading again"))
 
 	// A replay from the start: a new notifications on an empty store reads
-	// every publisher's log from the beginning, once the first is gone.
-	procs["notifications"].stop()
+	// every publisher's log from the beginning, once the one before is
+	// gone (the aggregator then reaches the new one).
+	r.procs["notifications"].stop()
 	replayStart := time.Now()
-	procs["notifications"] = f.start("notifications", data("notifications-replay"))
-	var lastSame, lastKind bool
-	replayTime, ok, why := waitFor(faultConverge, func() (bool, string) {
+	data, extra := r.data("notifications-replay"), []string(nil)
+	if r.replayStore != nil {
+		data, extra = r.replayStore()
+	}
+	r.procs["notifications"] = f.start("notifications", data, extra...)
+	var interleaving string
+	_, ok, why = waitFor(faultConverge, func() (bool, string) {
 		got, _, ok, why := f.converged(front, profiles)
 		if !ok {
 			return false, why
 		}
-		same, kindOrder, why := sameFeeds(profiles, feeds, got)
-		lastSame, lastKind = same, kindOrder
+		var kindOrder bool
+		kindOrder, interleaving, why = sameFeeds(profiles, feeds, got)
 		return kindOrder, why
 	})
-	replayTime += time.Since(replayStart) - replayTime
 	if !ok {
 		t.Fatalf("the replayed feeds did not come to equal the first in %v: %s", faultConverge, why)
 	}
-	t.Logf("replay from an empty store: %d events into %d feed items, equal to the first projection in %v (per kind, in order); "+
-		"same interleaving of visits and flirts: %v", visits+flirts, items, replayTime.Round(time.Millisecond), lastSame)
-	_ = lastKind
+	if interleaving == "" {
+		interleaving = "the same"
+	}
+	t.Logf("replay from an empty store: %d events into %d feed items, equal to the first projection (per profile, the visits and the flirts "+
+		"each in the same order) %v after the start; how visits and flirts interleave in a feed: %s",
+		visits+flirts, items, time.Since(replayStart).Round(time.Millisecond), interleaving)
+}
+
+// A visit is written with its count and its event in one transaction;
+// notifications projects the events into feeds in its own store. Kill -9
+// the visits process mid-write and the notifications process mid-handle,
+// under load, each started again on its data: no acknowledged write is
+// missing from the feeds, none is there twice, and a new notifications
+// with an empty store replays the publishers' logs into the same feeds.
+func TestEventsSurviveKills(t *testing.T) {
+	r := startFleet(t, newFleet(t, buildBinary(t), ""))
+	runFaults(t, r,
+		fault{"visits kill -9", func() { r.restart("visits") }},
+		fault{"notifications kill -9", func() { r.restart("notifications") }},
+	)
 }

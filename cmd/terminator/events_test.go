@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/discovery/embedded"
+	"github.com/terminator-gw/terminator/services/store/pgtest"
 )
 
 // The events' fault cases with real processes: every role a process of
@@ -720,6 +722,40 @@ func TestEventsSurviveKills(t *testing.T) {
 	r := startFleet(t, newFleet(t, buildBinary(t), ""))
 	runFaults(t, r,
 		fault{"visits kill -9", func() { r.restart("visits") }},
+		fault{"notifications kill -9", func() { r.restart("notifications") }},
+	)
+}
+
+// The same with every stateful role on one PostgreSQL, which crashes
+// (immediate shutdown) and comes back under load, on its data and port;
+// then notifications is killed with SIGKILL. The replay reads into a
+// notifications on a new, empty database.
+func TestEventsSurvivePostgresRestart(t *testing.T) {
+	bin := buildBinary(t)
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop() }) // after the processes: cleanups run last first
+	newDB := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		url, err := pg.CreateDatabase(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return url
+	}
+	r := startFleet(t, newFleet(t, bin, newDB()))
+	r.replayStore = func() (string, []string) {
+		return r.data("notifications-replay"), []string{"-store", newDB()} // the last -store wins
+	}
+	runFaults(t, r,
+		fault{"PostgreSQL restart", func() {
+			if err := pg.Restart(); err != nil {
+				t.Fatalf("restart PostgreSQL: %v", err)
+			}
+		}},
 		fault{"notifications kill -9", func() { r.restart("notifications") }},
 	)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -275,6 +276,7 @@ type window struct {
 	attempted, acked, failed, refused   atomic.Int64 // refused: a flirt already sent (409)
 	visitsAcked, flirtsAcked, noAnswers atomic.Int64 // noAnswers: failed without an HTTP status
 	began, ended                        time.Time
+	firstFailure                        atomic.Pointer[string] // the first failed write's answer
 }
 
 // load is the writers: visits, and some flirts, across the profiles.
@@ -318,7 +320,6 @@ func (l *load) write(r *rand.Rand) {
 			return
 		default:
 		}
-		w := l.cur.Load()
 		to := l.profiles[r.IntN(len(l.profiles))]
 		from := to
 		for from == to {
@@ -332,6 +333,7 @@ func (l *load) write(r *rand.Rand) {
 		} else {
 			code, body = l.f.do(l.front, "POST", "/profiles/"+to+"/visits", `{"visitor":"`+from+`"}`)
 		}
+		w := l.cur.Load() // a write counts where it ends: one cut by a fault in the fault's window
 		w.attempted.Add(1)
 		var c struct {
 			Count int `json:"count"`
@@ -342,6 +344,8 @@ func (l *load) write(r *rand.Rand) {
 			continue
 		case code/100 != 2 || json.Unmarshal(body, &c) != nil || c.Count < 1:
 			w.failed.Add(1)
+			what := fmt.Sprintf("%d %s", code, bytes.TrimSpace(body))
+			w.firstFailure.CompareAndSwap(nil, &what)
 			if code == 0 {
 				w.noAnswers.Add(1)
 			}
@@ -667,6 +671,9 @@ func runFaults(t *testing.T, r *faultRun, faults ...fault) {
 	for _, w := range l.windows {
 		t.Logf("%-42s %9v %9d %7d %7d %8d %6d %5d/%d", w.name, w.ended.Sub(w.began).Round(time.Millisecond), w.attempted.Load(),
 			w.acked.Load(), w.failed.Load(), w.noAnswers.Load(), w.refused.Load(), w.visitsAcked.Load(), w.flirtsAcked.Load())
+		if ff := w.firstFailure.Load(); ff != nil {
+			t.Logf("    first failure: %.200s", *ff)
+		}
 		ackedVisits += w.visitsAcked.Load()
 		ackedFlirts += w.flirtsAcked.Load()
 	}

@@ -190,7 +190,13 @@ func (s *Server) start(bin string, cred *syscall.Credential) error {
 	if err != nil {
 		return err
 	}
-	log, err := os.Create(filepath.Join(s.dir, "postgres.log"))
+	return s.startOn(bin, cred, port, os.O_TRUNC)
+}
+
+// startOn runs the server on port, its log opened with flag (O_TRUNC or
+// O_APPEND), and waits until it accepts connections.
+func (s *Server) startOn(bin string, cred *syscall.Credential, port, flag int) error {
+	log, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|flag, 0o644)
 	if err != nil {
 		return fmt.Errorf("pgtest: %w", err)
 	}
@@ -305,6 +311,31 @@ func (s *Server) Stop() error {
 		}
 	}
 	return os.RemoveAll(s.dir)
+}
+
+// Restart stops the server as a crash would (immediate shutdown: every
+// session is cut, nothing is checkpointed) and starts it again on the same
+// port and data, which it recovers from its WAL: for tests of what
+// clients do while their database goes away and comes back. It returns
+// once the server accepts connections again.
+func (s *Server) Restart() error {
+	bin, err := binDir()
+	if err != nil {
+		return err
+	}
+	cred, err := serverUser()
+	if err != nil {
+		return err
+	}
+	s.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
+	select {
+	case <-s.exited:
+	case <-time.After(stopTimeout):
+		s.kill()
+	}
+	// The port was ours a moment ago; another process taking it in between
+	// fails the restart, with the server's log saying so.
+	return s.startOn(bin, cred, s.port, os.O_APPEND)
 }
 
 // kill ends the server at once and waits (bounded) for it to be gone.

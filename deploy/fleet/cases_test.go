@@ -36,6 +36,9 @@ func TestFleet(t *testing.T) {
 		{"EtcdAllStopped", etcdAllStopped},
 		{"ServiceCutOff", serviceCutOff},
 		{"FrontKilled", frontKilled},
+		{"EventsSurviveKills", eventsSurviveKills},
+		{"PostgresRestarted", postgresRestarted},
+		{"SubscriberCutOff", subscriberCutOff},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()

@@ -1,7 +1,7 @@
 // Package fleet is the fleet suite: the compose fleet of deploy/compose (a
-// 3-member etcd cluster, nginx, 2 fronts, 2 each of web, profiles, visits and
-// flirts over one PostgreSQL, and echo) brought up under its own project
-// name, then hurt under load, one fault at a time:
+// 3-member etcd cluster, nginx, 2 fronts, 2 each of web, profiles, visits,
+// flirts and notifications over one PostgreSQL, and echo) brought up under
+// its own project name, then hurt under load, one fault at a time:
 //
 //   - a profiles container killed and restarted under distinct-id PUTs:
 //     every acknowledged write reads back 200 through every front;
@@ -12,10 +12,28 @@
 //     again (and stays so) once etcd is back;
 //   - a service container cut off the network: no request fails;
 //   - a front killed: nginx moves to the other one (GETs must not fail; what
-//     PUT clients saw is counted).
+//     PUT clients saw is counted);
+//   - under visits and flirts to the sample profiles (each an event that
+//     notifications turns into an item of a feed), events survive kills:
+//     visits1 (a publisher, mid-write) killed with SIGKILL, then the
+//     notifications instance reading, then the other one that took over,
+//     each started again: the standby takes the reading over and the feeds
+//     keep growing;
+//   - PostgreSQL restarted, by a fast shutdown and then by a crash
+//     (SIGKILL): writes fail while it is down (counted), and the services
+//     and the feeds come back by themselves;
+//   - the notifications instance reading cut off the network for longer
+//     than its reader lease: the other one takes over and the feeds keep
+//     growing during the cut.
+//
+// After each event case every sample profile's feed must converge (within a
+// bound) with its page: as many visits and flirts as the visits and flirts
+// services count, items numbered 1..N, no event twice, items never
+// rewritten, every acknowledged write in it and none that was never sent.
 //
 // Each case logs its numbers (requests, statuses, transport errors,
-// latencies). Traffic goes to 127.0.0.1 only (nginx's and the fronts'
+// latencies; writes acknowledged and failed, failover and convergence
+// times). Traffic goes to 127.0.0.1 only (nginx's and the fronts'
 // published loopback ports); faults are made with the docker CLI.
 //
 // The suite needs Docker and takes a few minutes, so `go test ./...` skips it;

@@ -75,6 +75,7 @@ type fleet struct {
 	script  string // deploy/compose/fleet.sh
 	ids     map[string]string
 	sample  []string // profile IDs the suite made and reads under load
+	ledger  ledger   // the visits and flirts the suite sent, and the feeds it read
 }
 
 func newFleet() (*fleet, error) {
@@ -218,6 +219,7 @@ func (f *fleet) published(ctx context.Context, svc string, port int) (string, er
 type registration struct {
 	Key   string
 	Addr  string
+	Node  string // the process's incarnation, as events leases name it
 	Lease int64
 }
 
@@ -242,11 +244,11 @@ func (f *fleet) registrations(ctx context.Context) ([]registration, error) {
 		}
 		var regs []registration
 		for _, kv := range resp.KVs {
-			var v struct{ Addr string }
+			var v struct{ Addr, Node string }
 			if err := json.Unmarshal(kv.Value, &v); err != nil {
 				return nil, fmt.Errorf("registration %s: %w", kv.Key, err)
 			}
-			regs = append(regs, registration{Key: string(kv.Key), Addr: v.Addr, Lease: kv.Lease})
+			regs = append(regs, registration{Key: string(kv.Key), Addr: v.Addr, Node: v.Node, Lease: kv.Lease})
 		}
 		return regs, nil
 	}

@@ -244,6 +244,12 @@ func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.St
 	stop = stop.Add(-time.Second) // end cleanly, with an end frame, before the deadline
 	poll := time.NewTicker(b.cfg.PollInterval)
 	defer poll.Stop()
+	// The head goes at once, with where the stream starts: the reader's
+	// call returns now, not with the first event.
+	first, _ := json.Marshal(Event{Partition: 0, Seq: rr.After[0]})
+	if err := w.Send(wire.Headers{}, first); err != nil {
+		return err
+	}
 	var heads [Partitions]uint64
 	for time.Now().Before(stop) {
 		changed := b.changes() // before reading: a commit after the read wakes us

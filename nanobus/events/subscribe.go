@@ -255,6 +255,11 @@ func (s *subscription) lead(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open the stream from %s: %w", s.decl.From, err)
 	}
+	if stream.Status/100 != 2 {
+		_, body, _ := stream.Next()
+		stream.Close()
+		return fmt.Errorf("the stream from %s: status %d: %.200s", s.decl.From, stream.Status, body)
+	}
 	incoming := make(chan *Event, 16)
 	broke := make(chan error, 1)
 	go func() {

@@ -324,10 +324,10 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	if err != nil {
 		return err
 	}
-	// Its subscriptions read once it is announced, and stop before the
-	// node drains and the store closes.
+	// Its subscriptions read once it is announced; they stop, and its read
+	// streams end, before the node drains (a stream would hold the drain
+	// for its whole span) and the store closes.
 	ev.Start()
-	p.stops = append(p.stops, func() { ev.Close() })
 	// A service is ready while registered (its callers find it through
 	// etcd) and its store answers.
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
@@ -336,6 +336,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	p.stops = append(p.stops, func() {
 		reg.Close()
 		time.Sleep(p.cfg.Grace) // callers' watchers see us go; meanwhile we still answer
+		ev.Close()
 		dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
 		defer cancel()
 		if err := node.Shutdown(dctx); err != nil {

@@ -247,7 +247,8 @@ func (b *Bus) Start() {
 	}
 }
 
-// Close stops the subscriptions and waits for the handlers running.
+// Close stops the subscriptions, waits for the handlers running, and ends
+// the read streams it serves (their readers go on from another instance).
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	if b.closed {

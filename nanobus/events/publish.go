@@ -313,6 +313,8 @@ func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.St
 		case <-poll.C:
 		case <-ctx.Done():
 			return nil
+		case <-b.ctx.Done(): // the Bus closes: the reader opens its next stream elsewhere
+			return nil
 		case <-time.After(time.Until(stop)):
 		}
 	}

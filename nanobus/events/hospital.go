@@ -62,7 +62,7 @@ func (s *subscription) park(ctx context.Context, e *Event, cause error) error {
 		State: StateRetrying, Reason: "the handler failed", Attempts: s.retries + 1, LastError: cause.Error(), Parked: time.Now().UTC()}
 	p.schedule(s.delays, 0)
 	p.note("parked after %d attempts: %v", p.Attempts, cause)
-	err := s.b.st.Update(ctx, func(tx Tx) error {
+	err := s.st.Update(ctx, func(tx Tx) error {
 		pos, err := s.positions(tx)
 		if err != nil {
 			return err
@@ -100,7 +100,7 @@ func (p *Patient) schedule(delays []time.Duration, done int) {
 // treat looks after this subscription's patients: delayed retries that are
 // due, and what operators asked.
 func (s *subscription) treat(ctx context.Context) {
-	kvs, err := s.b.st.Scan(ctx, patientKey(s.decl.Group+"@"+s.decl.From+":"), patientKey(s.decl.Group+"@"+s.decl.From+";"), 0)
+	kvs, err := s.st.Scan(ctx, patientKey(s.decl.Group+"@"+s.decl.From+":"), patientKey(s.decl.Group+"@"+s.decl.From+";"), 0)
 	if err != nil {
 		return
 	}
@@ -136,7 +136,7 @@ func (s *subscription) heal(ctx context.Context, p *Patient) error {
 	// may have asked something since the scan, and nothing done is undone.
 	var request string
 	var closed bool
-	err := s.b.st.Update(ctx, func(tx Tx) error {
+	err := s.st.Update(ctx, func(tx Tx) error {
 		cur, err := s.b.patientIn(tx, p.ID)
 		if err != nil || !cur.open() {
 			closed = err == nil
@@ -177,7 +177,7 @@ func (s *subscription) heal(ctx context.Context, p *Patient) error {
 		return err
 	}
 	s.b.stats.failed.Add(1)
-	return s.b.st.Update(ctx, func(tx Tx) error {
+	return s.st.Update(ctx, func(tx Tx) error {
 		cur, err := s.b.patientIn(tx, p.ID)
 		if err != nil || !cur.open() {
 			return err
@@ -231,12 +231,12 @@ func (b *Bus) patientIn(tx Tx, id string) (*Patient, error) {
 func (s *subscription) release(ctx context.Context, key string) error {
 	prefix := s.prefix + "queue/" + hexOf(key) + "/"
 	for {
-		kvs, err := s.b.st.Scan(ctx, prefix, prefix+"~", 1)
+		kvs, err := s.st.Scan(ctx, prefix, prefix+"~", 1)
 		if err != nil {
 			return err
 		}
 		if len(kvs) == 0 {
-			return s.b.st.Update(ctx, func(tx Tx) error { return tx.Delete(s.parkKey(key)) })
+			return s.st.Update(ctx, func(tx Tx) error { return tx.Delete(s.parkKey(key)) })
 		}
 		var e Event
 		if err := json.Unmarshal(kvs[0].Value, &e); err != nil {
@@ -244,7 +244,7 @@ func (s *subscription) release(ctx context.Context, key string) error {
 		}
 		var herr error
 		for range s.retries + 1 {
-			herr = s.b.st.Update(ctx, func(tx Tx) error {
+			herr = s.st.Update(ctx, func(tx Tx) error {
 				if err := s.call(ctx, tx, &e); err != nil {
 					return err
 				}
@@ -270,7 +270,7 @@ func (s *subscription) release(ctx context.Context, key string) error {
 		p.schedule(s.delays, 0)
 		p.note("parked after %d attempts: %v", p.Attempts, herr)
 		s.b.stats.parked.Add(1)
-		return s.b.st.Update(ctx, func(tx Tx) error {
+		return s.st.Update(ctx, func(tx Tx) error {
 			if err := savePatient(tx, &p); err != nil {
 				return err
 			}

@@ -64,6 +64,7 @@ func (b *Bus) Subscribe(topic, group string, h Handler, opts ...Option) error {
 		return fmt.Errorf("subscribe %s: %w: a subscription keeps its position in the service's store", topic, ErrNoStore)
 	}
 	s.prefix = "~sub/" + group + "/" + s.decl.From + "/" + topic + "/"
+	s.st = bounded{b.st, s.timeout + 5*time.Second}
 	s.holder = fmt.Sprintf("%016x", b.node.ID())
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -86,6 +87,7 @@ func (b *Bus) Subscribe(topic, group string, h Handler, opts ...Option) error {
 
 type subscription struct {
 	b        *Bus
+	st       Store // the Bus's, every call bounded in time
 	h        Handler
 	decl     Subscription
 	retries  int
@@ -129,8 +131,10 @@ type lease struct {
 
 // acquire takes or renews the group's lease; false when another holds it.
 func (s *subscription) acquire(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.leaseTTL) // a renewal later than that is no use
+	defer cancel()
 	held := false
-	err := s.b.st.Update(ctx, func(tx Tx) error {
+	err := s.st.Update(ctx, func(tx Tx) error {
 		var l lease
 		if found, err := s.read(tx, s.leaseKey(), &l); err != nil {
 			return err
@@ -147,7 +151,7 @@ func (s *subscription) acquire(ctx context.Context) (bool, error) {
 func (s *subscription) resign() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = s.b.st.Update(ctx, func(tx Tx) error {
+	_ = s.st.Update(ctx, func(tx Tx) error {
 		var l lease
 		if found, err := s.read(tx, s.leaseKey(), &l); err != nil || !found || l.Holder != s.holder {
 			return err
@@ -158,7 +162,7 @@ func (s *subscription) resign() {
 
 func (s *subscription) read(tx Tx, key string, v any) (bool, error) {
 	raw, err := tx.Get(key)
-	if s.b.st.NotFound(err) {
+	if s.st.NotFound(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -324,8 +328,8 @@ func (s *subscription) lead(ctx context.Context) error {
 }
 
 func (s *subscription) loadPositions(ctx context.Context) error {
-	raw, err := s.b.st.Get(ctx, s.posKey())
-	if s.b.st.NotFound(err) {
+	raw, err := s.st.Get(ctx, s.posKey())
+	if s.st.NotFound(err) {
 		return nil
 	}
 	if err != nil {
@@ -393,7 +397,7 @@ func (s *subscription) take(ctx context.Context, e *Event) error {
 // position, unless the position is past e already (a duplicate) or e's
 // key waits behind a parked event (e is queued behind it).
 func (s *subscription) apply(ctx context.Context, e *Event) (outcome string, err error) {
-	err = s.b.st.Update(ctx, func(tx Tx) error {
+	err = s.st.Update(ctx, func(tx Tx) error {
 		pos, err := s.positions(tx)
 		if err != nil {
 			return err
@@ -409,7 +413,7 @@ func (s *subscription) apply(ctx context.Context, e *Event) (outcome string, err
 				return err
 			}
 			return writeJSON(tx, s.posKey(), pos)
-		} else if !s.b.st.NotFound(err) {
+		} else if !s.st.NotFound(err) {
 			return err
 		}
 		outcome = "applied"
@@ -472,4 +476,30 @@ func (s *subscription) call(ctx context.Context, tx Tx, e *Event) (err error) {
 
 func (s *subscription) String() string {
 	return strings.Join([]string{s.decl.Group, s.decl.From, s.decl.Topic}, "/")
+}
+
+// bounded bounds every call to a store: a connection that hangs (a
+// database that crashed under it, no reset ever coming) must not stop a
+// subscription for good, nor keep its lease unrenewed.
+type bounded struct {
+	Store
+	d time.Duration
+}
+
+func (b bounded) Update(ctx context.Context, fn func(Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, b.d)
+	defer cancel()
+	return b.Store.Update(ctx, fn)
+}
+
+func (b bounded) Get(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.d)
+	defer cancel()
+	return b.Store.Get(ctx, key)
+}
+
+func (b bounded) Scan(ctx context.Context, start, end string, limit int) ([]KV, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.d)
+	defer cancel()
+	return b.Store.Scan(ctx, start, end, limit)
 }

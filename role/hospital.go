@@ -157,29 +157,7 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 		fmt.Fprintf(c.stderr, "usage: terminator hospital %s%s [flags]\n", op, id)
 		fs.PrintDefaults()
 	}
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		if f := fs.Lookup(name); f != nil && i+1 < len(args) {
-			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
-				flags = append(flags, args[i+1])
-				i++
-			}
-		}
-	}
+	flags, pos := rollout.SplitArgs(fs, args)
 	if err := Parse(fs, flags); err != nil {
 		// fs printed its own errors, with the usage; the environment's
 		// are Parse's.

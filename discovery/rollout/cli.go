@@ -151,29 +151,7 @@ func (cmd *command) parse(args []string, min, max int) ([]string, error) {
 		fmt.Fprintln(cmd.cli.Stderr, err)
 		return nil, errUsage
 	}
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		if f := cmd.fs.Lookup(name); f != nil && i+1 < len(args) {
-			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
-				flags = append(flags, args[i+1])
-				i++
-			}
-		}
-	}
+	flags, pos := SplitArgs(cmd.fs, args)
 	if err := cmd.fs.Parse(flags); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(cmd.cli.Stderr, err)
@@ -567,4 +545,33 @@ func joinInts(v []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ",")
+}
+
+// SplitArgs separates a command line whose flags may come before or after
+// its positional arguments ("replay ID -wait 5s"): the flags, with the
+// values of those fs knows to take one, and the rest in order; everything
+// after "--" is positional.
+func SplitArgs(fs *flag.FlagSet, args []string) (flags, pos []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(pos, args[i+1:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && i+1 < len(args) {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
+				flags = append(flags, args[i+1])
+				i++
+			}
+		}
+	}
+	return flags, pos
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,21 +206,11 @@ func (b *Bus) Declaration() Declaration {
 		slices.Sort(r)
 		d.Publishes = append(d.Publishes, Publication{Topic: topic, Routes: slices.Compact(r)})
 	}
-	slices.SortFunc(d.Publishes, func(x, y Publication) int { return compareStrings(x.Topic, y.Topic) })
+	slices.SortFunc(d.Publishes, func(x, y Publication) int { return strings.Compare(x.Topic, y.Topic) })
 	for _, s := range b.subs {
 		d.Subscribes = append(d.Subscribes, s.decl)
 	}
 	return d
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Start runs the subscriptions. Call it once the node serves and reaches
@@ -331,8 +322,7 @@ func (b *Bus) Exercised() map[Edge]int64 {
 	return out
 }
 
-func (b *Bus) exercised(from, to string) {
-	e := Edge{From: from, To: to}
+func (b *Bus) exercised(e Edge) {
 	v, ok := b.edges.Load(e)
 	if !ok {
 		v, _ = b.edges.LoadOrStore(e, new(atomic.Int64))

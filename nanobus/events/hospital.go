@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -170,7 +171,7 @@ func (s *subscription) heal(ctx context.Context, p *Patient) error {
 		if request != "discard" {
 			s.b.stats.healed.Add(1)
 			s.b.stats.delivered.Add(1)
-			s.b.exercised(TopicNode(p.Event.Topic), GroupNode(s.b.node.Service(), s.decl.Group))
+			s.b.exercised(s.edge)
 		}
 		return s.release(ctx, p.Event.Key)
 	case !errors.As(err, &he):
@@ -312,7 +313,7 @@ func (b *Bus) serveHospital(ctx context.Context, req *nanobus.Request) (nanobus.
 		}
 		return nanobus.JSON(200, p)
 	case "replay", "discard":
-		operator := cmpOr(string(req.Header.Get("X-Operator")), "unnamed")
+		operator := cmp.Or(string(req.Header.Get("X-Operator")), "unnamed")
 		var p *Patient
 		err := b.st.Update(ctx, func(tx Tx) error {
 			var err error

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -72,14 +73,14 @@ func (b *Bus) Publish(ctx context.Context, tx Tx, topic, key string, body []byte
 	from := ""
 	if cause := eventOf(ctx); cause != nil {
 		e.Causation = cause.ID
-		e.Correlation = cmpOr(cause.Correlation, cause.ID)
+		e.Correlation = cmp.Or(cause.Correlation, cause.ID)
 		from = GroupNode(b.node.Service(), cause.group)
 	} else if req := nanobus.RequestOf(ctx); req != nil {
 		if req.Ghost() {
 			return nil // a copy for a version under test: no side effects
 		}
 		e.Causation = fmt.Sprintf("req:%016x-%016x", req.ID.Node, req.ID.Seq)
-		e.Correlation = cmpOr(string(req.Header.Get("X-Request-Id")), e.Causation)
+		e.Correlation = cmp.Or(string(req.Header.Get("X-Request-Id")), e.Causation)
 		from = RouteNode(b.node.Service(), string(req.Route))
 	}
 	e.Partition = partitionOf(key)
@@ -109,16 +110,9 @@ func (b *Bus) Publish(ctx context.Context, tx Tx, topic, key string, body []byte
 		ptx.published++
 	}
 	if from != "" {
-		b.exercised(from, TopicNode(topic))
+		b.exercised(Edge{From: from, To: TopicNode(topic)})
 	}
 	return nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // seqOf is the sequence in a log key.

@@ -2,12 +2,12 @@ package events
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +63,9 @@ func (b *Bus) Subscribe(topic, group string, h Handler, opts ...Option) error {
 	if b.st == nil {
 		return fmt.Errorf("subscribe %s: %w: a subscription keeps its position in the service's store", topic, ErrNoStore)
 	}
-	s.prefix = "~sub/" + group + "/" + s.decl.From + "/" + topic + "/"
+	s.name = group + "/" + s.decl.From + "/" + topic
+	s.prefix = "~sub/" + s.name + "/"
+	s.edge = Edge{From: TopicNode(topic), To: GroupNode(b.node.Service(), group)}
 	s.st = bounded{b.st, s.timeout + 5*time.Second}
 	s.holder = fmt.Sprintf("%016x", b.node.ID())
 	b.mu.Lock()
@@ -94,6 +96,8 @@ type subscription struct {
 	delays   []time.Duration
 	timeout  time.Duration
 	leaseTTL time.Duration
+	name     string // "<group>/<from>/<topic>": the handler, as patients name it
+	edge     Edge   // topic -> group, in the cascade graph
 	prefix   string // of its keys in the store
 	holder   string // this instance, in the lease
 	poke     chan struct{}
@@ -115,7 +119,7 @@ func (s *subscription) queueKey(e *Event) string {
 	return fmt.Sprintf("%squeue/%s/%016x", s.prefix, hexOf(e.Key), e.Seq)
 }
 
-func hexOf(s string) string { return fmt.Sprintf("%x", s) }
+func hexOf(s string) string { return hex.EncodeToString([]byte(s)) }
 
 func (s *subscription) stats() SubscriptionStats {
 	s.mu.Lock()
@@ -377,7 +381,7 @@ func (s *subscription) take(ctx context.Context, e *Event) error {
 				s.b.stats.duplicates.Add(1)
 			case "applied":
 				s.b.stats.delivered.Add(1)
-				s.b.exercised(TopicNode(e.Topic), GroupNode(s.b.node.Service(), s.decl.Group))
+				s.b.exercised(s.edge)
 			}
 			return nil
 		}
@@ -474,9 +478,7 @@ func (s *subscription) call(ctx context.Context, tx Tx, e *Event) (err error) {
 	return nil
 }
 
-func (s *subscription) String() string {
-	return strings.Join([]string{s.decl.Group, s.decl.From, s.decl.Topic}, "/")
-}
+func (s *subscription) String() string { return s.name }
 
 // bounded bounds every call to a store: a connection that hangs (a
 // database that crashed under it, no reset ever coming) must not stop a

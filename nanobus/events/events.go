@@ -52,6 +52,26 @@ type Store interface {
 	Scan(ctx context.Context, start, end string, limit int) ([]KV, error)
 	// NotFound reports whether err says a key has no value.
 	NotFound(err error) bool
+	// WaitDurable returns once every commit that reads can see is durable
+	// (Pebble shows a commit a moment before its shared fsync): a read
+	// stream sends nothing a crash could take back.
+	WaitDurable(ctx context.Context) error
+	// Horizon is, for a store whose transactions number the events they
+	// publish (their Tx is a SeqTx: PostgreSQL), the sequence below which
+	// no transaction is still running, so the log below it is final; ok
+	// is false for a store whose log is numbered by a counter per
+	// partition.
+	Horizon(ctx context.Context) (seq uint64, ok bool, err error)
+}
+
+// SeqTx is a Tx that numbers the events published in it: increasing in
+// the order a reader behind Store.Horizon can follow. On PostgreSQL a
+// counter row would make every two racing publishers of a partition
+// conflict, and all but one abort (SERIALIZABLE).
+type SeqTx interface {
+	// EventSeq returns the next sequence of partition in this transaction;
+	// ok is false when the store numbers by counter.
+	EventSeq(partition int) (seq uint64, ok bool, err error)
 }
 
 // Handler applies one event. Its effects go through tx, which commits with

@@ -19,6 +19,7 @@ import (
 func logKey(p int, seq uint64) string { return fmt.Sprintf("~ev/%x/%016x", p, seq) }
 func logEnd(p int) string             { return fmt.Sprintf("~ev/%x/g", p) } // after every sequence: hex sorts below 'g'
 func headKey(p int) string            { return fmt.Sprintf("~evh/%x", p) }
+func pruneKey(p int) string           { return fmt.Sprintf("~evp/%x", p) } // the last sequence retention deleted
 
 // partitionOf is the partition of key's events: its order is kept there.
 func partitionOf(key string) int {
@@ -70,6 +71,7 @@ func (b *Bus) Publish(ctx context.Context, tx Tx, topic, key string, body []byte
 		return fmt.Errorf("publish %q: key: want 1 to 256 bytes", topic)
 	}
 	e := Event{Topic: topic, Key: key, Time: time.Now().UTC(), Body: body}
+	var err error
 	from := ""
 	if cause := eventOf(ctx); cause != nil {
 		e.Causation = cause.ID
@@ -84,26 +86,15 @@ func (b *Bus) Publish(ctx context.Context, tx Tx, topic, key string, body []byte
 		from = RouteNode(b.node.Service(), string(req.Route))
 	}
 	e.Partition = partitionOf(key)
-	head := uint64(0)
-	raw, err := tx.Get(headKey(e.Partition))
-	switch {
-	case err == nil:
-		if head, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
-			return fmt.Errorf("publish %q: counter of partition %d: %w", topic, e.Partition, err)
-		}
-	case !b.st.NotFound(err):
+	if e.Seq, err = b.nextSeq(tx, e.Partition); err != nil {
 		return fmt.Errorf("publish %q: %w", topic, err)
 	}
-	e.Seq = head + 1
 	e.ID = fmt.Sprintf("%s:%d:%d", b.node.Service(), e.Partition, e.Seq)
 	rec, err := json.Marshal(&e)
 	if err != nil {
 		return err
 	}
 	if err := tx.Put(logKey(e.Partition, e.Seq), rec); err != nil {
-		return err
-	}
-	if err := tx.Put(headKey(e.Partition), strconv.AppendUint(nil, e.Seq, 10)); err != nil {
 		return err
 	}
 	if ptx, ok := tx.(*publishTx); ok {
@@ -113,6 +104,31 @@ func (b *Bus) Publish(ctx context.Context, tx Tx, topic, key string, body []byte
 		b.exercised(Edge{From: from, To: TopicNode(topic)})
 	}
 	return nil
+}
+
+// nextSeq numbers partition's next event in tx: by the transaction when
+// the store does (SeqTx), else by the partition's counter, written in tx.
+func (b *Bus) nextSeq(tx Tx, partition int) (uint64, error) {
+	inner := tx
+	if ptx, ok := tx.(*publishTx); ok {
+		inner = ptx.Tx
+	}
+	if st, ok := inner.(SeqTx); ok {
+		if seq, ok, err := st.EventSeq(partition); ok || err != nil {
+			return seq, err
+		}
+	}
+	head := uint64(0)
+	raw, err := tx.Get(headKey(partition))
+	switch {
+	case err == nil:
+		if head, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
+			return 0, fmt.Errorf("counter of partition %d: %w", partition, err)
+		}
+	case !b.st.NotFound(err):
+		return 0, err
+	}
+	return head + 1, tx.Put(headKey(partition), strconv.AppendUint(nil, head+1, 10))
 }
 
 // seqOf is the sequence in a log key.
@@ -174,7 +190,7 @@ func (b *Bus) prune(ctx context.Context, p int) (int, error) {
 				return err
 			}
 		}
-		return nil
+		return tx.Put(pruneKey(p), strconv.AppendUint(nil, seqOf(old[len(old)-1]), 10))
 	})
 	if err != nil {
 		return 0, err
@@ -202,20 +218,60 @@ const maxReaders = 256
 
 // heads reads the partitions' counters into h.
 func (b *Bus) heads(ctx context.Context, h *[Partitions]uint64) error {
-	kvs, err := b.st.Scan(ctx, "~evh/", "~evh0", Partitions) // '0' follows '/'
+	return b.perPartition(ctx, "~evh/", h)
+}
+
+// pruneMarks reads into m the last sequence retention deleted, per
+// partition.
+func (b *Bus) pruneMarks(ctx context.Context, m *[Partitions]uint64) error {
+	return b.perPartition(ctx, "~evp/", m)
+}
+
+// perPartition reads the numbers kept at prefix<partition> into v.
+func (b *Bus) perPartition(ctx context.Context, prefix string, v *[Partitions]uint64) error {
+	kvs, err := b.st.Scan(ctx, prefix, prefix[:len(prefix)-1]+"0", Partitions) // '0' follows '/'
 	if err != nil {
 		return err
 	}
 	for _, kv := range kvs {
-		p, err := strconv.ParseUint(kv.Key[len("~evh/"):], 16, 8)
+		p, err := strconv.ParseUint(kv.Key[len(prefix):], 16, 8)
 		if err != nil || p >= Partitions {
-			return fmt.Errorf("log counter %q: not a partition", kv.Key)
+			return fmt.Errorf("log entry %q: not a partition", kv.Key)
 		}
-		if h[p], err = strconv.ParseUint(string(kv.Value), 10, 64); err != nil {
-			return fmt.Errorf("log counter %s: %w", kv.Key, err)
+		if v[p], err = strconv.ParseUint(string(kv.Value), 10, 64); err != nil {
+			return fmt.Errorf("log entry %s: %w", kv.Key, err)
 		}
 	}
 	return nil
+}
+
+// bounds reads how far the log of each partition may be read into h: the
+// partitions' counters, once what they count is durable; or, on a store
+// that numbers by transaction, the horizon below which every partition's
+// log is final. sequenced says which.
+func (b *Bus) bounds(ctx context.Context, h *[Partitions]uint64) (sequenced bool, err error) {
+	horizon, sequenced, err := b.st.Horizon(ctx)
+	if err != nil {
+		return sequenced, err
+	}
+	if sequenced {
+		for p := range h {
+			h[p] = max(horizon, 1) - 1
+		}
+		return true, nil
+	}
+	if err := b.heads(ctx, h); err != nil {
+		return false, err
+	}
+	// Counted before waiting: what they count has then reached the disk.
+	return false, b.st.WaitDurable(ctx)
+}
+
+// sendGap sends a marker: the reader's position moves to seq, past gap
+// events it will never get (0: past events of other topics).
+func (b *Bus) sendGap(w *nanobus.StreamWriter, p int, seq, gap uint64) error {
+	mark, _ := json.Marshal(Event{Partition: p, Seq: seq, Gap: gap})
+	return w.Send(wire.Headers{}, mark)
 }
 
 // serveRead streams the log's events of a topic after the reader's
@@ -244,41 +300,72 @@ func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.St
 	if err := w.Send(wire.Headers{}, first); err != nil {
 		return err
 	}
-	var heads [Partitions]uint64
+	var heads, last, marks, scanned [Partitions]uint64
 	for time.Now().Before(stop) {
 		changed := b.changes() // before reading: a commit after the read wakes us
-		// One read of the counters says which partitions have more: an idle
-		// stream costs the store one small scan per poll.
-		if err := b.heads(ctx, &heads); err != nil {
+		// One read says which partitions have more: an idle stream costs
+		// the store one small query per poll.
+		sequenced, err := b.bounds(ctx, &heads)
+		if err != nil {
 			return err
+		}
+		if sequenced && heads != last { // the horizon moved: retention may have too
+			if err := b.pruneMarks(ctx, &marks); err != nil {
+				return err
+			}
+			last = heads
 		}
 		sent := false
 		for p := range Partitions {
-			if heads[p] <= rr.After[p] {
+			from := rr.After[p]
+			if sequenced {
+				// Numbers have holes (by transaction): what was read up to the
+				// horizon need not be read again.
+				from = max(from, scanned[p])
+				if marks[p] > rr.After[p] { // retention deleted events the reader never got
+					if err := b.sendGap(w, p, marks[p], 1); err != nil {
+						return err
+					}
+					rr.After[p], from, sent = marks[p], max(from, marks[p]), true
+				}
+			}
+			if heads[p] <= from {
 				continue
 			}
-			entries, err := b.st.Scan(ctx, logKey(p, rr.After[p]+1), logEnd(p), readBatch)
+			entries, err := b.st.Scan(ctx, logKey(p, from+1), logKey(p, heads[p]+1), readBatch)
 			if err != nil {
 				return err
 			}
-			// Sequences have no holes but those retention made: the reader
-			// is told how many it will never get.
-			next := heads[p] + 1
-			if len(entries) > 0 {
-				next = seqOf(entries[0].Key)
-			}
-			if next > rr.After[p]+1 {
-				mark, _ := json.Marshal(Event{Partition: p, Seq: next - 1, Gap: next - 1 - rr.After[p]})
-				if err := w.Send(wire.Headers{}, mark); err != nil {
-					return err
+			if sequenced {
+				scanned[p] = heads[p]
+				if len(entries) == readBatch {
+					scanned[p] = seqOf(entries[len(entries)-1].Key)
 				}
-				rr.After[p], sent = next-1, true
+			} else {
+				// Counted sequences have no holes but those retention made:
+				// the reader is told how many it will never get.
+				next := heads[p] + 1
+				if len(entries) > 0 {
+					next = seqOf(entries[0].Key)
+				}
+				if next > rr.After[p]+1 {
+					if err := b.sendGap(w, p, next-1, next-1-rr.After[p]); err != nil {
+						return err
+					}
+					rr.After[p], sent = next-1, true
+				}
 			}
 			skipped := false
 			for _, kv := range entries {
-				var e Event
+				var e struct {
+					Topic string `json:"topic"`
+					Seq   uint64 `json:"seq"`
+				}
 				if err := json.Unmarshal(kv.Value, &e); err != nil {
 					return fmt.Errorf("log entry %s: %w", kv.Key, err)
+				}
+				if e.Seq <= rr.After[p] {
+					continue // behind a retention mark read since
 				}
 				rr.After[p] = e.Seq
 				if e.Topic != rr.Topic {
@@ -292,8 +379,7 @@ func (b *Bus) serveRead(ctx context.Context, req *nanobus.Request, w *nanobus.St
 				sent = true
 			}
 			if skipped {
-				mark, _ := json.Marshal(Event{Partition: p, Seq: rr.After[p]})
-				if err := w.Send(wire.Headers{}, mark); err != nil {
+				if err := b.sendGap(w, p, rr.After[p], 0); err != nil {
 					return err
 				}
 				sent = true

@@ -302,11 +302,24 @@ func (s *subscription) lead(ctx context.Context) error {
 	treat := time.NewTicker(250 * time.Millisecond)
 	defer treat.Stop()
 	s.treat(sctx) // patients left by a reader before
+	var batch []*Event
 	for {
 		select {
 		case e := <-incoming:
-			s.lag.Add(-1)
-			if err := s.take(sctx, e); err != nil {
+			// What else has come goes with it, in one transaction: under
+			// load a commit (and its fsync) serves many events.
+			batch = append(batch[:0], e)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case e := <-incoming:
+					batch = append(batch, e)
+				default:
+					break more
+				}
+			}
+			s.lag.Add(-int64(len(batch)))
+			if err := s.takeAll(sctx, batch); err != nil {
 				return err
 			}
 		case err := <-broke:
@@ -357,18 +370,113 @@ type handlerError struct{ err error }
 func (e handlerError) Error() string { return e.err.Error() }
 func (e handlerError) Unwrap() error { return e.err }
 
+// maxBatch bounds the events applied in one transaction.
+const maxBatch = 64
+
+// takeAll applies events, in order, in one transaction; if that fails (a
+// handler's error, or a batch too slow for the store's bound), one by one,
+// each with its retries and the hospital.
+func (s *subscription) takeAll(ctx context.Context, events []*Event) error {
+	if len(events) > 1 {
+		if err := s.applyAll(ctx, events); err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	for _, e := range events {
+		if err := s.take(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyAll is apply for several events: one transaction, one position
+// written.
+func (s *subscription) applyAll(ctx context.Context, events []*Event) error {
+	outcomes := make([]string, len(events))
+	err := s.st.Update(ctx, func(tx Tx) error {
+		pos, err := s.positions(tx)
+		if err != nil {
+			return err
+		}
+		// One look for parked keys, not one per event: mostly there are none.
+		parked, err := s.st.Scan(ctx, s.prefix+"park/", s.prefix+"park0", 1)
+		if err != nil {
+			return err
+		}
+		for i, e := range events {
+			switch {
+			case e.Topic == "":
+				pos[e.Partition] = max(pos[e.Partition], e.Seq)
+				outcomes[i] = "mark"
+				continue
+			case e.Seq <= pos[e.Partition]:
+				outcomes[i] = "duplicate"
+				continue
+			}
+			pos[e.Partition] = e.Seq
+			if len(parked) > 0 {
+				if _, err := tx.Get(s.parkKey(e.Key)); err == nil {
+					outcomes[i] = "queued"
+					if err := writeJSON(tx, s.queueKey(e), e); err != nil {
+						return err
+					}
+					continue
+				} else if !s.st.NotFound(err) {
+					return err
+				}
+			}
+			if err := s.call(ctx, tx, e); err != nil {
+				return err
+			}
+			outcomes[i] = "applied"
+		}
+		return writeJSON(tx, s.posKey(), pos)
+	})
+	if err != nil {
+		return err
+	}
+	for i, e := range events {
+		if outcomes[i] == "mark" {
+			s.mark(e)
+			continue
+		}
+		s.count(outcomes[i])
+		s.mu.Lock()
+		s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// mark moves the position past a marker: events of other topics, or a
+// gap retention made.
+func (s *subscription) mark(e *Event) {
+	if e.Gap > 0 {
+		s.b.stats.gaps.Add(int64(e.Gap))
+		s.b.log.Error("events: missed, past the publisher's retention", "topic", s.decl.Topic, "group", s.decl.Group,
+			"from", s.decl.From, "partition", e.Partition, "events", e.Gap, "up_to", e.Seq)
+	}
+	s.mu.Lock()
+	s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
+	s.mu.Unlock()
+}
+
+func (s *subscription) count(outcome string) {
+	switch outcome {
+	case "duplicate":
+		s.b.stats.duplicates.Add(1)
+	case "applied":
+		s.b.stats.delivered.Add(1)
+		s.b.exercised(s.edge)
+	}
+}
+
 // take applies e, the next event of its partition, with its immediate
 // retries; then parks it. It fails only when the store does.
 func (s *subscription) take(ctx context.Context, e *Event) error {
 	if e.Topic == "" { // the position after events of other topics, or past a gap
-		if e.Gap > 0 {
-			s.b.stats.gaps.Add(int64(e.Gap))
-			s.b.log.Error("events: missed, past the publisher's retention", "topic", s.decl.Topic, "group", s.decl.Group,
-				"from", s.decl.From, "partition", e.Partition, "events", e.Gap, "up_to", e.Seq)
-		}
-		s.mu.Lock()
-		s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
-		s.mu.Unlock()
+		s.mark(e)
 		return nil
 	}
 	var err error
@@ -376,13 +484,7 @@ func (s *subscription) take(ctx context.Context, e *Event) error {
 		var outcome string
 		outcome, err = s.apply(ctx, e)
 		if err == nil {
-			switch outcome {
-			case "duplicate":
-				s.b.stats.duplicates.Add(1)
-			case "applied":
-				s.b.stats.delivered.Add(1)
-				s.b.exercised(s.edge)
-			}
+			s.count(outcome)
 			return nil
 		}
 		var he handlerError

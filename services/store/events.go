@@ -30,3 +30,17 @@ func (l eventLog) Scan(ctx context.Context, start, end string, limit int) ([]eve
 }
 
 func (eventLog) NotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+func (l eventLog) WaitDurable(ctx context.Context) error {
+	if p, ok := l.s.(*Pebble); ok {
+		return p.WaitDurable(ctx)
+	}
+	return nil // PostgreSQL shows a commit once it is durable
+}
+
+func (l eventLog) Horizon(ctx context.Context) (uint64, bool, error) {
+	if p, ok := l.s.(*Postgres); ok {
+		return p.horizon(ctx)
+	}
+	return 0, false, nil
+}

@@ -13,9 +13,10 @@ import (
 )
 
 // Pebble is the embedded store: one data directory, one process. Writes
-// are synced to disk before Update returns, and run one at a time (a
-// process-wide lock), which is what makes read-then-write safe here; for
-// several processes on the same data, use Postgres.
+// are synced to disk before Update returns, and transactions run one at a
+// time (a process-wide lock), which is what makes read-then-write safe
+// here; their fsyncs are shared. For several processes on the same data,
+// use Postgres.
 type Pebble struct {
 	db  *pebble.DB
 	dir string
@@ -26,6 +27,9 @@ type Pebble struct {
 	// panics on a closed DB, and a store answers ErrClosed instead.
 	life   sync.RWMutex
 	closed bool
+
+	applied uint64 // batches applied, under writer
+	durable durability
 
 	// A small cache of recent reads. Only this process writes the data
 	// (the directory's lock says so), so an Update can keep it true: it
@@ -125,30 +129,52 @@ func (p *Pebble) Scan(ctx context.Context, start, end string, limit int) ([]Entr
 	return out, it.Error()
 }
 
-// Update runs fn on an indexed batch (its reads see its writes) and commits
-// it synced. Updates run one at a time, so fn runs exactly once; waiting
-// for the one before ends with ctx.
+// Update runs fn on an indexed batch (its reads see its writes) and
+// commits it synced. Updates run fn one at a time, so fn runs exactly
+// once; waiting for the one before ends with ctx. The wait for the disk is
+// not part of that turn: a batch is applied, the next Update may begin,
+// and Updates waiting for their fsync share it (group commit). A reader
+// may so see a write a moment before it is durable; one that must not
+// (the events' read stream) calls WaitDurable first.
 func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
 	if err := p.enter(ctx); err != nil {
 		return err
 	}
 	defer p.life.RUnlock()
+	b, n, err := p.apply(ctx, fn)
+	if b == nil {
+		return err
+	}
+	defer b.Close()
+	if err == nil {
+		err = b.SyncWait()
+	}
+	p.durable.mark(n, err)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// apply runs fn and applies its batch in the writer's turn. It returns the
+// batch to wait for (nil if there is none) and its number in apply order.
+func (p *Pebble) apply(ctx context.Context, fn func(Tx) error) (*pebble.Batch, uint64, error) {
 	select {
 	case p.writer <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("wait for the update in progress: %w", ctx.Err())
+		return nil, 0, fmt.Errorf("wait for the update in progress: %w", ctx.Err())
 	}
 	defer func() { <-p.writer }()
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, 0, err
 	}
 	b := p.db.NewIndexedBatch()
-	defer b.Close()
 	tx := &pebbleTx{b: b}
 	if err := fn(tx); err != nil {
-		return err
+		b.Close()
+		return nil, 0, err
 	}
-	err := b.Commit(pebble.Sync)
+	err := p.db.ApplyNoSyncWait(b, pebble.Sync)
 	p.cacheMu.Lock()
 	p.gen++
 	for _, k := range tx.written {
@@ -156,9 +182,73 @@ func (p *Pebble) Update(ctx context.Context, fn func(Tx) error) error {
 	}
 	p.cacheMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("commit: %w", err)
+		b.Close()
+		return nil, 0, fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	p.applied++
+	return b, p.applied, nil
+}
+
+// WaitDurable returns once every write that reads can see is on disk:
+// the Updates applied so far have had their fsync.
+func (p *Pebble) WaitDurable(ctx context.Context) error {
+	if err := p.enter(ctx); err != nil {
+		return err
+	}
+	defer p.life.RUnlock()
+	select { // the applied count is the writer's: read it in its turn
+	case p.writer <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	target := p.applied
+	<-p.writer
+	return p.durable.wait(ctx, target)
+}
+
+// durability is how far the applied batches are synced: the WAL is
+// written in apply order, so a batch synced means all before it are.
+type durability struct {
+	mu       sync.Mutex
+	synced   uint64
+	err      error         // a failed sync: the store is broken
+	advanced chan struct{} // closed, and replaced, when synced moves
+}
+
+func (d *durability) mark(n uint64, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil && d.err == nil {
+		d.err = err
+	}
+	if n > d.synced {
+		d.synced = n
+	}
+	if d.advanced != nil {
+		close(d.advanced)
+		d.advanced = nil
+	}
+}
+
+func (d *durability) wait(ctx context.Context, n uint64) error {
+	for {
+		d.mu.Lock()
+		if d.err != nil || d.synced >= n {
+			err := d.err
+			d.mu.Unlock()
+			return err
+		}
+		if d.advanced == nil {
+			d.advanced = make(chan struct{})
+		}
+		ch := d.advanced
+		d.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Check fails once the store is closed or its disk fails a read.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,9 @@ type Postgres struct {
 	pool   *pgxpool.Pool
 	ns     string
 	closed atomic.Bool
+	// xids: the server has pg_current_xact_id and pg_current_snapshot
+	// (PostgreSQL 13+): the events log is numbered by transaction.
+	xids bool
 }
 
 // The schema: one table for every namespace, keyed by (namespace, key).
@@ -44,7 +48,11 @@ const (
 	sqlListEndLimit = `SELECT k, v FROM terminator_store WHERE ns = $1 AND k >= $2 AND k < $3 ORDER BY k LIMIT $4`
 	sqlDelete       = `DELETE FROM terminator_store WHERE ns = $1 AND k = $2`
 	sqlCheck        = `SELECT 1`
-	sqlSchema       = `CREATE TABLE IF NOT EXISTS terminator_store_schema (
+	// The events log's numbers: a transaction's ID, and the oldest still
+	// running (every transaction below it has committed or aborted).
+	sqlXID     = `SELECT pg_current_xact_id()::text`
+	sqlHorizon = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
+	sqlSchema  = `CREATE TABLE IF NOT EXISTS terminator_store_schema (
 		version INT NOT NULL PRIMARY KEY,
 		applied TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP
 	)`
@@ -81,6 +89,11 @@ func OpenPostgres(ctx context.Context, url, namespace string) (*Postgres, error)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err) // pgx leaves the password out
 	}
+	// A transaction left open by a stopped process would hold the events
+	// horizon back (and vacuum) for good; ours are bounded well below this.
+	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60s"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store %s: %w", where(cfg), err)
@@ -89,7 +102,45 @@ func OpenPostgres(ctx context.Context, url, namespace string) (*Postgres, error)
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store %s: %w", where(cfg), err)
 	}
-	return &Postgres{pool: pool, ns: namespace}, nil
+	p := &Postgres{pool: pool, ns: namespace}
+	var xmin string
+	if err := pool.QueryRow(ctx, sqlHorizon).Scan(&xmin); err == nil {
+		p.xids = true
+	} else if !isCode(err, "42883") { // undefined_function: a server without them numbers by counter
+		pool.Close()
+		return nil, fmt.Errorf("open postgres store %s: %w", where(cfg), err)
+	}
+	return p, nil
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// xidShift makes room below a transaction ID for the events it publishes
+// in a partition: 65,536 each; IDs stay below 2^48 (epoch and xid) for
+// ages.
+const xidShift = 16
+
+// horizon is the first events sequence that a transaction still running
+// could take: the log below it is final.
+func (p *Postgres) horizon(ctx context.Context) (uint64, bool, error) {
+	if !p.xids {
+		return 0, false, nil
+	}
+	if err := p.enter(ctx); err != nil {
+		return 0, true, err
+	}
+	var s string
+	if err := p.pool.QueryRow(ctx, sqlHorizon).Scan(&s); err != nil {
+		return 0, true, fmt.Errorf("events horizon: %w", err)
+	}
+	xmin, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || xmin >= 1<<(64-xidShift) {
+		return 0, true, fmt.Errorf("events horizon: transaction id %q out of range", s)
+	}
+	return xmin << xidShift, true, nil
 }
 
 // where names the database for error messages, without credentials.
@@ -232,7 +283,7 @@ func (p *Postgres) try(ctx context.Context, fn func(Tx) error) error {
 			_ = tx.Rollback(ctx)
 		}
 	}()
-	if err := fn(pgTx{ctx: ctx, tx: tx, ns: p.ns}); err != nil {
+	if err := fn(&pgTx{ctx: ctx, tx: tx, ns: p.ns, xids: p.xids}); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -298,14 +349,42 @@ func (p *Postgres) Close() error {
 }
 
 type pgTx struct {
-	ctx context.Context
-	tx  pgx.Tx
-	ns  string
+	ctx  context.Context
+	tx   pgx.Tx
+	ns   string
+	xids bool
+	xid  uint64         // once asked for
+	seqs map[int]uint64 // events published per partition
 }
 
-func (t pgTx) Get(key string) ([]byte, error) { return pgGet(t.ctx, t.tx, t.ns, key) }
+// EventSeq numbers the events published in t by its transaction ID:
+// numbers no other transaction takes, with no row to contend for.
+func (t *pgTx) EventSeq(partition int) (uint64, bool, error) {
+	if !t.xids {
+		return 0, false, nil
+	}
+	if t.xid == 0 {
+		var s string
+		if err := t.tx.QueryRow(t.ctx, sqlXID).Scan(&s); err != nil {
+			return 0, true, fmt.Errorf("transaction id: %w", err)
+		}
+		xid, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || xid == 0 || xid >= 1<<(64-xidShift) {
+			return 0, true, fmt.Errorf("transaction id %q out of range", s)
+		}
+		t.xid, t.seqs = xid, map[int]uint64{}
+	}
+	n := t.seqs[partition]
+	if n >= 1<<xidShift-1 {
+		return 0, true, fmt.Errorf("more than %d events of partition %d in one transaction", 1<<xidShift-1, partition)
+	}
+	t.seqs[partition] = n + 1
+	return t.xid<<xidShift | n, true, nil
+}
 
-func (t pgTx) Put(key string, value []byte) error {
+func (t *pgTx) Get(key string) ([]byte, error) { return pgGet(t.ctx, t.tx, t.ns, key) }
+
+func (t *pgTx) Put(key string, value []byte) error {
 	if value == nil {
 		value = []byte{} // nil would be NULL; an empty value is a value
 	}
@@ -315,7 +394,7 @@ func (t pgTx) Put(key string, value []byte) error {
 	return nil
 }
 
-func (t pgTx) Delete(key string) error {
+func (t *pgTx) Delete(key string) error {
 	if _, err := t.tx.Exec(t.ctx, sqlDelete, t.ns, []byte(key)); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
 	}

@@ -390,8 +390,9 @@ func (s *subscription) takeAll(ctx context.Context, events []*Event) error {
 	return nil
 }
 
-// applyAll is apply for several events: one transaction, one position
-// written.
+// applyAll runs the handler on events in one transaction that also moves
+// the position, except on those the position is past already (duplicates)
+// and those whose key waits behind a parked event (queued behind it).
 func (s *subscription) applyAll(ctx context.Context, events []*Event) error {
 	outcomes := make([]string, len(events))
 	err := s.st.Update(ctx, func(tx Tx) error {
@@ -481,10 +482,7 @@ func (s *subscription) take(ctx context.Context, e *Event) error {
 	}
 	var err error
 	for range s.retries + 1 {
-		var outcome string
-		outcome, err = s.apply(ctx, e)
-		if err == nil {
-			s.count(outcome)
+		if err = s.applyAll(ctx, []*Event{e}); err == nil {
 			return nil
 		}
 		var he handlerError
@@ -497,43 +495,6 @@ func (s *subscription) take(ctx context.Context, e *Event) error {
 		}
 	}
 	return s.park(ctx, e, err)
-}
-
-// apply runs the handler on e in a transaction that also moves the
-// position, unless the position is past e already (a duplicate) or e's
-// key waits behind a parked event (e is queued behind it).
-func (s *subscription) apply(ctx context.Context, e *Event) (outcome string, err error) {
-	err = s.st.Update(ctx, func(tx Tx) error {
-		pos, err := s.positions(tx)
-		if err != nil {
-			return err
-		}
-		if e.Seq <= pos[e.Partition] {
-			outcome = "duplicate"
-			return nil
-		}
-		pos[e.Partition] = e.Seq
-		if _, err := tx.Get(s.parkKey(e.Key)); err == nil {
-			outcome = "queued"
-			if err := writeJSON(tx, s.queueKey(e), e); err != nil {
-				return err
-			}
-			return writeJSON(tx, s.posKey(), pos)
-		} else if !s.st.NotFound(err) {
-			return err
-		}
-		outcome = "applied"
-		if err := s.call(ctx, tx, e); err != nil {
-			return err
-		}
-		return writeJSON(tx, s.posKey(), pos)
-	})
-	if err == nil {
-		s.mu.Lock()
-		s.pos[e.Partition] = max(s.pos[e.Partition], e.Seq)
-		s.mu.Unlock()
-	}
-	return outcome, err
 }
 
 // positions reads the committed positions in tx, merged with those this

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -28,7 +29,7 @@ type Pebble struct {
 	life   sync.RWMutex
 	closed bool
 
-	applied uint64 // batches applied, under writer
+	applied atomic.Uint64 // batches applied, or being applied: counted before they show
 	durable durability
 
 	// A small cache of recent reads. Only this process writes the data
@@ -174,6 +175,7 @@ func (p *Pebble) apply(ctx context.Context, fn func(Tx) error) (*pebble.Batch, u
 		b.Close()
 		return nil, 0, err
 	}
+	n := p.applied.Add(1) // before the batch shows: WaitDurable must wait for it
 	err := p.db.ApplyNoSyncWait(b, pebble.Sync)
 	p.cacheMu.Lock()
 	p.gen++
@@ -183,10 +185,10 @@ func (p *Pebble) apply(ctx context.Context, fn func(Tx) error) (*pebble.Batch, u
 	p.cacheMu.Unlock()
 	if err != nil {
 		b.Close()
+		p.durable.mark(n, err)
 		return nil, 0, fmt.Errorf("commit: %w", err)
 	}
-	p.applied++
-	return b, p.applied, nil
+	return b, n, nil
 }
 
 // WaitDurable returns once every write that reads can see is on disk:
@@ -196,14 +198,7 @@ func (p *Pebble) WaitDurable(ctx context.Context) error {
 		return err
 	}
 	defer p.life.RUnlock()
-	select { // the applied count is the writer's: read it in its turn
-	case p.writer <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	target := p.applied
-	<-p.writer
-	return p.durable.wait(ctx, target)
+	return p.durable.wait(ctx, p.applied.Load())
 }
 
 // durability is how far the applied batches are synced: the WAL is

@@ -132,15 +132,25 @@ func (p *Postgres) horizon(ctx context.Context) (uint64, bool, error) {
 	if err := p.enter(ctx); err != nil {
 		return 0, true, err
 	}
-	var s string
-	if err := p.pool.QueryRow(ctx, sqlHorizon).Scan(&s); err != nil {
+	xmin, err := queryXID(ctx, p.pool, sqlHorizon)
+	if err != nil {
 		return 0, true, fmt.Errorf("events horizon: %w", err)
 	}
-	xmin, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || xmin >= 1<<(64-xidShift) {
-		return 0, true, fmt.Errorf("events horizon: transaction id %q out of range", s)
-	}
 	return xmin << xidShift, true, nil
+}
+
+// queryXID runs a query answering one transaction ID as text (xid8 has no
+// binary form pgx reads into a uint64).
+func queryXID(ctx context.Context, q querier, sql string) (uint64, error) {
+	var s string
+	if err := q.QueryRow(ctx, sql).Scan(&s); err != nil {
+		return 0, err
+	}
+	xid, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || xid == 0 || xid >= 1<<(64-xidShift) {
+		return 0, fmt.Errorf("transaction id %q out of range", s)
+	}
+	return xid, nil
 }
 
 // where names the database for error messages, without credentials.
@@ -364,13 +374,9 @@ func (t *pgTx) EventSeq(partition int) (uint64, bool, error) {
 		return 0, false, nil
 	}
 	if t.xid == 0 {
-		var s string
-		if err := t.tx.QueryRow(t.ctx, sqlXID).Scan(&s); err != nil {
+		xid, err := queryXID(t.ctx, t.tx, sqlXID)
+		if err != nil {
 			return 0, true, fmt.Errorf("transaction id: %w", err)
-		}
-		xid, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || xid == 0 || xid >= 1<<(64-xidShift) {
-			return 0, true, fmt.Errorf("transaction id %q out of range", s)
 		}
 		t.xid, t.seqs = xid, map[int]uint64{}
 	}

@@ -3,6 +3,7 @@ package role
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,7 +42,7 @@ var (
 // time.
 func Seed(ctx context.Context, base string, n int) error {
 	r := rand.New(rand.NewPCG(1, 2)) // the same sample every time
-	put := func(method, path, body string, ok ...int) error {
+	put := func(method, path, body string, ok ...int) (int, error) {
 		var status int
 		var reply string
 		// A busy front (503) or a route not learned yet (404 from the
@@ -50,7 +51,7 @@ func Seed(ctx context.Context, base string, n int) error {
 			status, reply = send(ctx, method, base+path, body)
 			for _, s := range ok {
 				if status == s {
-					return nil
+					return status, nil
 				}
 			}
 			if status != 503 && status != 0 || ctx.Err() != nil {
@@ -58,34 +59,77 @@ func Seed(ctx context.Context, base string, n int) error {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		return fmt.Errorf("%s %s: %d %s", method, path, status, reply)
+		return status, fmt.Errorf("%s %s: %d %s", method, path, status, reply)
 	}
 	for i := 1; i <= n; i++ {
 		body := fmt.Sprintf(`{"name":%q,"age":%d,"city":%q,"bio":"likes %s and %s","photo_url":"https://photos.example/%d.jpg"}`,
 			firstNames[r.IntN(len(firstNames))], 18+r.IntN(50), cities[r.IntN(len(cities))],
 			hobbies[r.IntN(len(hobbies))], hobbies[r.IntN(len(hobbies))], i)
-		if err := put("PUT", "/profiles/"+strconv.Itoa(i), body, 200, 201); err != nil {
+		if _, err := put("PUT", "/profiles/"+strconv.Itoa(i), body, 200, 201); err != nil {
 			return err
 		}
 	}
+	// What the seed adds to each profile's counts, to wait for below.
+	want := make([]struct{ visits, flirts int }, n+1)
 	for i := 1; i <= n && n > 1; i++ {
 		for range r.IntN(4) {
 			other := 1 + r.IntN(n)
 			if other == i {
 				continue
 			}
-			if err := put("POST", fmt.Sprintf("/profiles/%d/visits", i), fmt.Sprintf(`{"visitor":"%d"}`, other), 200); err != nil {
+			if _, err := put("POST", fmt.Sprintf("/profiles/%d/visits", i), fmt.Sprintf(`{"visitor":"%d"}`, other), 200); err != nil {
 				return err
 			}
+			want[i].visits++
 			if r.IntN(3) == 0 {
 				msg := fmt.Sprintf(`{"from":"%d","message":"Hi %s fan!"}`, other, hobbies[r.IntN(len(hobbies))])
-				if err := put("POST", fmt.Sprintf("/profiles/%d/flirts", i), msg, 201, 409); err != nil {
+				status, err := put("POST", fmt.Sprintf("/profiles/%d/flirts", i), msg, 201, 409) // 409: one flirt per pair
+				if err != nil {
 					return err
+				}
+				if status == 201 {
+					want[i].flirts++
 				}
 			}
 		}
 	}
+	return waitCounts(ctx, base, want)
+}
+
+// seedSettle bounds how long the seed waits for the page's counts, which
+// the notifications service projects from the visit and flirt events.
+const seedSettle = 60 * time.Second
+
+// waitCounts waits until each profile's page counts at least the visits
+// and flirts the seed made (more when seeded before), so that the sample
+// is whole when Seed returns.
+func waitCounts(ctx context.Context, base string, want []struct{ visits, flirts int }) error {
+	ctx, cancel := context.WithTimeout(ctx, seedSettle)
+	defer cancel()
+	for i := 1; i < len(want); i++ {
+		for {
+			var page struct{ Visits, Flirts *int }
+			status, body := send(ctx, "GET", base+"/profiles/"+strconv.Itoa(i), "")
+			if status == 200 && json.Unmarshal([]byte(body), &page) == nil &&
+				page.Visits != nil && *page.Visits >= want[i].visits && page.Flirts != nil && *page.Flirts >= want[i].flirts {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("profile %d counts %d visits and %d flirts, want %d and %d: %d %s (%w)",
+					i, deref(page.Visits), deref(page.Flirts), want[i].visits, want[i].flirts, status, body, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	return nil
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return -1
+	}
+	return *p
 }
 
 func send(ctx context.Context, method, url, body string) (int, string) {

@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/terminator-gw/terminator/services/flirts"
+	"github.com/terminator-gw/terminator/services/notifications"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
-	"github.com/terminator-gw/terminator/services/visits"
 )
 
 // Roles a peers process can play. The domain roles are named as the
@@ -17,19 +16,17 @@ import (
 const (
 	RoleWeb      = "web"
 	RoleProfiles = profiles.Service
-	RoleVisits   = visits.Service
-	RoleFlirts   = flirts.Service
+	RoleCounts   = notifications.Service // the counts, the events' projection
 )
 
 // DomainRoles are the services the page calls, in the order it calls them.
-var DomainRoles = []string{RoleProfiles, RoleVisits, RoleFlirts}
+var DomainRoles = []string{RoleProfiles, RoleCounts}
 
 // routeOf is the one route of each domain service the page uses: the NATS
 // subject, and the first path segment over HTTP.
 var routeOf = map[string]string{
 	RoleProfiles: profiles.RouteGet,
-	RoleVisits:   visits.RouteCount,
-	RoleFlirts:   flirts.RouteCount,
+	RoleCounts:   notifications.RouteCounts,
 }
 
 // StatusError is a domain service's refusal: the status the page answers
@@ -68,7 +65,8 @@ func (d *Domain) Role() string { return d.role }
 func (d *Domain) Close() error { return d.s.Close() }
 
 // Answer serves the role's route for profile id: the profile's stored JSON
-// (profiles), or {"count":n} (visits, flirts). Refusals are *StatusError.
+// (profiles), or {"visits":n,"flirts":m} (notifications). Refusals are
+// *StatusError.
 func (d *Domain) Answer(ctx context.Context, id string) ([]byte, error) {
 	if !store.ValidID(id) {
 		return nil, &StatusError{400, fmt.Sprintf("bad profile id %q", id)}
@@ -81,10 +79,10 @@ func (d *Domain) Answer(ctx context.Context, id string) ([]byte, error) {
 		}
 		return raw, err
 	}
-	// The stored count is the answer, as in services/tally.
-	raw, err := d.s.Get(ctx, "n/"+id)
+	// The stored counts are the answer, as in services/notifications.
+	raw, err := d.s.Get(ctx, "c/"+id)
 	if errors.Is(err, store.ErrNotFound) {
-		return []byte(`{"count":0}`), nil
+		return []byte(`{"visits":0,"flirts":0}`), nil
 	}
 	return raw, err
 }

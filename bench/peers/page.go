@@ -5,10 +5,9 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/terminator-gw/terminator/services/tally"
+	"github.com/terminator-gw/terminator/services/notifications"
 
 	"github.com/valyala/fasthttp"
 
@@ -58,14 +57,12 @@ func (a *Aggregator) Handle(rc *fasthttp.RequestCtx) {
 	optional, cancelOptional := context.WithTimeout(ctx, time.Duration(float64(a.timeout)*optionalShare))
 	defer cancelOptional()
 
-	var visits, flirts []byte
-	var visitsErr, flirtsErr error
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); visits, visitsErr = a.call(optional, RoleVisits, id) }()
-	go func() { defer wg.Done(); flirts, flirtsErr = a.call(optional, RoleFlirts, id) }()
+	var counts []byte
+	var countsErr error
+	done := make(chan struct{})
+	go func() { defer close(done); counts, countsErr = a.call(optional, RoleCounts, id) }()
 	profile, err := a.call(ctx, RoleProfiles, id)
-	wg.Wait()
+	<-done
 	if err != nil {
 		var se *StatusError
 		switch {
@@ -79,40 +76,32 @@ func (a *Aggregator) Handle(rc *fasthttp.RequestCtx) {
 		return
 	}
 	rc.SetContentType("application/json")
-	rc.SetBody(ComposePage(profile, count(visits, visitsErr), count(flirts, flirtsErr)))
+	rc.SetBody(ComposePage(profile, parseCounts(counts, countsErr)))
 }
 
-// count decodes a count answer; nil means it is missing.
-func count(body []byte, err error) *int {
+// parseCounts decodes a counts answer; nil means they are missing.
+func parseCounts(body []byte, err error) *notifications.Counts {
 	if err != nil {
 		return nil
 	}
-	c, err := tally.ParseCount(body) // as the terminator's web reads it
+	c, err := notifications.ParseCounts(body) // as the terminator's web reads them
 	if err != nil {
 		return nil
 	}
-	return &c.Count
+	return &c
 }
 
 // ComposePage builds the page around the profile's JSON as its service sent
-// it, byte for byte as the terminator's web does; a nil count is left out
+// it, byte for byte as the terminator's web does; nil counts are left out
 // and named in "missing".
-func ComposePage(profile []byte, visits, flirts *int) []byte {
+func ComposePage(profile []byte, c *notifications.Counts) []byte {
 	b := make([]byte, 0, len(profile)+80)
 	b = append(append(b, `{"profile":`...), profile...)
-	var missing []string
-	if visits != nil {
-		b = strconv.AppendInt(append(b, `,"visits":`...), int64(*visits), 10)
+	if c == nil {
+		b = append(b, `,"missing":["visits","flirts"]`...)
 	} else {
-		missing = append(missing, `"visits"`)
-	}
-	if flirts != nil {
-		b = strconv.AppendInt(append(b, `,"flirts":`...), int64(*flirts), 10)
-	} else {
-		missing = append(missing, `"flirts"`)
-	}
-	if len(missing) > 0 {
-		b = append(append(append(b, `,"missing":[`...), strings.Join(missing, ",")...), ']')
+		b = strconv.AppendInt(append(b, `,"visits":`...), int64(c.Visits), 10)
+		b = strconv.AppendInt(append(b, `,"flirts":`...), int64(c.Flirts), 10)
 	}
 	return append(b, '}')
 }

@@ -10,37 +10,34 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
+	"github.com/terminator-gw/terminator/services/notifications"
 	"github.com/terminator-gw/terminator/services/store"
 )
 
-func intp(i int) *int { return &i }
-
 func TestComposePage(t *testing.T) {
 	tests := []struct {
-		name          string
-		visits, flirt *int
-		want          string
+		name   string
+		counts *notifications.Counts
+		want   string
 	}{
-		{"both", intp(2), intp(0), `{"profile":{"id":"7"},"visits":2,"flirts":0}`},
-		{"no visits", nil, intp(3), `{"profile":{"id":"7"},"flirts":3,"missing":["visits"]}`},
-		{"none", nil, nil, `{"profile":{"id":"7"},"missing":["visits","flirts"]}`},
+		{"counts", &notifications.Counts{Visits: 2}, `{"profile":{"id":"7"},"visits":2,"flirts":0}`},
+		{"missing", nil, `{"profile":{"id":"7"},"missing":["visits","flirts"]}`},
 	}
 	for _, tc := range tests {
-		if got := string(ComposePage([]byte(`{"id":"7"}`), tc.visits, tc.flirt)); got != tc.want {
+		if got := string(ComposePage([]byte(`{"id":"7"}`), tc.counts)); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
 	}
 }
 
-// openSeeded opens the three domain stores under a temp dir with one
-// profile, 7, visited twice.
+// openSeeded opens the domain stores under a temp dir with two profiles:
+// 7, visited twice, and 9, never counted.
 func openSeeded(t *testing.T) map[string]*Domain {
 	t.Helper()
 	dir := t.TempDir()
 	for role, kv := range map[string][2]string{
 		RoleProfiles: {"p/7", `{"id":"7","name":"Luca"}`},
-		RoleVisits:   {"n/7", `{"count":2}`},
-		RoleFlirts:   {"x/none", `{}`},
+		RoleCounts:   {"c/7", `{"visits":2,"flirts":0}`},
 	} {
 		s, err := store.OpenPebble(filepath.Join(dir, role))
 		if err != nil {
@@ -76,8 +73,9 @@ func TestDomainAnswers(t *testing.T) {
 		{RoleProfiles, "7", `{"id":"7","name":"Luca"}`, 0},
 		{RoleProfiles, "8", "", 404},
 		{RoleProfiles, "Bad", "", 400},
-		{RoleVisits, "7", `{"count":2}`, 0},
-		{RoleFlirts, "7", `{"count":0}`, 0},
+		{RoleCounts, "7", `{"visits":2,"flirts":0}`, 0},
+		{RoleCounts, "9", `{"visits":0,"flirts":0}`, 0},
+		{RoleCounts, "Bad", "", 400},
 	}
 	for _, tc := range tests {
 		got, err := d[tc.role].Answer(ctx, tc.id)
@@ -111,8 +109,8 @@ func get(t *testing.T, h fasthttp.RequestHandler, path string) (int, string) {
 func TestAggregator(t *testing.T) {
 	d := openSeeded(t)
 	direct := func(ctx context.Context, role, id string) ([]byte, error) { return d[role].Answer(ctx, id) }
-	flirtsDown := func(ctx context.Context, role, id string) ([]byte, error) {
-		if role == RoleFlirts {
+	countsDown := func(ctx context.Context, role, id string) ([]byte, error) {
+		if role == RoleCounts {
 			return nil, errors.New("connection refused")
 		}
 		return direct(ctx, role, id)
@@ -125,7 +123,7 @@ func TestAggregator(t *testing.T) {
 		body   string
 	}{
 		{"page", direct, "/profiles/7", 200, `{"profile":{"id":"7","name":"Luca"},"visits":2,"flirts":0}`},
-		{"degraded", flirtsDown, "/profiles/7", 200, `{"profile":{"id":"7","name":"Luca"},"visits":2,"missing":["flirts"]}`},
+		{"degraded", countsDown, "/profiles/7", 200, `{"profile":{"id":"7","name":"Luca"},"missing":["visits","flirts"]}`},
 		{"unknown profile", direct, "/profiles/8", 404, "no profile 8"},
 		{"bad id", direct, "/profiles/Bad", 400, `bad profile id "Bad"`},
 		{"no route", direct, "/elsewhere", 404, "no route for GET /elsewhere"},
@@ -137,7 +135,7 @@ func TestAggregator(t *testing.T) {
 		}
 	}
 	// The HTTP service answers the same as the domain.
-	if status, body := get(t, HTTPService(d[RoleVisits]), "/visits.count/7"); status != 200 || body != `{"count":2}` {
-		t.Errorf("HTTP visits: %d %s", status, body)
+	if status, body := get(t, HTTPService(d[RoleCounts]), "/notifications.counts/7"); status != 200 || body != `{"visits":2,"flirts":0}` {
+		t.Errorf("HTTP counts: %d %s", status, body)
 	}
 }

@@ -395,9 +395,17 @@ func waitFor(timeout time.Duration, cond func() (bool, string)) (time.Duration, 
 }
 
 // converged reports whether every profile's feed has as many items as
-// its page counts, and returns the feeds and counts it read.
-func (f *fleet) converged(front *proc, profiles []string) (map[string][]feedItem, map[string]counts, bool, string) {
+// its page counts and at least as many of each kind as l acknowledged (the
+// counts are the feed's own projection: only the writes' answers tell
+// whether it has caught up), and returns the feeds and counts it read.
+func (f *fleet) converged(front *proc, profiles []string, l *load) (map[string][]feedItem, map[string]counts, bool, string) {
 	feeds, cs := map[string][]feedItem{}, map[string]counts{}
+	l.mu.Lock()
+	acks := map[string][2]int{}
+	for _, p := range profiles {
+		acks[p] = [2]int{len(l.visits[p]), len(l.flirts[p])}
+	}
+	l.mu.Unlock()
 	for _, p := range profiles {
 		c, err := f.counts(front, p)
 		if err != nil {
@@ -409,6 +417,9 @@ func (f *fleet) converged(front *proc, profiles []string) (map[string][]feedItem
 		}
 		if len(items) != c.Visits+c.Flirts {
 			return nil, nil, false, fmt.Sprintf("%s: %d notifications, page counts %d visits + %d flirts", p, len(items), c.Visits, c.Flirts)
+		}
+		if a := acks[p]; c.Visits < a[0] || c.Flirts < a[1] {
+			return nil, nil, false, fmt.Sprintf("%s: page counts %d visits and %d flirts, %d and %d acknowledged", p, c.Visits, c.Flirts, a[0], a[1])
 		}
 		feeds[p], cs[p] = items, c
 	}
@@ -652,13 +663,13 @@ func runFaults(t *testing.T, r *faultRun, faults ...fault) {
 
 	// Every feed catches up with the counts, and holds every write.
 	convergeTime, ok, why := waitFor(faultConverge, func() (bool, string) {
-		_, _, ok, why := f.converged(front, profiles)
+		_, _, ok, why := f.converged(front, profiles, l)
 		return ok, why
 	})
 	if !ok {
 		t.Fatalf("feeds did not converge to the page counts in %v: %s", faultConverge, why)
 	}
-	feeds, cs, _, _ := f.converged(front, profiles)
+	feeds, cs, _, _ := f.converged(front, profiles, l)
 	checkFeeds(t, feeds, cs, l)
 
 	var visits, flirts, items int
@@ -700,7 +711,7 @@ func runFaults(t *testing.T, r *faultRun, faults ...fault) {
 	r.procs["notifications"] = f.start("notifications", data, extra...)
 	var interleaving string
 	_, ok, why = waitFor(faultConverge, func() (bool, string) {
-		got, _, ok, why := f.converged(front, profiles)
+		got, _, ok, why := f.converged(front, profiles, l)
 		if !ok {
 			return false, why
 		}

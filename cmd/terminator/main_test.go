@@ -200,9 +200,12 @@ func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
 
 	again := start(t, bin, data, etcdClient, etcdPeer, "-seed", "20")
 	defer again.stop()
-	code, body := send(context.Background(), "GET", "http://"+again.public+"/profiles/ann", "")
-	if code != 200 || !strings.Contains(body, `"name":"Ann"`) || !strings.Contains(body, `"visits":1,"flirts":1`) {
-		t.Fatalf("after restart: %d %s", code, body)
+	// The counts are the events' projection: they may come a moment later.
+	if _, ok, last := waitFor(10*time.Second, func() (bool, string) {
+		code, body := send(context.Background(), "GET", "http://"+again.public+"/profiles/ann", "")
+		return code == 200 && strings.Contains(body, `"name":"Ann"`) && strings.Contains(body, `"visits":1,"flirts":1`), fmt.Sprintf("%d %s", code, body)
+	}); !ok {
+		t.Fatalf("after restart: %s", last)
 	}
 	if _, after := send(context.Background(), "GET", "http://"+again.public+"/profiles/7", ""); after != before {
 		t.Fatalf("seeded profile changed across the restart (seeded twice?):\n%s\n%s", before, after)

@@ -27,8 +27,8 @@
 //     growing during the cut.
 //
 // After each event case every sample profile's feed must converge (within a
-// bound) with its page: as many visits and flirts as the visits and flirts
-// services count, items numbered 1..N, no event twice, items never
+// bound) with its page: as many visits and flirts as the page counts (the
+// same projection), items numbered 1..N, no event twice, items never
 // rewritten, every acknowledged write in it and none that was never sent.
 //
 // Each case logs its numbers (requests, statuses, transport errors,

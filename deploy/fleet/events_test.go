@@ -514,8 +514,8 @@ func (f *fleet) feedTotals(t *testing.T) (visits, all int) {
 }
 
 // converged waits (bounded) until every sample profile's feed holds as
-// many visits and flirts as its page counts (the visits and flirts
-// services' own tables), its items numbered 1..N, no event twice, and
+// many visits and flirts as its page counts (the same projection, written
+// in the same transaction), its items numbered 1..N, no event twice, and
 // every acknowledged write among them; it logs how long after since that
 // was.
 func (f *fleet) converged(t *testing.T, what string, since time.Time) {
@@ -663,16 +663,20 @@ func (f *fleet) checkFeed(l *ledger, id string, full bool) (c feedCheck) {
 	if !full {
 		return c // writes in flight: one acknowledged after the page was read is not counted there yet
 	}
-	// Caught up with the writes, none in flight: the acknowledged ones are
-	// all in.
+	// No writes in flight: the feed has converged once every acknowledged
+	// write is in it. The page's counts are the same projection as the
+	// feed, so they cannot tell whether it has caught up: the ledger does.
+	// (One still missing when the wait ends is reported by converged.)
 	for p, n := range l.visitsAcked {
 		if p.to == id && visits[p.from] < n {
-			bad("%d visits from %s acknowledged, %d in the feed (and counted)", n, p.from, visits[p.from])
+			c.waiting = fmt.Sprintf("%d visits from %s acknowledged, %d in the feed (and counted)", n, p.from, visits[p.from])
+			return c
 		}
 	}
 	for p := range l.flirtsAcked {
 		if p.to == id && !flirts[p.from] {
-			bad("the flirt from %s was acknowledged, is not in the feed (nor counted)", p.from)
+			c.waiting = fmt.Sprintf("the flirt from %s was acknowledged, is not in the feed (nor counted)", p.from)
+			return c
 		}
 	}
 	c.converged = len(c.bad) == 0

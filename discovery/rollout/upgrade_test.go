@@ -17,7 +17,7 @@ import (
 func TestRolloutOfWebUnderLoadFailsNothing(t *testing.T) {
 	c := newCluster(t)
 	front := c.start("front", "f1")
-	for _, s := range []string{"profiles", "visits", "flirts"} {
+	for _, s := range []string{"profiles", "visits", "flirts", "notifications"} {
 		c.start(s, "v1")
 	}
 	webV1 := c.start("web", "v1")

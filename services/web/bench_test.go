@@ -12,8 +12,8 @@ import (
 )
 
 // BenchmarkPage is GET /profiles/{id} without HTTP: a caller node asks web,
-// which asks profiles, visits and flirts (real Pebble stores) at once, over
-// loopback bus sockets: four round trips per page. Allocations per op are
+// which asks profiles and notifications (real Pebble stores) at once, over
+// loopback bus sockets: three round trips per page. Allocations per op are
 // the whole chain's.
 //
 //	go test -run '^$' -bench Page -benchmem ./services/web

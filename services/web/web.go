@@ -18,7 +18,6 @@ import (
 	"github.com/terminator-gw/terminator/services/notifications"
 	"github.com/terminator-gw/terminator/services/profiles"
 	"github.com/terminator-gw/terminator/services/store"
-	"github.com/terminator-gw/terminator/services/tally"
 	"github.com/terminator-gw/terminator/services/visits"
 )
 
@@ -62,13 +61,13 @@ func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Re
 	if err != nil {
 		return nanobus.Reply{}, err
 	}
-	// Three independent calls at once: the page takes as long as the
-	// slowest, not their sum. The counts, which the page can do without,
-	// get a share of the deadline.
+	// Two independent calls at once: the page takes as long as the
+	// slower, not their sum. The counts, which the page can do without,
+	// get a share of the deadline; they are the notifications service's
+	// projection of the visit and flirt events.
 	idb := []byte(id)
 	optional := nanobus.WithDeadline(ctx, shareOf(ctx, optionalShare))
-	visitsCall := a.n.Go(optional, visits.Service, visits.RouteCount, idb)
-	flirtsCall := a.n.Go(optional, flirts.Service, flirts.RouteCount, idb)
+	countsCall := a.n.Go(optional, notifications.Service, notifications.RouteCounts, idb)
 	// The page is assembled by hand around the profile's JSON as the
 	// profile service sent it: encoding a Page would parse it all again.
 	var b []byte
@@ -76,31 +75,19 @@ func (a *aggregator) page(ctx context.Context, req *nanobus.Request) (nanobus.Re
 		b = append(append(make([]byte, 0, len(profile)+80), `{"profile":`...), profile...)
 		return nil
 	})
-	visitCount, visitsErr := count(visits.Service, visitsCall)
-	flirtCount, flirtsErr := count(flirts.Service, flirtsCall)
+	var c notifications.Counts
+	countsErr := use(notifications.Service, countsCall, func(_ int, body []byte) (err error) {
+		c, err = notifications.ParseCounts(body)
+		return err
+	})
 	if profileErr != nil {
 		return nanobus.Reply{}, profileErr // 404 for an unknown profile, or the bus error
 	}
-	// The counts that came, then the names of those that did not.
-	parts := [...]struct {
-		name  string
-		count tally.Count
-		err   error
-	}{{"visits", visitCount, visitsErr}, {"flirts", flirtCount, flirtsErr}}
-	for _, p := range parts {
-		if p.err == nil {
-			b = strconv.AppendInt(append(append(append(b, `,"`...), p.name...), `":`...), int64(p.count.Count), 10)
-		}
-	}
-	sep := `,"missing":[`
-	for _, p := range parts {
-		if p.err != nil {
-			b = append(append(append(append(b, sep...), '"'), p.name...), '"')
-			sep = ","
-		}
-	}
-	if sep == "," {
-		b = append(b, ']')
+	if countsErr != nil {
+		b = append(b, `,"missing":["visits","flirts"]`...)
+	} else {
+		b = strconv.AppendInt(append(b, `,"visits":`...), int64(c.Visits), 10)
+		b = strconv.AppendInt(append(b, `,"flirts":`...), int64(c.Flirts), 10)
 	}
 	return nanobus.RawJSON(200, append(b, '}')), nil
 }
@@ -194,16 +181,6 @@ func (a *aggregator) bothExist(ctx context.Context, id, other string) error {
 	first := a.n.Go(ctx, profiles.Service, profiles.RouteGet, []byte(id))
 	second := a.n.Go(ctx, profiles.Service, profiles.RouteGet, []byte(other))
 	return errors.Join(use(profiles.Service, first, nil), use(profiles.Service, second, nil))
-}
-
-// count waits for a count call's reply.
-func count(service string, p *nanobus.Pending) (tally.Count, error) {
-	var c tally.Count
-	err := use(service, p, func(_ int, body []byte) (err error) {
-		c, err = tally.ParseCount(body)
-		return err
-	})
-	return c, err
 }
 
 // call makes one call and hands a 2xx reply's status and body to fn (nil:

@@ -323,9 +323,9 @@ const cpuMethod = "**CPU µs/req** is the utime+stime (from /proc/PID/stat) of e
 
 func (r *runner) legend() string {
 	return fmt.Sprintf(cpuMethod, 100*r.cfg.noise, 100*r.cfg.noise) + "\n\n" +
-		"Systems: **terminator all** is `terminator all` (embedded etcd, front, web, profiles, visits, flirts, echo in one process); " +
-		"**terminator split** is one process per role (front, web, profiles, visits, flirts) plus an etcd (bench/cmd/peers etcd); " +
-		"**NATS micro** is a nats-server plus one process per role (web, profiles, visits, flirts: nats.go micro services, request/reply); " +
+		"Systems: **terminator all** is `terminator all` (embedded etcd, front, web, profiles, visits, flirts, notifications, echo in one process); " +
+		"**terminator split** is one process per role the page needs (front, web, profiles, notifications) plus an etcd (bench/cmd/peers etcd); " +
+		"**NATS micro** is a nats-server plus one process per role (web, profiles, notifications: nats.go micro services, request/reply); " +
 		"**HTTP fasthttp** is one process per role calling each other over HTTP/1.1 keep-alive (fasthttp on both sides). " +
 		"All page systems read copies of one seeded Pebble data set and are checked, before every measurement, to answer every " +
 		"page byte for byte as the terminator does. The nginx cases run the shipped deploy/nginx/terminator.conf " +

@@ -143,12 +143,12 @@ func (s *system) startNginx(upstream string) (addr string, err error) {
 
 // copyData gives the system its own copy of the shared seeded stores (a
 // Pebble store belongs to one process at a time), and returns its path.
+// Every store is copied, not only those the page reads: the notifications
+// store's positions in the visits' and flirts' logs must find those logs.
 func (s *system) copyData() (string, error) {
 	dst := filepath.Join(s.dir, "data")
-	for _, role := range peers.DomainRoles {
-		if err := copyDir(filepath.Join(s.r.seedDir, role), filepath.Join(dst, role)); err != nil {
-			return "", fmt.Errorf("copy seeded data: %w", err)
-		}
+	if err := copyDir(s.r.seedDir, dst); err != nil {
+		return "", fmt.Errorf("copy seeded data: %w", err)
 	}
 	return dst, nil
 }
@@ -222,7 +222,7 @@ func (s *system) terminatorAll(data string, seed int, extra ...string) (public, 
 }
 
 // startTerminatorSplit runs the terminator one process per role, as a
-// fleet would: an etcd, the three domain services, web, and the front.
+// fleet would: an etcd, the domain services the page calls, web, and the front.
 func (s *system) startTerminatorSplit() (public, admin string, err error) {
 	data, err := s.copyData()
 	if err != nil {
@@ -296,14 +296,14 @@ func (s *system) startPageHTTP(oneProcess bool) (public string, err error) {
 	if err != nil {
 		return "", err
 	}
-	a, err := freeAddrs(4)
+	a, err := freeAddrs(3)
 	if err != nil {
 		return "", err
 	}
 	public = a[0]
 	args := func(roles string) []string {
 		return []string{"http", "-roles", roles, "-data", data, "-web", a[0],
-			"-profiles", a[1], "-visits", a[2], "-flirts", a[3]}
+			"-" + peers.RoleProfiles, a[1], "-" + peers.RoleCounts, a[2]}
 	}
 	return public, s.startPageRoles(oneProcess, public, args)
 }

@@ -4,14 +4,14 @@
 //
 //	peers hello   -listen ADDR                  fasthttp hello world
 //	peers goproxy -listen ADDR -upstream ADDR   net/http/httputil.ReverseProxy
-//	peers http    -roles R -data DIR -web ADDR -profiles ADDR -visits ADDR -flirts ADDR
+//	peers http    -roles R -data DIR -web ADDR -profiles ADDR -notifications ADDR
 //	              the page over HTTP/1.1 keep-alive between the services
 //	peers nats    -roles R -data DIR -web ADDR -nats URL
 //	              the page over NATS request/reply (services on nats.go micro)
 //	peers etcd    -dir DIR -client URL -peer URL
 //	              an etcd for the terminator's one-process-per-role layout
 //
-// -roles is a comma-separated subset of web,profiles,visits,flirts: the
+// -roles is a comma-separated subset of web,profiles,notifications: the
 // harness runs one process per role, or all roles in one. Every command
 // stops cleanly on SIGTERM or SIGINT. See bench/peers for what the roles do.
 package main
@@ -64,8 +64,8 @@ func run(ctx context.Context, cmd string, args []string) error {
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 	listen := fs.String("listen", envOr("PEERS_LISTEN", "127.0.0.1:8090"), "hello, goproxy: address to serve on (env PEERS_LISTEN)")
 	upstream := fs.String("upstream", os.Getenv("PEERS_UPSTREAM"), "goproxy: host:port to forward to (env PEERS_UPSTREAM)")
-	roles := fs.String("roles", envOr("PEERS_ROLES", "web,profiles,visits,flirts"), "http, nats: the roles this process plays (env PEERS_ROLES)")
-	data := fs.String("data", envOr("PEERS_DATA", "data"), "http, nats: data directory holding profiles/, visits/, flirts/ (env PEERS_DATA)")
+	roles := fs.String("roles", envOr("PEERS_ROLES", "web,profiles,notifications"), "http, nats: the roles this process plays (env PEERS_ROLES)")
+	data := fs.String("data", envOr("PEERS_DATA", "data"), "http, nats: data directory holding profiles/ and notifications/ (env PEERS_DATA)")
 	addrs := map[string]*string{}
 	for _, r := range append([]string{peers.RoleWeb}, peers.DomainRoles...) {
 		env := "PEERS_" + strings.ToUpper(r)
@@ -116,7 +116,7 @@ func parseRoles(s string) ([]string, error) {
 	for _, r := range strings.Split(s, ",") {
 		r = strings.TrimSpace(r)
 		if r != peers.RoleWeb && !slices.Contains(peers.DomainRoles, r) {
-			return nil, fmt.Errorf("-roles: unknown role %q (want web, profiles, visits, flirts)", r)
+			return nil, fmt.Errorf("-roles: unknown role %q (want web, profiles, notifications)", r)
 		}
 		out = append(out, r)
 	}

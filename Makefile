@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeChunk -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeEnd -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecodeCredit -fuzztime $(FUZZTIME)
+	$(GO) test ./services/notifications -run '^$$' -fuzz FuzzParseCounts -fuzztime $(FUZZTIME)
 
 ## bench-bus: wire and nanobus micro-benchmarks
 bench-bus:

@@ -11,7 +11,7 @@ import (
 )
 
 // ServeNATS runs d as a micro service on nc: a queue subscription on the
-// role's route ("profiles.get", "visits.count", "flirts.count") that
+// role's route ("profiles.get", "notifications.counts") that
 // answers the stored bytes, or a micro error whose code is the status.
 func ServeNATS(nc *nats.Conn, d *Domain) (micro.Service, error) {
 	route := routeOf[d.role]

@@ -24,9 +24,9 @@ import (
 // Service is the name web registers under.
 const Service = "web"
 
-// Page is GET /profiles/{id}: the profile with its counts. A count whose
-// service did not answer in time is left out and named in Missing, so the
-// page degrades instead of failing whole.
+// Page is GET /profiles/{id}: the profile with its counts. When the
+// counts did not come in time they are left out and named in Missing, so
+// the page degrades instead of failing whole.
 type Page struct {
 	Profile json.RawMessage `json:"profile"`
 	Visits  *int            `json:"visits,omitempty"`

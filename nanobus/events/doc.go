@@ -21,13 +21,14 @@
 // Publish writes the event into the transaction of the change (a
 // transactional outbox): the event exists if and only if the change
 // commits. There is no broker: each publishing service's store is its own
-// log, split into Partitions by the event's key, each partition numbered
-// by a counter written in the same transaction. The counter makes the
-// numbering follow commit order (Pebble runs one writer at a time; a
-// PostgreSQL SERIALIZABLE transaction that raced another on the counter
-// retries), so a reader that has seen position N of a partition has seen
+// log, split into Partitions by the event's key. Numbers follow commit
+// order, so a reader that has seen position N of a partition has seen
 // everything committed before N: no row appears behind a cursor later, as
-// it can with a BIGSERIAL. A ghost request never publishes.
+// it can with a BIGSERIAL. Pebble runs one writer at a time and numbers by
+// a counter written in the same batch; PostgreSQL numbers by transaction
+// ID (SeqTx) and a reader reads only below the oldest transaction still
+// running, so publishers never conflict on a counter row and nothing
+// committed late is skipped. A ghost request never publishes.
 //
 // # Delivery: a stream per subscription, pushed at once, resumed from the position
 //

@@ -39,6 +39,9 @@ type Config struct {
 	// waits to reach an instance of each service it calls before it is
 	// announced in etcd. Default 2s.
 	CalleeWait time.Duration
+	// Log is how the binary logs (LogConfig.NewLogger); Start logs to the
+	// logger it is given.
+	Log LogConfig
 }
 
 // BusConfig is this process's place on the bus.
@@ -78,6 +81,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	fs.StringVar(&c.Version, "version", c.Version, "version this process's services register with")
 	fs.DurationVar(&c.CalleeWait, "callee-wait", c.CalleeWait, "on start, how long a node waits to reach the services it calls before it registers (then it registers all the same, with a warning)")
 	c.Admin.registerFlags(fs)
+	c.Log.registerFlags(fs)
 	if isService { // the front's flags have it for "all" and "front"
 		fs.BoolFunc("adaptive-limit", "limit the handlers running at once adaptively, by measured latency; over the limit, busy at once (default true)",
 			func(s string) error {
@@ -150,6 +154,8 @@ var flagRanges = map[string]valueRange{
 	"retry-after":     durations(time.Second, time.Hour), // sent in whole seconds
 	"drain-timeout":   durations(time.Millisecond, time.Hour),
 	"statsd-interval": durations(100*time.Millisecond, time.Hour),
+	"access-log-rate": ints(1, 1_000_000),
+	"slow-request":    durations(time.Millisecond, 5*time.Minute),
 	"latency-sample": {kind: "float", text: "above 0, at most 1", ok: func(v any) bool {
 		f, ok := v.(float64)
 		return ok && f > 0 && f <= 1

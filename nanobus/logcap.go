@@ -46,9 +46,14 @@ func (n *Node) requestLog(level slog.Level, msg string, req *wire.Request, args 
 	if !n.log.Enabled(context.Background(), level) || !n.reqLog.allow(time.Now()) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, len(args)+2)
+	attrs := make([]slog.Attr, 0, len(args)+3)
 	attrs = append(attrs, slog.String("request_id", string(req.Header.Get(hdrRequestID))),
 		slog.String("route", string(req.Route)))
+	if req.Flags&wire.FlagGhost != 0 {
+		// A ghost copy's failure is the ghost version's: the client's
+		// request did not fail.
+		attrs = append(attrs, slog.Bool("ghost", true))
+	}
 	n.log.LogAttrs(context.Background(), level, msg, append(attrs, args...)...)
 }
 

@@ -20,6 +20,7 @@ func (c *LogConfig) registerFlags(fs *flag.FlagSet) {
 	if c.Format == "" {
 		c.Format = "text"
 	}
+	c.Level() // made now: copies of the config share it
 	fs.Func("log-format", "log lines as text (key=value) or json (one object a line) (default text)", func(s string) error {
 		switch s {
 		case "text", "json":

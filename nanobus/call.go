@@ -240,7 +240,7 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 // its access log; a cancelled call (the client left, a hedge lost) is no
 // failure.
 func (p *Pending) logFailure(req *wire.Request, err error, took time.Duration) {
-	if errors.Is(err, context.Canceled) || handlerContextOf(p.ctx) == nil {
+	if errors.Is(err, context.Canceled) || handlerContextOf(p.ctx) == nil || !p.node.logsFailure(slog.LevelWarn) {
 		return
 	}
 	p.node.requestLog(slog.LevelWarn, "call failed", req, slog.String("service", p.service),

@@ -40,12 +40,16 @@ func (c *logCap) allow(now time.Time) bool {
 	return true
 }
 
+// logsFailure reports whether a line about a failed request is written
+// now: its level is on, and the node's error log rate allows it (if not,
+// it is counted). Asked first, so that a storm of failures formats nothing.
+func (n *Node) logsFailure(level slog.Level) bool {
+	return n.log.Enabled(context.Background(), level) && n.reqLog.allow(time.Now())
+}
+
 // requestLog writes one line about a request that failed or was dropped,
-// with its route and request ID, within the node's error log rate.
+// with its route and request ID. Ask logsFailure first.
 func (n *Node) requestLog(level slog.Level, msg string, req *wire.Request, args ...slog.Attr) {
-	if !n.log.Enabled(context.Background(), level) || !n.reqLog.allow(time.Now()) {
-		return
-	}
 	attrs := make([]slog.Attr, 0, len(args)+3)
 	attrs = append(attrs, slog.String("request_id", string(req.Header.Get(hdrRequestID))),
 		slog.String("route", string(req.Route)))

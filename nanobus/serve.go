@@ -248,7 +248,7 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		rep.Status = 200
 	}
 	rt.stats.record(rep.Status, now.Sub(start), err)
-	if rep.Status >= 500 {
+	if rep.Status >= 500 && n.logsFailure(slog.LevelError) {
 		// Every 5xx with its cause, at every hop: the ID ties it to the
 		// front's line and to the lines of the calls it made.
 		cause := "answered with status " + strconv.Itoa(rep.Status)
@@ -267,8 +267,10 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	// handler's answer, a 504 as a rule.)
 	if asked := deadlineOf(&req.Request); !asked.IsZero() && !now.Before(asked) {
 		n.stats.expiredInHandler.Add(1)
-		n.requestLog(slog.LevelWarn, "reply dropped: the asker's deadline passed while the handler ran", &req.Request,
-			slog.Int("status", rep.Status), slog.Duration("took", now.Sub(start)))
+		if n.logsFailure(slog.LevelWarn) {
+			n.requestLog(slog.LevelWarn, "reply dropped: the asker's deadline passed while the handler ran", &req.Request,
+				slog.Int("status", rep.Status), slog.Duration("took", now.Sub(start)))
+		}
 		return
 	}
 	n.stats.handled.Add(1)
@@ -284,7 +286,7 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		warnSometimes(&n.errLog, n.log, "reply does not encode", "route", rt.Name, "err", err)
 		reply.Body, _ = wire.AppendReply(reply.Body[:0], &wire.Reply{ID: req.ID, Status: 500, Body: []byte("reply does not encode")})
 	}
-	if !n.send(j.reply, reply) {
+	if !n.send(j.reply, reply) && n.logsFailure(slog.LevelWarn) {
 		n.requestLog(slog.LevelWarn, "reply dropped: the asker's connection is gone", &req.Request,
 			slog.Int("status", rep.Status), slog.Duration("took", now.Sub(start)))
 	}

@@ -96,7 +96,7 @@ func (s *Server) access(ctx *fasthttp.RequestCtx, x *exchange) {
 		slog.String("version", x.version),
 		slog.Float64("bus_s", x.bus.Seconds()),
 		slog.Float64("total_s", total.Seconds()),
-		slog.Int("bytes_in", len(x.body)),
+		slog.Int("bytes_in", len(x.req.Body)),
 		slog.Int("bytes_out", len(ctx.Response.Body())),
 		slog.String("client", client),
 	}

@@ -206,3 +206,37 @@ func TestAccessLogSampling(t *testing.T) {
 		t.Errorf("access_log_written %d, want %d", got, info+errs+warns+slowEchoes)
 	}
 }
+
+// The access line counts the body read (bytes_in) and the body written
+// (bytes_out), and a request fasthttp could not read gets its line too.
+func TestAccessLogBytesAndRefusals(t *testing.T) {
+	svc := echoService(t, "echo", nil)
+	var logs nanobustest.Logs
+	srv, _ := frontLog(t, terminator.Config{MaxHeaderBytes: 1024}, jsonLogger(&logs), echoRoutes("echo"), svc)
+	resp, body := do(t, "POST", "http://"+srv.Addr()+"/echo", "twelve bytes", map[string]string{"X-Request-Id": "post-1"})
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	resp, _ = get(t, "http://"+srv.Addr()+"/echo", map[string]string{"X-Request-Id": "big-1", "X-Big": strings.Repeat("x", 2048)})
+	if resp.StatusCode != 431 {
+		t.Fatalf("big head: %d", resp.StatusCode)
+	}
+	byID := map[string]map[string]any{}
+	for _, l := range jsonLines(t, &logs) {
+		if l["msg"] == "request" {
+			byID[fmt.Sprint(l["request_id"])] = l
+		}
+	}
+	if l := byID["post-1"]; l == nil || l["bytes_in"] != float64(12) || l["bytes_out"] != float64(len(body)) || l["method"] != "POST" {
+		t.Errorf("POST's line: %v (body %d bytes)", l, len(body))
+	}
+	var refused map[string]any
+	for _, l := range byID {
+		if l["status"] == float64(431) {
+			refused = l
+		}
+	}
+	if refused == nil || refused["level"] != "INFO" {
+		t.Errorf("431's line: %v\n%s", refused, logs.String())
+	}
+}

@@ -409,6 +409,7 @@ func refusedUnread(ctx *fasthttp.RequestCtx) bool {
 // far as a valid one, else a new one.
 func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	id := s.requestID(nil, ctx.Request.Header.Peek("X-Request-Id"))
+	defer s.accessRefused(ctx, id)
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):
@@ -428,4 +429,13 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 		s.badLog.Do(func() { s.log.Warn("malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", err) })
 		s.reply(ctx, id, fasthttp.StatusBadRequest, "malformed request")
 	}
+}
+
+// accessRefused writes the access line of a request fasthttp could not
+// read (httpError answered it): what it got of it, with its status.
+func (s *Server) accessRefused(ctx *fasthttp.RequestCtx, id []byte) {
+	x := exchangePool.Get().(*exchange)
+	x.begin, x.reqID = ctx.Time(), append(x.reqID[:0], id...)
+	s.access(ctx, x)
+	x.release()
 }

@@ -21,7 +21,7 @@ func (c *LogConfig) registerFlags(fs *flag.FlagSet) {
 		c.Format = "text"
 	}
 	c.Level() // made now: copies of the config share it
-	fs.Func("log-format", "log lines as text (key=value) or json (one object a line) (default text)", func(s string) error {
+	fs.Func("log-format", "log lines `format`: text (key=value) or json (one object a line) (default text)", func(s string) error {
 		switch s {
 		case "text", "json":
 			c.Format = s
@@ -29,7 +29,7 @@ func (c *LogConfig) registerFlags(fs *flag.FlagSet) {
 		}
 		return fmt.Errorf("%q: want text or json", s)
 	})
-	fs.Func("log-level", "lowest level logged: debug, info, warn or error (default info)", c.SetLevel)
+	fs.Func("log-level", "lowest `level` logged: debug, info, warn or error (default info)", c.SetLevel)
 }
 
 // Level is the level logged from; info unless set.

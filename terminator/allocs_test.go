@@ -53,7 +53,7 @@ const maxProxyAllocs = 1
 
 // TestProxyAllocs: the access log is on (info level) at one line a second: nearly every
 // request is sampled out, which must cost nothing (a line written costs
-// about ten allocations, which AllocsPerRun's average over 1000 runs
+// about five allocations, which AllocsPerRun's average over 1000 runs
 // hides at one or two a second).
 func TestProxyAllocs(t *testing.T) {
 	s, driver := echoFront(t, Config{AccessLogRate: 1})

@@ -42,6 +42,9 @@ type Config struct {
 	// Log is how the binary logs (LogConfig.NewLogger); Start logs to the
 	// logger it is given.
 	Log LogConfig
+	// ErrorLogRate bounds the lines a second each bus node writes about
+	// failed requests (nanobus.Config.ErrorLogRate). Default 20.
+	ErrorLogRate int
 }
 
 // BusConfig is this process's place on the bus.
@@ -82,6 +85,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	fs.DurationVar(&c.CalleeWait, "callee-wait", c.CalleeWait, "on start, how long a node waits to reach the services it calls before it registers (then it registers all the same, with a warning)")
 	c.Admin.registerFlags(fs)
 	c.Log.registerFlags(fs)
+	fs.IntVar(&c.ErrorLogRate, "error-log-rate", c.ErrorLogRate, "lines a second each bus node writes about failed requests (5xx, failed calls, replies dropped); more are counted (LogsDropped), not written")
 	if isService { // the front's flags have it for "all" and "front"
 		fs.BoolFunc("adaptive-limit", "limit the handlers running at once adaptively, by measured latency; over the limit, busy at once (default true)",
 			func(s string) error {
@@ -134,6 +138,7 @@ var flagRanges = map[string]valueRange{
 	"grace":             durations(time.Millisecond, 5*time.Minute),
 	"drain":             durations(time.Millisecond, time.Hour),
 	"seed":              ints(0, 1_000_000),
+	"error-log-rate":    ints(1, 1_000_000),
 
 	"admin-max-conns":     ints(1, 1<<16),
 	"admin-idle-timeout":  durations(time.Millisecond, time.Hour),
@@ -238,6 +243,9 @@ func (c *Config) setDefaults(role string) {
 	}
 	if c.CalleeWait <= 0 {
 		c.CalleeWait = 2 * time.Second
+	}
+	if c.ErrorLogRate <= 0 {
+		c.ErrorLogRate = 20
 	}
 }
 

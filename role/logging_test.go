@@ -22,6 +22,7 @@ func TestLogFlags(t *testing.T) {
 	}{
 		{args: nil, format: "text", level: slog.LevelInfo},
 		{args: []string{"-log-format", "json", "-log-level", "warn"}, format: "json", level: slog.LevelWarn},
+		{args: []string{"-error-log-rate", "0"}, wantErr: "-error-log-rate: out of range: want 1 to 1000000"},
 		{env: map[string]string{"TERMINATOR_LOG_FORMAT": "json", "TERMINATOR_LOG_LEVEL": "DEBUG"}, format: "json", level: slog.LevelDebug},
 		{args: []string{"-log-format", "xml"}, wantErr: `"xml": want text or json`},
 		{args: []string{"-log-level", "loud"}, wantErr: `"loud": want debug, info, warn or error`},

@@ -217,7 +217,7 @@ func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, erro
 func (p *Process) newNode(service string) (*nanobus.Node, *limit.Limiter, error) {
 	b := p.cfg.Bus
 	cfg := nanobus.Config{Service: service, Listen: b.Listen, Advertise: b.Advertise, Version: p.cfg.Version,
-		Limits: b.Limits, Logger: p.log}
+		Limits: b.Limits, Logger: p.log, ErrorLogRate: p.cfg.ErrorLogRate}
 	var lim *limit.Limiter
 	if !p.cfg.Front.FixedLimit {
 		// Far above what an unloaded service runs at once: it moves only

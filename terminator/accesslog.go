@@ -17,11 +17,11 @@ import (
 // costs no allocation (TestProxyAllocs). A 5xx from the bus (ERROR) and a
 // request slower than Config.SlowRequest (WARN) are always written.
 //
-// A client that went away (499) is logged at DEBUG. Overload refusals
-// (503 before any bus work) are logged at WARN and
-// sampled: a refusal is meant to cost less than a hello, and a storm of
-// them is what admission is there to absorb; they are counted in the
-// status (http.overloaded) either way.
+// A client that went away (499) is logged at DEBUG. Load shed (503 before
+// any bus work, or busy from the bus) is logged at WARN and sampled: a
+// refusal is meant to cost less than a hello, and a storm of them is what
+// admission is there to absorb; they are counted in the status
+// (http.overloaded, the bus's Busy) either way.
 type accessLog struct {
 	rate       int64
 	second     atomic.Int64 // unix second of the current window

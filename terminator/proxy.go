@@ -161,7 +161,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	status := fasthttp.StatusOK
 	if err != nil {
-		x.err = err
+		// Busy (an instance, or this node's bound on one, refused it at
+		// once) is load shed, as an admission refusal is.
+		x.err, x.shed = err, errors.Is(err, nanobus.ErrBusy)
 		status = s.fail(ctx, x, err)
 	} else {
 		x.version = resp.Version

@@ -89,7 +89,9 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 
 // Do is Call with the whole request: the terminator uses it to send HTTP
 // method, path, headers and the rest. Do fills in req's ID, Deadline, From
-// and Service. A request whose peer is lost before the reply is retried
+// and Service, and, called in a handler, the request ID header of the
+// request being handled, unless req has one (into a copy of req.Header
+// when it has headers already). A request whose peer is lost before the reply is retried
 // once on another instance when its route is idempotent (as the instance
 // declared it; a public GET or HEAD unless declared otherwise), and so is
 // any request an instance refused because it is shutting down. Without a

@@ -169,6 +169,15 @@ func (c *handlerContext) inherit(req *wire.Request) {
 	}
 	if c.req != nil {
 		if id := c.req.Header.Get(hdrRequestID); len(id) > 0 && req.Header.Get(hdrRequestID) == nil {
+			if req.Header.Len() > 0 {
+				// The caller's headers may be shared by other calls: they
+				// are copied, not appended to.
+				var h wire.Headers
+				for k, v := range req.Header.All() {
+					h.AddBytes(k, v)
+				}
+				req.Header = h
+			}
 			req.Header.AddBytes(readOnlyBytes(hdrRequestID), id)
 		}
 	}

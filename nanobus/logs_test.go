@@ -25,6 +25,8 @@ func withRequestID(route, id string) *wire.Request {
 // after hop; a call with its own ID keeps it; a call outside a handler
 // carries none.
 func TestCallsInheritTheRequestID(t *testing.T) {
+	var shared wire.Headers
+	shared.Add("Accept", "application/json")
 	leaf := newNode(t, nanobus.Config{Service: "leaf"})
 	must(t, leaf.Handle("leaf.id", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: []byte(nanobus.RequestID(ctx) + "|" + string(req.Header.Get("X-Request-Id")))}, nil
@@ -43,7 +45,18 @@ func TestCallsInheritTheRequestID(t *testing.T) {
 			return nanobus.Reply{}, err
 		}
 		defer resp2.Release()
-		return nanobus.Reply{Body: []byte(string(resp.Body) + " " + string(resp2.Body))}, nil
+		// Headers of its own, shared with other calls: copied, not
+		// appended to.
+		withHeaders := &wire.Request{Route: []byte("leaf.id"), Header: shared}
+		resp3, err := mid.Do(ctx, "leaf", withHeaders)
+		if err != nil {
+			return nanobus.Reply{}, err
+		}
+		defer resp3.Release()
+		if shared.Len() != 1 {
+			return nanobus.Reply{}, errors.New("the shared headers were appended to")
+		}
+		return nanobus.Reply{Body: []byte(string(resp.Body) + " " + string(resp2.Body) + " " + string(resp3.Body))}, nil
 	}))
 	caller := newNode(t, nanobus.Config{})
 	connect(t, caller, mid)
@@ -52,7 +65,7 @@ func TestCallsInheritTheRequestID(t *testing.T) {
 	for range 3 { // pooled calls reuse their headers' buffer: nothing leaks into the next
 		resp, err := caller.Do(ctx, "mid", withRequestID("mid.call", "page-7"))
 		must(t, err)
-		if got := string(resp.Body); got != "page-7|page-7 its-own|its-own" {
+		if got := string(resp.Body); got != "page-7|page-7 its-own|its-own page-7|page-7" {
 			t.Errorf("the leaf saw %q", got)
 		}
 		resp.Release()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -77,8 +78,9 @@ func (c *call) finish(r *Response, err error) {
 // route's declared Timeout, else Config.Timeout). Release the response
 // when done with it.
 func (n *Node) Call(ctx context.Context, service, route string, body []byte) (*Response, error) {
-	req := wire.Request{Route: readOnlyBytes(route), Body: body}
-	return n.Do(ctx, service, &req)
+	// A pooled Pending, as Go's: the headers a call inherits (the request
+	// ID) reuse its buffer.
+	return n.Go(ctx, service, route, body).Wait()
 }
 
 // readOnlyBytes views s as bytes without copying. The encoder only reads
@@ -87,7 +89,9 @@ func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 
 // Do is Call with the whole request: the terminator uses it to send HTTP
 // method, path, headers and the rest. Do fills in req's ID, Deadline, From
-// and Service. A request whose peer is lost before the reply is retried
+// and Service, and, called in a handler, the request ID header of the
+// request being handled, unless req has one (into a copy of req.Header
+// when it has headers already). A request whose peer is lost before the reply is retried
 // once on another instance when its route is idempotent (as the instance
 // declared it; a public GET or HEAD unless declared otherwise), and so is
 // any request an instance refused because it is shutting down. Without a
@@ -105,7 +109,9 @@ func (n *Node) Do(ctx context.Context, service string, req *wire.Request) (*Resp
 // body and route must stay as they are until Wait returns.
 func (n *Node) Go(ctx context.Context, service, route string, body []byte) *Pending {
 	p := pendingPool.Get().(*Pending)
-	p.req = wire.Request{Route: readOnlyBytes(route), Body: body}
+	h := p.req.Header // its buffer is kept (see Wait)
+	h.Reset()
+	p.req = wire.Request{Route: readOnlyBytes(route), Body: body, Header: h}
 	n.start(ctx, service, &p.req, p)
 	return p
 }
@@ -130,7 +136,9 @@ var pendingPool = sync.Pool{New: func() any { return new(Pending) }}
 // deadline. Call it once: the Pending is not to be used after.
 func (p *Pending) Wait() (*Response, error) {
 	resp, err := p.finish(&p.req)
+	h := p.req.Header
 	*p = Pending{}
+	p.req.Header = h // it owns its buffer, which the next call reuses
 	pendingPool.Put(p)
 	return resp, err
 }
@@ -178,6 +186,7 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	n, in := p.node, p.in
 	if in == nil {
+		p.logFailure(req, p.err, 0)
 		return nil, p.err // it did not go out: nothing to count
 	}
 	resp, err := (*Response)(nil), p.err
@@ -221,7 +230,23 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	if p.ghost != nil {
 		p.ghost.live(resp, err, took)
 	}
+	if err != nil {
+		p.logFailure(req, err, took)
+	}
 	return resp, err
+}
+
+// logFailure logs a call made while handling a request that failed (no
+// instance, busy, deadline, peer lost...), with the request's ID: the
+// cause of the 5xx its handler may answer. The front's own calls are in
+// its access log; a cancelled call (the client left, a hedge lost) is no
+// failure.
+func (p *Pending) logFailure(req *wire.Request, err error, took time.Duration) {
+	if errors.Is(err, context.Canceled) || handlerContextOf(p.ctx) == nil || !p.node.logsFailure(slog.LevelWarn) {
+		return
+	}
+	p.node.requestLog(slog.LevelWarn, "call failed", req, slog.String("service", p.service),
+		slog.String("err", err.Error()), slog.Duration("took", took))
 }
 
 // roundTrip sends req on c, whose in-flight slot the caller holds, and

@@ -157,13 +157,29 @@ func RequestOf(ctx context.Context) *Request {
 }
 
 // inherit gives a call made while handling a request what the request
-// carried: its labels (unless the call has its own) and its ghost mark.
+// carried: its labels (unless the call has its own), its ghost mark, and
+// its request ID (unless the call has its own), so that one ID follows a
+// page through every hop and every log line about it.
 func (c *handlerContext) inherit(req *wire.Request) {
 	if len(req.Labels) == 0 && c.labels != "" {
 		req.Labels = readOnlyBytes(c.labels)
 	}
 	if c.ghost {
 		req.Flags |= wire.FlagGhost
+	}
+	if c.req != nil {
+		if id := c.req.Header.Get(hdrRequestID); len(id) > 0 && req.Header.Get(hdrRequestID) == nil {
+			if req.Header.Len() > 0 {
+				// The caller's headers may be shared by other calls: they
+				// are copied, not appended to.
+				var h wire.Headers
+				for k, v := range req.Header.All() {
+					h.AddBytes(k, v)
+				}
+				req.Header = h
+			}
+			req.Header.AddBytes(readOnlyBytes(hdrRequestID), id)
+		}
 	}
 }
 

@@ -13,10 +13,13 @@
 // returns a Reply or an error, answered as StatusOf says: a *StatusError
 // (Errorf) with its status, a bus error from a call it made with the status
 // that error means (ErrDeadline 504, ErrNoPeer 503, ErrPeerLost 502),
-// anything else a 500, logged. The calls a handler makes with its context
-// carry the request's deadline, its labels (the feature flags and A/B
-// variants the edge decided: Request.Flag, Request.Variant) and its ghost
-// mark.
+// anything else a 500. The calls a handler makes with its context carry
+// the request's deadline, its labels (the feature flags and A/B variants
+// the edge decided: Request.Flag, Request.Variant), its ghost mark and its
+// request ID (the front's X-Request-Id header; RequestID(ctx)). Every 5xx a
+// handler answers, every call it made that failed and every reply dropped
+// is logged with that ID, at most Config.ErrorLogRate lines a second (the
+// rest counted: Stats.LogsDropped).
 //
 // A route is declared when registered: "METHOD /path" with {name} and a
 // final {name...} wildcards is public, a plain name ("profiles.get") is

@@ -68,6 +68,11 @@ type Config struct {
 	Limiter Limiter
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
+	// ErrorLogRate bounds the lines a second the node writes about failed
+	// requests (a handler's 5xx, a call a handler made that failed, a
+	// reply dropped); the lines over it are counted in Stats.LogsDropped.
+	// Default 20.
+	ErrorLogRate int
 
 	// protocol is the wire protocol the node speaks and announces; 0 means
 	// wire.ProtocolVersion. Tests set 1 to play a node of before protocol 2.
@@ -167,6 +172,7 @@ type Node struct {
 	stats   counters
 	badLog  rate.Sometimes // malformed input
 	errLog  rate.Sometimes // everything else that goes wrong per request
+	reqLog  logCap         // lines about failed requests, with their IDs
 
 	mu        sync.RWMutex     // guards conns, policies, callStats and writes of services and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
@@ -207,6 +213,9 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.ErrorLogRate <= 0 {
+		cfg.ErrorLogRate = defaultErrorLogRate
+	}
 	cfg.Limits.SetDefaults()
 	if tlsAddr := strings.HasPrefix(cfg.Listen, "tls+tcp://"); tlsAddr != (cfg.TLS != nil) {
 		return nil, fmt.Errorf("listen %s: tls+tcp:// and Config.TLS go together", cfg.Listen)
@@ -222,6 +231,7 @@ func NewNode(cfg Config) (*Node, error) {
 		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
+	n.reqLog.rate = int64(cfg.ErrorLogRate)
 	n.services.Store(&map[string]*service{})
 	n.work = make(chan job)
 	n.routes.Store(&map[string]*route{})
@@ -371,6 +381,7 @@ func (n *Node) ID() uint64 { return n.id }
 func (n *Node) Stats() Stats {
 	s := n.stats.snapshot()
 	s.Limits = n.cfg.Limits
+	s.LogsDropped = n.reqLog.dropped.Load()
 	n.mu.Lock()
 	for _, c := range n.conns {
 		if c.ready.Load() {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -235,7 +236,6 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		st := StatusOf(err)
 		if st.Code == 500 && !errors.As(err, new(*StatusError)) {
 			n.stats.handlerErrors.Add(1)
-			warnSometimes(&n.errLog, n.log, "handler failed", "route", rt.Name, "err", err)
 		}
 		rep = Reply{Status: st.Code, Body: []byte(st.Message)}
 		if st.RetryAfter {
@@ -248,6 +248,16 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		rep.Status = 200
 	}
 	rt.stats.record(rep.Status, now.Sub(start), err)
+	if rep.Status >= 500 && n.logsFailure(slog.LevelError) {
+		// Every 5xx with its cause, at every hop: the ID ties it to the
+		// front's line and to the lines of the calls it made.
+		cause := "answered with status " + strconv.Itoa(rep.Status)
+		if err != nil {
+			cause = err.Error()
+		}
+		n.requestLog(slog.LevelError, "request failed", &req.Request, slog.Int("status", rep.Status),
+			slog.String("err", cause), slog.Duration("took", now.Sub(start)))
+	}
 	if w != nil && w.sent > 0 {
 		w.end(rep, err) // the head went out: the stream ends with an end frame
 		return
@@ -257,6 +267,10 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	// handler's answer, a 504 as a rule.)
 	if asked := deadlineOf(&req.Request); !asked.IsZero() && !now.Before(asked) {
 		n.stats.expiredInHandler.Add(1)
+		if n.logsFailure(slog.LevelWarn) {
+			n.requestLog(slog.LevelWarn, "reply dropped: the asker's deadline passed while the handler ran", &req.Request,
+				slog.Int("status", rep.Status), slog.Duration("took", now.Sub(start)))
+		}
 		return
 	}
 	n.stats.handled.Add(1)
@@ -272,7 +286,10 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		warnSometimes(&n.errLog, n.log, "reply does not encode", "route", rt.Name, "err", err)
 		reply.Body, _ = wire.AppendReply(reply.Body[:0], &wire.Reply{ID: req.ID, Status: 500, Body: []byte("reply does not encode")})
 	}
-	n.send(j.reply, reply)
+	if !n.send(j.reply, reply) && n.logsFailure(slog.LevelWarn) {
+		n.requestLog(slog.LevelWarn, "reply dropped: the asker's connection is gone", &req.Request,
+			slog.Int("status", rep.Status), slog.Duration("took", now.Sub(start)))
+	}
 }
 
 var headersPool = sync.Pool{New: func() any { return new(wire.Headers) }}
@@ -316,21 +333,25 @@ func (n *Node) answerError(reply func([]byte) error, id wire.ID, code wire.Code,
 	e := wire.Error{ID: id, Code: code, Message: readOnlyBytes(msg)}
 	m := mangos.NewMessage(e.Size())
 	m.Body, _ = wire.AppendError(m.Body[:0], &e)
-	n.send(reply, m)
+	if !n.send(reply, m) {
+		warnSometimes(&n.errLog, n.log, "reply undeliverable: the asker's connection is gone")
+	}
 }
 
 // send writes a reply or error frame on the asker's connection, the one
 // its request came in on: it crosses the network once, to the asker only.
 // A connection that is gone is not waited for: the reply is dropped,
-// counted, and the handler's slot is free at once.
-func (n *Node) send(reply func([]byte) error, m *mangos.Message) {
+// counted, and the handler's slot is free at once. It reports whether the
+// reply went out; the caller logs one that did not.
+func (n *Node) send(reply func([]byte) error, m *mangos.Message) bool {
 	n.replies.sent.Add(1)
-	if n.closed.Load() || reply(m.Body) != nil {
+	ok := !n.closed.Load() && reply(m.Body) == nil
+	if !ok {
 		n.replies.sent.Add(^uint64(0))
 		n.stats.undeliverable.Add(1)
-		warnSometimes(&n.errLog, n.log, "reply undeliverable: the asker's connection is gone")
 	}
 	m.Free()
+	return ok
 }
 
 // JSON is a reply with v encoded as JSON, for handlers that answer JSON:

@@ -53,6 +53,9 @@ type Stats struct {
 	// Both.
 	Malformed uint64 // frames that did not decode (a request whose prefix read is answered with an error frame)
 	Peers     int    // connections to other nodes that are up
+	// LogsDropped counts the lines about failed requests not written:
+	// over Config.ErrorLogRate.
+	LogsDropped uint64
 
 	// Connections the transport closed for a limit (see Limits).
 	ConnsRefused  uint64 // over MaxConns, and no connection silent long enough to make room

@@ -140,7 +140,9 @@ func (w *StreamWriter) end(rep Reply, err error) {
 	}
 	m := mangos.NewMessage(e.Size())
 	m.Body, _ = wire.AppendEnd(m.Body[:0], &e)
-	w.node.send(w.reply, m)
+	if !w.node.send(w.reply, m) {
+		warnSometimes(&w.node.errLog, w.node.log, "stream end undeliverable: the asker's connection is gone")
+	}
 }
 
 // runStream calls a stream handler, turning a panic into an error.

@@ -39,6 +39,12 @@ type Config struct {
 	// waits to reach an instance of each service it calls before it is
 	// announced in etcd. Default 2s.
 	CalleeWait time.Duration
+	// Log is how the binary logs (LogConfig.NewLogger); Start logs to the
+	// logger it is given.
+	Log LogConfig
+	// ErrorLogRate bounds the lines a second each bus node writes about
+	// failed requests (nanobus.Config.ErrorLogRate). Default 20.
+	ErrorLogRate int
 }
 
 // BusConfig is this process's place on the bus.
@@ -78,6 +84,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, role string) {
 	fs.StringVar(&c.Version, "version", c.Version, "version this process's services register with")
 	fs.DurationVar(&c.CalleeWait, "callee-wait", c.CalleeWait, "on start, how long a node waits to reach the services it calls before it registers (then it registers all the same, with a warning)")
 	c.Admin.registerFlags(fs)
+	c.Log.registerFlags(fs)
+	fs.IntVar(&c.ErrorLogRate, "error-log-rate", c.ErrorLogRate, "lines a second each bus node writes about failed requests (5xx, failed calls, replies dropped); more are counted (LogsDropped), not written")
 	if isService { // the front's flags have it for "all" and "front"
 		fs.BoolFunc("adaptive-limit", "limit the handlers running at once adaptively, by measured latency; over the limit, busy at once (default true)",
 			func(s string) error {
@@ -130,6 +138,7 @@ var flagRanges = map[string]valueRange{
 	"grace":             durations(time.Millisecond, 5*time.Minute),
 	"drain":             durations(time.Millisecond, time.Hour),
 	"seed":              ints(0, 1_000_000),
+	"error-log-rate":    ints(1, 1_000_000),
 
 	"admin-max-conns":     ints(1, 1<<16),
 	"admin-idle-timeout":  durations(time.Millisecond, time.Hour),
@@ -150,6 +159,8 @@ var flagRanges = map[string]valueRange{
 	"retry-after":     durations(time.Second, time.Hour), // sent in whole seconds
 	"drain-timeout":   durations(time.Millisecond, time.Hour),
 	"statsd-interval": durations(100*time.Millisecond, time.Hour),
+	"access-log-rate": ints(1, 1_000_000),
+	"slow-request":    durations(time.Millisecond, 5*time.Minute),
 	"latency-sample": {kind: "float", text: "above 0, at most 1", ok: func(v any) bool {
 		f, ok := v.(float64)
 		return ok && f > 0 && f <= 1
@@ -232,6 +243,9 @@ func (c *Config) setDefaults(role string) {
 	}
 	if c.CalleeWait <= 0 {
 		c.CalleeWait = 2 * time.Second
+	}
+	if c.ErrorLogRate <= 0 {
+		c.ErrorLogRate = 20
 	}
 }
 

@@ -48,6 +48,7 @@ type Process struct {
 	started  atomic.Bool
 	stopping atomic.Bool
 	seeding  atomic.Bool
+	ready    *readiness // logs readiness changes; nil before the admin listener starts
 }
 
 // Run starts role, waits for ctx to end, and stops it.
@@ -57,7 +58,6 @@ func Run(ctx context.Context, role string, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
 	p.Stop()
 	return nil
 }
@@ -66,6 +66,7 @@ func Run(ctx context.Context, role string, cfg Config, log *slog.Logger) error {
 // every service, the front), "front", or one service by name. It returns
 // once every part serves (for "all -seed", once the sample data is in).
 func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Process, error) {
+	began := time.Now()
 	cfg.setDefaults(role)
 	var run []services.Service
 	for _, s := range services.All() {
@@ -100,12 +101,19 @@ func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Pro
 		return nil, err
 	}
 	p.stops = append(p.stops, func() { admin.Close() })
+	p.ready = p.watchReadiness()
 
 	if err := p.start(ctx, role, run); err != nil {
 		p.Stop()
 		return nil, err
 	}
 	p.started.Store(true)
+	attrs := []any{"role", role, "version", cfg.Version, "admin", admin.Addr()}
+	if p.front != nil {
+		attrs = append(attrs, "http", p.front.Addr())
+	}
+	p.log.Info("started", append(attrs, "took", since(began))...)
+	p.ready.look() // at once, not at the next tick
 	return p, nil
 }
 
@@ -140,11 +148,19 @@ func (p *Process) start(ctx context.Context, role string, run []services.Service
 // drains first, services deregister and drain, etcd goes last. Readiness
 // turns false at once.
 func (p *Process) Stop() {
-	p.stopping.Store(true)
+	if p.stopping.Swap(true) {
+		return
+	}
+	began := time.Now()
+	if p.ready != nil {
+		p.ready.close()
+	}
+	p.log.Info("stopping")
 	for i := len(p.stops) - 1; i >= 0; i-- {
 		p.stops[i]()
 	}
 	p.stops = nil
+	p.log.Info("stopped", "took", since(began))
 }
 
 // AdminAddr is the admin listener's address.
@@ -201,7 +217,7 @@ func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, erro
 func (p *Process) newNode(service string) (*nanobus.Node, *limit.Limiter, error) {
 	b := p.cfg.Bus
 	cfg := nanobus.Config{Service: service, Listen: b.Listen, Advertise: b.Advertise, Version: p.cfg.Version,
-		Limits: b.Limits, Logger: p.log}
+		Limits: b.Limits, Logger: p.log, ErrorLogRate: p.cfg.ErrorLogRate}
 	var lim *limit.Limiter
 	if !p.cfg.Front.FixedLimit {
 		// Far above what an unloaded service runs at once: it moves only
@@ -334,13 +350,18 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	p.publish(cli, node)
 	p.admin.Section(nodeSection(node, lim, w, reg, ev))
 	p.stops = append(p.stops, func() {
+		t := time.Now()
 		reg.Close()
+		p.log.Info("deregistered", "service", s.Name, "took", since(t), "answering_for", p.cfg.Grace)
 		time.Sleep(p.cfg.Grace) // callers' watchers see us go; meanwhile we still answer
+		t = time.Now()
 		ev.Close()
 		dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
 		defer cancel()
 		if err := node.Shutdown(dctx); err != nil {
-			p.log.Warn("drain incomplete", "service", s.Name, "err", err)
+			p.log.Warn("drain incomplete", "service", s.Name, "err", err, "took", since(t))
+		} else {
+			p.log.Info("drained", "service", s.Name, "took", since(t))
 		}
 	})
 	p.log.Info("service up", "service", s.Name, "version", node.Version(), "bus", node.Addr())
@@ -390,7 +411,11 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	if err != nil {
 		return err
 	}
-	p.stops = append(p.stops, func() { reg.Close() })
+	p.stops = append(p.stops, func() {
+		t := time.Now()
+		reg.Close()
+		p.log.Info("deregistered", "service", "terminator", "took", since(t))
+	})
 	p.publish(cli, node)
 	// A front stays ready while etcd is unreachable: it serves from the
 	// membership it knows (and says so in its status), where an unready
@@ -403,10 +428,13 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	}
 	p.front = srv
 	p.stops = append(p.stops, func() {
+		t := time.Now()
 		dctx, cancel := context.WithTimeout(context.Background(), p.cfg.Front.DrainTimeout)
 		defer cancel()
 		if err := srv.Drain(dctx); err != nil {
-			p.log.Warn("drain incomplete", "err", err)
+			p.log.Warn("drain incomplete", "front", srv.Addr(), "err", err, "took", since(t))
+		} else {
+			p.log.Info("drained", "front", srv.Addr(), "took", since(t))
 		}
 	})
 	// Every front campaigns to drive the rollout ramps; the elected one

@@ -177,6 +177,7 @@ registered: {{.Registered}} · {{.Etcd.Instances}} instances known · {{.Etcd.Ou
 <tr><td>late / stale / unknown replies</td><td>{{.Bus.LateReplies}} / {{.Bus.StaleReplies}} / {{.Bus.UnknownReplies}}</td></tr>
 <tr><td>requests / handled / handler errors</td><td>{{.Bus.Requests}} / {{.Bus.Handled}} / {{.Bus.HandlerErrors}}</td></tr>
 <tr><td>expired on arrival / in handler; overload; undeliverable</td><td>{{.Bus.ExpiredOnArrival}} / {{.Bus.ExpiredInHandler}}; {{.Bus.Overload}}; {{.Bus.Undeliverable}}</td></tr>
+<tr><td title="lines about failed requests not written: over the node's rate">failure log lines dropped</td><td>{{.Bus.LogsDropped}}</td></tr>
 <tr><td>malformed / misdirected / unknown-kind frames; plain peers refused</td><td>{{.Bus.Malformed}} / {{.Bus.Misdirected}} / {{.Bus.UnknownKinds}}; {{.Bus.PlainRefused}}</td></tr>
 <tr><td>connections closed by limits: conns / frame timeout / idle / buffered</td><td>{{.Bus.ConnsRefused}} / {{.Bus.FrameTimeouts}} / {{.Bus.IdleClosed}} / {{.Bus.BufferRefused}}</td></tr>
 <tr><td>connections refused for what they sent: frame too long / bad SP header / TLS handshake</td><td>{{.Bus.TooLong}} / {{.Bus.BadHeader}} / {{.Bus.TLSRefused}}</td></tr>

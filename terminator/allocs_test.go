@@ -51,15 +51,24 @@ func TestRouterLookupAllocs(t *testing.T) {
 // raising it needs a reason.
 const maxProxyAllocs = 1
 
+// TestProxyAllocs: the access log is on (info level) at one line a second: nearly every
+// request is sampled out, which must cost nothing (a line written costs
+// about five allocations, which AllocsPerRun's average over 1000 runs
+// hides at one or two a second).
 func TestProxyAllocs(t *testing.T) {
-	request := echoFront(t)()
+	s, driver := echoFront(t, Config{AccessLogRate: 1})
+	request := driver()
 	for range 100 { // warm the pools and the connection
 		request()
 	}
+	before := s.accessLog.sampledOut.Load()
 	if n := testing.AllocsPerRun(1000, request); n > maxProxyAllocs {
 		t.Errorf("a request through the front allocates %v times, want at most %d", n, maxProxyAllocs)
 	} else {
 		t.Logf("%v allocations per request (bound %d)", n, maxProxyAllocs)
+	}
+	if out := s.accessLog.sampledOut.Load() - before; out < 990 {
+		t.Errorf("%d of 1001 requests sampled out of the access log, want all but a line a second", out)
 	}
 }
 
@@ -133,5 +142,18 @@ func TestBodyAllocs(t *testing.T) {
 	t.Logf("per request over a socket: GET %v allocations, POST with 300 bytes %v", get, post)
 	if post > get+streamDrainAllocs {
 		t.Errorf("a small body costs %v allocations more than none, want at most %d", post-get, streamDrainAllocs)
+	}
+}
+
+// A request the access log samples out costs no allocation: the decision
+// is made before anything is formatted.
+func TestAccessLogSampledOutAllocs(t *testing.T) {
+	s, rc, x := accessLogBench(t, 1)
+	s.access(rc, x) // the window's one line
+	if n := testing.AllocsPerRun(1000, func() { s.access(rc, x) }); n != 0 {
+		t.Errorf("a request sampled out of the access log allocates %v times", n)
+	}
+	if s.accessLog.sampledOut.Load() < 1000 {
+		t.Errorf("%d sampled out, want 1000 or more", s.accessLog.sampledOut.Load())
 	}
 }

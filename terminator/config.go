@@ -41,6 +41,14 @@ type Config struct {
 	// connections: a body that does not fit is refused (503) before it is
 	// read. Without it, memory would be bounded by MaxConns x MaxBodyBytes.
 	BodyBudget int
+	// AccessLogRate bounds the access log's lines a second for requests
+	// that went well (and 499s, and overload refusals): the rest are
+	// counted, not written. A 5xx (at ERROR) and a request slower than
+	// SlowRequest (at WARN) are always written. Default 100.
+	AccessLogRate int
+	// SlowRequest is the time over which a request is logged at WARN,
+	// whatever the rate. Default 1s.
+	SlowRequest time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -70,6 +78,8 @@ func (c *Config) setDefaults() {
 	defDur(&c.QueueWait, 50*time.Millisecond)
 	defDur(&c.DrainTimeout, 10*time.Second)
 	defDur(&c.StatsdInterval, 10*time.Second)
+	def(&c.AccessLogRate, 100)
+	defDur(&c.SlowRequest, time.Second)
 	if c.LatencySample <= 0 || c.LatencySample > 1 {
 		c.LatencySample = 0.1
 	}
@@ -97,6 +107,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
 	fs.DurationVar(&c.StatsdInterval, "statsd-interval", c.StatsdInterval, "statsd flush period")
 	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd, 0 to 1")
+	fs.IntVar(&c.AccessLogRate, "access-log-rate", c.AccessLogRate, "access log lines a second for requests that went well (and 499s, overload 503s); more are counted, not written; 5xx (ERROR) and slow requests (WARN) are always written")
+	fs.DurationVar(&c.SlowRequest, "slow-request", c.SlowRequest, "a request slower than this is logged at WARN, whatever -access-log-rate")
 	fs.Var((*notBool)(&c.HideServerTiming), "server-timing", "send Server-Timing (service and version that answered; handler, bus and front times) with every reply (default true)")
 	c.TrustedProxies, _ = ParsePrefixes("127.0.0.1/32,::1/128")
 	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (default 127.0.0.1/32,::1/128)",

@@ -24,6 +24,12 @@
 // 431. Replies carry Server-Timing: the service and version that answered
 // with its handler time, the bus round trip and the time in the front.
 //
+// Each request gets a line in the access log (its ID, route, status, the
+// service and version that answered, bus and total time, bytes): a 5xx at
+// ERROR and a request slower than Config.SlowRequest at WARN, always; the
+// rest at most Config.AccessLogRate a second, the others counted, at no
+// allocation (accesslog.go).
+//
 // Status, StatusPage and Ready are for the process's admin listener;
 // metrics go to a DogStatsD agent, counted with atomics on the hot path and
 // flushed as deltas by a goroutine.

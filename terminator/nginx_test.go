@@ -7,17 +7,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/terminator-gw/terminator/bench/nginxconf"
-
+	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/terminator"
 )
 
 // startNginx runs a real nginx with deploy/nginx/terminator.conf on a free
-// loopback port, forwarding to upstream. It returns nginx's address.
-func startNginx(t *testing.T, upstream string) string {
+// loopback port, forwarding to upstream. It returns nginx's address, and
+// the file of its JSON access log.
+func startNginx(t *testing.T, upstream string) (addr, accessLog string) {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -31,11 +33,12 @@ func startNginx(t *testing.T, upstream string) string {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	site, err := nginxconf.Site(conf, fmt.Sprintf("127.0.0.1:%d", port), upstream)
+	dir := t.TempDir()
+	accessLog = filepath.Join(dir, "access.log")
+	site, err := nginxconf.SiteLogging(conf, fmt.Sprintf("127.0.0.1:%d", port), upstream, accessLog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644)
 	main := nginxconf.Main(dir, 1, filepath.Join(dir, "site.conf"))
 	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
@@ -55,7 +58,7 @@ func startNginx(t *testing.T, upstream string) string {
 			cmd.Process.Kill()
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	eventually(t, "nginx listening", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
@@ -63,7 +66,7 @@ func startNginx(t *testing.T, upstream string) string {
 		}
 		return err == nil
 	})
-	return addr
+	return addr, accessLog
 }
 
 func freePort(t *testing.T) int {
@@ -81,8 +84,9 @@ func freePort(t *testing.T) int {
 func TestBehindNginx(t *testing.T) {
 	svc := echoService(t, "echo", nil)
 	trusted, _ := terminator.ParsePrefixes("127.0.0.1")
-	srv, _ := front(t, terminator.Config{TrustedProxies: trusted}, echoRoutes("echo"), svc)
-	nginx := startNginx(t, srv.Addr())
+	var frontLogs nanobustest.Logs
+	srv, _ := frontLog(t, terminator.Config{TrustedProxies: trusted}, jsonLogger(&frontLogs), echoRoutes("echo"), svc)
+	nginx, accessLog := startNginx(t, srv.Addr())
 
 	resp, body := get(t, "http://"+nginx+"/items/7?x=1", map[string]string{"X-Request-Id": "from-client-1"})
 	var s seen
@@ -116,5 +120,45 @@ func TestBehindNginx(t *testing.T) {
 	resp, _ = get(t, "http://"+nginx+"/nowhere", nil)
 	if resp.StatusCode != 404 {
 		t.Errorf("no route via nginx: %d", resp.StatusCode)
+	}
+	generated := resp.Header.Get("X-Request-Id")
+
+	// nginx logs each request as a JSON line with the front's key names,
+	// under the request ID the front logged it with: the client's, or
+	// nginx's own. An ID the front would not keep is replaced by nginx's.
+	resp, _ = get(t, "http://"+nginx+"/echo", map[string]string{"X-Request-Id": "not an id"})
+	bad := resp.Header.Get("X-Request-Id")
+	if bad == "" || bad == "not an id" {
+		t.Errorf("an ID the front refuses reached it: %q", bad)
+	}
+	for _, id := range []string{"from-client-1", generated, bad} {
+		var ngx, fr map[string]any
+		eventually(t, "nginx's line for "+id, func() bool {
+			b, _ := os.ReadFile(accessLog) // nginx writes a line once the response is sent
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var m map[string]any
+				if json.Unmarshal([]byte(line), &m) == nil && m["request_id"] == id {
+					ngx = m
+				}
+			}
+			return ngx != nil
+		})
+		for _, l := range jsonLines(t, &frontLogs) {
+			if l["msg"] == "request" && l["request_id"] == id {
+				fr = l
+			}
+		}
+		if fr == nil {
+			t.Errorf("the front logged no request %s", id)
+			continue
+		}
+		for _, k := range []string{"msg", "method", "path", "status", "client"} {
+			if ngx[k] != fr[k] && !(k == "client" && ngx[k] == "127.0.0.1") {
+				t.Errorf("%s: nginx's %s %v, the front's %v", id, k, ngx[k], fr[k])
+			}
+		}
+		if ngx["hop"] != "nginx" || ngx["level"] != "INFO" {
+			t.Errorf("nginx's line: %v", ngx)
+		}
 	}
 }

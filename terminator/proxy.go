@@ -31,6 +31,15 @@ type exchange struct {
 	reserved    int              // bytes of the body budget this request holds
 	bodyDone    bool             // the body was read whole (or there was none)
 	ctx         reqContext
+
+	// For the access log.
+	begin   time.Time     // when the handler got the request
+	route   *entry        // the route it matched, nil if none
+	bus     time.Duration // the bus call's time, 0 without one
+	version string        // the version that answered
+	err     error         // the bus call's error
+	gone    bool          // the client went away: a 499
+	shed    bool          // refused by admission (or the body budget) before any work
 }
 
 // maxKeptBody is the largest body buffer an exchange keeps in the pool:
@@ -54,6 +63,7 @@ func (x *exchange) release() {
 	}
 	clear(x.variants)
 	x.variants, x.madeCookies = x.variants[:0], x.madeCookies[:0]
+	x.route, x.bus, x.version, x.err, x.gone, x.shed = nil, 0, "", nil, false, false
 	exchangePool.Put(x)
 }
 
@@ -64,6 +74,7 @@ func (x *exchange) release() {
 // rest, and every reply it makes carries the request ID.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	x := exchangePool.Get().(*exchange)
+	x.begin = time.Now()
 	defer s.done(ctx, x)
 	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
 	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
@@ -83,6 +94,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	// slot that requests waiting for replies need.
 	if ctx.RequestBodyStream() != nil && s.limiter.InFlight() >= s.limiter.Limit() {
 		s.counts.overloaded.Add(1)
+		x.shed = true
 		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
 		return
 	}
@@ -102,10 +114,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.reply(ctx, x.reqID, fasthttp.StatusNotFound, "no route for "+string(ctx.Method())+" "+string(ctx.URI().PathOriginal()))
 		return
 	}
+	x.route = e
 	if status := s.readBody(ctx, x); status != 0 {
 		msg := "request body too large"
 		switch status {
 		case fasthttp.StatusServiceUnavailable:
+			x.shed = true
 			msg = "request bodies over the memory budget; retry"
 		case fasthttp.StatusRequestTimeout:
 			msg = "request timeout"
@@ -117,6 +131,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if !s.limiter.AcquireWait(s.cfg.QueueWait) {
 		s.counts.overloaded.Add(1)
+		x.shed = true
 		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
 		return
 	}
@@ -138,15 +153,20 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	resp, err := s.node.Do(&x.ctx, e.Service, &x.req)
 	s.watch.unpark(&x.ctx)
 	returned := time.Now()
+	x.bus = returned.Sub(called)
 	if err != nil && x.ctx.cancelled() && errors.Is(err, context.Canceled) {
 		gone = true
-		s.clientGone(ctx, x, e, returned.Sub(start))
+		s.clientGone(ctx, x, e)
 		return
 	}
 	status := fasthttp.StatusOK
 	if err != nil {
+		// Busy (an instance, or this node's bound on one, refused it at
+		// once) is load shed, as an admission refusal is.
+		x.err, x.shed = err, errors.Is(err, nanobus.ErrBusy)
 		status = s.fail(ctx, x, err)
 	} else {
+		x.version = resp.Version
 		status = resp.Status
 		ctx.SetStatusCode(resp.Status)
 		for k, v := range resp.Header.All() {
@@ -179,11 +199,11 @@ func (s *Server) release(start time.Time, gone bool) {
 
 // clientGone ends a request whose client went away while its call was
 // parked (the watcher cancelled the call): nothing is written, the
-// connection is closed, and it is counted and logged as nginx's 499.
-func (s *Server) clientGone(ctx *fasthttp.RequestCtx, x *exchange, e *entry, waited time.Duration) {
+// connection is closed, and it is counted and logged (the access log) as
+// nginx's 499.
+func (s *Server) clientGone(ctx *fasthttp.RequestCtx, x *exchange, e *entry) {
 	e.stats.cancelled.Add(1)
-	s.log.Debug("client went away; call cancelled", "status", 499, "route", e.Name,
-		"request_id", string(x.reqID), "waited", waited)
+	x.gone = true
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(dropConn) // fasthttp then closes the connection, writing nothing
 }
@@ -210,6 +230,7 @@ func (s *Server) done(ctx *fasthttp.RequestCtx, x *exchange) {
 			c.nextHead(int64(cl))
 		}
 	}
+	s.access(ctx, x)
 	x.release()
 }
 
@@ -390,6 +411,7 @@ func refusedUnread(ctx *fasthttp.RequestCtx) bool {
 // far as a valid one, else a new one.
 func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	id := s.requestID(nil, ctx.Request.Header.Peek("X-Request-Id"))
+	defer s.accessRefused(ctx, id)
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):
@@ -409,4 +431,13 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 		s.badLog.Do(func() { s.log.Warn("malformed HTTP request", "peer", ctx.RemoteAddr().String(), "err", err) })
 		s.reply(ctx, id, fasthttp.StatusBadRequest, "malformed request")
 	}
+}
+
+// accessRefused writes the access line of a request fasthttp could not
+// read (httpError answered it): what it got of it, with its status.
+func (s *Server) accessRefused(ctx *fasthttp.RequestCtx, id []byte) {
+	x := exchangePool.Get().(*exchange)
+	x.begin, x.reqID = ctx.Time(), append(x.reqID[:0], id...)
+	s.access(ctx, x)
+	x.release()
 }

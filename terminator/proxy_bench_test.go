@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -14,10 +15,10 @@ import (
 // echoFront is a front routing GET /echo over a real loopback bus to an
 // echo handler in the same process, and a driver that sends it one request
 // through the public handler (no HTTP client): what BenchmarkProxy times
-// and TestProxyAllocs counts. Each driver reuses one RequestCtx, reset
+// and TestProxyAllocs counts. It logs at info level, into nothing. Each driver reuses one RequestCtx, reset
 // between requests, as fasthttp's server does: the buffers it keeps are
 // what makes it cheap.
-func echoFront(tb testing.TB) (driver func() func()) {
+func echoFront(tb testing.TB, cfg Config) (s *Server, driver func() func()) {
 	tb.Helper()
 	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo"})
 	if err := svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
@@ -27,13 +28,13 @@ func echoFront(tb testing.TB) (driver func() func()) {
 	}
 	node := nanobustest.NewNode(tb, nanobus.Config{})
 	nanobustest.Connect(tb, node, svc)
-	s, err := New(Config{}, node, nanobustest.Quiet)
+	s, err := New(cfg, node, nanobustest.Quiet)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	s.SetRoutes(PublicRoutes(svc.Peer()))
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	return func() func() {
+	return s, func() func() {
 		var rc fasthttp.RequestCtx
 		rc.Init(&fasthttp.Request{}, remote, nil)
 		return func() {
@@ -55,9 +56,10 @@ func echoFront(tb testing.TB) (driver func() func()) {
 // BenchmarkProxy drives the public handler directly (no HTTP client in the
 // numbers) through a real loopback bus to an echo service in the same
 // process: allocations per op are the terminator's, the bus's both ways
-// and the service's.
+// and the service's. The access log is on, at info level into nothing, at
+// its default rate: the lines it writes are part of the cost.
 func BenchmarkProxy(b *testing.B) {
-	driver := echoFront(b)
+	_, driver := echoFront(b, Config{})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		request := driver()
@@ -65,4 +67,39 @@ func BenchmarkProxy(b *testing.B) {
 			request()
 		}
 	})
+}
+
+// accessLogBench is a front (not started) logging at info level into
+// nothing, with the access log at rate lines a second, and a request that
+// went well to log.
+func accessLogBench(tb testing.TB, rate int) (*Server, *fasthttp.RequestCtx, *exchange) {
+	tb.Helper()
+	s, err := New(Config{AccessLogRate: rate}, nil, nanobustest.Quiet)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var rc fasthttp.RequestCtx
+	rc.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	rc.Request.SetRequestURI("/echo")
+	rc.Response.SetBody([]byte("hello"))
+	x := &exchange{begin: time.Now(), reqID: []byte("0123abcd-1"), client: []byte("127.0.0.1"), version: "v1", bus: time.Millisecond}
+	return s, &rc, x
+}
+
+// BenchmarkAccessLog is the access log's cost per request: sampled out
+// (what nearly every request pays under load), and written (JSON-free text
+// into nothing: the formatting alone).
+func BenchmarkAccessLog(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		rate int
+	}{{"sampled-out", 1}, {"written", 1 << 30}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, rc, x := accessLogBench(b, c.rate)
+			b.ReportAllocs()
+			for b.Loop() {
+				s.access(rc, x)
+			}
+		})
+	}
 }

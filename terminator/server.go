@@ -43,6 +43,7 @@ type Server struct {
 	bodyBytes atomic.Int64 // request body bytes reserved now, within Config.BodyBudget
 	conns     atomic.Int64 // open client connections, within Config.MaxConns
 	badLog    rate.Sometimes
+	accessLog accessLog
 	served    chan error
 	drainOnce sync.Once
 	drainErr  error
@@ -86,6 +87,7 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		limiter:    limit.New(cfg.MaxWaiting, cfg.MaxWaiting, cfg.MaxWaiting),
 		watch:      newWatcher(watchTick),
 	}
+	s.accessLog.rate = int64(cfg.AccessLogRate)
 	if !cfg.FixedLimit {
 		s.limiter = limit.New(initialLimit, minLimit, cfg.MaxWaiting)
 	}

@@ -53,6 +53,8 @@ func (s *Server) Status() Status {
 		"overloaded": c.overloaded.Load(), "no_route": c.noRoute.Load(), "header_too_large": c.headerTooLarge.Load(),
 		"body_too_large": c.bodyTooLarge.Load(), "malformed": c.malformed.Load(), "read_timeouts": c.timeouts.Load(),
 		"body_budget": c.bodyBudget.Load(), "conns_refused": c.connsRefused.Load(), "bad_path": c.badPath.Load(),
+		// access log lines written, and sampled out (over -access-log-rate)
+		"access_log_written": s.accessLog.written.Load(), "access_log_sampled_out": s.accessLog.sampledOut.Load(),
 		// gauges: body bytes reserved, and connections open, now
 		"body_bytes": uint64(max(s.bodyBytes.Load(), 0)), "conns": uint64(max(s.conns.Load(), 0)),
 	}

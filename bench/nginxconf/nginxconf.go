@@ -3,9 +3,11 @@
 //
 // The shipped file is a site config (an upstream and a server) meant to be
 // included in the http block of a main nginx.conf. Site rewrites only its
-// two addresses, the listen port and the upstream server, and fails when
-// either line is no longer there, so a change to the shipped file is
-// noticed instead of silently measuring something else. Main writes the
+// two addresses, the listen port and the upstream server, and turns its
+// access log off (a benchmark measures forwarding); SiteLogging writes the
+// access log where a test reads it. Both fail when a line they rewrite is
+// no longer there, so a change to the shipped file is noticed instead of
+// silently measuring something else. Main writes the
 // main config of a private instance: where its pid, logs and temporary
 // files go, how many workers it runs, and the include.
 //
@@ -28,8 +30,9 @@ const ShippedPath = "deploy/nginx/terminator.conf"
 
 // The lines of the shipped file that Site replaces.
 const (
-	shippedListen   = "listen 80;"
-	shippedUpstream = "server 127.0.0.1:8080;"
+	shippedListen    = "listen 80;"
+	shippedUpstream  = "server 127.0.0.1:8080;"
+	shippedAccessLog = "access_log /var/log/nginx/terminator.access.log terminator_json;"
 )
 
 // ErrNotShipped means the shipped config was not found above the working
@@ -58,10 +61,21 @@ func FindShipped() (string, error) {
 }
 
 // Site returns the shipped site config listening on listen (host:port) and
-// forwarding to upstream (host:port); everything else is as shipped.
+// forwarding to upstream (host:port), with its access log off; everything
+// else is as shipped.
 func Site(shipped []byte, listen, upstream string) (string, error) {
+	return site(shipped, listen, upstream, "access_log off;")
+}
+
+// SiteLogging is Site with the shipped JSON access log written to the file
+// accessLog.
+func SiteLogging(shipped []byte, listen, upstream, accessLog string) (string, error) {
+	return site(shipped, listen, upstream, "access_log "+accessLog+" terminator_json;")
+}
+
+func site(shipped []byte, listen, upstream, accessLog string) (string, error) {
 	s := string(shipped)
-	for _, line := range []string{shippedListen, shippedUpstream} {
+	for _, line := range []string{shippedListen, shippedUpstream, shippedAccessLog} {
 		if n := strings.Count(s, line); n != 1 {
 			return "", fmt.Errorf("nginxconf: the shipped config has %q %d times, want once: update nginxconf.Site with it", line, n)
 		}
@@ -69,6 +83,7 @@ func Site(shipped []byte, listen, upstream string) (string, error) {
 	return strings.NewReplacer(
 		shippedListen, "listen "+listen+";",
 		shippedUpstream, "server "+upstream+";",
+		shippedAccessLog, accessLog,
 	).Replace(s), nil
 }
 

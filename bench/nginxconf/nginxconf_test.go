@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestSiteRewritesOnlyTheAddresses(t *testing.T) {
+func TestSiteRewritesOnlyTheAddressesAndTheLog(t *testing.T) {
 	path, err := FindShipped()
 	if err != nil {
 		t.Fatal(err)
@@ -25,12 +25,19 @@ func TestSiteRewritesOnlyTheAddresses(t *testing.T) {
 			t.Errorf("site lacks %q", want)
 		}
 	}
-	for _, gone := range []string{shippedListen, shippedUpstream} {
+	for _, gone := range []string{shippedListen, shippedUpstream, shippedAccessLog} {
 		if strings.Contains(site, gone) {
 			t.Errorf("site still has %q", gone)
 		}
 	}
-	// Nothing but the two lines changed.
+	if !strings.Contains(site, "access_log off;") {
+		t.Error("a benchmark's site logs its accesses")
+	}
+	logging, err := SiteLogging(shipped, "127.0.0.1:18080", "127.0.0.1:9000", "/tmp/x/access.log")
+	if err != nil || !strings.Contains(logging, "access_log /tmp/x/access.log terminator_json;") {
+		t.Errorf("SiteLogging: %v\n%s", err, logging)
+	}
+	// Nothing but the three lines changed.
 	if a, b := strings.Count(string(shipped), "\n"), strings.Count(site, "\n"); a != b {
 		t.Errorf("line count %d -> %d", a, b)
 	}

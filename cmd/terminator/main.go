@@ -89,7 +89,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "terminator %s: %v\n(terminator %s -h lists the flags, their ranges and variables)\n", cmd, err, cmd)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := cfg.Log.NewLogger(os.Stderr)
+	slog.SetDefault(log) // what logs through slog.Default() logs alike
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	p, err := role.Start(ctx, cmd, cfg, log)
@@ -101,8 +102,7 @@ func main() {
 		printWelcome(p.FrontAddr(), p.AdminAddr())
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
-	p.Stop()
+	p.Stop() // logs each step, and how long it took
 }
 
 // seed is `terminator seed`: sample data through a running front.

@@ -150,6 +150,7 @@ var flagRanges = map[string]valueRange{
 	"retry-after":     durations(time.Second, time.Hour), // sent in whole seconds
 	"drain-timeout":   durations(time.Millisecond, time.Hour),
 	"statsd-interval": durations(100*time.Millisecond, time.Hour),
+	"cors-max-age":    durations(time.Second, 24*time.Hour),
 	"latency-sample": {kind: "float", text: "above 0, at most 1", ok: func(v any) bool {
 		f, ok := v.(float64)
 		return ok && f > 0 && f <= 1

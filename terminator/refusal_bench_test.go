@@ -34,10 +34,15 @@ func BenchmarkRefusal(b *testing.B) {
 	for _, bc := range []struct{ name, method, path, accept string }{
 		{"404-text", "GET", "/nowhere/at/all", "*/*"},
 		{"404-json", "GET", "/nowhere/at/all", "application/json"},
+		{"405-json", "DELETE", "/echo", "application/json"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := refusalFront(b)
-			request := refusalDriver(b, s, bc.method, bc.path, bc.accept, fasthttp.StatusNotFound)
+			want := fasthttp.StatusNotFound
+			if bc.method == "DELETE" {
+				want = fasthttp.StatusMethodNotAllowed
+			}
+			request := refusalDriver(b, s, bc.method, bc.path, bc.accept, want)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

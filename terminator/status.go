@@ -53,6 +53,7 @@ func (s *Server) Status() Status {
 		"overloaded": c.overloaded.Load(), "no_route": c.noRoute.Load(), "header_too_large": c.headerTooLarge.Load(),
 		"body_too_large": c.bodyTooLarge.Load(), "malformed": c.malformed.Load(), "read_timeouts": c.timeouts.Load(),
 		"body_budget": c.bodyBudget.Load(), "conns_refused": c.connsRefused.Load(), "bad_path": c.badPath.Load(),
+		"method_not_allowed": c.badMethod.Load(), "preflights": c.preflights.Load(),
 		// gauges: body bytes reserved, and connections open, now
 		"body_bytes": uint64(max(s.bodyBytes.Load(), 0)), "conns": uint64(max(s.conns.Load(), 0)),
 	}

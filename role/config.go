@@ -187,7 +187,7 @@ type ranged struct {
 func (v *ranged) Set(s string) error {
 	prev := v.Value.String()
 	if err := v.Value.Set(s); err != nil {
-		return err
+		return fmt.Errorf("want %s (%s)", kindExample(v.r.kind), v.r.text)
 	}
 	if !v.r.ok(v.Get()) {
 		_ = v.Value.Set(prev)
@@ -236,6 +236,101 @@ func (c *Config) setDefaults(role string) {
 	}
 }
 
+// kindExample says what a value of kind looks like, for errors.
+func kindExample(kind string) string {
+	switch kind {
+	case "duration":
+		return "a duration such as 3s, 250ms or 1m30s"
+	case "int":
+		return "a whole number such as 10"
+	case "float":
+		return "a number such as 0.5"
+	case "bool":
+		return "true or false"
+	}
+	return "a " + kind
+}
+
+// explained is a flag's value whose parse errors say what is wanted
+// (flag's own say "parse error"). Flags with a range (ranged) already do.
+type explained struct {
+	flag.Value
+	kind string
+}
+
+// explain wraps f's value, when it is a number or a duration, in explained.
+func explain(f *flag.Flag) {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return
+	}
+	switch f.Value.(type) {
+	case *ranged, *explained:
+		return
+	}
+	kind := ""
+	switch g.Get().(type) {
+	case time.Duration:
+		kind = "duration"
+	case int, int64, uint, uint64:
+		kind = "int"
+	case float64:
+		kind = "float"
+	case bool:
+		kind = "bool" // kept a bool flag below: -flag alone means true
+	default:
+		return
+	}
+	if kind == "bool" {
+		f.Value = &explainedBool{explained{Value: f.Value, kind: kind}}
+		return
+	}
+	if !strings.Contains(f.Usage, "`") { // --help names the value's kind from it
+		f.Usage += " (`" + kind + "`)"
+	}
+	f.Value = &explained{Value: f.Value, kind: kind}
+}
+
+func (v *explained) Set(s string) error {
+	if err := v.Value.Set(s); err != nil {
+		if msg := err.Error(); strings.HasPrefix(msg, "want ") || strings.Contains(msg, "out of range") {
+			return err // says what is wanted already
+		}
+		return fmt.Errorf("want %s", kindExample(v.kind))
+	}
+	return nil
+}
+
+func (v *explained) Get() any { return v.Value.(flag.Getter).Get() }
+
+// String is called on a zero explained too, by --help.
+func (v *explained) String() string {
+	if v == nil || v.Value == nil {
+		return ""
+	}
+	return v.Value.String()
+}
+
+type explainedBool struct{ explained }
+
+func (v *explainedBool) IsBoolFlag() bool { return true }
+
+// CommandEnvName is EnvName for a command that is not a role (seed,
+// probe, rollout, flag, hospital, graph): its own flags read
+// TERMINATOR_<COMMAND>_<FLAG> (seed -url: TERMINATOR_SEED_URL), so that a
+// role's variable set in the same environment (TERMINATOR_TIMEOUT in a
+// front's container) never changes what a tool does there; the flags it
+// shares with the roles (-etcd-*, -bus-*) read the roles' variables.
+func CommandEnvName(command string) func(flag string) string {
+	prefix := "TERMINATOR_" + strings.ToUpper(strings.ReplaceAll(command, "-", "_")) + "_"
+	return func(flag string) string {
+		if strings.HasPrefix(flag, "bus-") || strings.HasPrefix(flag, "etcd-") {
+			return EnvName(flag)
+		}
+		return prefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	}
+}
+
 // EnvName is the environment variable that gives flag its value when the
 // command line does not: BUS_* and ETCD_* for the bus and etcd flags,
 // SERVICE_VERSION for -version, TERMINATOR_<FLAG> for the rest (-max-waiting
@@ -254,13 +349,20 @@ func EnvName(flag string) string {
 // Parse sets each flag of fs from its environment variable, then parses
 // args (which win). A value that does not parse, from either, is an error
 // that names it; nothing bad is silently ignored.
-func Parse(fs *flag.FlagSet, args []string) error {
+func Parse(fs *flag.FlagSet, args []string) error { return ParseEnv(fs, args, EnvName) }
+
+// ParseEnv is Parse with the variables envName names (CommandEnvName for
+// the commands that are not roles). Numbers and durations that do not
+// parse say what is wanted: TERMINATOR_TIMEOUT="3": want a duration such
+// as 3s.
+func ParseEnv(fs *flag.FlagSet, args []string, envName func(string) string) error {
 	var errs []error
+	fs.VisitAll(explain)
 	fs.VisitAll(func(f *flag.Flag) {
-		env := EnvName(f.Name)
+		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q (flag -%s): %w", env, v, f.Name, err))
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w (flag -%s)", env, v, err, f.Name))
 			}
 		}
 	})

@@ -148,7 +148,8 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 		// "asked, not done yet" (202); a shorter wait ends with a show.
 		fs.DurationVar(&c.wait, "wait", 35*time.Second, "how long to wait for the group's reader to carry it out")
 	}
-	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + EnvName(f.Name) + ")" })
+	env := CommandEnvName("hospital")
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + env(f.Name) + ")" })
 	fs.Usage = func() {
 		id := " ID"
 		if op == "list" {
@@ -158,7 +159,7 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 		fs.PrintDefaults()
 	}
 	flags, pos := rollout.SplitArgs(fs, args)
-	if err := Parse(fs, flags); err != nil {
+	if err := ParseEnv(fs, flags, env); err != nil {
 		// fs printed its own errors, with the usage; the environment's
 		// are Parse's.
 		if strings.HasPrefix(err.Error(), "environment ") {
@@ -176,7 +177,7 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 // join connects to etcd, lists the registry and joins the bus as a node
 // that serves nothing, fed the instances by a watcher as the front is.
 func (c *hospitalCmd) join(ctx context.Context) error {
-	cli, err := c.etcd.Client()
+	cli, err := c.etcd.Dial(ctx) // within -etcd-dial-timeout, or an error naming the endpoints
 	if err != nil {
 		return err
 	}

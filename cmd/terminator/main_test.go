@@ -394,3 +394,29 @@ func TestBinaryCommandsHelpAndEnvironment(t *testing.T) {
 		t.Fatalf("probe of nothing: exit %d, want 1:\n%s", exitCode(err), out)
 	}
 }
+
+// `make run` binds where the README says: the public front and the admin
+// listener on loopback.
+func TestMakeRunBindsLoopback(t *testing.T) {
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, recipe, ok := strings.Cut(string(b), "\nrun: build\n")
+	recipe, _, _ = strings.Cut(recipe, "\n")
+	if !ok || !strings.Contains(recipe, "terminator all") {
+		t.Fatalf("no `run` recipe running terminator all in the Makefile: %q", recipe)
+	}
+	for _, want := range []string{" -listen 127.0.0.1:8080", " -admin 127.0.0.1:8081"} {
+		if !strings.Contains(recipe, want) {
+			t.Errorf("make run: %q, want %q", recipe, want)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "terminator on `127.0.0.1:8080`") {
+		t.Error("the README no longer says where make run listens")
+	}
+}

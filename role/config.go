@@ -286,7 +286,11 @@ func explain(f *flag.Flag) {
 		return
 	}
 	if !strings.Contains(f.Usage, "`") { // --help names the value's kind from it
-		f.Usage += " (`" + kind + "`)"
+		text, env, ok := strings.Cut(f.Usage, " (env ")
+		f.Usage = text + " (`" + kind + "`)"
+		if ok {
+			f.Usage += " (env " + env
+		}
 	}
 	f.Value = &explained{Value: f.Value, kind: kind}
 }

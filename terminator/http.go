@@ -278,23 +278,29 @@ func (s *Server) reply(ctx *fasthttp.RequestCtx, id []byte, status int, msg stri
 
 // appendJSONString appends s and then b as one JSON string.
 func appendJSONString(dst []byte, s string, b []byte) []byte {
-	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
-	esc := func(c byte) {
-		switch {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c < 0x20 || c == 0x7f || c == '<' || c == '>' || c == '&':
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			dst = append(dst, c)
-		}
-	}
-	for i := 0; i < len(s); i++ {
-		esc(s[i])
-	}
-	for _, c := range b {
-		esc(c)
-	}
+	dst = appendJSONBody(dst, s)
+	dst = appendJSONBody(dst, b)
 	return append(dst, '"')
+}
+
+// appendJSONBody appends s escaped for a JSON string: runs of plain bytes
+// at once, the others escaped (also <, > and &, as encoding/json does).
+func appendJSONBody[T string | []byte](dst []byte, s T) []byte {
+	const hex = "0123456789abcdef"
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f && c != '<' && c != '>' && c != '&' {
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		if c == '"' || c == '\\' {
+			dst = append(dst, '\\', c)
+		} else {
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	return append(dst, s[start:]...)
 }

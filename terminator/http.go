@@ -63,7 +63,11 @@ func (r *Router) allowed(dst, path []byte) (allow []byte, cors bool) {
 	if len(path) == 0 || path[0] != '/' {
 		return dst, false
 	}
-	var get, head, options bool
+	headRouted := false
+	if h := t.roots["HEAD"]; h != nil {
+		headRouted = h.match(path[1:]) != nil
+	}
+	var options bool
 	for _, m := range t.methods {
 		e := t.roots[m].match(path[1:])
 		if e == nil {
@@ -76,15 +80,12 @@ func (r *Router) allowed(dst, path []byte) (allow []byte, cors bool) {
 		dst = append(dst, m...)
 		switch m {
 		case "GET":
-			get = true
-		case "HEAD":
-			head = true
+			if !headRouted { // served from GET, listed beside it
+				dst = append(dst, ", HEAD"...)
+			}
 		case "OPTIONS":
 			options = true
 		}
-	}
-	if get && !head {
-		dst = append(dst, ", HEAD"...)
 	}
 	if cors && !options {
 		dst = append(dst, ", OPTIONS"...)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -251,73 +252,40 @@ func kindExample(kind string) string {
 	return "a " + kind
 }
 
-// explained is a flag's value whose parse errors say what is wanted
-// (flag's own say "parse error"). Flags with a range (ranged) already do.
-type explained struct {
-	flag.Value
-	kind string
-}
-
-// explain wraps f's value, when it is a number or a duration, in explained.
-func explain(f *flag.Flag) {
+// kindOf is what f's value is, for an error saying what is wanted: a
+// number or a duration ("" for the others, whose own errors say it).
+func kindOf(f *flag.Flag) string {
 	g, ok := f.Value.(flag.Getter)
 	if !ok {
-		return
-	}
-	switch f.Value.(type) {
-	case *ranged, *explained:
-		return
-	}
-	kind := ""
-	switch g.Get().(type) {
-	case time.Duration:
-		kind = "duration"
-	case int, int64, uint, uint64:
-		kind = "int"
-	case float64:
-		kind = "float"
-	case bool:
-		kind = "bool" // kept a bool flag below: -flag alone means true
-	default:
-		return
-	}
-	if kind == "bool" {
-		f.Value = &explainedBool{explained{Value: f.Value, kind: kind}}
-		return
-	}
-	if !strings.Contains(f.Usage, "`") { // --help names the value's kind from it
-		text, env, ok := strings.Cut(f.Usage, " (env ")
-		f.Usage = text + " (`" + kind + "`)"
-		if ok {
-			f.Usage += " (env " + env
-		}
-	}
-	f.Value = &explained{Value: f.Value, kind: kind}
-}
-
-func (v *explained) Set(s string) error {
-	if err := v.Value.Set(s); err != nil {
-		if msg := err.Error(); strings.HasPrefix(msg, "want ") || strings.Contains(msg, "out of range") {
-			return err // says what is wanted already
-		}
-		return fmt.Errorf("want %s", kindExample(v.kind))
-	}
-	return nil
-}
-
-func (v *explained) Get() any { return v.Value.(flag.Getter).Get() }
-
-// String is called on a zero explained too, by --help.
-func (v *explained) String() string {
-	if v == nil || v.Value == nil {
 		return ""
 	}
-	return v.Value.String()
+	switch g.Get().(type) {
+	case time.Duration:
+		return "duration"
+	case int, int64, uint, uint64:
+		return "int"
+	case float64:
+		return "float"
+	case bool:
+		return "bool"
+	}
+	return ""
 }
 
-type explainedBool struct{ explained }
+// explain turns a value's parse error into what is wanted (the flag
+// package says "parse error"); errors that say it already stay.
+func explain(f *flag.Flag, err error) error {
+	msg := err.Error()
+	kind := kindOf(f)
+	if kind == "" || strings.HasPrefix(msg, "want ") || strings.Contains(msg, "out of range") {
+		return err
+	}
+	return fmt.Errorf("want %s", kindExample(kind))
+}
 
-func (v *explainedBool) IsBoolFlag() bool { return true }
+// badFlagValue matches the flag package's error for a value that does not
+// parse, naming the flag.
+var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-(\S+): parse error$`)
 
 // CommandEnvName is EnvName for a command that is not a role (seed,
 // probe, rollout, flag, hospital, graph): its own flags read
@@ -361,19 +329,24 @@ func Parse(fs *flag.FlagSet, args []string) error { return ParseEnv(fs, args, En
 // as 3s.
 func ParseEnv(fs *flag.FlagSet, args []string, envName func(string) string) error {
 	var errs []error
-	fs.VisitAll(explain)
 	fs.VisitAll(func(f *flag.Flag) {
 		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q: %w (flag -%s)", env, v, err, f.Name))
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w (flag -%s)", env, v, explain(f, err), f.Name))
 			}
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return fs.Parse(args)
+	err := fs.Parse(args)
+	if m := badFlagValue.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+		if f := fs.Lookup(m[2]); f != nil {
+			return fmt.Errorf("invalid value %q for flag -%s: %w", m[1], m[2], explain(f, errors.New("parse error")))
+		}
+	}
+	return err
 }
 
 // BuildVersion is the version the binary was built as (its module version,

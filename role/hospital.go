@@ -155,15 +155,19 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 		if op == "list" {
 			id = ""
 		}
-		fmt.Fprintf(c.stderr, "usage: terminator hospital %s%s [flags]\n", op, id)
+		fmt.Fprintf(fs.Output(), "usage: terminator hospital %s%s [flags]\n", op, id)
 		fs.PrintDefaults()
 	}
 	flags, pos := rollout.SplitArgs(fs, args)
-	if err := ParseEnv(fs, flags, env); err != nil {
-		// fs printed its own errors, with the usage; the environment's
-		// are Parse's.
-		if strings.HasPrefix(err.Error(), "environment ") {
+	fs.SetOutput(io.Discard) // ParseEnv's errors say what a value should be; flag's do not
+	err := ParseEnv(fs, flags, env)
+	fs.SetOutput(c.stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(c.stderr, err)
+		}
+		if !strings.HasPrefix(err.Error(), "environment ") {
+			fs.Usage()
 		}
 		return nil, err
 	}

@@ -133,7 +133,7 @@ func (c CLI) command(name, args string) *command {
 	cmd.etcd.RegisterFlags(cmd.fs)
 	cmd.fs.Lookup("etcd-endpoints").Usage = "comma-separated etcd client URLs"
 	cmd.fs.Usage = func() {
-		fmt.Fprintf(c.Stderr, "usage: terminator %s %s [flags]\n", name, args)
+		fmt.Fprintf(cmd.fs.Output(), "usage: terminator %s %s [flags]\n", name, args)
 		cmd.fs.PrintDefaults()
 	}
 	return cmd
@@ -147,18 +147,22 @@ func (cmd *command) parse(args []string, min, max int) ([]string, error) {
 	if cmd.cli.EnvName != nil { // every flag the command registered by now
 		cmd.fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + cmd.cli.EnvName(f.Name) + ")" })
 	}
-	// The environment first: the command line parsed next wins.
-	if err := cmd.cli.Parse(cmd.fs, nil); err != nil {
-		fmt.Fprintln(cmd.cli.Stderr, err)
-		return nil, errUsage
-	}
+	// The environment, then the command line, which wins; the errors are
+	// cli.Parse's (which says what a value should be), not the flag
+	// package's.
 	flags, pos := SplitArgs(cmd.fs, args)
-	if err := cmd.fs.Parse(flags); err != nil {
+	cmd.fs.SetOutput(io.Discard)
+	err := cmd.cli.Parse(cmd.fs, flags)
+	cmd.fs.SetOutput(cmd.cli.Stderr)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, err // the usage is printed: exit 0
+			cmd.fs.Usage()
+			return nil, err // exit 0
 		}
 		fmt.Fprintln(cmd.cli.Stderr, err)
-		cmd.fs.Usage()
+		if !strings.HasPrefix(err.Error(), "environment ") {
+			cmd.fs.Usage() // a mistake on the command line: what it takes
+		}
 		return nil, errUsage
 	}
 	if len(pos) < min || max >= 0 && len(pos) > max {

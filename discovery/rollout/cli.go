@@ -292,6 +292,14 @@ func (c CLI) ramp(ctx context.Context, args []string) error {
 	if r.Steps, err = parseInts(*steps); err != nil {
 		return fmt.Errorf("-steps %q: %w", *steps, err)
 	}
+	// What needs no etcd is refused before asking it (-every -1s, -min-calls 0).
+	check := r
+	if check.From == "" {
+		check.From = "(found in etcd below)"
+	}
+	if err := check.Check(); err != nil {
+		return err
+	}
 	return cmd.withStore(ctx, 0, func(ctx context.Context, s *Store) error {
 		tctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -401,13 +409,13 @@ func (c CLI) ghost(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if pos[1] != "off" && (*percent < 1 || *percent > 100) {
+		return fmt.Errorf("-percent %d: want 1 to 100", *percent)
+	}
 	return cmd.update(ctx, pos[0], func(p *Policy) (*Policy, error) {
 		if pos[1] == "off" {
 			p.Ghost = nil
 			return p, nil
-		}
-		if *percent < 1 || *percent > 100 {
-			return nil, fmt.Errorf("-percent %d: want 1 to 100", *percent)
 		}
 		p.Ghost = &policy.Ghost{Version: pos[1], Percent: *percent, Headers: splitList(*headers), Ignore: splitList(*ignore)}
 		return p, nil
@@ -456,6 +464,9 @@ func (c CLI) show(ctx context.Context, args []string) error {
 	pos, err := cmd.parse(args, 0, 1)
 	if err != nil {
 		return err
+	}
+	if *window < time.Second || *window > 10*time.Minute {
+		return fmt.Errorf("-window %v: want 1s to 10m0s (the numbers are published every second)", *window)
 	}
 	service := ""
 	if len(pos) == 1 {

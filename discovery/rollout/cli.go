@@ -465,8 +465,8 @@ func (c CLI) show(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *window < time.Second || *window > 10*time.Minute {
-		return fmt.Errorf("-window %v: want 1s to 10m0s (the numbers are published every second)", *window)
+	if *window < 0 || *window > 10*time.Minute {
+		return fmt.Errorf("-window %v: want 0s (the numbers as last published) to 10m0s", *window)
 	}
 	service := ""
 	if len(pos) == 1 {

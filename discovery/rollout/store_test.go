@@ -74,7 +74,7 @@ func TestCLIRefusesBadInput(t *testing.T) {
 		{[]string{"rollout", "frobnicate"}, 2, "usage: terminator rollout <command>"},
 		{[]string{"flag", "set", "x", "maybe"}, 1, "want on, off or a percentage"},
 		{[]string{"rollout", "show", "-window", "soon"}, 2, `invalid value "soon" for flag -window: want a duration such as 3s`},
-		{[]string{"rollout", "show", "-window", "-5s"}, 1, "-window -5s: want 1s to 10m0s"},
+		{[]string{"rollout", "show", "-window", "-5s"}, 1, "-window -5s: want 0s (the numbers as last published) to 10m0s"},
 		{[]string{"rollout", "ramp", "echo", "v2", "-every", "-1s"}, 1, "want a positive duration"},
 		{[]string{"rollout", "ramp", "echo", "v2", "-min-calls", "-5"}, 1, "want min calls >= 1"},
 		{[]string{"rollout", "ghost", "echo", "v2", "-percent", "-3"}, 1, "-percent -3: want 1 to 100"},

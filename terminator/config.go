@@ -104,11 +104,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.LatencySample, "latency-sample", c.LatencySample, "share of requests whose latency goes to statsd, 0 to 1")
 	fs.Var((*notBool)(&c.HideServerTiming), "server-timing", "send Server-Timing (service and version that answered; handler, bus and front times) with every reply (default true)")
 	fs.Func("cors-origins", "CORS: comma-separated origins whose pages may call the public routes (https://app.example), * for any; empty: no CORS (a route's own policy overrides it)",
-		func(s string) error { c.CORS.Origins = splitList(s); return nil })
+		func(s string) error {
+			c.CORS.Origins = splitList(s)
+			return checkCORS(&nanobus.CORS{Origins: c.CORS.Origins})
+		})
 	fs.Func("cors-methods", "CORS: comma-separated methods a preflight allows (empty: the methods the path serves)",
-		func(s string) error { c.CORS.Methods = splitList(s); return nil })
+		func(s string) error {
+			c.CORS.Methods = splitList(s)
+			return checkCORS(&nanobus.CORS{Methods: c.CORS.Methods})
+		})
 	fs.Func("cors-headers", "CORS: comma-separated request headers a preflight allows beyond the safelisted ones (e.g. Content-Type,Authorization)",
-		func(s string) error { c.CORS.Headers = splitList(s); return nil })
+		func(s string) error {
+			c.CORS.Headers = splitList(s)
+			return checkCORS(&nanobus.CORS{Headers: c.CORS.Headers})
+		})
 	if c.CORS.MaxAge <= 0 {
 		c.CORS.MaxAge = 10 * time.Minute
 	}

@@ -2,6 +2,9 @@ package terminator
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +105,46 @@ type corsPolicy struct {
 	headers     []byte
 	maxAge      []byte
 	credentials bool
+}
+
+// checkCORS refuses a policy browsers would misread or that gives away
+// more than it seems: an origin that is not "*" or scheme://host[:port],
+// a method that is not an upper-case token, a header that is not a token,
+// and credentials for any origin ("*" with credentials would let every
+// site call as its visitors).
+func checkCORS(c *nanobus.CORS) error {
+	for _, o := range c.Origins {
+		if o == "*" {
+			if c.Credentials {
+				return errors.New("CORS: credentials for any origin (*): list the origins that may call with credentials")
+			}
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.TrimSuffix(u.Path, "/") != "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("CORS origin %q: want * or scheme://host[:port], e.g. https://app.example", o)
+		}
+	}
+	for _, m := range c.Methods {
+		if m == "" || strings.TrimFunc(m, func(r rune) bool { return r >= 'A' && r <= 'Z' }) != "" {
+			return fmt.Errorf("CORS method %q: want an upper-case method, e.g. GET", m)
+		}
+	}
+	for _, h := range c.Headers {
+		if h == "" || strings.IndexFunc(h, func(r rune) bool { return !tokenChar(r) }) >= 0 {
+			return fmt.Errorf("CORS header %q: want a header name, e.g. Content-Type", h)
+		}
+	}
+	if c.MaxAge < 0 {
+		return fmt.Errorf("CORS max age %v: want 0 or more", c.MaxAge)
+	}
+	return nil
+}
+
+// tokenChar reports a character of an HTTP token (RFC 9110 5.6.2).
+func tokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
 }
 
 // newCORS compiles c; nil when c allows no origin.

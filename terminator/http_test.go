@@ -200,3 +200,37 @@ func TestCORS(t *testing.T) {
 		}
 	}
 }
+
+// A CORS policy browsers would misread, or one that lets every site call
+// with its visitors' credentials, is refused with a clear error; a route's
+// is ignored (logged), and the front's applies.
+func TestCORSRefused(t *testing.T) {
+	for _, tt := range []struct {
+		cors nanobus.CORS
+		want string
+	}{
+		{nanobus.CORS{Origins: []string{"*"}, Credentials: true}, "credentials for any origin"},
+		{nanobus.CORS{Origins: []string{"app.example"}}, `CORS origin "app.example": want * or scheme://host[:port]`},
+		{nanobus.CORS{Origins: []string{"https://app.example/path"}}, "want * or scheme://host[:port]"},
+		{nanobus.CORS{Origins: []string{"https://app.example"}, Methods: []string{"get"}}, `CORS method "get": want an upper-case method`},
+		{nanobus.CORS{Origins: []string{"https://app.example"}, Headers: []string{"X Token"}}, `CORS header "X Token": want a header name`},
+	} {
+		_, err := terminator.New(terminator.Config{CORS: tt.cors}, nil, quiet)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("New with CORS %+v: %v, want an error saying %q", tt.cors, err, tt.want)
+		}
+	}
+
+	svc := echoService(t, "echo", nil)
+	routes := echoRoutes("echo")
+	routes[0].CORS = &nanobus.CORS{Origins: []string{"*"}, Credentials: true} // GET /echo
+	srv, _ := front(t, terminator.Config{CORS: nanobus.CORS{Origins: []string{"https://app.example"}}}, routes, svc)
+	resp, _ := do(t, "GET", "http://"+srv.Addr()+"/echo", "", map[string]string{"Origin": "https://evil.example"})
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Fatalf("a refused route policy let https://evil.example in: %q", got)
+	}
+	resp, _ = do(t, "GET", "http://"+srv.Addr()+"/echo", "", map[string]string{"Origin": "https://app.example"})
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example" {
+		t.Fatalf("the front's policy does not apply in place of a refused route policy: %q", got)
+	}
+}

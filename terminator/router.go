@@ -92,7 +92,11 @@ func (r *Router) Set(routes []Route, defaultTimeout time.Duration) {
 		}
 		e := &entry{Route: rt, key: []byte(rt.Name), timeout: rt.Timeout, tags: []string{"route:" + rt.Name}, cors: r.cors}
 		if rt.CORS != nil {
-			e.cors = newCORS(rt.CORS) // the route's own, even when it allows no origin
+			if err := checkCORS(rt.CORS); err != nil {
+				r.log.Warn("route's CORS policy refused; the front's applies", "route", rt.Name, "service", rt.Service, "err", err)
+			} else {
+				e.cors = newCORS(rt.CORS) // the route's own, even when it allows no origin
+			}
 		}
 		if e.timeout <= 0 {
 			e.timeout = defaultTimeout

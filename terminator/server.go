@@ -91,6 +91,9 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 	if !cfg.FixedLimit {
 		s.limiter = limit.New(initialLimit, minLimit, cfg.MaxWaiting)
 	}
+	if err := checkCORS(&cfg.CORS); err != nil {
+		return nil, err
+	}
 	s.router.cors = newCORS(&cfg.CORS)
 	m, err := newMetrics(s)
 	if err != nil {

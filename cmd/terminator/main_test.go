@@ -374,6 +374,7 @@ func TestBinaryCommandsHelpAndEnvironment(t *testing.T) {
 		{"TERMINATOR_CORS_MAX_AGE=-1s", []string{"front", "-etcd-endpoints", dead}, "want 1s to 24h0m0s"},
 		{"X=1", []string{"front", "-max-body", "0", "-etcd-endpoints", dead}, "-max-body"},
 		{"X=1", []string{"probe", "not a url"}, "want an http:// or https:// URL"},
+		{"TERMINATOR_CORS_ORIGINS=app.example", []string{"front", "-etcd-endpoints", dead}, `CORS origin "app.example": want * or scheme://host[:port]`},
 	} {
 		t.Run(tt.env+" "+strings.Join(tt.args, " "), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

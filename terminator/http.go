@@ -253,6 +253,9 @@ func (s *Server) preflight(ctx *fasthttp.RequestCtx, x *exchange, allow []byte) 
 // acceptsJSON reports whether an Accept header names JSON:
 // application/json, application/problem+json or any other +json type.
 func acceptsJSON(accept []byte) bool {
+	if !bytes.Contains(accept, strJSON) { // most clients: */*, text/html, ...
+		return false
+	}
 	for len(accept) > 0 {
 		var item []byte
 		item, accept, _ = bytes.Cut(accept, comma)
@@ -274,6 +277,7 @@ var (
 	semicolon = []byte(";")
 	mtJSON    = []byte("application/json")
 	plusJSON  = []byte("+json")
+	strJSON   = []byte("json")
 	qZero     = []byte("q=0")
 )
 

@@ -8,9 +8,10 @@ PKGS ?= ./...
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o bin/terminator ./cmd/terminator
 
-## run: everything in one process (embedded etcd, terminator on :8080, services), data under ./data
+## run: everything in one process (embedded etcd, terminator on 127.0.0.1:8080, admin on
+## 127.0.0.1:8081, services), data under ./data
 run: build
-	./bin/terminator all -data data -seed 300
+	./bin/terminator all -listen 127.0.0.1:8080 -admin 127.0.0.1:8081 -data data -seed 300
 
 ## graph: regenerate docs/cascade.dot and docs/cascade.svg, the cascade graph of
 ## the sample app's domain events, from a run of it on free loopback ports

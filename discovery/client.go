@@ -73,7 +73,7 @@ func (b *boundedDuration) String() string {
 func (b *boundedDuration) Set(s string) error {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("want a duration such as 5s (%v to %v)", b.min, b.max)
 	}
 	if d < b.min || d > b.max {
 		return fmt.Errorf("out of range: want %v to %v", b.min, b.max)
@@ -258,6 +258,30 @@ func (c ClientConfig) Connect(ctx context.Context, opt ConnectOptions) (*clientv
 		case <-time.After(retry.NextBackOff()):
 		}
 	}
+}
+
+// Dial is Connect for a command run by hand: it logs nothing, and gives
+// up after DialTimeout with an error that names the endpoints and the
+// cause ("etcd http://127.0.0.1:2379: context deadline exceeded (last
+// error: ... connection refused)").
+func (c ClientConfig) Dial(ctx context.Context) (*clientv3.Client, error) {
+	d := c.DialTimeout
+	if d <= 0 {
+		d = 5 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return c.Connect(dctx, ConnectOptions{Logger: slog.New(slog.DiscardHandler)})
+}
+
+// NameEndpoints adds the endpoints to an error of a call to etcd that
+// timed out or found no member, which clientv3 reports without them.
+func (c ClientConfig) NameEndpoints(err error) error {
+	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Unavailable")) ||
+		strings.Contains(err.Error(), "etcd ") {
+		return err
+	}
+	return fmt.Errorf("etcd %s: %w", strings.Join(c.Endpoints, ","), err)
 }
 
 // attempt makes a client and reads the registry's range with it (a count:

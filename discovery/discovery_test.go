@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -625,5 +626,29 @@ func TestRegistrationCarriesHedging(t *testing.T) {
 	p, err := reg.Peer()
 	if err != nil || len(p.Routes) != 1 || !p.Routes[0].Hedge || p.Routes[0].HedgeAfter != 15*time.Millisecond {
 		t.Fatalf("peer %+v, %v", p, err)
+	}
+}
+
+// A public route's CORS policy reaches the fronts through the
+// registration, as its other declarations do.
+func TestRegistrationCarriesCORS(t *testing.T) {
+	n := nanobustest.NewNode(t, nanobus.Config{Service: "web"})
+	get := func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) { return nanobus.Reply{}, nil }
+	want := nanobus.CORS{Origins: []string{"https://app.example"}, Methods: []string{"GET"}, Headers: []string{"X-Token"},
+		MaxAge: time.Minute, Credentials: true}
+	if err := n.Handle("GET /profiles/{id}", get, nanobus.WithCORS(want)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(RegistrationOf(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg Registration
+	if err := json.Unmarshal(b, &reg); err != nil {
+		t.Fatal(err)
+	}
+	p, err := reg.Peer()
+	if err != nil || len(p.Routes) != 1 || p.Routes[0].CORS == nil || !reflect.DeepEqual(*p.Routes[0].CORS, want) {
+		t.Fatalf("peer routes %+v, %v; registration %s", p.Routes, err, b)
 	}
 }

@@ -51,6 +51,8 @@ type Route struct {
 	Hedge        bool  `json:"hedge,omitempty"`
 	HedgeAfterUS int64 `json:"hedge_after_us,omitempty"`
 	Stream       bool  `json:"stream,omitempty"` // answers with a stream of chunks
+	// CORS is a public route's cross-origin policy, when it declares one.
+	CORS *nanobus.CORS `json:"cors,omitempty"`
 }
 
 // RegistrationOf describes n as it registers: its service, incarnation,
@@ -61,7 +63,7 @@ func RegistrationOf(n *nanobus.Node) Registration {
 		Protocol: p.Protocol}
 	for _, r := range p.Routes {
 		reg.Routes = append(reg.Routes, Route{Route: r.Name, TimeoutMS: r.Timeout.Milliseconds(), Idempotent: r.Idempotent, GhostSafe: r.GhostSafe,
-			Hedge: r.Hedge, HedgeAfterUS: r.HedgeAfter.Microseconds(), Stream: r.Stream})
+			Hedge: r.Hedge, HedgeAfterUS: r.HedgeAfter.Microseconds(), Stream: r.Stream, CORS: r.CORS})
 	}
 	return reg
 }
@@ -92,6 +94,7 @@ func (r Route) parse() (nanobus.Route, error) {
 	nr.GhostSafe = r.GhostSafe
 	nr.Hedge, nr.HedgeAfter = r.Hedge, time.Duration(r.HedgeAfterUS)*time.Microsecond
 	nr.Stream = r.Stream
+	nr.CORS = r.CORS
 	return nr, nil
 }
 

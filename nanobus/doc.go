@@ -26,7 +26,8 @@
 // internal. Its options say what callers may do with it: Timeout,
 // Idempotent (retried once elsewhere when its peer is lost; public GET and
 // HEAD are, unless NotIdempotent), GhostSafe, Hedge (a slow call gets a
-// copy sent to another instance; the first answer wins). discovery
+// copy sent to another instance; the first answer wins), WithCORS (the
+// cross-origin policy the front answers browsers with for a public route). discovery
 // publishes the routes with the node, so every caller knows them.
 //
 // A call whose context is cancelled (the HTTP client went away, a hedge

@@ -37,7 +37,24 @@ type Route struct {
 	// Stream says the route answers with a stream of chunks
 	// (HandleStream): call it with Node.Stream.
 	Stream bool `json:"stream,omitempty"`
+	// CORS, on a public route, is the cross-origin policy browsers are
+	// told for it; it replaces the front's own (-cors-*). nil: the front's.
+	CORS *CORS `json:"cors,omitempty"`
 }
+
+// CORS is a public route's cross-origin policy: the origins whose pages
+// may call it ("*" for any), and what the front answers their preflights
+// with. Methods empty: the methods the route's path serves.
+type CORS struct {
+	Origins     []string      `json:"origins"`
+	Methods     []string      `json:"methods,omitempty"`
+	Headers     []string      `json:"headers,omitempty"`     // request headers allowed beyond the CORS-safelisted
+	MaxAge      time.Duration `json:"max_age_ns,omitempty"`  // how long a browser may cache a preflight's answer
+	Credentials bool          `json:"credentials,omitempty"` // cookies and auth allowed (never with "*": the origin is echoed)
+}
+
+// WithCORS declares the route's cross-origin policy (see Route.CORS).
+func WithCORS(c CORS) RouteOption { return func(r *Route) { r.CORS = &c } }
 
 // Public reports whether the route is served to HTTP clients.
 func (r Route) Public() bool { return r.Method != "" }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -161,6 +162,7 @@ var flagRanges = map[string]valueRange{
 	"statsd-interval": durations(100*time.Millisecond, time.Hour),
 	"access-log-rate": ints(1, 1_000_000),
 	"slow-request":    durations(time.Millisecond, 5*time.Minute),
+	"cors-max-age":    durations(time.Second, 24*time.Hour),
 	"latency-sample": {kind: "float", text: "above 0, at most 1", ok: func(v any) bool {
 		f, ok := v.(float64)
 		return ok && f > 0 && f <= 1
@@ -197,7 +199,7 @@ type ranged struct {
 func (v *ranged) Set(s string) error {
 	prev := v.Value.String()
 	if err := v.Value.Set(s); err != nil {
-		return err
+		return fmt.Errorf("want %s (%s)", kindExample(v.r.kind), v.r.text)
 	}
 	if !v.r.ok(v.Get()) {
 		_ = v.Value.Set(prev)
@@ -249,6 +251,72 @@ func (c *Config) setDefaults(role string) {
 	}
 }
 
+// kindExample says what a value of kind looks like, for errors.
+func kindExample(kind string) string {
+	switch kind {
+	case "duration":
+		return "a duration such as 3s, 250ms or 1m30s"
+	case "int":
+		return "a whole number such as 10"
+	case "float":
+		return "a number such as 0.5"
+	case "bool":
+		return "true or false"
+	}
+	return "a " + kind
+}
+
+// kindOf is what f's value is, for an error saying what is wanted: a
+// number or a duration ("" for the others, whose own errors say it).
+func kindOf(f *flag.Flag) string {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return "duration"
+	case int, int64, uint, uint64:
+		return "int"
+	case float64:
+		return "float"
+	case bool:
+		return "bool"
+	}
+	return ""
+}
+
+// explain turns a value's parse error into what is wanted (the flag
+// package says "parse error"); errors that say it already stay.
+func explain(f *flag.Flag, err error) error {
+	msg := err.Error()
+	kind := kindOf(f)
+	if kind == "" || strings.HasPrefix(msg, "want ") || strings.Contains(msg, "out of range") {
+		return err
+	}
+	return fmt.Errorf("want %s", kindExample(kind))
+}
+
+// badFlagValue matches the flag package's error for a value that does not
+// parse, naming the flag.
+var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-(\S+): parse error$`)
+
+// CommandEnvName is EnvName for a command that is not a role (seed,
+// probe, rollout, flag, hospital, graph): its own flags read
+// TERMINATOR_<COMMAND>_<FLAG> (seed -url: TERMINATOR_SEED_URL), so that a
+// role's variable set in the same environment (TERMINATOR_TIMEOUT in a
+// front's container) never changes what a tool does there; the flags it
+// shares with the roles (-etcd-*, -bus-*) read the roles' variables.
+func CommandEnvName(command string) func(flag string) string {
+	prefix := "TERMINATOR_" + strings.ToUpper(strings.ReplaceAll(command, "-", "_")) + "_"
+	return func(flag string) string {
+		if strings.HasPrefix(flag, "bus-") || strings.HasPrefix(flag, "etcd-") {
+			return EnvName(flag)
+		}
+		return prefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	}
+}
+
 // EnvName is the environment variable that gives flag its value when the
 // command line does not: BUS_* and ETCD_* for the bus and etcd flags,
 // SERVICE_VERSION for -version, TERMINATOR_<FLAG> for the rest (-max-waiting
@@ -267,20 +335,32 @@ func EnvName(flag string) string {
 // Parse sets each flag of fs from its environment variable, then parses
 // args (which win). A value that does not parse, from either, is an error
 // that names it; nothing bad is silently ignored.
-func Parse(fs *flag.FlagSet, args []string) error {
+func Parse(fs *flag.FlagSet, args []string) error { return ParseEnv(fs, args, EnvName) }
+
+// ParseEnv is Parse with the variables envName names (CommandEnvName for
+// the commands that are not roles). Numbers and durations that do not
+// parse say what is wanted: TERMINATOR_TIMEOUT="3": want a duration such
+// as 3s.
+func ParseEnv(fs *flag.FlagSet, args []string, envName func(string) string) error {
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		env := EnvName(f.Name)
+		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q (flag -%s): %w", env, v, f.Name, err))
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w (flag -%s)", env, v, explain(f, err), f.Name))
 			}
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return fs.Parse(args)
+	err := fs.Parse(args)
+	if m := badFlagValue.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+		if f := fs.Lookup(m[2]); f != nil {
+			return fmt.Errorf("invalid value %q for flag -%s: %w", m[1], m[2], explain(f, errors.New("parse error")))
+		}
+	}
+	return err
 }
 
 // BuildVersion is the version the binary was built as (its module version,

@@ -78,19 +78,21 @@ func TestParseTakesTheEnvironment(t *testing.T) {
 }
 
 func TestParseRefusesBadEnvironment(t *testing.T) {
-	for _, tt := range []struct{ role, env, value string }{
-		{"front", "TERMINATOR_MAX_WAITING", "lots"},
-		{"front", "TERMINATOR_TIMEOUT", "3"},
-		{"profiles", "BUS_MAX_CONNS", "-"},
-		{"profiles", "TERMINATOR_GRACE", "soon"},
-		{"all", "TERMINATOR_SEED", "1e3"},
+	for _, tt := range []struct{ role, env, value, want string }{
+		{"front", "TERMINATOR_MAX_WAITING", "lots", `TERMINATOR_MAX_WAITING="lots": want a whole number such as 10 (1 to 1048576)`},
+		{"front", "TERMINATOR_TIMEOUT", "3", `TERMINATOR_TIMEOUT="3": want a duration such as 3s`},
+		{"profiles", "BUS_MAX_CONNS", "-", "want a whole number"},
+		{"profiles", "TERMINATOR_GRACE", "soon", "want a duration"},
+		{"all", "TERMINATOR_SEED", "1e3", "want a whole number"},
+		{"front", "ETCD_DIAL_TIMEOUT", "5", "want a duration such as 5s (10ms to 5m0s)"},
+		{"front", "TERMINATOR_CORS_MAX_AGE", "0s", "out of range: want 1s to 24h0m0s"},
 	} {
 		t.Run(tt.env, func(t *testing.T) {
 			t.Setenv(tt.env, tt.value)
 			fs, _, _ := flags(tt.role)
 			err := Parse(fs, nil)
-			if err == nil || !strings.Contains(err.Error(), tt.env) || !strings.Contains(err.Error(), tt.value) {
-				t.Errorf("%s=%q: Parse = %v, want an error naming the variable and its value", tt.env, tt.value, err)
+			if err == nil || !strings.Contains(err.Error(), tt.env) || !strings.Contains(err.Error(), tt.value) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s=%q: Parse = %v, want an error naming the variable and its value, saying %q", tt.env, tt.value, err, tt.want)
 			}
 		})
 	}

@@ -249,3 +249,31 @@ func selfSigned(t *testing.T, dir string) (cert, key string) {
 	}
 	return cert, key
 }
+
+// An etcd nobody listens on: the start says so at once and again every
+// few seconds, naming the endpoint, and /readyz says what it waits for
+// (not just "starting") until it is stopped.
+func TestStartWarnsWhileEtcdUnreachable(t *testing.T) {
+	dead := "http://" + freeAddr(t)
+	cfg := testConfig(t, []string{dead})
+	cfg.Admin.Listen = freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs, done := startLogged(t, ctx, "echo", cfg)
+	waitFor(t, logs, "two warnings naming the endpoint", func() bool {
+		return strings.Count(logs.String(), "level=WARN msg=\"etcd unreachable; retrying\" endpoints="+dead) >= 2
+	})
+	status, body, err := getQuiet(cfg.Admin.Listen, "/readyz")
+	if status != 503 || !strings.Contains(body, "waiting for etcd ("+dead+"): ") || !strings.Contains(body, "connection refused") {
+		t.Fatalf("/readyz: %d %q %v, want 503 saying it waits for etcd (%s) and why", status, body, err, dead)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), dead) {
+			t.Errorf("Start after cancel = %v, want an error naming %s", err, dead)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Start did not return within 30s of its context's end; logs:\n%s", logs)
+	}
+}

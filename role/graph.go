@@ -45,7 +45,8 @@ func Graph(args []string, stdout, stderr io.Writer) int {
 	fs.Lookup("etcd-endpoints").Usage = "comma-separated etcd client URLs; the default is the embedded etcd of terminator all"
 	fs.StringVar(&c.SVG, "svg", "", "also write the graph as SVG to this `file`, drawn by Graphviz's dot (Debian package graphviz)")
 	fs.StringVar(&c.Tested, "tested", "", "JSON `file` of the edges tests exercised, [{\"from\":..,\"to\":..}]: the others are drawn red")
-	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + EnvName(f.Name) + ")" })
+	env := CommandEnvName("graph")
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + env(f.Name) + ")" })
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: terminator graph [flags]\n\n"+
 			"Draws the cascade graph of the registered services' domain events (routes -> topics ->\n"+
@@ -55,7 +56,7 @@ func Graph(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	fs.SetOutput(io.Discard) // the error alone, not every flag after it
-	if err := Parse(fs, args); err != nil {
+	if err := ParseEnv(fs, args, env); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
 			fs.Usage()

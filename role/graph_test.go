@@ -91,7 +91,7 @@ func TestGraphCommand(t *testing.T) {
 		},
 		{
 			name: "tested edges, flags from the environment",
-			env:  map[string]string{"ETCD_ENDPOINTS": eps, "TERMINATOR_TESTED": tested},
+			env:  map[string]string{"ETCD_ENDPOINTS": eps, "TERMINATOR_GRAPH_TESTED": tested},
 			stdout: []string{
 				`"route:visits:visits.record" -> "topic:profile.visited";`,
 				`"topic:profile.visited" -> "group:notifications:notifications" [color=red, fontcolor=red, tooltip="no test exercised it"];`,
@@ -179,7 +179,7 @@ func TestGraphHelp(t *testing.T) {
 	if code != 0 {
 		t.Errorf("-h: exit %d", code)
 	}
-	for _, want := range []string{"usage: terminator graph", "-svg", "(env TERMINATOR_SVG)", "-tested", "(env TERMINATOR_TESTED)", "(env ETCD_ENDPOINTS)", "graphviz"} {
+	for _, want := range []string{"usage: terminator graph", "-svg", "(env TERMINATOR_GRAPH_SVG)", "-tested", "(env TERMINATOR_GRAPH_TESTED)", "(env ETCD_ENDPOINTS)", "graphviz"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("-h has no %q:\n%s", want, stderr)
 		}

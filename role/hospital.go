@@ -148,21 +148,26 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 		// "asked, not done yet" (202); a shorter wait ends with a show.
 		fs.DurationVar(&c.wait, "wait", 35*time.Second, "how long to wait for the group's reader to carry it out")
 	}
-	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + EnvName(f.Name) + ")" })
+	env := CommandEnvName("hospital")
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + env(f.Name) + ")" })
 	fs.Usage = func() {
 		id := " ID"
 		if op == "list" {
 			id = ""
 		}
-		fmt.Fprintf(c.stderr, "usage: terminator hospital %s%s [flags]\n", op, id)
+		fmt.Fprintf(fs.Output(), "usage: terminator hospital %s%s [flags]\n", op, id)
 		fs.PrintDefaults()
 	}
 	flags, pos := rollout.SplitArgs(fs, args)
-	if err := Parse(fs, flags); err != nil {
-		// fs printed its own errors, with the usage; the environment's
-		// are Parse's.
-		if strings.HasPrefix(err.Error(), "environment ") {
+	fs.SetOutput(io.Discard) // ParseEnv's errors say what a value should be; flag's do not
+	err := ParseEnv(fs, flags, env)
+	fs.SetOutput(c.stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(c.stderr, err)
+		}
+		if !strings.HasPrefix(err.Error(), "environment ") {
+			fs.Usage()
 		}
 		return nil, err
 	}
@@ -176,7 +181,7 @@ func (c *hospitalCmd) parse(op string, args []string) ([]string, error) {
 // join connects to etcd, lists the registry and joins the bus as a node
 // that serves nothing, fed the instances by a watcher as the front is.
 func (c *hospitalCmd) join(ctx context.Context) error {
-	cli, err := c.etcd.Client()
+	cli, err := c.etcd.Dial(ctx) // within -etcd-dial-timeout, or an error naming the endpoints
 	if err != nil {
 		return err
 	}

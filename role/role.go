@@ -91,7 +91,7 @@ func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Pro
 			return errors.New("loading sample data")
 		case !p.started.Load():
 			if err := p.etcdErr.Load(); err != nil {
-				return fmt.Errorf("starting: waiting for etcd: %w", *err)
+				return fmt.Errorf("waiting for etcd (%s): %w", strings.Join(p.etcdEndpoints(role), ","), *err)
 			}
 			return errors.New("starting")
 		}
@@ -177,9 +177,20 @@ func (p *Process) FrontAddr() string {
 // Ready reports whether every part of the process is ready, and why not.
 func (p *Process) Ready(ctx context.Context) error { return p.admin.Ready(ctx) }
 
+// etcdWarnEvery is how often a start waiting for etcd says so again.
+const etcdWarnEvery = 3 * time.Second
+
+// etcdEndpoints names the etcd the process waits for, for readiness.
+func (p *Process) etcdEndpoints(role string) []string {
+	if len(p.cfg.Etcd.Endpoints) == 0 && role == "all" {
+		return []string{p.cfg.Embed.ClientURL + " embedded"}
+	}
+	return p.cfg.Etcd.Endpoints
+}
+
 // etcd returns a client of the configured cluster, or of an embedded etcd
 // that "all" starts when none is configured, once it answers. Until then
-// readiness says why not, and the log does at once (and every 10s after);
+// readiness says why not, and the log does at once (and every few seconds after);
 // credentials or rights etcd refuses fail the start.
 func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, error) {
 	c := p.cfg.Etcd
@@ -198,7 +209,7 @@ func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, erro
 		c.Endpoints = e.Endpoints()
 		p.log.Info("embedded etcd ready", "endpoints", c.Endpoints)
 	}
-	cli, err := c.Connect(ctx, discovery.ConnectOptions{Logger: p.log, Report: func(err error) {
+	cli, err := c.Connect(ctx, discovery.ConnectOptions{Logger: p.log, LogEvery: etcdWarnEvery, Report: func(err error) {
 		if err == nil {
 			p.etcdErr.Store(nil)
 		} else {

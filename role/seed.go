@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -40,7 +42,37 @@ var (
 // Seed loads n sample profiles, with visits and flirts among them, through
 // the front at base ("http://127.0.0.1:8080"). The sample is the same every
 // time.
-func Seed(ctx context.Context, base string, n int) error {
+func Seed(ctx context.Context, base string, n int) error { return seed(ctx, base, n, true) }
+
+// ErrSeeded is SeedNew's refusal: sample profiles exist already.
+var ErrSeeded = errors.New("sample profiles exist already")
+
+// SeedNew is Seed for a store that may hold data already: unless
+// overwrite, it writes nothing when any of the n sample profiles
+// (1 to n) exists, and says which.
+func SeedNew(ctx context.Context, base string, n int, overwrite bool) error {
+	return seed(ctx, base, n, overwrite)
+}
+
+func seed(ctx context.Context, base string, n int, overwrite bool) error {
+	if !overwrite {
+		var exist []string
+		for i := 1; i <= n; i++ {
+			switch status, body := send(ctx, "GET", base+"/profiles/"+strconv.Itoa(i), ""); status {
+			case 200:
+				exist = append(exist, strconv.Itoa(i))
+			case 404:
+			default:
+				return fmt.Errorf("GET /profiles/%d: %d %s", i, status, body)
+			}
+		}
+		if len(exist) > 0 {
+			if len(exist) > 5 {
+				exist = append(exist[:5], "...")
+			}
+			return fmt.Errorf("%w: %d of profiles 1 to %d (%s); -overwrite writes the sample over them", ErrSeeded, len(exist), n, strings.Join(exist, ", "))
+		}
+	}
 	r := rand.New(rand.NewPCG(1, 2)) // the same sample every time
 	put := func(method, path, body string, ok ...int) (int, error) {
 		var status int

@@ -157,3 +157,26 @@ func TestAccessLogSampledOutAllocs(t *testing.T) {
 		t.Errorf("%d sampled out, want 1000 or more", s.accessLog.sampledOut.Load())
 	}
 }
+
+// The front's own refusals allocate nothing: 404 and 405, as text and as
+// problem+json. (BenchmarkRefusal times them.)
+func TestRefusalAllocs(t *testing.T) {
+	s := refusalFront(t)
+	for _, tt := range []struct {
+		method, path, accept string
+		want                 int
+	}{
+		{"GET", "/nowhere/at/all", "*/*", 404},
+		{"GET", "/nowhere/at/all", "application/json", 404},
+		{"DELETE", "/echo", "*/*", 405},
+		{"PUT", "/items/42", "application/problem+json", 405},
+	} {
+		request := refusalDriver(t, s, tt.method, tt.path, tt.accept, tt.want)
+		for range 10 {
+			request()
+		}
+		if n := testing.AllocsPerRun(1000, request); n != 0 {
+			t.Errorf("%s %s (Accept %s): %d refused with %v allocations, want 0", tt.method, tt.path, tt.accept, tt.want, n)
+		}
+	}
+}

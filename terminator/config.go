@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/terminator-gw/terminator/nanobus"
 )
 
 // Config configures a Server. Every field has a flag and an environment
@@ -49,6 +51,9 @@ type Config struct {
 	// SlowRequest is the time over which a request is logged at WARN,
 	// whatever the rate. Default 1s.
 	SlowRequest time.Duration
+	// CORS is the cross-origin policy of every public route that declares
+	// none of its own (nanobus.WithCORS); no Origins: none.
+	CORS nanobus.CORS
 }
 
 func (c *Config) setDefaults() {
@@ -110,6 +115,26 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.AccessLogRate, "access-log-rate", c.AccessLogRate, "access log lines a second for requests that went well (and 499s, overload 503s); more are counted, not written; 5xx (ERROR) and slow requests (WARN) are always written")
 	fs.DurationVar(&c.SlowRequest, "slow-request", c.SlowRequest, "a request slower than this is logged at WARN, whatever -access-log-rate")
 	fs.Var((*notBool)(&c.HideServerTiming), "server-timing", "send Server-Timing (service and version that answered; handler, bus and front times) with every reply (default true)")
+	fs.Func("cors-origins", "CORS: comma-separated origins whose pages may call the public routes (https://app.example), * for any; empty: no CORS (a route's own policy overrides it)",
+		func(s string) error {
+			c.CORS.Origins = splitList(s)
+			return checkCORS(&nanobus.CORS{Origins: c.CORS.Origins})
+		})
+	fs.Func("cors-methods", "CORS: comma-separated methods a preflight allows (empty: the methods the path serves)",
+		func(s string) error {
+			c.CORS.Methods = splitList(s)
+			return checkCORS(&nanobus.CORS{Methods: c.CORS.Methods})
+		})
+	fs.Func("cors-headers", "CORS: comma-separated request headers a preflight allows beyond the safelisted ones (e.g. Content-Type,Authorization)",
+		func(s string) error {
+			c.CORS.Headers = splitList(s)
+			return checkCORS(&nanobus.CORS{Headers: c.CORS.Headers})
+		})
+	if c.CORS.MaxAge <= 0 {
+		c.CORS.MaxAge = 10 * time.Minute
+	}
+	fs.DurationVar(&c.CORS.MaxAge, "cors-max-age", c.CORS.MaxAge, "CORS: how long a browser may keep a preflight's answer (Access-Control-Max-Age, whole seconds)")
+	fs.BoolVar(&c.CORS.Credentials, "cors-credentials", c.CORS.Credentials, "CORS: let pages send cookies and credentials (Access-Control-Allow-Credentials; the origin is echoed, never *)")
 	c.TrustedProxies, _ = ParsePrefixes("127.0.0.1/32,::1/128")
 	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (default 127.0.0.1/32,::1/128)",
 		func(s string) error {
@@ -142,6 +167,17 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // notBool is a boolean flag that sets the opposite of its value: the

@@ -30,6 +30,13 @@
 // rest at most Config.AccessLogRate a second, the others counted, at no
 // allocation (accesslog.go).
 //
+// HTTP is spoken as clients expect (http.go): HEAD is served by a GET route
+// (its answer without the body); a routed path asked with another method
+// gets 405 with Allow; a CORS policy (Config.CORS, or a route's own,
+// nanobus.WithCORS) answers preflights at the front and marks the actual
+// answers; the front's own errors are application/problem+json (RFC 9457)
+// for a client that accepts JSON, plain text otherwise, allocating nothing.
+//
 // Status, StatusPage and Ready are for the process's admin listener;
 // metrics go to a DogStatsD agent, counted with atomics on the hot path and
 // flushed as deltas by a goroutine.

@@ -450,9 +450,12 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	case how == pathBad:
 		s.counts.badPath.Add(1)
 		status, msg = fasthttp.StatusBadRequest, "bad path"
-	case how == pathNotRoutable || s.router.lookup(ctx.Method(), x.path) == nil:
-		s.counts.noRoute.Add(1)
-		status, msg = fasthttp.StatusNotFound, "no route for "+string(ctx.Method())+" "+string(ctx.URI().PathOriginal())
+	case how == pathNotRoutable || s.noEntry(ctx, x):
+		// 404, 405, or OPTIONS answered at the front, as the handler would.
+		x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
+		ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
+		s.noRoute(ctx, x, how)
+		return ctx.Response.StatusCode()
 	case s.limiter.InFlight() >= s.limiter.Limit():
 		s.counts.overloaded.Add(1)
 		status, msg = fasthttp.StatusServiceUnavailable, "overloaded"
@@ -467,12 +470,8 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	return status
 }
 
-// reply answers with a plain-text error: the request ID on every one,
-// Retry-After on every 503 (each is a refusal the client may retry).
-func (s *Server) reply(ctx *fasthttp.RequestCtx, id []byte, status int, msg string) {
-	ctx.Error(msg, status) // resets the response: headers go after it
-	ctx.Response.Header.SetBytesV("X-Request-Id", id)
-	if status == fasthttp.StatusServiceUnavailable {
-		ctx.Response.Header.SetBytesV("Retry-After", s.retryAfter)
-	}
+// noEntry reports whether no route takes the request.
+func (s *Server) noEntry(ctx *fasthttp.RequestCtx, x *exchange) bool {
+	e, _ := s.router.route(ctx.Method(), x.path)
+	return e == nil
 }

@@ -328,6 +328,7 @@ func TestStrictHTTP(t *testing.T) {
 		}{
 			{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n", 413},
 			{"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n", 404},
+			{"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n", 405},
 		} {
 			resp, _ := roundTrip(t, addr, tc.raw)
 			if resp.StatusCode != tc.want || resp.Header.Get("X-Request-Id") == "" {

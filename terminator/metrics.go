@@ -137,6 +137,7 @@ func (m *metrics) flush() {
 		"http.header_too_large": hc.headerTooLarge.Load(), "http.body_too_large": hc.bodyTooLarge.Load(),
 		"http.malformed": hc.malformed.Load(), "http.read_timeouts": hc.timeouts.Load(),
 		"http.body_budget": hc.bodyBudget.Load(), "http.conns_refused": hc.connsRefused.Load(), "http.bad_path": hc.badPath.Load(),
+		"http.method_not_allowed": hc.badMethod.Load(), "http.preflights": hc.preflights.Load(),
 		"bus.calls": bus.Calls, "bus.busy": bus.Busy, "bus.no_peer": bus.NoPeer, "bus.expired": bus.Timeouts,
 		"bus.peer_lost": bus.PeerLost, "bus.refused": bus.Refused, "bus.retries": bus.Retries,
 		"bus.dropped_late": bus.LateReplies, "bus.dropped_stale": bus.StaleReplies,

@@ -27,6 +27,8 @@ type exchange struct {
 	madeCookies [][2]string      // keys made up for this client: cookie name, value
 	timing      []byte           // the front's Server-Timing value
 	path        []byte           // the path as routed and sent: each segment decoded
+	allow       []byte           // an Allow header's value, for a path routed for other methods
+	detail      []byte           // what an error body says of the request
 	body        []byte           // the request body, read from fasthttp's stream
 	reserved    int              // bytes of the body budget this request holds
 	bodyDone    bool             // the body was read whole (or there was none)
@@ -106,12 +108,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var e *entry
+	head := false
 	if how == pathOK {
-		e = s.router.lookup(ctx.Method(), x.path)
+		e, head = s.router.route(ctx.Method(), x.path)
 	}
 	if e == nil {
-		s.counts.noRoute.Add(1)
-		s.reply(ctx, x.reqID, fasthttp.StatusNotFound, "no route for "+string(ctx.Method())+" "+string(ctx.URI().PathOriginal()))
+		s.noRoute(ctx, x, how)
 		return
 	}
 	x.route = e
@@ -139,6 +141,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	gone := false
 	defer func() { s.release(start, gone) }()
 	s.fill(x, ctx, e)
+	if head {
+		x.req.Method = strGET // the GET route's answer; fasthttp leaves out its body
+	}
 	s.decide(x, ctx)
 	if !s.cfg.HideServerTiming {
 		x.req.Flags |= wire.FlagTiming
@@ -177,6 +182,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.Response.SetBody(resp.Body)
 		resp.Release()
 	}
+	if e.cors != nil {
+		cors(ctx, e.cors)
+	}
 	if !s.cfg.HideServerTiming { // after the service's own entry
 		x.timing = serverTiming(x.timing[:0], returned.Sub(called), returned.Sub(start))
 		ctx.Response.Header.AddBytesV("Server-Timing", x.timing)
@@ -184,6 +192,31 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	e.stats.count(status)
 	countVariants(x, status)
 	s.metrics.latency(e, time.Since(start))
+}
+
+// noRoute answers a request no route takes: 404 when no route has its
+// path; else an OPTIONS request is answered at the front (204 with Allow,
+// and a CORS preflight's answer) where a CORS policy applies, and any
+// other method gets 405 with Allow.
+func (s *Server) noRoute(ctx *fasthttp.RequestCtx, x *exchange, how int) {
+	if how == pathOK {
+		var cors bool
+		x.allow, cors = s.router.allowed(x.allow[:0], x.path)
+		if len(x.allow) > 0 {
+			if cors && bytes.Equal(ctx.Method(), strOPTIONS) {
+				s.counts.preflights.Add(1)
+				s.preflight(ctx, x, x.allow)
+				return
+			}
+			s.counts.badMethod.Add(1)
+			s.replyOf(ctx, x.reqID, fasthttp.StatusMethodNotAllowed, "method not allowed: ", ctx.Method())
+			ctx.Response.Header.SetBytesKV(hdrAllow, x.allow)
+			return
+		}
+	}
+	s.counts.noRoute.Add(1)
+	x.detail = append(append(append(x.detail[:0], ctx.Method()...), ' '), ctx.URI().PathOriginal()...)
+	s.replyOf(ctx, x.reqID, fasthttp.StatusNotFound, "no route for ", x.detail)
 }
 
 // release gives back the admission slot of a request admitted at start.

@@ -2,6 +2,7 @@ package terminator
 
 import (
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,11 +33,18 @@ func PublicRoutes(p nanobus.Peer) []Route {
 // Router maps method and path to a route. Lookups take no lock and
 // allocate nothing; Set swaps in a whole new table.
 type Router struct {
-	table atomic.Pointer[map[string]*segment] // method -> tree of path segments
+	table atomic.Pointer[table]
 	log   *slog.Logger
+	cors  *corsPolicy // the front's, for routes that declare none
 
 	mu    sync.Mutex
 	stats map[string]*routeStats // route key -> its counters, kept across Sets
+}
+
+// table is a routing table: a tree of path segments per method.
+type table struct {
+	roots   map[string]*segment
+	methods []string // sorted: the order of Allow
 }
 
 // entry is a route ready to serve: what the hot path needs, precomputed.
@@ -45,7 +53,8 @@ type entry struct {
 	key     []byte // Route.Name, sent as the wire route
 	timeout time.Duration
 	stats   *routeStats
-	tags    []string // statsd tags, built once
+	tags    []string    // statsd tags, built once
+	cors    *corsPolicy // the route's own, or the front's; nil: none
 }
 
 func (e *entry) latencyTags() []string { return e.tags }
@@ -61,7 +70,7 @@ type segment struct {
 // NewRouter returns an empty router.
 func NewRouter(log *slog.Logger) *Router {
 	r := &Router{log: log, stats: map[string]*routeStats{}}
-	r.table.Store(&map[string]*segment{})
+	r.table.Store(&table{roots: map[string]*segment{}})
 	return r
 }
 
@@ -70,17 +79,25 @@ func NewRouter(log *slog.Logger) *Router {
 func (r *Router) Set(routes []Route, defaultTimeout time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	table := map[string]*segment{}
+	t := &table{roots: map[string]*segment{}}
 	for _, rt := range routes {
-		root := table[rt.Method]
-		if root == nil {
-			root = &segment{}
-			table[rt.Method] = root
-		}
 		if !rt.Public() {
 			continue
 		}
-		e := &entry{Route: rt, key: []byte(rt.Name), timeout: rt.Timeout, tags: []string{"route:" + rt.Name}}
+		root := t.roots[rt.Method]
+		if root == nil {
+			root = &segment{}
+			t.roots[rt.Method] = root
+			t.methods = append(t.methods, rt.Method)
+		}
+		e := &entry{Route: rt, key: []byte(rt.Name), timeout: rt.Timeout, tags: []string{"route:" + rt.Name}, cors: r.cors}
+		if rt.CORS != nil {
+			if err := checkCORS(rt.CORS); err != nil {
+				r.log.Warn("route's CORS policy refused; the front's applies", "route", rt.Name, "service", rt.Service, "err", err)
+			} else {
+				e.cors = newCORS(rt.CORS) // the route's own, even when it allows no origin
+			}
+		}
 		if e.timeout <= 0 {
 			e.timeout = defaultTimeout
 		}
@@ -93,7 +110,8 @@ func (r *Router) Set(routes []Route, defaultTimeout time.Duration) {
 				"kept", prev.Service, "ignored", rt.Service)
 		}
 	}
-	r.table.Store(&table)
+	slices.Sort(t.methods)
+	r.table.Store(t)
 }
 
 // Routes lists the current routes.
@@ -122,7 +140,7 @@ func (r *Router) entries() []*entry {
 			walk(c)
 		}
 	}
-	for _, root := range *r.table.Load() {
+	for _, root := range r.table.Load().roots {
 		walk(root)
 	}
 	return out
@@ -167,7 +185,7 @@ func (s *segment) insert(segs []string, e *entry) *entry {
 // lookup finds the route for method and path. Static segments win over
 // {name}, which wins over {name...}.
 func (r *Router) lookup(method, path []byte) *entry {
-	root := (*r.table.Load())[string(method)]
+	root := r.table.Load().roots[string(method)]
 	if root == nil || len(path) == 0 || path[0] != '/' {
 		return nil
 	}

@@ -55,6 +55,8 @@ type httpCounts struct {
 	bodyBudget                                                             atomic.Uint64 // bodies refused for the memory budget
 	connsRefused                                                           atomic.Uint64 // connections over -max-conns
 	badPath                                                                atomic.Uint64 // encoded slashes, dot or empty segments
+	badMethod                                                              atomic.Uint64 // 405: a routed path, another method
+	preflights                                                             atomic.Uint64 // OPTIONS answered at the front (CORS preflights)
 }
 
 // The front's adaptive limit on requests waiting for replies starts at
@@ -91,6 +93,10 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 	if !cfg.FixedLimit {
 		s.limiter = limit.New(initialLimit, minLimit, cfg.MaxWaiting)
 	}
+	if err := checkCORS(&cfg.CORS); err != nil {
+		return nil, err
+	}
+	s.router.cors = newCORS(&cfg.CORS)
 	m, err := newMetrics(s)
 	if err != nil {
 		return nil, err

@@ -188,7 +188,7 @@ func TestStatusTable(t *testing.T) {
 	}{
 		{"routed", "GET", "/echo", "", nil, 200},
 		{"no route", "GET", "/nowhere", "", nil, 404},
-		{"wrong method", "DELETE", "/echo", "", nil, 404},
+		{"wrong method", "DELETE", "/echo", "", nil, 405},
 		{"no live instance", "GET", "/ghost", "", nil, 503},
 		{"deadline", "GET", "/slow", "", nil, 504},
 		{"body over the limit", "POST", "/echo", strings.Repeat("x", 2048), nil, 413},

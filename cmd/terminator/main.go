@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -38,10 +39,13 @@ func usage() {
 	fmt.Fprint(w, "  flag\tshow and set feature flags (terminator flag -h)\n")
 	fmt.Fprint(w, "  hospital\tlist, show, replay and discard the events handlers keep failing on (terminator hospital -h)\n")
 	fmt.Fprint(w, "  graph\tthe cascade graph of the services' domain events, as DOT (and SVG) (terminator graph -h)\n")
-	fmt.Fprint(w, "  probe\tGET a URL and exit 0 if it answers 200 (health checks in images without curl)\n")
+	fmt.Fprint(w, "  probe\tGET a URL and exit 0 if it answers 200 (health checks in images without curl) (terminator probe -h)\n")
 	fmt.Fprint(w, "\nEvery role needs -etcd-endpoints but all, which embeds etcd; rollout, flag and\n")
 	fmt.Fprint(w, "hospital default to the embedded etcd of all.\n")
-	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\".\n")
+	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\":\n")
+	fmt.Fprint(w, "TERMINATOR_<FLAG> for the roles' (-max-waiting: TERMINATOR_MAX_WAITING), TERMINATOR_<COMMAND>_<FLAG>\n")
+	fmt.Fprint(w, "for the other commands' own (seed -url: TERMINATOR_SEED_URL), ETCD_* and BUS_* for the -etcd-*\n")
+	fmt.Fprint(w, "and -bus-* flags everywhere, SERVICE_VERSION for -version.\n")
 	w.Flush()
 }
 
@@ -59,7 +63,9 @@ func main() {
 	case "graph":
 		os.Exit(role.Graph(args, os.Stdout, os.Stderr))
 	case "rollout", "flag":
-		os.Exit(rollout.CLI{Parse: role.Parse, EnvName: role.EnvName}.Run(cmd, args))
+		env := role.CommandEnvName(cmd)
+		parse := func(fs *flag.FlagSet, args []string) error { return role.ParseEnv(fs, args, env) }
+		os.Exit(rollout.CLI{Parse: parse, EnvName: env}.Run(cmd, args))
 	case "hospital":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		code := role.Hospital(ctx, args, os.Stdout, os.Stderr)
@@ -93,6 +99,7 @@ func main() {
 	slog.SetDefault(log) // what logs through slog.Default() logs alike
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	ignoreHangups(log)
 	p, err := role.Start(ctx, cmd, cfg, log)
 	if err != nil {
 		log.Error("exit", "err", err)
@@ -105,28 +112,102 @@ func main() {
 	p.Stop() // logs each step, and how long it took
 }
 
+// ignoreHangups keeps SIGHUP (a closed terminal, a reload by habit) from
+// killing the process undrained, and says so once per signal: settings
+// are read at start only.
+func ignoreHangups(log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			log.Warn("SIGHUP ignored: flags and environment are read at start only; restart the process to change them " +
+				"(log level, limits, timeouts, CORS); SIGTERM stops it cleanly")
+		}
+	}()
+}
+
+// parseCommand parses the flags of a command that is not a role, from its
+// environment variables (role.CommandEnvName) and then args. It returns
+// -1 to go on, or the exit code: 0 after -h (the usage on stdout), 2 after
+// one line saying what is wrong.
+func parseCommand(fs *flag.FlagSet, cmd, usage string, args []string) int {
+	env := role.CommandEnvName(cmd)
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + env(f.Name) + ")" })
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: terminator %s\n\n", usage)
+		fs.PrintDefaults()
+	}
+	fs.SetOutput(io.Discard) // the error alone, not every flag after it
+	if err := role.ParseEnv(fs, args, env); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "terminator %s: %v\n(terminator %s -h lists the flags and their variables)\n", cmd, err, cmd)
+		return 2
+	}
+	return -1
+}
+
+// bad prints a refused value's one line and returns exit code 2.
+func bad(cmd, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "terminator %s: %s\n", cmd, fmt.Sprintf(format, args...))
+	return 2
+}
+
 // seed is `terminator seed`: sample data through a running front.
 func seed(args []string) int {
-	fs := flag.NewFlagSet("seed", flag.ExitOnError)
+	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
 	target := fs.String("url", "http://127.0.0.1:8080", "the front to load through")
-	n := fs.Int("n", 300, "profiles to create")
-	_ = fs.Parse(args)
-	if err := role.Seed(context.Background(), *target, *n); err != nil {
-		fmt.Fprintln(os.Stderr, "seed:", err)
+	n := fs.Int("n", 300, "profiles to create (1 to 1000000)")
+	overwrite := fs.Bool("overwrite", false, "write the sample over profiles that exist already (without it, seed refuses to touch a store holding any of them)")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	if code := parseCommand(fs, "seed", "seed [flags]", args); code >= 0 {
+		return code
+	}
+	switch {
+	case fs.NArg() > 0:
+		return bad("seed", "unexpected argument %q (the front is -url)", fs.Arg(0))
+	case *n < 1 || *n > 1_000_000:
+		return bad("seed", "-n %d: want 1 to 1000000 profiles", *n)
+	case *timeout <= 0:
+		return bad("seed", "-timeout %v: want a positive duration such as 5m", *timeout)
+	}
+	if u, err := url.Parse(*target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("seed", "-url %q: want the front's base URL, e.g. http://127.0.0.1:8080", *target)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if err := role.SeedNew(ctx, strings.TrimSuffix(*target, "/"), *n, *overwrite); err != nil {
+		fmt.Fprintln(os.Stderr, "terminator seed:", err)
 		return 1
 	}
 	fmt.Printf("seeded %d profiles with visits and flirts through %s\n", *n, *target)
 	return 0
 }
 
-// probe is `terminator probe URL`: 0 when URL answers 200 within 2s.
+// probe is `terminator probe URL`: 0 when URL answers 200 within -timeout.
 func probe(args []string) int {
-	if len(args) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: terminator probe URL   (e.g. http://127.0.0.1:8081/readyz)")
-		return 2
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 2*time.Second, "how long the answer may take (10ms to 1m0s)")
+	usage := "probe [flags] URL   (e.g. http://127.0.0.1:8081/readyz)\n\nExits 0 when URL answers 200, 1 otherwise: a health check for images without curl"
+	flags, pos := rollout.SplitArgs(fs, args) // the URL first or last
+	if code := parseCommand(fs, "probe", usage, append(append(flags, "--"), pos...)); code >= 0 {
+		return code
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get(args[0])
+	if fs.NArg() != 1 {
+		return bad("probe", "want one URL, e.g. terminator probe http://127.0.0.1:8081/readyz")
+	}
+	if *timeout < 10*time.Millisecond || *timeout > time.Minute {
+		return bad("probe", "-timeout %v: want 10ms to 1m0s", *timeout)
+	}
+	target := fs.Arg(0)
+	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("probe", "%q: want an http:// or https:// URL", target)
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Get(target)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
 		return 1

@@ -276,3 +276,148 @@ func TestBinaryRefusesOutOfRange(t *testing.T) {
 		}
 	}
 }
+
+// SIGHUP never kills a role: the binary logs once per signal that it
+// ignores it (and why), keeps serving, and still stops cleanly on SIGTERM.
+// `terminator seed` then refuses to write over the profiles the start
+// seeded, unless -overwrite.
+func TestBinaryIgnoresSIGHUPAndSeedKeepsData(t *testing.T) {
+	bin := buildBinary(t)
+	in := start(t, bin, t.TempDir(), "http://"+freeAddr(t), "http://"+freeAddr(t), "-seed", "3")
+	for i := 1; i <= 2; i++ {
+		if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := waitFor(10*time.Second, func() (bool, string) {
+			return strings.Count(in.logs(), "SIGHUP ignored") == i, ""
+		}); !ok {
+			t.Fatalf("SIGHUP %d: no log line saying it is ignored\n%s", i, in.logs())
+		}
+		if code, body, err := get("http://" + in.public + "/echo"); code != 200 {
+			t.Fatalf("after SIGHUP %d: GET /echo: %d %s %v\n%s", i, code, body, err, in.logs())
+		}
+	}
+	if !strings.Contains(in.logs(), "restart the process to change them") {
+		t.Fatalf("the SIGHUP line does not say what a restart is for:\n%s", in.logs())
+	}
+
+	_, before := send(context.Background(), "GET", "http://"+in.public+"/profiles/2", "")
+	out, err := exec.Command(bin, "seed", "-url", "http://"+in.public, "-n", "3").CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "sample profiles exist already: 3 of profiles 1 to 3 (1, 2, 3); -overwrite") {
+		t.Fatalf("seed over seeded profiles: exit %d, want 1 refusing:\n%s", code, out)
+	}
+	if _, after := send(context.Background(), "GET", "http://"+in.public+"/profiles/2", ""); after != before {
+		t.Fatalf("a refused seed changed profile 2:\n%s\n%s", before, after)
+	}
+	out, err = exec.Command(bin, "seed", "-url", "http://"+in.public, "-n", "3", "-overwrite").CombinedOutput()
+	if code := exitCode(err); code != 0 || !strings.Contains(string(out), "seeded 3 profiles") {
+		t.Fatalf("seed -overwrite: exit %d, want 0:\n%s", code, out)
+	}
+	in.stop() // SIGTERM: exit code 0
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// Every command's -h prints its usage, naming each flag's variable, and
+// exits 0; the commands that are not roles name theirs
+// TERMINATOR_<COMMAND>_<FLAG>, and read them.
+func TestBinaryCommandsHelpAndEnvironment(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"probe", "-h"}, []string{"usage: terminator probe", "TERMINATOR_PROBE_TIMEOUT"}},
+		{[]string{"seed", "-h"}, []string{"usage: terminator seed", "TERMINATOR_SEED_URL", "TERMINATOR_SEED_N", "TERMINATOR_SEED_OVERWRITE"}},
+		{[]string{"rollout", "weights", "-h"}, []string{"usage: terminator rollout weights", "TERMINATOR_ROLLOUT_FORCE", "ETCD_ENDPOINTS"}},
+		{[]string{"rollout", "ramp", "-h"}, []string{"TERMINATOR_ROLLOUT_STEPS", "TERMINATOR_ROLLOUT_EVERY"}},
+		{[]string{"flag", "set", "-h"}, []string{"usage: terminator flag set", "TERMINATOR_FLAG_BY"}},
+		{[]string{"hospital", "list", "-h"}, []string{"usage: terminator hospital list", "TERMINATOR_HOSPITAL_JSON", "BUS_LISTEN"}},
+		{[]string{"graph", "-h"}, []string{"usage: terminator graph", "TERMINATOR_GRAPH_SVG", "ETCD_ENDPOINTS"}},
+		{[]string{"front", "-h"}, []string{"TERMINATOR_TIMEOUT", "TERMINATOR_CORS_ORIGINS", "TERMINATOR_CORS_MAX_AGE"}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, err := exec.Command(bin, tt.args...).CombinedOutput()
+			if code := exitCode(err); code != 0 {
+				t.Fatalf("exit %d, want 0:\n%s", code, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("no %q in:\n%s", w, out)
+				}
+			}
+		})
+	}
+	// Values that do not parse or make no sense: exit 2, one line saying
+	// what is wanted, naming the variable they came from.
+	dead := "http://" + freeAddr(t)
+	for _, tt := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"TERMINATOR_TIMEOUT=3", []string{"front", "-etcd-endpoints", dead}, `TERMINATOR_TIMEOUT="3": want a duration such as 3s`},
+		{"TERMINATOR_PROBE_TIMEOUT=3", []string{"probe", "http://" + freeAddr(t)}, `TERMINATOR_PROBE_TIMEOUT="3": want a duration such as 3s`},
+		{"TERMINATOR_PROBE_TIMEOUT=-1s", []string{"probe", "http://" + freeAddr(t)}, "-timeout -1s: want 10ms to 1m0s"},
+		{"TERMINATOR_SEED_N=-5", []string{"seed"}, "-n -5: want 1 to 1000000"},
+		{"TERMINATOR_SEED_N=lots", []string{"seed"}, `TERMINATOR_SEED_N="lots": want a whole number`},
+		{"TERMINATOR_ROLLOUT_EVERY=soon", []string{"rollout", "ramp", "echo", "v2", "-etcd-endpoints", dead}, `TERMINATOR_ROLLOUT_EVERY="soon": want a duration`},
+		{"TERMINATOR_HOSPITAL_WAIT=1", []string{"hospital", "replay", "x", "-etcd-endpoints", dead}, `TERMINATOR_HOSPITAL_WAIT="1": want a duration`},
+		{"TERMINATOR_CORS_MAX_AGE=-1s", []string{"front", "-etcd-endpoints", dead}, "want 1s to 24h0m0s"},
+		{"X=1", []string{"front", "-max-body", "0", "-etcd-endpoints", dead}, "-max-body"},
+		{"X=1", []string{"probe", "not a url"}, "want an http:// or https:// URL"},
+		{"TERMINATOR_CORS_ORIGINS=app.example", []string{"front", "-etcd-endpoints", dead}, `CORS origin "app.example": want * or scheme://host[:port]`},
+	} {
+		t.Run(tt.env+" "+strings.Join(tt.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tt.args...)
+			cmd.Env = append(os.Environ(), tt.env)
+			out, err := cmd.CombinedOutput()
+			if code := exitCode(err); code != 2 || !strings.Contains(string(out), tt.want) || strings.Count(string(out), "\n") > 3 {
+				t.Fatalf("exit %d, want 2 with a short message saying %q:\n%s", code, tt.want, out)
+			}
+		})
+	}
+	// The variable is read: a probe of a port nobody listens on fails
+	// within the timeout it gives.
+	cmd := exec.Command(bin, "probe", "http://"+freeAddr(t)+"/readyz")
+	cmd.Env = append(os.Environ(), "TERMINATOR_PROBE_TIMEOUT=500ms")
+	if out, err := cmd.CombinedOutput(); exitCode(err) != 1 {
+		t.Fatalf("probe of nothing: exit %d, want 1:\n%s", exitCode(err), out)
+	}
+}
+
+// `make run` binds where the README says: the public front and the admin
+// listener on loopback.
+func TestMakeRunBindsLoopback(t *testing.T) {
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, recipe, ok := strings.Cut(string(b), "\nrun: build\n")
+	recipe, _, _ = strings.Cut(recipe, "\n")
+	if !ok || !strings.Contains(recipe, "terminator all") {
+		t.Fatalf("no `run` recipe running terminator all in the Makefile: %q", recipe)
+	}
+	for _, want := range []string{" -listen 127.0.0.1:8080", " -admin 127.0.0.1:8081"} {
+		if !strings.Contains(recipe, want) {
+			t.Errorf("make run: %q, want %q", recipe, want)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "terminator on `127.0.0.1:8080`") {
+		t.Error("the README no longer says where make run listens")
+	}
+}

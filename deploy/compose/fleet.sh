@@ -33,10 +33,14 @@ want_registrations=11
 
 die() { echo "fleet.sh: $*" >&2; exit 1; }
 
+# The compose plugin when there is one, else docker-compose (1.29 in
+# Debian): said on stderr, so that what runs the fleet is never a guess.
 if docker compose version >/dev/null 2>&1; then
   compose_cmd=(docker compose)
+  compose_is="docker compose (plugin $(docker compose version --short 2>/dev/null || echo '?'))"
 elif command -v docker-compose >/dev/null 2>&1; then
   compose_cmd=(docker-compose)
+  compose_is="docker-compose $(docker-compose version --short 2>/dev/null || echo '?') (no compose plugin found)"
 else
   die "neither 'docker compose' nor docker-compose is installed (apt-get install docker-compose)"
 fi
@@ -165,6 +169,9 @@ down() {
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
+case $cmd in
+images | up | down | compose) echo "fleet.sh: using $compose_is" >&2 ;;
+esac
 case $cmd in
 images) build_images; echo "$TERMINATOR_IMAGE"; echo "${ETCD_IMAGE:-(public images)}" ;;
 up) token; up ;;

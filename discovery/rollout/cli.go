@@ -40,8 +40,8 @@ type CLI struct {
 var errUsage = errors.New("usage")
 
 // Run runs `terminator rollout ...` (cmd "rollout") or `terminator flag
-// ...` (cmd "flag") with args, and returns the exit code: 0, 1 on failure,
-// 2 on bad usage.
+// ...` (cmd "flag") with args, and returns the exit code: 0 (also after
+// -h), 1 on failure, 2 on bad usage.
 func (c CLI) Run(cmd string, args []string) int {
 	if c.Parse == nil {
 		c.Parse = func(fs *flag.FlagSet, args []string) error { return fs.Parse(args) }
@@ -78,14 +78,17 @@ func (c CLI) Run(cmd string, args []string) int {
 		err = c.flagShow(ctx, args)
 	case "flag clear":
 		err = c.flagClear(ctx, args)
+	case cmd + " -h", cmd + " -help", cmd + " --help":
+		c.usage(cmd)
+		return 0
 	default:
 		c.usage(cmd)
 		return 2
 	}
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
 		return 2
 	}
 	fmt.Fprintf(c.Stderr, "terminator %s %s: %v\n", cmd, sub, err)
@@ -102,7 +105,7 @@ func (c CLI) usage(cmd string) {
 	} else {
 		fmt.Fprint(w, "usage: terminator rollout <command> [flags]\n\n")
 		fmt.Fprint(w, "  show [SERVICE]\tpolicies, and per version the instances, rps, error rate, p99; the ghost report\n")
-		fmt.Fprint(w, "  weights SERVICE VERSION=PERCENT ...\teach version's share of new calls (versions not named get none)\n")
+		fmt.Fprint(w, "  weights SERVICE VERSION=PERCENT ... [-force]\teach version's share of new calls (versions not named get none); refused for a version with no instance running unless -force\n")
 		fmt.Fprint(w, "  ramp SERVICE VERSION [-steps 1,5,25,50,100] [-every 30s]\tmove the calls to VERSION step by step, rolling back on a breach\n")
 		fmt.Fprint(w, "  ghost SERVICE VERSION [-percent 100] [-headers H,...] [-ignore KEY,...]\tcopy calls to VERSION and compare its replies\n")
 		fmt.Fprint(w, "  ghost SERVICE off\tstop ghosting\n")
@@ -129,33 +132,36 @@ func (c CLI) command(name, args string) *command {
 	cmd.etcd.Endpoints = []string{DefaultEndpoint}
 	cmd.etcd.RegisterFlags(cmd.fs)
 	cmd.fs.Lookup("etcd-endpoints").Usage = "comma-separated etcd client URLs"
-	if c.EnvName != nil {
-		cmd.fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + c.EnvName(f.Name) + ")" })
-	}
 	cmd.fs.Usage = func() {
-		fmt.Fprintf(c.Stderr, "usage: terminator %s %s [flags]\n", name, args)
+		fmt.Fprintf(cmd.fs.Output(), "usage: terminator %s %s [flags]\n", name, args)
 		cmd.fs.PrintDefaults()
 	}
 	return cmd
 }
 
-// parse reads the -etcd-* flags from the environment, then parses args,
+// parse reads the flags from the environment, then parses args,
 // flags and positional arguments in any order (flag stops at the first
 // positional one; operators write the flags last), and wants between min
 // and max positional arguments (max < 0: no limit).
 func (cmd *command) parse(args []string, min, max int) ([]string, error) {
-	env := flag.NewFlagSet("environment", flag.ContinueOnError)
-	env.SetOutput(io.Discard)
-	cmd.etcd.RegisterFlags(env) // the same variables: the command line parsed next wins
-	if err := cmd.cli.Parse(env, nil); err != nil {
-		fmt.Fprintln(cmd.cli.Stderr, err)
-		return nil, errUsage
+	if cmd.cli.EnvName != nil { // every flag the command registered by now
+		cmd.fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + cmd.cli.EnvName(f.Name) + ")" })
 	}
+	// The environment, then the command line, which wins; the errors are
+	// cli.Parse's (which says what a value should be), not the flag
+	// package's.
 	flags, pos := SplitArgs(cmd.fs, args)
-	if err := cmd.fs.Parse(flags); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(cmd.cli.Stderr, err)
+	cmd.fs.SetOutput(io.Discard)
+	err := cmd.cli.Parse(cmd.fs, flags)
+	cmd.fs.SetOutput(cmd.cli.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
 			cmd.fs.Usage()
+			return nil, err // exit 0
+		}
+		fmt.Fprintln(cmd.cli.Stderr, err)
+		if !strings.HasPrefix(err.Error(), "environment ") {
+			cmd.fs.Usage() // a mistake on the command line: what it takes
 		}
 		return nil, errUsage
 	}
@@ -172,7 +178,7 @@ const timeout = 10 * time.Second
 // withStore connects to etcd and runs f with a context that ends after
 // limit (0: when ctx does).
 func (cmd *command) withStore(ctx context.Context, limit time.Duration, f func(context.Context, *Store) error) error {
-	cli, err := cmd.etcd.Client()
+	cli, err := cmd.etcd.Dial(ctx) // within -etcd-dial-timeout, or an error naming the endpoints
 	if err != nil {
 		return err
 	}
@@ -182,11 +188,12 @@ func (cmd *command) withStore(ctx context.Context, limit time.Duration, f func(c
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	return f(ctx, NewStore(cli, ""))
+	return cmd.etcd.NameEndpoints(f(ctx, NewStore(cli, "")))
 }
 
 func (c CLI) weights(ctx context.Context, args []string) error {
 	cmd := c.command("rollout weights", "SERVICE VERSION=PERCENT ...")
+	force := cmd.fs.Bool("force", false, "set the weights even for a service or version with no instance registered in etcd (its share of calls then fails with 503)")
 	pos, err := cmd.parse(args, 2, -1)
 	if err != nil {
 		return err
@@ -205,6 +212,13 @@ func (c CLI) weights(ctx context.Context, args []string) error {
 	if total != 100 {
 		return fmt.Errorf("the percentages add up to %d: want 100", total)
 	}
+	if !*force {
+		if err := cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
+			return runnable(ctx, s, pos[0], weights)
+		}); err != nil {
+			return err
+		}
+	}
 	return cmd.update(ctx, pos[0], func(p *Policy) (*Policy, error) {
 		p.Weights = weights
 		if p.Ramp != nil && p.Ramp.State == RampRunning {
@@ -212,6 +226,37 @@ func (c CLI) weights(ctx context.Context, args []string) error {
 		}
 		return p, nil
 	})
+}
+
+// runnable refuses weights that would send calls where nothing answers
+// them: to a service with no instance registered in etcd, or to a version
+// of it with none (an instance registers once it serves). The error says
+// what runs instead.
+func runnable(ctx context.Context, s *Store, service string, weights map[string]int) error {
+	inst, err := s.Instances(ctx, "")
+	if err != nil {
+		return err
+	}
+	running := inst[service]
+	if len(running) == 0 {
+		known := strings.Join(sortedKeys(inst), ", ")
+		if known == "" {
+			known = "none"
+		}
+		return fmt.Errorf("no instance of service %q is registered in etcd (services running: %s); -force sets the weights anyway",
+			service, known)
+	}
+	for _, v := range sortedKeys(weights) {
+		if weights[v] > 0 && len(running[v]) == 0 {
+			var have []string
+			for _, rv := range sortedKeys(running) {
+				have = append(have, fmt.Sprintf("%s (%d)", rv, len(running[rv])))
+			}
+			return fmt.Errorf("version %s of %s has no instance registered in etcd, so its %d%% of calls would fail (versions running, with instances: %s); "+
+				"start it first, or -force sets the weights anyway", v, service, weights[v], strings.Join(have, ", "))
+		}
+	}
+	return nil
 }
 
 // update changes service's policy and prints what it is now.
@@ -246,6 +291,14 @@ func (c CLI) ramp(ctx context.Context, args []string) error {
 	r.P99Slack = Duration(*slack)
 	if r.Steps, err = parseInts(*steps); err != nil {
 		return fmt.Errorf("-steps %q: %w", *steps, err)
+	}
+	// What needs no etcd is refused before asking it (-every -1s, -min-calls 0).
+	check := r
+	if check.From == "" {
+		check.From = "(found in etcd below)"
+	}
+	if err := check.Check(); err != nil {
+		return err
 	}
 	return cmd.withStore(ctx, 0, func(ctx context.Context, s *Store) error {
 		tctx, cancel := context.WithTimeout(ctx, timeout)
@@ -356,13 +409,13 @@ func (c CLI) ghost(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if pos[1] != "off" && (*percent < 1 || *percent > 100) {
+		return fmt.Errorf("-percent %d: want 1 to 100", *percent)
+	}
 	return cmd.update(ctx, pos[0], func(p *Policy) (*Policy, error) {
 		if pos[1] == "off" {
 			p.Ghost = nil
 			return p, nil
-		}
-		if *percent < 1 || *percent > 100 {
-			return nil, fmt.Errorf("-percent %d: want 1 to 100", *percent)
 		}
 		p.Ghost = &policy.Ghost{Version: pos[1], Percent: *percent, Headers: splitList(*headers), Ignore: splitList(*ignore)}
 		return p, nil
@@ -411,6 +464,9 @@ func (c CLI) show(ctx context.Context, args []string) error {
 	pos, err := cmd.parse(args, 0, 1)
 	if err != nil {
 		return err
+	}
+	if *window < 0 || *window > 10*time.Minute {
+		return fmt.Errorf("-window %v: want 0s (the numbers as last published) to 10m0s", *window)
 	}
 	service := ""
 	if len(pos) == 1 {

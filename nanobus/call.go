@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"go.nanomsg.org/mangos/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -122,6 +123,7 @@ type Pending struct {
 	ghost    *ghostCall
 	cl       *call
 	err      error
+	span     trace.Span // the call's client span; nil without tracing
 }
 
 var pendingPool = sync.Pool{New: func() any { return new(Pending) }}
@@ -151,7 +153,10 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 		return
 	}
 	if hc := handlerContextOf(ctx); hc != nil {
-		hc.inherit(req) // calls made for a request carry its labels, and its ghost mark
+		hc.inherit(req) // calls made for a request carry its labels, its ghost mark and its trace
+	}
+	if n.tracer != nil {
+		p.span = n.startClientSpan(ctx, service, req)
 	}
 	in, svc, err := n.pick(service, nil, req.Labels)
 	if err != nil {
@@ -178,6 +183,9 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	n, in := p.node, p.in
 	if in == nil {
+		if p.span != nil {
+			endClientSpan(p.span, nil, nil, p.err, false)
+		}
 		return nil, p.err // it did not go out: nothing to count
 	}
 	resp, err := (*Response)(nil), p.err
@@ -194,6 +202,7 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 		}
 	}
 	p.in.conn.inflight.Add(-1)
+	retried := false
 	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
 		// A retry goes out while the budget lasts: instances that keep
 		// failing are not sent every call twice.
@@ -201,7 +210,7 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 			n.stats.throttled.Add(1)
 		} else if in2, _, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
 			n.stats.retries.Add(1)
-			in = in2
+			in, retried = in2, true
 			resp, err = n.roundTrip(p.ctx, in.conn, req, p.deadline)
 		}
 	}
@@ -220,6 +229,9 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	}
 	if p.ghost != nil {
 		p.ghost.live(resp, err, took)
+	}
+	if p.span != nil {
+		endClientSpan(p.span, in, resp, err, retried)
 	}
 	return resp, err
 }

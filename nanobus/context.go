@@ -93,6 +93,9 @@ type handlerContext struct {
 	labels   string // the request's labels, for the calls it makes
 	ghost    bool   // the request is a ghost copy: so are the calls it makes
 	req      *Request
+	// values, when set, answers Value for keys other than handlerKey: the
+	// node's context with the request's span (see startServerSpan).
+	values context.Context
 
 	// calls holds the sequence numbers of the calls made with this context
 	// that wait for their answers (under mu). A sequence number, not the
@@ -132,6 +135,9 @@ func (c *handlerContext) Value(key any) any {
 	if key == (handlerKey{}) {
 		return c
 	}
+	if c.values != nil {
+		return c.values.Value(key)
+	}
 	return c.bus.ctx.Value(key)
 }
 
@@ -157,10 +163,15 @@ func RequestOf(ctx context.Context) *Request {
 }
 
 // inherit gives a call made while handling a request what the request
-// carried: its labels (unless the call has its own) and its ghost mark.
+// carried: its labels (unless the call has its own), its ghost mark, and
+// its traceparent (which a node that traces replaces with the call's own
+// span: see startClientSpan).
 func (c *handlerContext) inherit(req *wire.Request) {
 	if len(req.Labels) == 0 && c.labels != "" {
 		req.Labels = readOnlyBytes(c.labels)
+	}
+	if len(req.TraceParent) == 0 && c.req != nil {
+		req.TraceParent = c.req.TraceParent
 	}
 	if c.ghost {
 		req.Flags |= wire.FlagGhost

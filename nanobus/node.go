@@ -19,6 +19,7 @@ import (
 
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
@@ -68,6 +69,11 @@ type Config struct {
 	Limiter Limiter
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, when set, records a span for each call the node
+	// makes (client) and each request it handles (server), continuing the
+	// W3C traceparent that requests carry (see trace.go). Nil: no spans,
+	// at no cost.
+	TracerProvider trace.TracerProvider
 
 	// protocol is the wire protocol the node speaks and announces; 0 means
 	// wire.ProtocolVersion. Tests set 1 to play a node of before protocol 2.
@@ -151,10 +157,11 @@ func (n *Node) open(addr string, open func() error) error {
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
-	protocol int    // the wire protocol it speaks and announces (Config.protocol)
-	id       uint64 // incarnation: random per start, the high half of every correlation ID
-	addr     string // advertised address
-	from     []byte // addr, as sent in requests
+	tracer   trace.Tracer // nil: no spans
+	protocol int          // the wire protocol it speaks and announces (Config.protocol)
+	id       uint64       // incarnation: random per start, the high half of every correlation ID
+	addr     string       // advertised address
+	from     []byte       // addr, as sent in requests
 	// timingPrefix starts this node's Server-Timing entry:
 	// `service;desc="version";dur=`.
 	timingPrefix []byte
@@ -217,6 +224,7 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg:      cfg,
 		protocol: cmp.Or(cfg.protocol, wire.ProtocolVersion),
 		log:      cfg.Logger.With("node", cfg.Service),
+		tracer:   tracerOf(cfg.TracerProvider),
 		id:       binary.BigEndian.Uint64(idb[:]) | 1, // never 0
 		conns:    map[string]*conn{}, policies: map[string]*policy.Policy{}, callStats: map[[2]string]*callStats{},
 		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -207,6 +208,10 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	}
 	ctx.ghost = req.Flags&wire.FlagGhost != 0
 	ctx.req = req
+	var span trace.Span
+	if n.tracer != nil {
+		span = n.startServerSpan(ctx, req, rt)
+	}
 	start := time.Now()
 	var rep Reply
 	var err error
@@ -229,6 +234,9 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		// The asker cancelled: it waits for no reply, and the handler's
 		// answer (context.Canceled, as a rule) is no error of the route.
 		rt.stats.cancelled.Add(1)
+		if span != nil {
+			endServerSpan(span, 0, err, true)
+		}
 		return
 	}
 	if err != nil {
@@ -248,6 +256,9 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		rep.Status = 200
 	}
 	rt.stats.record(rep.Status, now.Sub(start), err)
+	if span != nil {
+		endServerSpan(span, rep.Status, err, false)
+	}
 	if w != nil && w.sent > 0 {
 		w.end(rep, err) // the head went out: the stream ends with an end frame
 		return

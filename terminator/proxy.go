@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/wire"
@@ -31,6 +32,9 @@ type exchange struct {
 	reserved    int              // bytes of the body budget this request holds
 	bodyDone    bool             // the body was read whole (or there was none)
 	ctx         reqContext
+	span        trace.Span // the request's server span; nil without tracing
+	version     string     // the version that answered, for the span
+	gone        bool       // the client went away: nginx's 499, for the span
 }
 
 // maxKeptBody is the largest body buffer an exchange keeps in the pool:
@@ -54,6 +58,7 @@ func (x *exchange) release() {
 	}
 	clear(x.variants)
 	x.variants, x.madeCookies = x.variants[:0], x.madeCookies[:0]
+	x.span, x.version, x.gone, x.ctx.values = nil, "", false, nil
 	exchangePool.Put(x)
 }
 
@@ -67,6 +72,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer s.done(ctx, x)
 	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
 	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
+	if s.tracer != nil {
+		s.startSpan(ctx, x)
+	}
 
 	if !strict(ctx) {
 		s.counts.malformed.Add(1)
@@ -96,6 +104,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	var e *entry
 	if how == pathOK {
 		e = s.router.lookup(ctx.Method(), x.path)
+	}
+	if e != nil && x.span != nil {
+		routeSpan(x, e)
 	}
 	if e == nil {
 		s.counts.noRoute.Add(1)
@@ -148,6 +159,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		status = s.fail(ctx, x, err)
 	} else {
 		status = resp.Status
+		if x.span != nil {
+			x.version = resp.Version
+		}
 		ctx.SetStatusCode(resp.Status)
 		for k, v := range resp.Header.All() {
 			if !hopByHop(k) && !bytes.EqualFold(k, hdrContentLength) {
@@ -182,6 +196,7 @@ func (s *Server) release(start time.Time, gone bool) {
 // connection is closed, and it is counted and logged as nginx's 499.
 func (s *Server) clientGone(ctx *fasthttp.RequestCtx, x *exchange, e *entry, waited time.Duration) {
 	e.stats.cancelled.Add(1)
+	x.gone = true
 	s.log.Debug("client went away; call cancelled", "status", 499, "route", e.Name,
 		"request_id", string(x.reqID), "waited", waited)
 	ctx.HijackSetNoResponse(true)
@@ -209,6 +224,9 @@ func (s *Server) done(ctx *fasthttp.RequestCtx, x *exchange) {
 		case cl >= 0:
 			c.nextHead(int64(cl))
 		}
+	}
+	if x.span != nil {
+		endSpan(ctx, x)
 	}
 	x.release()
 }

@@ -157,15 +157,15 @@ func (n *Node) open(addr string, open func() error) error {
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
-	tracer   trace.Tracer // nil: no spans
-	protocol int          // the wire protocol it speaks and announces (Config.protocol)
-	id       uint64       // incarnation: random per start, the high half of every correlation ID
-	addr     string       // advertised address
-	from     []byte       // addr, as sent in requests
+	protocol int    // the wire protocol it speaks and announces (Config.protocol)
+	id       uint64 // incarnation: random per start, the high half of every correlation ID
+	addr     string // advertised address
+	from     []byte // addr, as sent in requests
 	// timingPrefix starts this node's Server-Timing entry:
 	// `service;desc="version";dur=`.
 	timingPrefix []byte
 	sock         mangos.Socket
+	tracer       trace.Tracer // nil: no spans (Config.TracerProvider)
 
 	seq     atomic.Uint64 // calls made: the high half of each call's sequence number
 	pending pendingCalls

@@ -52,7 +52,7 @@ func TestRouterLookupAllocs(t *testing.T) {
 const maxProxyAllocs = 1
 
 func TestProxyAllocs(t *testing.T) {
-	request := echoFront(t)()
+	request := echoFront(t, nil)()
 	for range 100 { // warm the pools and the connection
 		request()
 	}

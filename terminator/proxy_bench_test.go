@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
@@ -17,20 +20,22 @@ import (
 // and TestProxyAllocs counts. Each driver reuses one RequestCtx, reset
 // between requests, as fasthttp's server does: the buffers it keeps are
 // what makes it cheap.
-func echoFront(tb testing.TB) (driver func() func()) {
+// With tp, the front and both nodes record spans.
+func echoFront(tb testing.TB, tp trace.TracerProvider) (driver func() func()) {
 	tb.Helper()
-	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo"})
+	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo", TracerProvider: tp})
 	if err := svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: req.Body}, nil
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	node := nanobustest.NewNode(tb, nanobus.Config{})
+	node := nanobustest.NewNode(tb, nanobus.Config{TracerProvider: tp})
 	nanobustest.Connect(tb, node, svc)
 	s, err := New(Config{}, node, nanobustest.Quiet)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	s.SetTracerProvider(tp)
 	s.SetRoutes(PublicRoutes(svc.Peer()))
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	return func() func() {
@@ -57,7 +62,10 @@ func echoFront(tb testing.TB) (driver func() func()) {
 // process: allocations per op are the terminator's, the bus's both ways
 // and the service's.
 func BenchmarkProxy(b *testing.B) {
-	driver := echoFront(b)
+	benchProxy(b, echoFront(b, nil))
+}
+
+func benchProxy(b *testing.B, driver func() func()) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		request := driver()
@@ -65,4 +73,25 @@ func BenchmarkProxy(b *testing.B) {
 			request()
 		}
 	})
+}
+
+// BenchmarkProxyTraced is BenchmarkProxy with tracing on, three spans per
+// request (the front's, its call's, the service's) batched to an exporter
+// that drops them: every request recorded (sampled), or the default
+// sampler's share (ratio), the others only propagated.
+func BenchmarkProxyTraced(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+	}{
+		{"sampled", sdktrace.AlwaysSample()},
+		{"ratio-0.01", sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(c.sampler),
+				sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+			b.Cleanup(func() { tp.Shutdown(context.Background()) })
+			benchProxy(b, echoFront(b, tp))
+		})
+	}
 }

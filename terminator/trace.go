@@ -65,6 +65,12 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	if method == "_OTHER" {
 		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(string(ctx.Method())))
 	}
+	// The client's address as fill will send it (it runs only for a
+	// request that reaches a route: refusals are spans too).
+	peer, trusted := s.peer(ctx)
+	if a := s.clientAddr(peer, trusted, &ctx.Request.Header); a.IsValid() {
+		attrs = append(attrs, semconv.ClientAddress(a.String()))
+	}
 	var sctx context.Context
 	sctx, x.span = s.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	x.ctx.values = sctx
@@ -72,7 +78,7 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 
 // routeSpan names x's span after the route the request matched.
 func routeSpan(x *exchange, e *entry) {
-	x.span.SetName(e.Method + " " + e.Pattern)
+	x.span.SetName(e.Name) // "GET /profiles/{id}"
 	x.span.SetAttributes(semconv.HTTPRoute(e.Pattern), attrService.String(e.Service))
 }
 
@@ -84,9 +90,6 @@ func endSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 		status = 499
 	}
 	attrs := []attribute.KeyValue{semconv.HTTPResponseStatusCode(status)}
-	if len(x.client) > 0 {
-		attrs = append(attrs, semconv.ClientAddress(string(x.client)))
-	}
 	if x.version != "" {
 		attrs = append(attrs, attrVersion.String(x.version))
 	}

@@ -42,6 +42,8 @@ func usage() {
 	fmt.Fprint(w, "\nEvery role needs -etcd-endpoints but all, which embeds etcd; rollout, flag and\n")
 	fmt.Fprint(w, "hospital default to the embedded etcd of all.\n")
 	fmt.Fprint(w, "Every flag also reads an environment variable, named in \"terminator <command> -h\".\n")
+	fmt.Fprint(w, "Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set, every role exports spans over OTLP,\n")
+	fmt.Fprint(w, "sampled by OTEL_TRACES_SAMPLER(_ARG) (default parent-based, 1% of new traces): docs/tracing.md.\n")
 	w.Flush()
 }
 

@@ -93,9 +93,6 @@ type handlerContext struct {
 	labels   string // the request's labels, for the calls it makes
 	ghost    bool   // the request is a ghost copy: so are the calls it makes
 	req      *Request
-	// values, when set, answers Value for keys other than handlerKey: the
-	// node's context with the request's span (see startServerSpan).
-	values context.Context
 
 	// calls holds the sequence numbers of the calls made with this context
 	// that wait for their answers (under mu). A sequence number, not the
@@ -135,8 +132,8 @@ func (c *handlerContext) Value(key any) any {
 	if key == (handlerKey{}) {
 		return c
 	}
-	if c.values != nil {
-		return c.values.Value(key)
+	if r := c.req; r != nil && r.values != nil {
+		return r.values.Value(key)
 	}
 	return c.bus.ctx.Value(key)
 }

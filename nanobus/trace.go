@@ -123,17 +123,17 @@ func endClientSpan(span trace.Span, in *instance, resp *Response, err error, ret
 	span.End()
 }
 
-// startServerSpan starts the span of a request hc runs, the child of the
-// call its traceparent names, and puts it in hc: the handler's context
-// then carries it, and the calls made with it are its children.
-func (n *Node) startServerSpan(hc *handlerContext, req *Request, rt *route) trace.Span {
+// startServerSpan starts the span of req, the child of the call its
+// traceparent names, and puts it in req: the handler's context then
+// carries it, and the calls made with it are its children.
+func (n *Node) startServerSpan(req *Request, rt *route) trace.Span {
 	ctx, span := n.tracer.Start(remoteParent(n.ctx, req.TraceParent), rt.Name, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(rpcSystem, semconv.RPCMethod(rt.Name), attrService.String(n.cfg.Service),
 			attrVersion.String(n.cfg.Version)))
 	if req.Flags&wire.FlagGhost != 0 {
 		span.SetAttributes(attrGhost.Bool(true))
 	}
-	hc.values = ctx
+	req.values = ctx
 	return span
 }
 

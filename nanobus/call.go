@@ -155,15 +155,18 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 	if hc := handlerContextOf(ctx); hc != nil {
 		hc.inherit(req) // calls made for a request carry its labels, its ghost mark and its trace
 	}
-	if n.tracer != nil {
-		p.span = n.startClientSpan(ctx, service, req)
-	}
 	in, svc, err := n.pick(service, nil, req.Labels)
 	if err != nil {
+		if n.tracer != nil { // a call that went nowhere is a span too
+			endClientSpan(n.startClientSpan(ctx, service, req, nil), nil, nil, err, false)
+		}
 		p.err = err
 		return
 	}
 	p.in = in
+	if n.tracer != nil {
+		p.span = n.startClientSpan(ctx, service, req, in)
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(in.timeout(req.Route, n.cfg.Timeout))
@@ -183,9 +186,6 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	n, in := p.node, p.in
 	if in == nil {
-		if p.span != nil {
-			endClientSpan(p.span, nil, nil, p.err, false)
-		}
 		return nil, p.err // it did not go out: nothing to count
 	}
 	resp, err := (*Response)(nil), p.err

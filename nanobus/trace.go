@@ -65,16 +65,34 @@ func traceParentOf(sc trace.SpanContext) []byte {
 	return wire.AppendTraceParent(make([]byte, 0, wire.TraceParentLen), sc.TraceID(), sc.SpanID(), byte(sc.TraceFlags()))
 }
 
-// startClientSpan starts the span of a call to service and puts it in
-// req's traceparent. Its parent is the span in ctx (a handler's, or the
-// front's), else the traceparent req carries already.
-func (n *Node) startClientSpan(ctx context.Context, service string, req *wire.Request) trace.Span {
+// Span start options, made once: a span that is not sampled costs no
+// more than its IDs and its context. Attributes are set only on spans
+// that record.
+var (
+	clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+	serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+)
+
+// startClientSpan starts the span of a call to service, going to in (nil
+// when none was found), and puts it in req's traceparent. Its parent is
+// the span in ctx (a handler's, or the front's), else the traceparent req
+// carries already.
+func (n *Node) startClientSpan(ctx context.Context, service string, req *wire.Request, in *instance) trace.Span {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		ctx = remoteParent(ctx, req.TraceParent)
 	}
-	route := string(req.Route)
-	_, span := n.tracer.Start(ctx, route, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(rpcSystem, semconv.RPCMethod(route), attrService.String(service)))
+	// The route's name as the instance declared it, a string already.
+	name := ""
+	if in != nil {
+		name = in.routes[string(req.Route)].Name
+	}
+	if name == "" {
+		name = string(req.Route)
+	}
+	_, span := n.tracer.Start(ctx, name, clientSpan...)
+	if span.IsRecording() {
+		span.SetAttributes(rpcSystem, semconv.RPCMethod(name), attrService.String(service))
+	}
 	if tp := traceParentOf(span.SpanContext()); tp != nil {
 		req.TraceParent = tp
 	}
@@ -96,6 +114,10 @@ func (n *Node) propagate(ctx context.Context, req *wire.Request) {
 // endClientSpan ends the span of a call that went to in (nil if it went
 // nowhere) and got resp or err.
 func endClientSpan(span trace.Span, in *instance, resp *Response, err error, retried bool) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	if in != nil {
 		span.SetAttributes(attrVersion.String(in.version))
 		if host, port, ok := hostPort(in.conn.addr); ok {
@@ -127,11 +149,13 @@ func endClientSpan(span trace.Span, in *instance, resp *Response, err error, ret
 // traceparent names, and puts it in req: the handler's context then
 // carries it, and the calls made with it are its children.
 func (n *Node) startServerSpan(req *Request, rt *route) trace.Span {
-	ctx, span := n.tracer.Start(remoteParent(n.ctx, req.TraceParent), rt.Name, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(rpcSystem, semconv.RPCMethod(rt.Name), attrService.String(n.cfg.Service),
-			attrVersion.String(n.cfg.Version)))
-	if req.Flags&wire.FlagGhost != 0 {
-		span.SetAttributes(attrGhost.Bool(true))
+	ctx, span := n.tracer.Start(remoteParent(n.ctx, req.TraceParent), rt.Name, serverSpan...)
+	if span.IsRecording() {
+		span.SetAttributes(rpcSystem, semconv.RPCMethod(rt.Name), attrService.String(n.cfg.Service),
+			attrVersion.String(n.cfg.Version))
+		if req.Flags&wire.FlagGhost != 0 {
+			span.SetAttributes(attrGhost.Bool(true))
+		}
 	}
 	req.values = ctx
 	return span
@@ -140,6 +164,10 @@ func (n *Node) startServerSpan(req *Request, rt *route) trace.Span {
 // endServerSpan ends the span of a handled request: its status, and an
 // error when it is a 5xx or the asker cancelled it.
 func endServerSpan(span trace.Span, status int, err error, cancelled bool) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	switch {
 	case cancelled:
 		span.SetAttributes(semconv.ErrorTypeKey.String("canceled"))

@@ -53,6 +53,12 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	if method == "_OTHER" {
 		name = "HTTP"
 	}
+	var sctx context.Context
+	sctx, x.span = s.tracer.Start(parent, name, serverSpan...)
+	x.ctx.values = sctx
+	if !x.span.IsRecording() {
+		return // a span not sampled: only its IDs travel
+	}
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(method),
 		semconv.URLPath(string(ctx.URI().PathOriginal())),
@@ -71,13 +77,16 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	if a := s.clientAddr(peer, trusted, &ctx.Request.Header); a.IsValid() {
 		attrs = append(attrs, semconv.ClientAddress(a.String()))
 	}
-	var sctx context.Context
-	sctx, x.span = s.tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
-	x.ctx.values = sctx
+	x.span.SetAttributes(attrs...)
 }
+
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 
 // routeSpan names x's span after the route the request matched.
 func routeSpan(x *exchange, e *entry) {
+	if !x.span.IsRecording() {
+		return
+	}
 	x.span.SetName(e.Name) // "GET /profiles/{id}"
 	x.span.SetAttributes(semconv.HTTPRoute(e.Pattern), attrService.String(e.Service))
 }
@@ -85,6 +94,10 @@ func routeSpan(x *exchange, e *entry) {
 // endSpan ends x's span with the response's status: an error for a 5xx.
 // A client that went away is nginx's 499, and no error of the server's.
 func endSpan(ctx *fasthttp.RequestCtx, x *exchange) {
+	if !x.span.IsRecording() {
+		x.span.End()
+		return
+	}
 	status := ctx.Response.StatusCode()
 	if x.gone {
 		status = 499

@@ -188,3 +188,46 @@ func TestCallContinuesRequestTraceParent(t *testing.T) {
 		t.Errorf("span in trace-parent %s, want %s", got, parent[3:52])
 	}
 }
+
+// A trace not sampled records nothing, and still travels: every hop gets
+// the trace's ID, with the parent its caller's call, not sampled.
+func TestUnsampledTraceTravels(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	got := make(chan string, 2)
+	b := newNode(t, nanobus.Config{Service: "b", TracerProvider: tp})
+	must(t, b.Handle("b.get", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		got <- string(req.TraceParent)
+		return nanobus.Reply{}, nil
+	}))
+	a := newNode(t, nanobus.Config{Service: "a", TracerProvider: tp})
+	must(t, a.Handle("a.get", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		got <- string(req.TraceParent)
+		resp, err := a.Call(ctx, "b", "b.get", nil)
+		if err != nil {
+			return nanobus.Reply{}, err
+		}
+		resp.Release()
+		return nanobus.Reply{}, nil
+	}))
+	connect(t, a, b)
+	caller := newNode(t, nanobus.Config{TracerProvider: tp})
+	connect(t, caller, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := caller.Call(ctx, "a", "a.get", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Release()
+	atA, atB := <-got, <-got
+	tidA, sidA, flagsA, okA := wire.ParseTraceParent([]byte(atA))
+	tidB, sidB, flagsB, okB := wire.ParseTraceParent([]byte(atB))
+	if !okA || !okB || tidA != tidB || sidA == sidB || flagsA != 0 || flagsB != 0 {
+		t.Errorf("a got traceparent %q, b %q: want one trace, two parents, not sampled", atA, atB)
+	}
+	if n := len(rec.Ended()); n != 0 {
+		t.Errorf("%d spans recorded, want none", n)
+	}
+}

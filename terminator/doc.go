@@ -24,6 +24,12 @@
 // 431. Replies carry Server-Timing: the service and version that answered
 // with its handler time, the bus round trip and the time in the front.
 //
+// With a tracer provider (SetTracerProvider), each request gets an
+// OpenTelemetry server span, the child of the client's W3C traceparent
+// when it sent a valid one, with the route, method, status, service and
+// version; its bus call runs in it, so the bus's spans are its children.
+// Without one, nothing of it runs.
+//
 // Status, StatusPage and Ready are for the process's admin listener;
 // metrics go to a DogStatsD agent, counted with atomics on the hot path and
 // flushed as deltas by a goroutine.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -79,6 +81,14 @@ func (r *otlpReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	r.record(&export)
+	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(out)
+}
+
+// record keeps the spans of an export.
+func (r *otlpReceiver) record(export *coltracepb.ExportTraceServiceRequest) {
 	r.mu.Lock()
 	for _, rs := range export.ResourceSpans {
 		res := attrMap(rs.GetResource().GetAttributes())
@@ -91,9 +101,39 @@ func (r *otlpReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	r.mu.Unlock()
-	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	w.Write(out)
+}
+
+// grpcReceiver is otlpReceiver's OTLP/gRPC trace service.
+type grpcReceiver struct {
+	coltracepb.UnimplementedTraceServiceServer
+	r *otlpReceiver
+}
+
+func (g grpcReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	g.r.record(req)
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// startGRPCReceiver is startReceiver over gRPC.
+func startGRPCReceiver(t *testing.T) *otlpReceiver {
+	t.Helper()
+	r := &otlpReceiver{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, grpcReceiver{r: r})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return r
+}
+
+func (r *otlpReceiver) all() []gotSpan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]gotSpan(nil), r.got...)
 }
 
 func attrMap(kvs []*commonpb.KeyValue) map[string]string {
@@ -372,6 +412,55 @@ func TestTracingFromEnvironment(t *testing.T) {
 			}
 			if tr.provider("web") == nil || tr.provider("web") != tr.provider("web") {
 				t.Error("a service's provider is not made once and kept")
+			}
+		})
+	}
+}
+
+// Both OTLP protocols export, each service of a process under its own
+// service.name with the process's role and version, what is held flushed
+// on shutdown.
+func TestTracesExportOverBothProtocols(t *testing.T) {
+	for _, c := range []struct {
+		protocol string
+		start    func(*testing.T) *otlpReceiver
+	}{
+		{"http/protobuf", startReceiver},
+		{"grpc", startGRPCReceiver},
+	} {
+		t.Run(c.protocol, func(t *testing.T) {
+			recv := c.start(t)
+			env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + recv.addr, "OTEL_EXPORTER_OTLP_PROTOCOL": c.protocol,
+				"OTEL_TRACES_SAMPLER": "always_on", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "",
+				"OTEL_SERVICE_NAME": "", "OTEL_RESOURCE_ATTRIBUTES": ""}
+			for k, v := range env {
+				t.Setenv(k, v) // the exporter reads the process's environment
+			}
+			tr, err := newTracing(context.Background(), os.Getenv, "all", "v9", quiet)
+			if err != nil || tr == nil {
+				t.Fatalf("tracing: %v, %v", tr, err)
+			}
+			for _, service := range []string{"web", "profiles"} {
+				_, span := tr.provider(service).Tracer("test").Start(context.Background(), "work of "+service)
+				span.End()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := tr.shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]gotSpan{}
+			for _, s := range recv.all() {
+				got[s.name] = s
+			}
+			for _, service := range []string{"web", "profiles"} {
+				s, ok := got["work of "+service]
+				if !ok {
+					t.Errorf("no span of %s received; got %v", service, recv.all())
+					continue
+				}
+				wantAttrs(t, s, s.res, "service.name", service, "service.version", "v9", "terminator.role", "all",
+					"service.namespace", "terminator")
 			}
 		})
 	}

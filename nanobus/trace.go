@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -137,10 +139,10 @@ func endClientSpan(span trace.Span, in *instance, resp *Response, err error, ret
 	switch {
 	case err != nil:
 		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-		span.SetStatus(codes.Error, err.Error())
+		span.SetStatus(codes.Error, textOf(err.Error()))
 	case status >= 500:
 		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
-		span.SetStatus(codes.Error, string(resp.Body[:min(len(resp.Body), 256)]))
+		span.SetStatus(codes.Error, textOf(resp.Body))
 	}
 	span.End()
 }
@@ -178,7 +180,7 @@ func endServerSpan(span trace.Span, status int, err error, cancelled bool) {
 			span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
 			msg := "status " + strconv.Itoa(status)
 			if err != nil {
-				msg = err.Error()
+				msg = textOf(err.Error())
 			}
 			span.SetStatus(codes.Error, msg)
 		}
@@ -220,4 +222,15 @@ func hostPort(addr string) (string, int, bool) {
 	}
 	port, err := strconv.Atoi(p)
 	return host, port, err == nil
+}
+
+// textOf is b as span text: at most 256 bytes, valid UTF-8. OTLP carries
+// strings as protobuf strings, and one invalid byte would fail the
+// export of its whole batch.
+func textOf[T string | []byte](b T) string {
+	s := string(b[:min(len(b), 256)])
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

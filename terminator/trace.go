@@ -3,6 +3,8 @@ package terminator
 import (
 	"context"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -61,15 +63,15 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(method),
-		semconv.URLPath(string(ctx.URI().PathOriginal())),
+		semconv.URLPath(textOf(ctx.URI().PathOriginal())),
 		semconv.URLScheme("http"),
 		semconv.HTTPRequestHeader("x-request-id", string(x.reqID)),
 	}
 	if ua := ctx.Request.Header.UserAgent(); len(ua) > 0 {
-		attrs = append(attrs, semconv.UserAgentOriginal(string(ua)))
+		attrs = append(attrs, semconv.UserAgentOriginal(textOf(ua)))
 	}
 	if method == "_OTHER" {
-		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(string(ctx.Method())))
+		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(textOf(ctx.Method())))
 	}
 	// The client's address as fill will send it (it runs only for a
 	// request that reaches a route: refusals are spans too).
@@ -108,7 +110,7 @@ func endSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	if status >= 500 {
 		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(status)))
-		x.span.SetStatus(codes.Error, string(ctx.Response.Body()[:min(len(ctx.Response.Body()), 256)]))
+		x.span.SetStatus(codes.Error, textOf(ctx.Response.Body()))
 	}
 	x.span.SetAttributes(attrs...)
 	x.span.End()
@@ -124,4 +126,15 @@ func knownMethod(m []byte) string {
 		}
 	}
 	return "_OTHER"
+}
+
+// textOf is b as span text: at most 256 bytes (of a path, a user agent,
+// an error body), valid UTF-8. OTLP carries strings as protobuf strings,
+// and one invalid byte would fail the export of its whole batch.
+func textOf[T string | []byte](b T) string {
+	s := string(b[:min(len(b), 256)])
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

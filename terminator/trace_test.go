@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -68,7 +69,9 @@ func TestFrontSpans(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reqID := "span-" + strconv.Itoa(i)
-			h := map[string]string{"X-Request-Id": reqID}
+			// A header that is not UTF-8 (obs-text) makes a valid attribute:
+			// one invalid string would fail the export of a whole batch.
+			h := map[string]string{"X-Request-Id": reqID, "User-Agent": "probe/1 \xff\xfe"}
 			if c.traceparent != "" {
 				h["Traceparent"] = c.traceparent
 			}
@@ -85,6 +88,9 @@ func TestFrontSpans(t *testing.T) {
 				}
 				return span != nil
 			})
+			if ua := attrOf(span, "user_agent.original"); !utf8.ValidString(ua) || !strings.HasPrefix(ua, "probe/1 ") {
+				t.Errorf("user_agent.original %q: want the client's, valid UTF-8", ua)
+			}
 			if span.Name() != c.span {
 				t.Errorf("span named %q, want %q", span.Name(), c.span)
 			}

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,10 +40,12 @@ const attrRole = attribute.Key("terminator.role")
 // service the process runs (each with its own service.name), sharing it.
 // A nil *tracing records nothing.
 type tracing struct {
-	exp     sdktrace.SpanExporter
-	sampler sdktrace.Sampler
-	role    string
-	version string
+	exp      sdktrace.SpanExporter
+	sampler  sdktrace.Sampler
+	role     string
+	version  string
+	endpoint string // for the status: without credentials
+	protocol string
 
 	mu        sync.Mutex
 	providers map[string]*sdktrace.TracerProvider
@@ -67,7 +72,8 @@ func newTracing(ctx context.Context, getenv func(string) string, role, version s
 		return nil, err
 	}
 	var exp sdktrace.SpanExporter
-	switch proto := cmp.Or(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf"); proto {
+	proto := cmp.Or(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf")
+	switch proto {
 	case "http/protobuf":
 		exp, err = otlptracehttp.New(ctx)
 	case "grpc":
@@ -86,7 +92,11 @@ func newTracing(ctx context.Context, getenv func(string) string, role, version s
 		every.Do(func() { log.Warn("trace export failing", "endpoint", endpoint, "err", err) })
 	}))
 	log.Info("exporting traces over OTLP", "endpoint", endpoint, "sampler", sampler.Description())
-	return &tracing{exp: exp, sampler: sampler, role: role, version: version,
+	if u, err := url.Parse(endpoint); err == nil && u.User != nil {
+		u.User = nil
+		endpoint = u.String()
+	}
+	return &tracing{exp: exp, sampler: sampler, role: role, version: version, endpoint: endpoint, protocol: proto,
 		providers: map[string]*sdktrace.TracerProvider{}}, nil
 }
 
@@ -197,6 +207,7 @@ func (p *Process) startTracing(ctx context.Context, role string) error {
 		return nil
 	}
 	p.trace = t
+	p.admin.Section(Section{Name: "traces", Status: func() any { return t.status() }, Page: tracesPage})
 	p.stops = append(p.stops, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -206,3 +217,26 @@ func (p *Process) startTracing(ctx context.Context, role string) error {
 	})
 	return nil
 }
+
+// tracesStatus is the traces section of the status: where spans go, how
+// they are sampled, and the services that record them.
+type tracesStatus struct {
+	Endpoint string   `json:"endpoint"`
+	Protocol string   `json:"protocol"`
+	Sampler  string   `json:"sampler"`
+	Services []string `json:"services"`
+}
+
+func (t *tracing) status() tracesStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := tracesStatus{Endpoint: t.endpoint, Protocol: t.protocol, Sampler: t.sampler.Description()}
+	for name := range t.providers {
+		st.Services = append(st.Services, name)
+	}
+	slices.Sort(st.Services)
+	return st
+}
+
+var tracesPage = template.Must(template.New("traces").Parse(
+	`<p>spans of {{range $i, $s := .Services}}{{if $i}}, {{end}}{{$s}}{{end}} go over OTLP ({{.Protocol}}) to {{.Endpoint}}; sampler {{.Sampler}}</p>`))

@@ -288,6 +288,14 @@ func TestTracesOfAPage(t *testing.T) {
 	if missing == "" {
 		t.Fatal("the page never came without its counts once notifications stopped")
 	}
+	// The status says where spans go.
+	if status, _, js := get(t, front.AdminAddr(), "/status.json", ""); status != 200 ||
+		!strings.Contains(js, `"traces"`) || !strings.Contains(js, `"endpoint": "http://`+recv.addr+`"`) {
+		t.Errorf("status.json: %d, without where traces go: %.1000s", status, js)
+	}
+	if _, _, page := get(t, front.AdminAddr(), "/", ""); !strings.Contains(page, "spans of terminator go over OTLP (http/protobuf) to http://"+recv.addr) {
+		t.Errorf("status page does not say where traces go: %.2000s", page)
+	}
 	for _, p := range []*Process{front, web, profiles} {
 		p.Stop() // each exports what it holds as it stops
 	}

@@ -408,6 +408,9 @@ func refusedUnread(ctx *fasthttp.RequestCtx) bool {
 // far as a valid one, else a new one.
 func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	id := s.requestID(nil, ctx.Request.Header.Peek("X-Request-Id"))
+	if s.tracer != nil {
+		defer s.errorSpan(ctx, id)
+	}
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):

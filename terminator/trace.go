@@ -116,6 +116,18 @@ func endSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	x.span.End()
 }
 
+// errorSpan records the span of a request fasthttp could not read (its
+// head too large, its body over the limit, malformed): named "HTTP", as
+// nothing of it can be trusted, with its status and request ID.
+func (s *Server) errorSpan(ctx *fasthttp.RequestCtx, id []byte) {
+	_, span := s.tracer.Start(context.Background(), "HTTP", serverSpan...)
+	if span.IsRecording() {
+		span.SetAttributes(semconv.HTTPResponseStatusCode(ctx.Response.StatusCode()),
+			semconv.HTTPRequestHeader("x-request-id", string(id)))
+	}
+	span.End()
+}
+
 // knownMethod is the method as the semantic conventions want it: one of
 // the known ones, or "_OTHER" (a client's made-up methods would make a
 // span name per method).

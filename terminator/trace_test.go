@@ -124,6 +124,43 @@ func TestFrontSpans(t *testing.T) {
 	}
 }
 
+// A request fasthttp refuses before any route (here: a head over the
+// limit) is a span too, with its status.
+func TestFrontSpanOfUnreadableRequest(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	node := nanobustest.NewNode(t, nanobus.Config{TracerProvider: tp})
+	srv, err := terminator.New(terminator.Config{Listen: "127.0.0.1:0"}, node, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetTracerProvider(tp)
+	must(t, srv.Start())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Drain(ctx)
+		srv.Close()
+	})
+	resp, _ := get(t, "http://"+srv.Addr()+"/items/1", map[string]string{"X-Big": strings.Repeat("a", 9000)})
+	if resp.StatusCode != 431 {
+		t.Fatalf("a 9 KB head: %d, want 431", resp.StatusCode)
+	}
+	var span sdktrace.ReadOnlySpan
+	nanobustest.Eventually(t, "the span of the refused request", func() bool {
+		for _, s := range rec.Ended() {
+			span = s
+		}
+		return span != nil
+	})
+	if span.Name() != "HTTP" || attrOf(span, "http.response.status_code") != "431" ||
+		attrOf(span, "http.request.header.x-request-id") != resp.Header.Get("X-Request-Id") {
+		t.Errorf("span %q, status %s, request ID %q; want HTTP, 431, %q", span.Name(), attrOf(span, "http.response.status_code"),
+			attrOf(span, "http.request.header.x-request-id"), resp.Header.Get("X-Request-Id"))
+	}
+}
+
 func attrOf(s sdktrace.ReadOnlySpan, key string) string {
 	for _, a := range s.Attributes() {
 		if string(a.Key) == key {

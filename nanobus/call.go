@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"go.nanomsg.org/mangos/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -128,6 +129,7 @@ type Pending struct {
 	ghost    *ghostCall
 	cl       *call
 	err      error
+	span     trace.Span // the call's client span; nil without tracing
 }
 
 var pendingPool = sync.Pool{New: func() any { return new(Pending) }}
@@ -159,14 +161,20 @@ func (n *Node) start(ctx context.Context, service string, req *wire.Request, p *
 		return
 	}
 	if hc := handlerContextOf(ctx); hc != nil {
-		hc.inherit(req) // calls made for a request carry its labels, and its ghost mark
+		hc.inherit(req) // calls made for a request carry its labels, its ghost mark and its trace
 	}
 	in, svc, err := n.pick(service, nil, req.Labels)
 	if err != nil {
+		if n.tracer != nil { // a call that went nowhere is a span too
+			endClientSpan(n.startClientSpan(ctx, service, req, nil), nil, nil, err, false)
+		}
 		p.err = err
 		return
 	}
 	p.in = in
+	if n.tracer != nil {
+		p.span = n.startClientSpan(ctx, service, req, in)
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(in.timeout(req.Route, n.cfg.Timeout))
@@ -203,6 +211,7 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 		}
 	}
 	p.in.conn.inflight.Add(-1)
+	retried := false
 	if errors.Is(err, ErrUnavailable) || err == ErrPeerLost && in.idempotent(req) {
 		// A retry goes out while the budget lasts: instances that keep
 		// failing are not sent every call twice.
@@ -210,7 +219,7 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 			n.stats.throttled.Add(1)
 		} else if in2, _, perr := n.pick(p.service, in.conn, req.Labels); perr == nil {
 			n.stats.retries.Add(1)
-			in = in2
+			in, retried = in2, true
 			resp, err = n.roundTrip(p.ctx, in.conn, req, p.deadline)
 		}
 	}
@@ -232,6 +241,9 @@ func (p *Pending) finish(req *wire.Request) (*Response, error) {
 	}
 	if err != nil {
 		p.logFailure(req, err, took)
+	}
+	if p.span != nil {
+		endClientSpan(p.span, in, resp, err, retried)
 	}
 	return resp, err
 }

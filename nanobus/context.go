@@ -132,6 +132,9 @@ func (c *handlerContext) Value(key any) any {
 	if key == (handlerKey{}) {
 		return c
 	}
+	if r := c.req; r != nil && r.values != nil {
+		return r.values.Value(key)
+	}
 	return c.bus.ctx.Value(key)
 }
 
@@ -159,10 +162,15 @@ func RequestOf(ctx context.Context) *Request {
 // inherit gives a call made while handling a request what the request
 // carried: its labels (unless the call has its own), its ghost mark, and
 // its request ID (unless the call has its own), so that one ID follows a
-// page through every hop and every log line about it.
+// page through every hop and every log line about it, and its traceparent
+// (which a node that traces replaces with the call's own span: see
+// startClientSpan).
 func (c *handlerContext) inherit(req *wire.Request) {
 	if len(req.Labels) == 0 && c.labels != "" {
 		req.Labels = readOnlyBytes(c.labels)
+	}
+	if len(req.TraceParent) == 0 && c.req != nil {
+		req.TraceParent = c.req.TraceParent
 	}
 	if c.ghost {
 		req.Flags |= wire.FlagGhost

@@ -38,6 +38,15 @@
 // Node.Stream; the reader's credit bounds the chunks on their way, so a
 // slow reader slows the handler instead of filling buffers.
 //
+// With Config.TracerProvider set, a node records an OpenTelemetry client
+// span per call and a server span per request it handles, and the
+// request's traceparent carries the call's span to the instance: a
+// handler's context holds its span (trace.SpanFromContext), and the calls
+// made with it are its children, hop after hop. nanobus uses the
+// OpenTelemetry API only; the SDK and exporter are the process's. Without
+// a provider, nothing is recorded and the calls a handler makes pass on the
+// traceparent it was sent.
+//
 // One instance handles a request and its reply goes back on the
 // connection the request came in on; deadlines travel with requests;
 // every resource a peer can make a node hold is bounded (Limits, a

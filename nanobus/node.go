@@ -19,6 +19,7 @@ import (
 
 	"go.nanomsg.org/mangos/v3"
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
@@ -73,6 +74,11 @@ type Config struct {
 	// reply dropped); the lines over it are counted in Stats.LogsDropped.
 	// Default 20.
 	ErrorLogRate int
+	// TracerProvider, when set, records a span for each call the node
+	// makes (client) and each request it handles (server), continuing the
+	// W3C traceparent that requests carry (see trace.go). Nil: no spans,
+	// at no cost.
+	TracerProvider trace.TracerProvider
 
 	// protocol is the wire protocol the node speaks and announces; 0 means
 	// wire.ProtocolVersion. Tests set 1 to play a node of before protocol 2.
@@ -164,6 +170,7 @@ type Node struct {
 	// `service;desc="version";dur=`.
 	timingPrefix []byte
 	sock         mangos.Socket
+	tracer       trace.Tracer // nil: no spans (Config.TracerProvider)
 
 	seq     atomic.Uint64 // calls made: the high half of each call's sequence number
 	pending pendingCalls
@@ -226,6 +233,7 @@ func NewNode(cfg Config) (*Node, error) {
 		cfg:      cfg,
 		protocol: cmp.Or(cfg.protocol, wire.ProtocolVersion),
 		log:      cfg.Logger.With("node", cfg.Service),
+		tracer:   tracerOf(cfg.TracerProvider),
 		id:       binary.BigEndian.Uint64(idb[:]) | 1, // never 0
 		conns:    map[string]*conn{}, policies: map[string]*policy.Policy{}, callStats: map[[2]string]*callStats{},
 		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},

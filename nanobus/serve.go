@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.nanomsg.org/mangos/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -39,6 +40,11 @@ type Reply struct {
 type Request struct {
 	wire.Request
 	route *route
+	// values, when set, answers its handler context's Value (but for
+	// handlerKey): the node's context with the request's span (see
+	// startServerSpan). Here rather than in the handler context, which is
+	// allocated per request: a Request is pooled.
+	values context.Context
 }
 
 // PathValue returns the path segment matching the wildcard {name} of the
@@ -208,6 +214,10 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	}
 	ctx.ghost = req.Flags&wire.FlagGhost != 0
 	ctx.req = req
+	var span trace.Span
+	if n.tracer != nil {
+		span = n.startServerSpan(req, rt)
+	}
 	start := time.Now()
 	var rep Reply
 	var err error
@@ -230,6 +240,9 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		// The asker cancelled: it waits for no reply, and the handler's
 		// answer (context.Canceled, as a rule) is no error of the route.
 		rt.stats.cancelled.Add(1)
+		if span != nil {
+			endServerSpan(span, 0, err, true)
+		}
 		return
 	}
 	if err != nil {
@@ -257,6 +270,9 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 		}
 		n.requestLog(slog.LevelError, "request failed", &req.Request, slog.Int("status", rep.Status),
 			slog.String("err", cause), slog.Duration("took", now.Sub(start)))
+	}
+	if span != nil {
+		endServerSpan(span, rep.Status, err, false)
 	}
 	if w != nil && w.sent > 0 {
 		w.end(rep, err) // the head went out: the stream ends with an end frame

@@ -212,6 +212,7 @@ func (n *Node) Stream(ctx context.Context, service, route string, body []byte) (
 	if hc := handlerContextOf(ctx); hc != nil {
 		hc.inherit(&req)
 	}
+	n.propagate(ctx, &req)
 	in, _, err := n.pick(service, nil, req.Labels)
 	if err != nil {
 		return nil, err

@@ -28,4 +28,12 @@
 //
 // Flags come with environment variables (EnvName): Parse reads the
 // environment first and refuses values that do not parse.
+//
+// Traces follow the standard OpenTelemetry environment, not flags: with
+// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set,
+// every node and the front record spans, each service of the process under
+// its own service.name, sampled by OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG (unset: parent-based, DefaultTraceRatio of new
+// traces), exported over OTLP (http/protobuf or grpc), and flushed when the
+// process stops, after everything else. A bad value stops the start.
 package role

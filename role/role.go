@@ -42,6 +42,7 @@ type Process struct {
 	log   *slog.Logger
 	admin *Admin
 	front *terminator.Server
+	trace *tracing // span export; nil without OTEL_EXPORTER_OTLP_ENDPOINT
 
 	stops    []func()              // in start order; Stop runs them backwards
 	etcdErr  atomic.Pointer[error] // while starting: why etcd cannot be reached
@@ -101,6 +102,10 @@ func Start(ctx context.Context, role string, cfg Config, log *slog.Logger) (*Pro
 		return nil, err
 	}
 	p.stops = append(p.stops, func() { admin.Close() })
+	if err := p.startTracing(ctx, role); err != nil {
+		p.Stop()
+		return nil, err
+	}
 	p.ready = p.watchReadiness()
 
 	if err := p.start(ctx, role, run); err != nil {
@@ -228,7 +233,7 @@ func (p *Process) etcd(ctx context.Context, role string) (*clientv3.Client, erro
 func (p *Process) newNode(service string) (*nanobus.Node, *limit.Limiter, error) {
 	b := p.cfg.Bus
 	cfg := nanobus.Config{Service: service, Listen: b.Listen, Advertise: b.Advertise, Version: p.cfg.Version,
-		Limits: b.Limits, Logger: p.log, ErrorLogRate: p.cfg.ErrorLogRate}
+		Limits: b.Limits, Logger: p.log, ErrorLogRate: p.cfg.ErrorLogRate, TracerProvider: p.trace.provider(service)}
 	var lim *limit.Limiter
 	if !p.cfg.Front.FixedLimit {
 		// Far above what an unloaded service runs at once: it moves only
@@ -405,6 +410,7 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	if err != nil {
 		return err
 	}
+	srv.SetTracerProvider(p.trace.provider("terminator"))
 	p.stops = append(p.stops, func() { srv.Close() })
 	w, err := p.watch(ctx, cli, node, false)
 	if err != nil {

@@ -56,7 +56,7 @@ const maxProxyAllocs = 1
 // about five allocations, which AllocsPerRun's average over 1000 runs
 // hides at one or two a second).
 func TestProxyAllocs(t *testing.T) {
-	s, driver := echoFront(t, Config{AccessLogRate: 1})
+	s, driver := echoFront(t, Config{AccessLogRate: 1}, nil)
 	request := driver()
 	for range 100 { // warm the pools and the connection
 		request()

@@ -37,6 +37,12 @@
 // answers; the front's own errors are application/problem+json (RFC 9457)
 // for a client that accepts JSON, plain text otherwise, allocating nothing.
 //
+// With a tracer provider (SetTracerProvider), each request gets an
+// OpenTelemetry server span, the child of the client's W3C traceparent
+// when it sent a valid one, with the route, method, status, service and
+// version; its bus call runs in it, so the bus's spans are its children.
+// Without one, nothing of it runs.
+//
 // Status, StatusPage and Ready are for the process's admin listener;
 // metrics go to a DogStatsD agent, counted with atomics on the hot path and
 // flushed as deltas by a goroutine.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/wire"
@@ -34,7 +35,7 @@ type exchange struct {
 	bodyDone    bool             // the body was read whole (or there was none)
 	ctx         reqContext
 
-	// For the access log.
+	// For the access log and the span.
 	begin   time.Time     // when the handler got the request
 	route   *entry        // the route it matched, nil if none
 	bus     time.Duration // the bus call's time, 0 without one
@@ -42,6 +43,7 @@ type exchange struct {
 	err     error         // the bus call's error
 	gone    bool          // the client went away: a 499
 	shed    bool          // refused by admission (or the body budget) before any work
+	span    trace.Span    // the request's server span; nil without tracing
 }
 
 // maxKeptBody is the largest body buffer an exchange keeps in the pool:
@@ -66,6 +68,7 @@ func (x *exchange) release() {
 	clear(x.variants)
 	x.variants, x.madeCookies = x.variants[:0], x.madeCookies[:0]
 	x.route, x.bus, x.version, x.err, x.gone, x.shed = nil, 0, "", nil, false, false
+	x.span, x.ctx.values = nil, nil
 	exchangePool.Put(x)
 }
 
@@ -80,6 +83,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	defer s.done(ctx, x)
 	x.reqID = s.requestID(x.reqID[:0], ctx.Request.Header.Peek("X-Request-Id"))
 	ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
+	if s.tracer != nil {
+		s.startSpan(ctx, x)
+	}
 
 	if !strict(ctx) {
 		s.counts.malformed.Add(1)
@@ -111,6 +117,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	head := false
 	if how == pathOK {
 		e, head = s.router.route(ctx.Method(), x.path)
+	}
+	if e != nil && x.span != nil {
+		routeSpan(x, e)
 	}
 	if e == nil {
 		s.noRoute(ctx, x, how)
@@ -262,6 +271,9 @@ func (s *Server) done(ctx *fasthttp.RequestCtx, x *exchange) {
 		case cl >= 0:
 			c.nextHead(int64(cl))
 		}
+	}
+	if x.span != nil {
+		endSpan(ctx, x)
 	}
 	s.access(ctx, x)
 	x.release()
@@ -445,6 +457,9 @@ func refusedUnread(ctx *fasthttp.RequestCtx) bool {
 func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	id := s.requestID(nil, ctx.Request.Header.Peek("X-Request-Id"))
 	defer s.accessRefused(ctx, id)
+	if s.tracer != nil {
+		defer s.errorSpan(ctx, id)
+	}
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):

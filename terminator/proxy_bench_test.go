@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/terminator-gw/terminator/nanobus"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
@@ -18,20 +21,22 @@ import (
 // and TestProxyAllocs counts. It logs at info level, into nothing. Each driver reuses one RequestCtx, reset
 // between requests, as fasthttp's server does: the buffers it keeps are
 // what makes it cheap.
-func echoFront(tb testing.TB, cfg Config) (s *Server, driver func() func()) {
+// With tp, the front and both nodes record spans.
+func echoFront(tb testing.TB, cfg Config, tp trace.TracerProvider) (s *Server, driver func() func()) {
 	tb.Helper()
-	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo"})
+	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo", TracerProvider: tp})
 	if err := svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: req.Body}, nil
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	node := nanobustest.NewNode(tb, nanobus.Config{})
+	node := nanobustest.NewNode(tb, nanobus.Config{TracerProvider: tp})
 	nanobustest.Connect(tb, node, svc)
 	s, err := New(cfg, node, nanobustest.Quiet)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	s.SetTracerProvider(tp)
 	s.SetRoutes(PublicRoutes(svc.Peer()))
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	return s, func() func() {
@@ -59,7 +64,11 @@ func echoFront(tb testing.TB, cfg Config) (s *Server, driver func() func()) {
 // and the service's. The access log is on, at info level into nothing, at
 // its default rate: the lines it writes are part of the cost.
 func BenchmarkProxy(b *testing.B) {
-	_, driver := echoFront(b, Config{})
+	_, driver := echoFront(b, Config{}, nil)
+	benchProxy(b, driver)
+}
+
+func benchProxy(b *testing.B, driver func() func()) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		request := driver()
@@ -100,6 +109,28 @@ func BenchmarkAccessLog(b *testing.B) {
 			for b.Loop() {
 				s.access(rc, x)
 			}
+		})
+	}
+}
+
+// BenchmarkProxyTraced is BenchmarkProxy with tracing on, three spans per
+// request (the front's, its call's, the service's) batched to an exporter
+// that drops them: every request recorded (sampled), or the default
+// sampler's share (ratio), the others only propagated.
+func BenchmarkProxyTraced(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+	}{
+		{"sampled", sdktrace.AlwaysSample()},
+		{"ratio-0.01", sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(c.sampler),
+				sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+			b.Cleanup(func() { tp.Shutdown(context.Background()) })
+			_, driver := echoFront(b, Config{}, tp)
+			benchProxy(b, driver)
 		})
 	}
 }

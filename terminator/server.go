@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus"
@@ -28,6 +29,7 @@ type Server struct {
 	node       *nanobus.Node
 	router     *Router
 	log        *slog.Logger
+	tracer     trace.Tracer // nil: no spans (SetTracerProvider)
 	http       *fasthttp.Server
 	metrics    *metrics
 	retryAfter []byte

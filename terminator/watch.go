@@ -66,6 +66,9 @@ type reqContext struct {
 	shard    int           // the parked list's shard, fixed for the exchange's life
 	slot     int           // index in the shard's list while registered, else -1
 	gen      uint64        // registrations so far: a watcher's snapshot of another is stale
+	// values, when set, answers Value: the request's span, for the bus
+	// call's span to be its child (see startSpan).
+	values context.Context
 }
 
 var nextShard atomic.Uint32
@@ -86,7 +89,13 @@ func (c *reqContext) prepare(deadline time.Time, fd int) {
 
 func (c *reqContext) Deadline() (time.Time, bool) { return c.deadline, true }
 func (c *reqContext) Done() <-chan struct{}       { return c.done }
-func (c *reqContext) Value(any) any               { return nil }
+
+func (c *reqContext) Value(key any) any {
+	if c.values == nil {
+		return nil
+	}
+	return c.values.Value(key)
+}
 
 // Err reports the deadline as soon as it passes, even before the watcher's
 // tick closes Done: the bus asks before it sends, and a request already

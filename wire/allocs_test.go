@@ -69,3 +69,15 @@ func TestZeroAllocs(t *testing.T) {
 		}
 	}
 }
+
+// Reading and writing a traceparent allocate nothing.
+func TestTraceParentAllocs(t *testing.T) {
+	in := []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	buf := make([]byte, 0, wire.TraceParentLen)
+	if n := testing.AllocsPerRun(100, func() {
+		tid, sid, flags, _ := wire.ParseTraceParent(in)
+		buf = wire.AppendTraceParent(buf[:0], tid, sid, flags)
+	}); n != 0 {
+		t.Errorf("parse and append allocate %v times", n)
+	}
+}

@@ -56,6 +56,7 @@
 //	            query        str16  raw query without '?'
 //	            client       str16  client address as the terminator saw it
 //	            traceparent  str16  W3C traceparent header value, may be empty
+//	                                (ParseTraceParent, AppendTraceParent)
 //	            labels       str16  only with flag 0x4, and then not empty: feature
 //	                                flags on ("+name") and A/B variants
 //	                                ("experiment=variant"), comma separated

@@ -46,6 +46,8 @@ func usage() {
 	fmt.Fprint(w, "TERMINATOR_<FLAG> for the roles' (-max-waiting: TERMINATOR_MAX_WAITING), TERMINATOR_<COMMAND>_<FLAG>\n")
 	fmt.Fprint(w, "for the other commands' own (seed -url: TERMINATOR_SEED_URL), ETCD_* and BUS_* for the -etcd-*\n")
 	fmt.Fprint(w, "and -bus-* flags everywhere, SERVICE_VERSION for -version.\n")
+	fmt.Fprint(w, "Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set, every role exports spans over OTLP,\n")
+	fmt.Fprint(w, "sampled by OTEL_TRACES_SAMPLER(_ARG) (default parent-based, 1% of new traces): docs/tracing.md.\n")
 	w.Flush()
 }
 

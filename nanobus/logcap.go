@@ -3,7 +3,6 @@ package nanobus
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/terminator-gw/terminator/wire"
@@ -17,34 +16,11 @@ const defaultErrorLogRate = 20
 // follows one request through every hop, and every log line about it.
 const hdrRequestID = "X-Request-Id"
 
-// logCap lets at most rate lines a second through: an error storm is
-// counted, not written (Stats.LogsDropped). Lock-free and allocation-free,
-// as a request that is not logged must cost nothing: a window per second,
-// approximate at its edge (two goroutines may both open it).
-type logCap struct {
-	rate    int64
-	second  atomic.Int64 // unix second of the window
-	n       atomic.Int64 // lines let through in it
-	dropped atomic.Uint64
-}
-
-func (c *logCap) allow(now time.Time) bool {
-	sec := now.Unix()
-	if old := c.second.Load(); old != sec && c.second.CompareAndSwap(old, sec) {
-		c.n.Store(0)
-	}
-	if c.n.Add(1) > c.rate {
-		c.dropped.Add(1)
-		return false
-	}
-	return true
-}
-
 // logsFailure reports whether a line about a failed request is written
 // now: its level is on, and the node's error log rate allows it (if not,
 // it is counted). Asked first, so that a storm of failures formats nothing.
 func (n *Node) logsFailure(level slog.Level) bool {
-	return n.log.Enabled(context.Background(), level) && n.reqLog.allow(time.Now())
+	return n.log.Enabled(context.Background(), level) && n.reqLog.Allow(time.Now())
 }
 
 // requestLog writes one line about a request that failed or was dropped,

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/terminator-gw/terminator/nanobus/internal/busopt"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 	"github.com/terminator-gw/terminator/nanobus/policy"
 	"github.com/terminator-gw/terminator/wire"
 )
@@ -177,9 +178,9 @@ type Node struct {
 	running runningRequests
 	replies struct{ sent, written atomic.Uint64 } // replies handed to the listener's pipes, and done with (busopt.Written)
 	stats   counters
-	badLog  rate.Sometimes // malformed input
-	errLog  rate.Sometimes // everything else that goes wrong per request
-	reqLog  logCap         // lines about failed requests, with their IDs
+	badLog  rate.Sometimes  // malformed input
+	errLog  rate.Sometimes  // everything else that goes wrong per request
+	reqLog  limit.PerSecond // lines about failed requests, with their IDs
 
 	mu        sync.RWMutex     // guards conns, policies, callStats and writes of services and routes
 	conns     map[string]*conn // remote address -> our dialed socket to it
@@ -239,7 +240,7 @@ func NewNode(cfg Config) (*Node, error) {
 		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},
 	}
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
-	n.reqLog.rate = int64(cfg.ErrorLogRate)
+	n.reqLog.Max = int64(cfg.ErrorLogRate)
 	n.services.Store(&map[string]*service{})
 	n.work = make(chan job)
 	n.routes.Store(&map[string]*route{})
@@ -389,7 +390,7 @@ func (n *Node) ID() uint64 { return n.id }
 func (n *Node) Stats() Stats {
 	s := n.stats.snapshot()
 	s.Limits = n.cfg.Limits
-	s.LogsDropped = n.reqLog.dropped.Load()
+	s.LogsDropped = n.reqLog.Refused()
 	n.mu.Lock()
 	for _, c := range n.conns {
 		if c.ready.Load() {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/terminator-gw/terminator/nanobus/limit"
 )
 
 // accessLog is the front's access log: a line per request, with its ID,
@@ -23,25 +25,8 @@ import (
 // admission is there to absorb; they are counted in the status
 // (http.overloaded, the bus's Busy) either way.
 type accessLog struct {
-	rate       int64
-	second     atomic.Int64 // unix second of the current window
-	n          atomic.Int64 // lines let through in it
-	written    atomic.Uint64
-	sampledOut atomic.Uint64
-}
-
-// allow reports whether a sampled line may be written now. Lock-free: a
-// window per second, approximate at its edge.
-func (a *accessLog) allow(now time.Time) bool {
-	sec := now.Unix()
-	if old := a.second.Load(); old != sec && a.second.CompareAndSwap(old, sec) {
-		a.n.Store(0)
-	}
-	if a.n.Add(1) > a.rate {
-		a.sampledOut.Add(1)
-		return false
-	}
-	return true
+	sampled limit.PerSecond // lines of requests that went well, a second
+	written atomic.Uint64
 }
 
 // maxLoggedPath bounds the path an access line carries.
@@ -68,7 +53,7 @@ func (s *Server) access(ctx *fasthttp.RequestCtx, x *exchange) {
 	case x.gone:
 		level = slog.LevelDebug // the client's doing, not the system's
 	}
-	if !s.log.Enabled(context.Background(), level) || sampled && !s.accessLog.allow(now) {
+	if !s.log.Enabled(context.Background(), level) || sampled && !s.accessLog.sampled.Allow(now) {
 		return
 	}
 	s.accessLog.written.Add(1)

@@ -61,13 +61,13 @@ func TestProxyAllocs(t *testing.T) {
 	for range 100 { // warm the pools and the connection
 		request()
 	}
-	before := s.accessLog.sampledOut.Load()
+	before := s.accessLog.sampled.Refused()
 	if n := testing.AllocsPerRun(1000, request); n > maxProxyAllocs {
 		t.Errorf("a request through the front allocates %v times, want at most %d", n, maxProxyAllocs)
 	} else {
 		t.Logf("%v allocations per request (bound %d)", n, maxProxyAllocs)
 	}
-	if out := s.accessLog.sampledOut.Load() - before; out < 990 {
+	if out := s.accessLog.sampled.Refused() - before; out < 990 {
 		t.Errorf("%d of 1001 requests sampled out of the access log, want all but a line a second", out)
 	}
 }
@@ -153,8 +153,8 @@ func TestAccessLogSampledOutAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { s.access(rc, x) }); n != 0 {
 		t.Errorf("a request sampled out of the access log allocates %v times", n)
 	}
-	if s.accessLog.sampledOut.Load() < 1000 {
-		t.Errorf("%d sampled out, want 1000 or more", s.accessLog.sampledOut.Load())
+	if s.accessLog.sampled.Refused() < 1000 {
+		t.Errorf("%d sampled out, want 1000 or more", s.accessLog.sampled.Refused())
 	}
 }
 

@@ -91,7 +91,7 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 		limiter:    limit.New(cfg.MaxWaiting, cfg.MaxWaiting, cfg.MaxWaiting),
 		watch:      newWatcher(watchTick),
 	}
-	s.accessLog.rate = int64(cfg.AccessLogRate)
+	s.accessLog.sampled.Max = int64(cfg.AccessLogRate)
 	if !cfg.FixedLimit {
 		s.limiter = limit.New(initialLimit, minLimit, cfg.MaxWaiting)
 	}

@@ -54,7 +54,7 @@ func (s *Server) Status() Status {
 		"body_too_large": c.bodyTooLarge.Load(), "malformed": c.malformed.Load(), "read_timeouts": c.timeouts.Load(),
 		"body_budget": c.bodyBudget.Load(), "conns_refused": c.connsRefused.Load(), "bad_path": c.badPath.Load(),
 		// access log lines written, and sampled out (over -access-log-rate)
-		"access_log_written": s.accessLog.written.Load(), "access_log_sampled_out": s.accessLog.sampledOut.Load(),
+		"access_log_written": s.accessLog.written.Load(), "access_log_sampled_out": s.accessLog.sampled.Refused(),
 		"method_not_allowed": c.badMethod.Load(), "preflights": c.preflights.Load(),
 		// gauges: body bytes reserved, and connections open, now
 		"body_bytes": uint64(max(s.bodyBytes.Load(), 0)), "conns": uint64(max(s.conns.Load(), 0)),

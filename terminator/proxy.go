@@ -163,7 +163,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	e.stats.count(status)
 	countVariants(x, status)
-	s.metrics.latency(e, time.Since(start))
+	took := time.Since(start)
+	e.stats.latency.Record(took)
+	s.metrics.latency(e, took)
 }
 
 // release gives back the admission slot of a request admitted at start.

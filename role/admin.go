@@ -74,7 +74,7 @@ type Admin struct {
 	scrapeToken []byte
 	reg         *prometheus.Registry
 	srv         *http.Server
-	ln    net.Listener
+	ln          net.Listener
 
 	conns   atomic.Int64  // open now
 	refused atomic.Uint64 // closed at once, over MaxConns

@@ -225,15 +225,15 @@ type nodeCollector struct {
 	reg *discovery.Registrar
 	ev  *events.Bus
 	descs
-	info, stat, failures, dropped, closed, inFlight, serving, peers, handlerLimit                   *prometheus.Desc
-	routeRequests, routeErrors, routeCancelled, routeLatency                                        *prometheus.Desc
-	instances, weight, versionCalls, versionErrors, versionLatency                                  *prometheus.Desc
-	ghosts, ghostPending, ghostLatency, hedgeCalls, hedgeCopies, hedgeWon, hedgeThrottled           *prometheus.Desc
-	etcdStale, etcdOutages, etcdInstances, registered                                               *prometheus.Desc
-	evPublished, evDelivered, evDuplicates, evFailed, evParked, evHealed, evGaps, evPruned          *prometheus.Desc
-	evLag, evPatients, evReading                                                                    *prometheus.Desc
-	busCalls, busReplies, busRetries, busThrottled, busCancelled, busCancelsSent, busCancels        *prometheus.Desc
-	busRequests, busHandled, busHandlerErrors, busHandlersCancelled, busOverload                    *prometheus.Desc
+	info, stat, failures, dropped, closed, inFlight, serving, peers, handlerLimit            *prometheus.Desc
+	routeRequests, routeErrors, routeCancelled, routeLatency                                 *prometheus.Desc
+	instances, weight, versionCalls, versionErrors, versionLatency                           *prometheus.Desc
+	ghosts, ghostPending, ghostLatency, hedgeCalls, hedgeCopies, hedgeWon, hedgeThrottled    *prometheus.Desc
+	etcdStale, etcdOutages, etcdInstances, registered                                        *prometheus.Desc
+	evPublished, evDelivered, evDuplicates, evFailed, evParked, evHealed, evGaps, evPruned   *prometheus.Desc
+	evLag, evPatients, evReading                                                             *prometheus.Desc
+	busCalls, busReplies, busRetries, busThrottled, busCancelled, busCancelsSent, busCancels *prometheus.Desc
+	busRequests, busHandled, busHandlerErrors, busHandlersCancelled, busOverload             *prometheus.Desc
 }
 
 func newNodeCollector(n *nanobus.Node, lim *limit.Limiter, w *discovery.Watcher, reg *discovery.Registrar, ev *events.Bus) *nodeCollector {

@@ -19,6 +19,13 @@ import (
 // what makes it cheap.
 func echoFront(tb testing.TB) (driver func() func()) {
 	tb.Helper()
+	_, driver = echoFrontServer(tb)
+	return driver
+}
+
+// echoFrontServer is echoFront with its front.
+func echoFrontServer(tb testing.TB) (*Server, func() func()) {
+	tb.Helper()
 	svc := nanobustest.NewNode(tb, nanobus.Config{Service: "echo"})
 	if err := svc.Handle("GET /echo", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
 		return nanobus.Reply{Body: req.Body}, nil
@@ -33,7 +40,7 @@ func echoFront(tb testing.TB) (driver func() func()) {
 	}
 	s.SetRoutes(PublicRoutes(svc.Peer()))
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
-	return func() func() {
+	return s, func() func() {
 		var rc fasthttp.RequestCtx
 		rc.Init(&fasthttp.Request{}, remote, nil)
 		return func() {

@@ -161,7 +161,7 @@ EOF
 }
 
 down() {
-  compose --profile seed down --volumes --remove-orphans --timeout 15
+  compose --profile seed --profile grafana down --volumes --remove-orphans --timeout 15
   rm -rf "$state"
   if [ "${REMOVE_IMAGES:-}" = 1 ]; then
     docker image rm "${TERMINATOR_IMAGE:-terminator-gw/terminator:dev}" >/dev/null 2>&1 || true

@@ -374,6 +374,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, v := range n.CallStats() {
+		if v.Calls == 0 {
+			continue // a version this node knows of but never called: nothing to judge it by
+		}
 		counter(ch, c.versionCalls, v.Calls, v.Service, v.Version)
 		counter(ch, c.versionErrors, v.Errors, v.Service, v.Version)
 		ch <- histogramOf(c.versionLatency, v.Latency, v.Service, v.Version)

@@ -123,9 +123,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	if h.GetSampleCount() != uint64(answered) || h.GetSampleSum() <= 0 {
 		t.Errorf("latency histogram of GET /echo: count %d sum %v, want %d answers and a positive sum", h.GetSampleCount(), h.GetSampleSum(), answered)
 	}
-	buckets := h.GetBucket()
-	if len(buckets) != len(latencyBounds) || buckets[len(buckets)-1].GetCumulativeCount() != uint64(answered) {
-		t.Errorf("latency buckets %v: want %d of them, the last holding every answer", buckets, len(latencyBounds))
+	buckets := h.GetBucket() // the text format's +Inf bucket included
+	if len(buckets) != len(latencyBounds)+1 || buckets[len(buckets)-2].GetCumulativeCount() != uint64(answered) {
+		t.Errorf("latency buckets %v: want %d and +Inf, the last under 30s holding every answer", buckets, len(latencyBounds))
 	}
 	for i := 1; i < len(buckets); i++ {
 		if buckets[i].GetCumulativeCount() < buckets[i-1].GetCumulativeCount() || buckets[i].GetUpperBound() <= buckets[i-1].GetUpperBound() {

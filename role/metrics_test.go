@@ -302,3 +302,23 @@ func TestMetricsGuard(t *testing.T) {
 		t.Errorf("a missing -metrics-token-file: %v, want an error naming the metrics token", err)
 	}
 }
+
+// The scrape token comes from its flags or their environment variables,
+// in every role.
+func TestMetricsTokenFlags(t *testing.T) {
+	t.Setenv("TERMINATOR_METRICS_TOKEN", "from-env")
+	t.Setenv("TERMINATOR_METRICS_TOKEN_FILE", "/run/secrets/scrape")
+	for _, role := range []string{"all", "front", "echo"} {
+		fs, c, out := flags(role)
+		if err := Parse(fs, nil); err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		if c.Admin.MetricsToken != "from-env" || c.Admin.MetricsTokenFile != "/run/secrets/scrape" {
+			t.Errorf("%s: metrics token %q, file %q, want them from the environment", role, c.Admin.MetricsToken, c.Admin.MetricsTokenFile)
+		}
+		fs.PrintDefaults()
+		if help := out.String(); !strings.Contains(help, "TERMINATOR_METRICS_TOKEN_FILE") || strings.Contains(help, "from-env") {
+			t.Errorf("%s -h: want the scrape token's variables named and its value never shown:\n%s", role, help)
+		}
+	}
+}

@@ -231,6 +231,7 @@ type nodeCollector struct {
 	ghosts, ghostPending, ghostLatency, hedgeCalls, hedgeCopies, hedgeWon, hedgeThrottled    *prometheus.Desc
 	etcdStale, etcdOutages, etcdInstances, registered                                        *prometheus.Desc
 	evPublished, evDelivered, evDuplicates, evFailed, evParked, evHealed, evGaps, evPruned   *prometheus.Desc
+	evReplayed, evDiscarded                                                                  *prometheus.Desc
 	evLag, evPatients, evReading                                                             *prometheus.Desc
 	busCalls, busReplies, busRetries, busThrottled, busCancelled, busCancelsSent, busCancels *prometheus.Desc
 	busRequests, busHandled, busHandlerErrors, busHandlersCancelled, busOverload             *prometheus.Desc
@@ -298,6 +299,8 @@ func newNodeCollector(n *nanobus.Node, lim *limit.Limiter, w *discovery.Watcher,
 	c.evFailed = ds.add("terminator_events_failed_total", "Handler runs that failed (retried, then parked).", node)
 	c.evParked = ds.add("terminator_events_parked_total", "Events sent to the hospital.", node)
 	c.evHealed = ds.add("terminator_events_healed_total", "Parked events applied later (retried or replayed by an operator).", node)
+	c.evReplayed = ds.add("terminator_events_replayed_total", "Parked events an operator replayed and that then applied.", node)
+	c.evDiscarded = ds.add("terminator_events_discarded_total", "Parked events an operator discarded.", node)
 	c.evGaps = ds.add("terminator_events_gaps_total", "Events a subscription never got: its position was past the publisher's retention.", node)
 	c.evPruned = ds.add("terminator_events_pruned_total", "Events this publisher deleted, older than its retention.", node)
 	c.evLag = ds.add("terminator_events_lag", "Events received, not yet applied, per subscription.", node, "group", "from", "topic")
@@ -417,7 +420,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		d *prometheus.Desc
 		v int64
 	}{{c.evPublished, es.Published}, {c.evDelivered, es.Delivered}, {c.evDuplicates, es.Duplicates},
-		{c.evFailed, es.Failed}, {c.evParked, es.Parked}, {c.evHealed, es.Healed}, {c.evGaps, es.Gaps}, {c.evPruned, es.Pruned}} {
+		{c.evFailed, es.Failed}, {c.evParked, es.Parked}, {c.evHealed, es.Healed}, {c.evReplayed, es.Replayed},
+		{c.evDiscarded, es.Discarded}, {c.evGaps, es.Gaps}, {c.evPruned, es.Pruned}} {
 		counter(ch, m.d, uint64(max(m.v, 0)))
 	}
 	for _, sub := range es.Subscriptions {

@@ -81,7 +81,7 @@ bench-events: bench-build
 	./bin/evbench $(EVBENCH_FLAGS)
 
 ## images: the fleet's images, built locally: terminator FROM scratch, and one
-## debootstrap base for etcd, nginx and PostgreSQL (cached until its recipe changes)
+## debootstrap base for etcd, nginx, PostgreSQL and Prometheus (cached until its recipe changes)
 images:
 	deploy/compose/fleet.sh images
 

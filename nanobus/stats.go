@@ -139,8 +139,8 @@ func (n *Node) RouteStats() []report.RouteStats {
 		if e := c.lastErr.Load(); e != nil {
 			s.LastError = *e
 		}
-		h := c.hist.Snapshot()
-		s.P50, s.P99 = h.Quantile(0.5), h.Quantile(0.99)
+		s.Latency = c.hist.Snapshot()
+		s.P50, s.P99 = s.Latency.Quantile(0.5), s.Latency.Quantile(0.99)
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b report.RouteStats) int { return strings.Compare(a.Route, b.Route) })

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // AdminConfig configures a process's admin listener.
@@ -26,6 +28,10 @@ type AdminConfig struct {
 	// as the password. Required when Listen is not a loopback address.
 	Token     string
 	TokenFile string // read Token from this file (trailing newline dropped)
+	// MetricsToken, when set, is also accepted on /metrics (and nowhere
+	// else), so that Prometheus need not hold the admin token.
+	MetricsToken     string
+	MetricsTokenFile string // read MetricsToken from this file
 	// CertFile and KeyFile, when given, serve the admin listener over TLS.
 	CertFile, KeyFile string
 	// MaxConns bounds the connections open at once (default 64): /healthz
@@ -41,11 +47,14 @@ type AdminConfig struct {
 }
 
 func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, /status.json, /debug/pprof/, a status page")
+	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, /status.json, /metrics (Prometheus), /debug/pprof/, a status page")
 	// Not StringVar: flag prints a non-empty default in --help.
 	fs.Func("admin-token", "token for the admin listener's status pages and pprof (prefer the environment or -admin-token-file: flags show in ps)",
 		func(s string) error { c.Token = s; return nil })
 	fs.StringVar(&c.TokenFile, "admin-token-file", c.TokenFile, "file holding the admin token")
+	fs.Func("metrics-token", "a read-only token accepted on /metrics only, besides the admin token, for Prometheus (prefer the environment or -metrics-token-file)",
+		func(s string) error { c.MetricsToken = s; return nil })
+	fs.StringVar(&c.MetricsTokenFile, "metrics-token-file", c.MetricsTokenFile, "file holding the /metrics token")
 	fs.StringVar(&c.CertFile, "admin-cert", c.CertFile, "admin TLS certificate (with -admin-key: serve the admin listener over https)")
 	fs.StringVar(&c.KeyFile, "admin-key", c.KeyFile, "admin TLS key")
 	c.setDefaults()
@@ -61,8 +70,11 @@ type Admin struct {
 	cfg   AdminConfig
 	log   *slog.Logger
 	token []byte
-	srv   *http.Server
-	ln    net.Listener
+	// scrapeToken opens /metrics only; reg is what /metrics shows.
+	scrapeToken []byte
+	reg         *prometheus.Registry
+	srv         *http.Server
+	ln          net.Listener
 
 	conns   atomic.Int64  // open now
 	refused atomic.Uint64 // closed at once, over MaxConns
@@ -82,13 +94,13 @@ type check struct {
 func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
 	cfg.setDefaults()
 	a := &Admin{cfg: cfg, log: log}
-	token := cfg.Token
-	if cfg.TokenFile != "" {
-		b, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("admin token: %w", err)
-		}
-		token = strings.TrimRight(string(b), "\r\n")
+	token, err := tokenOf(cfg.Token, cfg.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	scrape, err := tokenOf(cfg.MetricsToken, cfg.MetricsTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("metrics token: %w", err)
 	}
 	if token == "" && !loopback(cfg.Listen) {
 		return nil, fmt.Errorf("admin listener %s is not on loopback: give it a token (-admin-token-file, or %s)",
@@ -97,7 +109,8 @@ func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("admin TLS: give both -admin-cert and -admin-key, or neither")
 	}
-	a.token = []byte(token)
+	a.token, a.scrapeToken = []byte(token), []byte(scrape)
+	a.reg = a.newRegistry()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -107,6 +120,7 @@ func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	mux.Handle("GET /metrics", a.metricsHandler())
 	private := http.NewServeMux()
 	private.HandleFunc("/debug/pprof/", pprof.Index)
 	private.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -159,13 +173,7 @@ func loopback(addr string) bool {
 func (a *Admin) authorized(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(a.token) > 0 {
-			got := ""
-			if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-				got = bearer
-			} else if _, pw, ok := r.BasicAuth(); ok {
-				got = pw
-			}
-			if subtle.ConstantTimeCompare([]byte(got), a.token) != 1 {
+			if subtle.ConstantTimeCompare([]byte(credential(r)), a.token) != 1 {
 				w.Header().Set("WWW-Authenticate", `Basic realm="terminator admin"`)
 				http.Error(w, "unauthorized", http.StatusUnauthorized)
 				return
@@ -173,6 +181,31 @@ func (a *Admin) authorized(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// credential is the token r carries: "Authorization: Bearer <token>", or
+// basic auth with the token as the password.
+func credential(r *http.Request) string {
+	if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return bearer
+	}
+	if _, pw, ok := r.BasicAuth(); ok {
+		return pw
+	}
+	return ""
+}
+
+// tokenOf is token, or the content of file when given (trailing newline
+// dropped).
+func tokenOf(token, file string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // Check adds a readiness condition: /readyz answers 503 while any fails.

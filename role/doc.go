@@ -26,6 +26,12 @@
 // token whenever one is set, and a token is required when the admin
 // listener is not on loopback.
 //
+// /metrics serves the process's numbers to Prometheus from a registry of
+// its own (Admin.Collect adds a collector; each bus node's metrics carry
+// its service as the "node" label). It is guarded as /status.json is, and
+// also takes the scrape token (-metrics-token-file), which opens nothing
+// else. docs/metrics.md lists the metrics.
+//
 // Flags come with environment variables (EnvName): Parse reads the
 // environment first and refuses values that do not parse.
 //

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/terminator-gw/terminator/discovery"
@@ -287,6 +288,28 @@ func TestHospitalCLI(t *testing.T) {
 		code, out, _ = hospitalRun(t, endpoints, "list", "-open")
 		if code != 0 || strings.TrimSpace(out) != "no patients (asked projections)" {
 			t.Errorf("list -open after the treatments: exit %d: %s", code, out)
+		}
+	})
+
+	// What /metrics shows of it: one replayed, one discarded, none left.
+	t.Run("metrics", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(newNodeCollector(sub, nil, nil, subReg, subEv))
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, f := range fams {
+			for _, m := range f.GetMetric() {
+				got[f.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		for name, want := range map[string]float64{"terminator_events_parked_total": 2, "terminator_events_replayed_total": 1,
+			"terminator_events_discarded_total": 1, "terminator_events_hospital_patients": 0} {
+			if v, ok := got[name]; !ok || v != want {
+				t.Errorf("%s = %v (shown: %v), want %v", name, v, ok, want)
+			}
 		}
 	})
 

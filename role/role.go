@@ -365,6 +365,9 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
 	p.publish(cli, node)
 	p.admin.Section(nodeSection(node, lim, w, reg, ev))
+	if err := p.admin.Collect(newNodeCollector(node, lim, w, reg, ev)); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	p.stops = append(p.stops, func() {
 		t := time.Now()
 		reg.Close()
@@ -440,6 +443,9 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
 	p.admin.Section(nodeSection(node, lim, w, reg, nil))
+	if err := errors.Join(p.admin.Collect(newFrontCollector(srv)), p.admin.Collect(newNodeCollector(node, lim, w, reg, nil))); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	if err := srv.Start(); err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ var pageHead = template.Must(template.New("head").Parse(`<!doctype html>
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.bad{color:#b00}.ok{color:#070}
 section{margin-bottom:2em}h1{font-size:1.4em;border-bottom:1px solid #ccc}</style></head>
 <body><p>{{if .}}<b class="bad">not ready: {{.}}</b>{{else}}<b class="ok">ready</b>{{end}}
-· <a href="status.json">status.json</a> · <a href="debug/pprof/">pprof</a></p>
+· <a href="status.json">status.json</a> · <a href="metrics">metrics</a> · <a href="debug/pprof/">pprof</a></p>
 `))
 
 // nodeSection shows a bus node: the routes it serves with their numbers,

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/DataDog/datadog-go/v5/statsd"
+
+	"github.com/terminator-gw/terminator/nanobus/histogram"
 )
 
 // routeStats counts one route's responses by status class. Counting is an
@@ -19,6 +21,9 @@ type routeStats struct {
 	// (nginx's 499): no response was sent, so no class counts them.
 	cancelled     atomic.Uint64
 	sentCancelled uint64
+	// latency is the time from admission to the response, of every
+	// request that got one: one atomic add each (Prometheus reads it).
+	latency histogram.Recorder
 }
 
 func (r *routeStats) count(status int) {

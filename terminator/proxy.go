@@ -200,7 +200,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	e.stats.count(status)
 	countVariants(x, status)
-	s.metrics.latency(e, time.Since(start))
+	took := time.Since(start)
+	e.stats.latency.Record(took)
+	s.metrics.latency(e, took)
 }
 
 // noRoute answers a request no route takes: 404 when no route has its

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/terminator-gw/terminator/nanobus/histogram"
 	"github.com/terminator-gw/terminator/nanobus/limit"
 	"github.com/terminator-gw/terminator/nanobus/report"
 )
@@ -30,13 +31,17 @@ type RouteStatus struct {
 	// Cancelled counts calls cancelled because the client went away while
 	// they were parked: nothing was sent (nginx logs these as 499).
 	Cancelled uint64 `json:"cancelled"`
+	// Latency is the time from admission to the response, of the requests
+	// answered (for /metrics: the quantiles are what people read).
+	Latency histogram.Histogram `json:"-"`
 }
 
 // Status returns a snapshot for the admin endpoints.
 func (s *Server) Status() Status {
 	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), LimitHistory: s.limiter.History(), Services: map[string][]report.PeerState{}, Variants: s.variantStatus()}
 	for _, e := range s.router.entries() {
-		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}, Cancelled: e.stats.cancelled.Load()}
+		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}, Cancelled: e.stats.cancelled.Load(),
+			Latency: e.stats.latency.Snapshot()}
 		for class := 1; class <= 5; class++ {
 			if n := e.stats.classes[class].Load(); n > 0 {
 				rs.Responses[strings.TrimPrefix(classTags[class], "status:")] = n

@@ -12,13 +12,14 @@
 # Settings (environment): FLEET_PORT (nginx on 127.0.0.1, default 8090),
 # FLEET_PROJECT (compose project name, default terminator-fleet), FLEET_NET
 # (first three octets of the fleet's /24, default 172.31.213),
-# TERMINATOR_ADMIN_TOKEN (default: a random one, kept until `down`),
+# TERMINATOR_ADMIN_TOKEN and TERMINATOR_METRICS_TOKEN (Prometheus's, which
+# opens /metrics only) (default: a random one each, kept until `down`),
 # FLEET_SEED=0 (no sample data), FLEET_WAIT (seconds to wait for every
 # process to register, default 180),
 # POSTGRES_PASSWORD, ETCD_IMAGE / NGINX_IMAGE / POSTGRES_IMAGE /
-# TERMINATOR_IMAGE to use other images than the ones built here, and
-# PUBLIC_IMAGES=1 to pull the public etcd, nginx and postgres images instead
-# of building the base image.
+# PROMETHEUS_IMAGE / TERMINATOR_IMAGE to use other images than the ones built
+# here, and PUBLIC_IMAGES=1 to pull the public etcd, nginx, postgres and
+# prometheus images instead of building the base image.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,17 +46,20 @@ else
   die "neither 'docker compose' nor docker-compose is installed (apt-get install docker-compose)"
 fi
 
-# The admin token is made once per project and kept until down.
+# The admin and scrape tokens are made once per project and kept until down.
 token() {
-  if [ -n "${TERMINATOR_ADMIN_TOKEN:-}" ]; then
-    return
-  fi
-  if [ ! -s "$state/admin-token" ]; then
+  TERMINATOR_ADMIN_TOKEN=${TERMINATOR_ADMIN_TOKEN:-$(made_token admin-token)}
+  TERMINATOR_METRICS_TOKEN=${TERMINATOR_METRICS_TOKEN:-$(made_token metrics-token)}
+  export TERMINATOR_ADMIN_TOKEN TERMINATOR_METRICS_TOKEN
+}
+
+# made_token prints the token kept in $state/<name>, made at its first use.
+made_token() {
+  if [ ! -s "$state/$1" ]; then
     mkdir -p "$state"
-    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$state/admin-token")
+    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$state/$1")
   fi
-  TERMINATOR_ADMIN_TOKEN=$(cat "$state/admin-token")
-  export TERMINATOR_ADMIN_TOKEN
+  cat "$state/$1"
 }
 
 compose() { "${compose_cmd[@]}" -p "$project" -f "$here/compose.yaml" "$@"; }
@@ -81,7 +85,8 @@ build_images() {
   local base
   base=$(cat "$tag")
   rm -f "$tag"
-  export ETCD_IMAGE=${ETCD_IMAGE:-$base} NGINX_IMAGE=${NGINX_IMAGE:-$base} POSTGRES_IMAGE=${POSTGRES_IMAGE:-$base}
+  export ETCD_IMAGE=${ETCD_IMAGE:-$base} NGINX_IMAGE=${NGINX_IMAGE:-$base} POSTGRES_IMAGE=${POSTGRES_IMAGE:-$base} \
+    PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-$base}
 }
 
 registrations() {
@@ -143,6 +148,7 @@ flirts (over one PostgreSQL), echo; a 3-member etcd cluster.
   front1        http://127.0.0.1:$(port_of front1 8080)   admin http://127.0.0.1:$(port_of front1 8081)/
   front2        http://127.0.0.1:$(port_of front2 8080)   admin http://127.0.0.1:$(port_of front2 8081)/
   admin token   $TERMINATOR_ADMIN_TOKEN   (status pages and pprof: -H 'Authorization: Bearer <token>')
+  prometheus    http://127.0.0.1:$(port_of prometheus 9090)/   (scrapes every process's /metrics; token $TERMINATOR_METRICS_TOKEN)
 
 try:
   curl -s $u/profiles/1
@@ -159,7 +165,7 @@ EOF
 }
 
 down() {
-  compose --profile seed down --volumes --remove-orphans --timeout 15
+  compose --profile seed --profile grafana down --volumes --remove-orphans --timeout 15
   rm -rf "$state"
   if [ "${REMOVE_IMAGES:-}" = 1 ]; then
     docker image rm "${TERMINATOR_IMAGE:-terminator-gw/terminator:dev}" >/dev/null 2>&1 || true

@@ -29,6 +29,7 @@ func TestFleet(t *testing.T) {
 		name string
 		run  func(*testing.T, *fleet)
 	}{
+		{"PrometheusScrapes", prometheusScrapes},
 		{"PutsSurviveProfilesKill", putsSurviveProfilesKill},
 		{"GetsSurviveWebKill", getsSurviveWebKill},
 		{"RollingRestart", rollingRestart},

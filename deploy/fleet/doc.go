@@ -1,8 +1,12 @@
 // Package fleet is the fleet suite: the compose fleet of deploy/compose (a
 // 3-member etcd cluster, nginx, 2 fronts, 2 each of web, profiles, visits,
 // flirts and notifications over one PostgreSQL, and echo) brought up under
-// its own project name, then hurt under load, one fault at a time:
+// its own project name, with the Prometheus that scrapes it, then hurt
+// under load, one fault at a time:
 //
+//   - first, whole: Prometheus has every terminator process's /metrics as
+//     a target, each up (scraped with the scrape token), and answers a query
+//     over what it scraped;
 //   - a profiles container killed and restarted under distinct-id PUTs:
 //     every acknowledged write reads back 200 through every front;
 //   - a web container killed (SIGKILL) under GETs: no GET fails;

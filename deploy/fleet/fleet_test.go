@@ -149,7 +149,7 @@ func (f *fleet) up() error {
 			f.ids[svc] = id
 		}
 	}
-	for _, svc := range slices.Concat(terminators, etcds, []string{"nginx", "postgres"}) {
+	for _, svc := range slices.Concat(terminators, etcds, []string{"nginx", "postgres", "prometheus"}) {
 		if f.ids[svc] == "" {
 			return fmt.Errorf("no container for %s in project %s", svc, f.project)
 		}

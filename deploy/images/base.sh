@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # base.sh builds the fleet's base image offline: a Debian bookworm root
-# filesystem made with debootstrap (minbase) with etcd, nginx and PostgreSQL
-# installed into it, imported with `docker import`. One image serves all three
-# roles; compose picks the program with each service's entrypoint.
+# filesystem made with debootstrap (minbase) with etcd, nginx, PostgreSQL and
+# Prometheus installed into it, imported with `docker import`. One image serves
+# all four roles; compose picks the program with each service's entrypoint.
 #
 # The tag carries a hash of this file, so a changed recipe builds a new image
 # and an unchanged one is reused. Prints the tag on stdout; logs go to stderr.
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=${BASE_REPO:-terminator-fleet-base}
 tag="$repo:$(sha256sum "$here/base.sh" | cut -c1-12)"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=(ca-certificates etcd-server etcd-client nginx postgresql)
+packages=(ca-certificates etcd-server etcd-client nginx postgresql prometheus)
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
   echo "base image $tag present: reused" >&2

@@ -144,6 +144,7 @@ type Bus struct {
 
 	stats struct {
 		published, delivered, duplicates, failed, parked, healed, gaps, pruned atomic.Int64
+		replayed, discarded                                                    atomic.Int64
 	}
 }
 
@@ -295,6 +296,8 @@ type Stats struct {
 	Failed     int64 `json:"failed"`     // handler runs that failed
 	Parked     int64 `json:"parked"`     // events sent to the hospital
 	Healed     int64 `json:"healed"`     // parked events applied later (retried or replayed)
+	Replayed   int64 `json:"replayed"`   // of those, applied by an operator's replay
+	Discarded  int64 `json:"discarded"`  // parked events an operator discarded
 	Gaps       int64 `json:"gaps"`       // events a subscription never got: its position was past the publisher's retention
 	Pruned     int64 `json:"pruned"`     // events this publisher deleted, older than its retention
 	// Subscriptions are the state of each, patients in the hospital included.
@@ -314,6 +317,7 @@ type SubscriptionStats struct {
 func (b *Bus) Stats() Stats {
 	s := Stats{Published: b.stats.published.Load(), Delivered: b.stats.delivered.Load(), Duplicates: b.stats.duplicates.Load(),
 		Failed: b.stats.failed.Load(), Parked: b.stats.parked.Load(), Healed: b.stats.healed.Load(),
+		Replayed: b.stats.replayed.Load(), Discarded: b.stats.discarded.Load(),
 		Gaps: b.stats.gaps.Load(), Pruned: b.stats.pruned.Load()}
 	b.mu.Lock()
 	subs := slices.Clone(b.subs)

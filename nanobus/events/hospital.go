@@ -168,6 +168,12 @@ func (s *subscription) heal(ctx context.Context, p *Patient) error {
 	case err == nil && closed:
 		return nil
 	case err == nil:
+		switch request {
+		case "discard":
+			s.b.stats.discarded.Add(1)
+		case "replay":
+			s.b.stats.replayed.Add(1)
+		}
 		if request != "discard" {
 			s.b.stats.healed.Add(1)
 			s.b.stats.delivered.Add(1)

@@ -132,3 +132,46 @@ func (h Histogram) Quantile(q float64) time.Duration {
 	}
 	return histLower(histBuckets - 1)
 }
+
+// Start is where the bucket holding d starts. Cumulative counts exactly at
+// such a bound: every sample below it sits in a bucket wholly below it.
+func Start(d time.Duration) time.Duration { return histLower(histIndex(d)) }
+
+// Cumulative counts, for each of bounds (ascending), the samples in the
+// buckets that end at or below it: the samples under it, exactly when the
+// bound is a bucket's Start. It is what a Prometheus histogram's "le"
+// buckets want.
+func (h Histogram) Cumulative(bounds []time.Duration) []uint64 {
+	out := make([]uint64, len(bounds))
+	var seen uint64
+	j := 0
+	for _, b := range h {
+		if b.Index < 0 || b.Index >= histBuckets {
+			continue
+		}
+		end := histLower(min(b.Index+1, histBuckets-1))
+		for j < len(bounds) && bounds[j] < end {
+			out[j] = seen
+			j++
+		}
+		seen += b.Count
+	}
+	for ; j < len(bounds); j++ {
+		out[j] = seen
+	}
+	return out
+}
+
+// Sum estimates the samples' total from the middle of their buckets
+// (within 6.25% of the truth, as each bucket is within 12.5% wide).
+func (h Histogram) Sum() time.Duration {
+	var sum time.Duration
+	for _, b := range h {
+		if b.Index < 0 || b.Index >= histBuckets {
+			continue
+		}
+		lo, hi := histLower(b.Index), histLower(min(b.Index+1, histBuckets-1))
+		sum += time.Duration(b.Count) * (lo + (hi-lo)/2)
+	}
+	return sum
+}

@@ -121,3 +121,35 @@ func TestHistogramConcurrent(t *testing.T) {
 		t.Fatalf("%d samples counted, want 8000", total)
 	}
 }
+
+// Cumulative counts exactly under bounds that are bucket starts, and Sum
+// stays within 6.25% of the true total.
+func TestHistogramCumulative(t *testing.T) {
+	var r Recorder
+	samples := []time.Duration{50 * time.Microsecond, 900 * time.Microsecond, 3 * time.Millisecond,
+		3 * time.Millisecond, 40 * time.Millisecond, 2 * time.Second}
+	var total time.Duration
+	for _, d := range samples {
+		r.Record(d)
+		total += d
+	}
+	h := r.Snapshot()
+	bounds := []time.Duration{Start(10 * time.Microsecond), Start(time.Millisecond), Start(5 * time.Millisecond),
+		Start(50 * time.Millisecond), Start(time.Second), Start(10 * time.Second)}
+	for i, tt := range []struct {
+		bound time.Duration
+		want  uint64
+	}{
+		{bounds[0], 0}, {bounds[1], 2}, {bounds[2], 4}, {bounds[3], 5}, {bounds[4], 5}, {bounds[5], 6},
+	} {
+		if got := h.Cumulative(bounds)[i]; got != tt.want {
+			t.Errorf("samples under %v: %d, want %d", tt.bound, got, tt.want)
+		}
+	}
+	if got := Histogram(nil).Cumulative(bounds); slices.Max(got) != 0 {
+		t.Errorf("empty histogram: %v", got)
+	}
+	if sum := h.Sum(); math.Abs(float64(sum-total)) > 0.0625*float64(total) {
+		t.Errorf("sum %v, true total %v: over 6.25%% off", sum, total)
+	}
+}

@@ -93,6 +93,12 @@ type handlerContext struct {
 	labels   string // the request's labels, for the calls it makes
 	ghost    bool   // the request is a ghost copy: so are the calls it makes
 	req      *Request
+	// values, when set, answers Value (but for handlerKey): the node's
+	// context with the request's span (see startServerSpan). Here, not in
+	// the pooled Request: the context outlives the handler (a store's
+	// context watcher may still ask it for a value) and the Request is
+	// reset for the next one.
+	values context.Context
 
 	// calls holds the sequence numbers of the calls made with this context
 	// that wait for their answers (under mu). A sequence number, not the
@@ -132,8 +138,8 @@ func (c *handlerContext) Value(key any) any {
 	if key == (handlerKey{}) {
 		return c
 	}
-	if r := c.req; r != nil && r.values != nil {
-		return r.values.Value(key)
+	if c.values != nil {
+		return c.values.Value(key)
 	}
 	return c.bus.ctx.Value(key)
 }

@@ -40,11 +40,6 @@ type Reply struct {
 type Request struct {
 	wire.Request
 	route *route
-	// values, when set, answers its handler context's Value (but for
-	// handlerKey): the node's context with the request's span (see
-	// startServerSpan). Here rather than in the handler context, which is
-	// allocated per request: a Request is pooled.
-	values context.Context
 }
 
 // PathValue returns the path segment matching the wildcard {name} of the
@@ -216,7 +211,7 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	ctx.req = req
 	var span trace.Span
 	if n.tracer != nil {
-		span = n.startServerSpan(req, rt)
+		span = n.startServerSpan(ctx, req, rt)
 	}
 	start := time.Now()
 	var rep Reply

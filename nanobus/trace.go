@@ -148,9 +148,9 @@ func endClientSpan(span trace.Span, in *instance, resp *Response, err error, ret
 }
 
 // startServerSpan starts the span of req, the child of the call its
-// traceparent names, and puts it in req: the handler's context then
-// carries it, and the calls made with it are its children.
-func (n *Node) startServerSpan(req *Request, rt *route) trace.Span {
+// traceparent names, and puts it in hc, the handler's context: the calls
+// made with it are its children.
+func (n *Node) startServerSpan(hc *handlerContext, req *Request, rt *route) trace.Span {
 	ctx, span := n.tracer.Start(remoteParent(n.ctx, req.TraceParent), rt.Name, serverSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(rpcSystem, semconv.RPCMethod(rt.Name), attrService.String(n.cfg.Service),
@@ -159,7 +159,7 @@ func (n *Node) startServerSpan(req *Request, rt *route) trace.Span {
 			span.SetAttributes(attrGhost.Bool(true))
 		}
 	}
-	req.values = ctx
+	hc.values = ctx
 	return span
 }
 

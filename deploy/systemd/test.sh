@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# test.sh boots deploy/systemd under a real systemd: a Debian bookworm
+# container (deploy/images/systemd.sh) with systemd as PID 1 and etcd on
+# 127.0.0.1:2379, installs the static binary, the unit and the env files as
+# docs/fleet.md says, starts every role and checks that
+#   - each unit is active and ready, and the front serves through the bus;
+#   - a secret in /etc/terminator/credentials reaches the dynamic user;
+#   - every listen backlog (ss -ltn Send-Q) is the kernel's somaxconn;
+#   - a unit killed with SIGKILL is active and ready again within a bound;
+#   - a unit whose etcd is down at start (longer than the default start
+#     limit allows) comes up once etcd is back;
+#   - a stop drains: the journal shows the stop steps, the exit is clean.
+# Prints the numbers. Cleans up the container it made, whatever happens.
+#
+#   deploy/systemd/test.sh [path/to/terminator]    (make test-systemd)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo_root=$(cd "$here/../.." && pwd)
+bin=$(realpath "${1:-$repo_root/bin/terminator}")
+[ -x "$bin" ] || { echo "test.sh: no binary at $bin (make build)" >&2; exit 1; }
+command -v docker >/dev/null 2>&1 || { echo "test.sh: docker is not installed" >&2; exit 1; }
+
+roles=(echo profiles visits flirts notifications web front)
+declare -A admin=([front]=8081 [web]=8082 [profiles]=8083 [visits]=8084 [flirts]=8085 [echo]=8086 [notifications]=8087)
+token=systemd-test-$RANDOM$RANDOM
+
+fail() { echo "test.sh: FAIL: $*" >&2; exit 1; }
+now_ms() { date +%s%3N; }
+
+image=$("$repo_root/deploy/images/systemd.sh")
+name=terminator-systemd-test-$$
+cleanup() {
+  status=$?
+  if [ $status -ne 0 ] && docker inspect "$name" >/dev/null 2>&1; then
+    echo "test.sh: the units' state and journal at the failure:" >&2
+    docker exec "$name" systemctl --no-pager list-units 'terminator@*' etcd.service >&2 2>&1 || true
+    docker exec "$name" journalctl --no-pager -n 60 -u 'terminator@*' >&2 2>&1 || true
+  fi
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  exit $status
+}
+trap cleanup EXIT
+
+# systemd as PID 1 wants to manage cgroups and mount namespaces: every
+# capability, no seccomp or AppArmor profile in its way, the host's cgroup
+# tree. --privileged would do, but an engine that itself lacks a capability
+# (CAP_SYS_RESOURCE in some sandboxes) cannot grant it: then without that one.
+run() {
+  docker run -d --name "$name" --hostname terminator-systemd "$@" \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+    --tmpfs /run --tmpfs /run/lock --tmpfs /tmp "$image" >/dev/null
+}
+if ! err=$(run --cap-add ALL 2>&1); then
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  echo "test.sh: docker run --cap-add ALL: $(grep -m1 -i error <<<"$err"); again without CAP_SYS_RESOURCE" >&2
+  run --cap-add ALL --cap-drop SYS_RESOURCE || fail "docker run: systemd container did not start"
+fi
+cx() { docker exec "$name" "$@"; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: run COMMAND (in the container)
+# until it succeeds, at most SECONDS.
+wait_for() {
+  local what=$1 bound=$2; shift 2
+  local deadline=$(($(date +%s) + bound))
+  until cx "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$what: not within ${bound}s"
+    sleep 0.2
+  done
+}
+
+boot=$(now_ms)
+wait_for "systemd boots" 60 sh -c 'systemctl is-system-running | grep -qE "^(running|degraded)$"'
+echo "test.sh: systemd $(cx systemctl --version | head -n1 | cut -d' ' -f2) up as PID 1 in $(($(now_ms) - boot)) ms ($(cx systemctl is-system-running))"
+wait_for "etcd ready" 60 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health
+
+# Install as docs/fleet.md and the unit's header say.
+docker cp "$bin" "$name:/usr/local/bin/terminator"
+cx mkdir -p /root/src/deploy /root/src/docs
+docker cp "$here" "$name:/root/src/deploy/systemd"
+docker cp "$repo_root/docs/fleet.md" "$name:/root/src/docs/fleet.md"
+cx sh -ec "
+  cd /root/src
+  chown -R root:root /usr/local/bin/terminator && chmod 0755 /usr/local/bin/terminator
+  install -d -m 0700 /etc/terminator /etc/terminator/credentials
+  install -m 0600 deploy/systemd/*.env /etc/terminator/
+  install -D -m 0644 docs/fleet.md /usr/share/doc/terminator/fleet.md
+  install -m 0644 'deploy/systemd/terminator@.service' /etc/systemd/system/
+  # A secret the dynamic user can only have as a credential.
+  printf '%s\n' '$token' >/etc/terminator/credentials/TERMINATOR_ADMIN_TOKEN
+  chmod 0600 /etc/terminator/credentials/TERMINATOR_ADMIN_TOKEN
+  systemctl daemon-reload
+"
+doc=$(cx systemctl show -p Documentation --value terminator@front.service)
+cx test -r "${doc#file:}" || fail "Documentation=$doc: no such file after the install steps"
+
+start=$(now_ms)
+for r in "${roles[@]}"; do cx systemctl enable --now "terminator@$r.service" >/dev/null 2>&1 || fail "systemctl enable --now terminator@$r"; done
+for r in "${roles[@]}"; do
+  wait_for "terminator@$r ready" 60 terminator probe -timeout 2s "http://127.0.0.1:${admin[$r]}/readyz"
+  [ "$(cx systemctl is-active "terminator@$r")" = active ] || fail "terminator@$r: not active"
+done
+echo "test.sh: ${#roles[@]} units active and ready in $(($(now_ms) - start)) ms: ${roles[*]}"
+uid=$(cx sh -c 'stat -c %u /proc/$(systemctl show -p MainPID --value terminator@front.service)')
+[ "$uid" != 0 ] || fail "terminator@front runs as root"
+
+# Serving: a page through the front, the bus and a service.
+wait_for "GET /echo through the front" 30 curl -fsS -o /dev/null http://127.0.0.1:8080/echo
+code=$(cx curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/echo)
+[ "$code" = 200 ] || fail "GET http://127.0.0.1:8080/echo: $code, want 200"
+echo "test.sh: GET /echo through the front: $code"
+
+# The credential: the admin token reached the unit's user (uid $uid), who
+# cannot read /etc/terminator.
+code=$(cx curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/status.json)
+[ "$code" = 401 ] || fail "status.json without the token: $code, want 401 (the credential TERMINATOR_ADMIN_TOKEN did not reach the role)"
+code=$(cx curl -s -o /dev/null -w '%{http_code}' -u "admin:$token" http://127.0.0.1:8081/status.json)
+code2=$(cx curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" http://127.0.0.1:8081/status.json)
+[ "$code" = 200 ] || [ "$code2" = 200 ] || fail "status.json with the token: $code (basic) $code2 (bearer), want 200"
+echo "test.sh: admin token from /etc/terminator/credentials: 401 without it, 200 with it (uid $uid)"
+
+# Listen backlogs: Send-Q of a listening socket is its backlog.
+somaxconn=$(cx cat /proc/sys/net/core/somaxconn)
+backlogs=$(cx ss -Hltn | awk '{print $4, $3}' | grep -E ':(80[0-9][0-9]|71[0-9][0-9]) ' | sort -u)
+[ -n "$backlogs" ] || fail "ss -ltn: no terminator listener"
+while read -r addr q; do
+  [ "$q" = "$somaxconn" ] || fail "listen backlog of $addr: $q, want somaxconn $somaxconn"
+done <<<"$backlogs"
+echo "test.sh: $(wc -l <<<"$backlogs") listeners, every backlog $somaxconn (somaxconn)"
+
+# kill -9: restarted and ready again within a bound.
+before=$(cx systemctl show -p NRestarts --value terminator@profiles.service)
+t=$(now_ms)
+cx systemctl kill -s KILL terminator@profiles.service
+wait_for "terminator@profiles restarted after SIGKILL" 30 sh -c "[ \$(systemctl show -p NRestarts --value terminator@profiles.service) -gt $before ]"
+wait_for "terminator@profiles active after SIGKILL" 30 systemctl is-active -q terminator@profiles.service
+active_ms=$(($(now_ms) - t))
+wait_for "terminator@profiles ready after SIGKILL" 30 terminator probe -timeout 2s http://127.0.0.1:8083/readyz
+echo "test.sh: SIGKILL of terminator@profiles: active again in $active_ms ms, ready in $(($(now_ms) - t)) ms"
+
+# A dependency down at start: etcd stopped, the unit restarted; it must not
+# end failed for good ("Start request repeated too quickly").
+cx systemctl stop etcd.service
+cx systemctl restart terminator@echo.service
+down=14
+t=$(now_ms)
+sleep "$down" # etcd stays down this long: the outage the unit must ride out
+restarts=$(cx systemctl show -p NRestarts --value terminator@echo.service)
+state=$(cx systemctl is-active terminator@echo.service || true)
+[ "$state" != failed ] || fail "terminator@echo failed for good with etcd down ${down}s: $(cx systemctl show -p Result --value terminator@echo.service)"
+cx systemctl start etcd.service
+wait_for "etcd back" 60 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health
+wait_for "terminator@echo ready once etcd is back" 60 terminator probe -timeout 2s http://127.0.0.1:8086/readyz
+echo "test.sh: etcd down ${down}s at start: terminator@echo was '$state' after $restarts restarts, ready $(($(now_ms) - t)) ms after the outage began"
+for r in "${roles[@]}"; do
+  wait_for "terminator@$r ready after the etcd outage" 60 terminator probe -timeout 2s "http://127.0.0.1:${admin[$r]}/readyz"
+done
+
+# A stop drains: SIGTERM, the stop steps in the journal, exit 0.
+since=$(cx date '+%Y-%m-%d %H:%M:%S')
+t=$(now_ms)
+cx systemctl stop terminator@web.service
+stop_ms=$(($(now_ms) - t))
+result=$(cx systemctl show -p Result --value terminator@web.service)
+[ "$result" = success ] || fail "terminator@web stopped with result $result, want success (exit 0 after draining)"
+journal=$(cx journalctl --no-pager -o cat -u terminator@web.service --since "$since")
+for step in stopping deregistered drained stopped; do
+  grep -q "$step" <<<"$journal" || fail "stop of terminator@web: no \"$step\" in the journal:
+$journal"
+done
+echo "test.sh: stop of terminator@web drained in $stop_ms ms; journal: $(grep -oE 'msg=[a-z]+|"msg":"[a-z]+"' <<<"$journal" | sed -E 's/msg=|"msg":|"//g' | tr '\n' ' ')"
+
+echo "test.sh: ok"

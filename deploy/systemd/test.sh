@@ -4,11 +4,12 @@
 # 127.0.0.1:2379, installs the static binary, the unit and the env files as
 # docs/fleet.md says, starts every role and checks that
 #   - each unit is active and ready, and the front serves through the bus;
-#   - a secret in /etc/terminator/credentials reaches the dynamic user;
+#   - secrets in /etc/terminator/credentials (the admin token, the store's
+#     URL with its password) reach the dynamic user;
 #   - every listen backlog (ss -ltn Send-Q) is the kernel's somaxconn;
 #   - a unit killed with SIGKILL is active and ready again within a bound;
-#   - a unit whose etcd is down at start (longer than the default start
-#     limit allows) comes up once etcd is back;
+#   - a unit whose store (PostgreSQL) or etcd is down at start, longer than
+#     the default start limit allows, comes up once it is back;
 #   - a stop drains: the journal shows the stop steps, the exit is clean.
 # Prints the numbers. Cleans up the container it made, whatever happens.
 #
@@ -23,6 +24,7 @@ command -v docker >/dev/null 2>&1 || { echo "test.sh: docker is not installed" >
 roles=(echo profiles visits flirts notifications web front)
 declare -A admin=([front]=8081 [web]=8082 [profiles]=8083 [visits]=8084 [flirts]=8085 [echo]=8086 [notifications]=8087)
 token=systemd-test-$RANDOM$RANDOM
+pgpass=pg$RANDOM$RANDOM
 
 fail() { echo "test.sh: FAIL: $*" >&2; exit 1; }
 now_ms() { date +%s%3N; }
@@ -74,6 +76,18 @@ wait_for "systemd boots" 60 sh -c 'systemctl is-system-running | grep -qE "^(run
 echo "test.sh: systemd $(cx systemctl --version | head -n1 | cut -d' ' -f2) up as PID 1 in $(($(now_ms) - boot)) ms ($(cx systemctl is-system-running))"
 wait_for "etcd ready" 60 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health
 
+# PostgreSQL, the store every stateful role shares (the base image has the
+# server, no cluster).
+cx sh -ec "
+  v=\$(ls /usr/lib/postgresql | sort -n | tail -n1)
+  pg_createcluster \$v main >/dev/null
+  systemctl start postgresql@\$v-main.service
+  su postgres -c \"psql -q -c \\\"CREATE ROLE terminator LOGIN PASSWORD '$pgpass'\\\"\"
+  su postgres -c 'createdb -O terminator terminator'
+"
+pg=$(cx sh -c 'echo postgresql@$(ls /usr/lib/postgresql | sort -n | tail -n1)-main.service')
+wait_for "PostgreSQL ready" 60 su postgres -c 'pg_isready -q -h 127.0.0.1'
+
 # Install as docs/fleet.md and the unit's header say.
 docker cp "$bin" "$name:/usr/local/bin/terminator"
 cx mkdir -p /root/src/deploy /root/src/docs
@@ -86,9 +100,11 @@ cx sh -ec "
   install -m 0600 deploy/systemd/*.env /etc/terminator/
   install -D -m 0644 docs/fleet.md /usr/share/doc/terminator/fleet.md
   install -m 0644 'deploy/systemd/terminator@.service' /etc/systemd/system/
-  # A secret the dynamic user can only have as a credential.
+  # Secrets the dynamic user can only have as credentials: the admin
+  # token, and the store's URL with its password.
   printf '%s\n' '$token' >/etc/terminator/credentials/TERMINATOR_ADMIN_TOKEN
-  chmod 0600 /etc/terminator/credentials/TERMINATOR_ADMIN_TOKEN
+  printf '%s\n' 'postgres://terminator:$pgpass@127.0.0.1:5432/terminator' >/etc/terminator/credentials/TERMINATOR_STORE
+  chmod 0600 /etc/terminator/credentials/*
   systemctl daemon-reload
 "
 doc=$(cx systemctl show -p Documentation --value terminator@front.service)
@@ -138,7 +154,23 @@ active_ms=$(($(now_ms) - t))
 wait_for "terminator@profiles ready after SIGKILL" 30 terminator probe -timeout 2s http://127.0.0.1:8083/readyz
 echo "test.sh: SIGKILL of terminator@profiles: active again in $active_ms ms, ready in $(($(now_ms) - t)) ms"
 
-# A dependency down at start: etcd stopped, the unit restarted; it must not
+# The store down at start, longer than the default start limit allows (5
+# starts in 10s): the unit fails fast and is restarted until it is back,
+# never "Start request repeated too quickly".
+cx systemctl stop "$pg"
+cx systemctl restart terminator@visits.service
+down=14
+t=$(now_ms)
+sleep "$down" # the outage the unit must ride out
+restarts=$(cx systemctl show -p NRestarts --value terminator@visits.service)
+state=$(cx systemctl is-active terminator@visits.service || true)
+[ "$state" != failed ] || fail "terminator@visits failed for good with the store down ${down}s: $(cx systemctl show -p Result --value terminator@visits.service)"
+[ "$restarts" -ge 5 ] || fail "terminator@visits restarted $restarts times with the store down ${down}s, want 5 or more (past the default start limit)"
+cx systemctl start "$pg"
+wait_for "terminator@visits ready once the store is back" 60 terminator probe -timeout 2s http://127.0.0.1:8084/readyz
+echo "test.sh: store down ${down}s at start: terminator@visits restarted $restarts times ('$state', never failed), ready $(($(now_ms) - t)) ms after the outage began"
+
+# etcd down at start: etcd stopped, the unit restarted; it must not
 # end failed for good ("Start request repeated too quickly").
 cx systemctl stop etcd.service
 cx systemctl restart terminator@echo.service
@@ -151,7 +183,7 @@ state=$(cx systemctl is-active terminator@echo.service || true)
 cx systemctl start etcd.service
 wait_for "etcd back" 60 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health
 wait_for "terminator@echo ready once etcd is back" 60 terminator probe -timeout 2s http://127.0.0.1:8086/readyz
-echo "test.sh: etcd down ${down}s at start: terminator@echo was '$state' after $restarts restarts, ready $(($(now_ms) - t)) ms after the outage began"
+echo "test.sh: etcd down ${down}s at start: terminator@echo '$state' ($restarts restarts: it waits for etcd), ready $(($(now_ms) - t)) ms after the outage began"
 for r in "${roles[@]}"; do
   wait_for "terminator@$r ready after the etcd outage" 60 terminator probe -timeout 2s "http://127.0.0.1:${admin[$r]}/readyz"
 done

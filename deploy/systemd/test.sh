@@ -5,7 +5,8 @@
 # docs/fleet.md says, starts every role and checks that
 #   - each unit is active and ready, and the front serves through the bus;
 #   - secrets in /etc/terminator/credentials (the admin token, the store's
-#     URL with its password) reach the dynamic user;
+#     URL with its password, etcd's CA, client certificate and key for
+#     mutual TLS) reach the dynamic user;
 #   - every listen backlog (ss -ltn Send-Q) is the kernel's somaxconn;
 #   - a unit killed with SIGKILL is active and ready again within a bound;
 #   - a unit whose store (PostgreSQL) or etcd is down at start, longer than
@@ -187,6 +188,45 @@ echo "test.sh: etcd down ${down}s at start: terminator@echo '$state' ($restarts 
 for r in "${roles[@]}"; do
   wait_for "terminator@$r ready after the etcd outage" 60 terminator probe -timeout 2s "http://127.0.0.1:${admin[$r]}/readyz"
 done
+
+# etcd with mutual TLS, as the comments of terminator.env say: the CA, the
+# client certificate and its key as credentials, ETCD_ENDPOINTS on https.
+# The unit's user reads none of /etc/terminator; every role must reach etcd.
+cx sh -ec '
+  d=/etc/etcd-tls; mkdir -p $d; cd $d
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=test-etcd-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
+  for who in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=$who -keyout $who-key.pem -out $who.csr 2>/dev/null
+    printf "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n" >$who.ext
+    openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile $who.ext -out $who.pem 2>/dev/null
+  done
+  chown -R etcd: $d && chmod 0700 $d
+  cat >/etc/default/etcd <<CONF
+ETCD_LISTEN_CLIENT_URLS=https://127.0.0.1:2379
+ETCD_ADVERTISE_CLIENT_URLS=https://127.0.0.1:2379
+ETCD_CERT_FILE=$d/server.pem
+ETCD_KEY_FILE=$d/server-key.pem
+ETCD_CLIENT_CERT_AUTH=true
+ETCD_TRUSTED_CA_FILE=$d/ca.pem
+CONF
+  install -m 0600 $d/ca.pem /etc/terminator/credentials/ETCD_CA
+  install -m 0600 $d/client.pem /etc/terminator/credentials/ETCD_CERT
+  install -m 0600 $d/client-key.pem /etc/terminator/credentials/ETCD_KEY
+  sed -i "s|^ETCD_ENDPOINTS=.*|ETCD_ENDPOINTS=https://127.0.0.1:2379|" /etc/terminator/terminator.env
+  systemctl restart etcd.service
+'
+wait_for "etcd ready on https" 60 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd-tls/ca.pem \
+  --cert=/etc/etcd-tls/client.pem --key=/etc/etcd-tls/client-key.pem endpoint health
+cx sh -c "curl -s -o /dev/null --max-time 2 http://127.0.0.1:2379/health" && fail "etcd still answers plain http"
+t=$(now_ms)
+cx systemctl restart "${roles[@]/#/terminator@}"
+for r in "${roles[@]}"; do
+  wait_for "terminator@$r ready on etcd over mutual TLS" 60 terminator probe -timeout 2s "http://127.0.0.1:${admin[$r]}/readyz"
+done
+code=$(cx curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/echo)
+[ "$code" = 200 ] || fail "GET /echo with etcd over mutual TLS: $code, want 200"
+cx sh -c "journalctl --no-pager -o cat -u 'terminator@*' --since '-60s' | grep -iE 'permission denied|etcd client TLS'" && fail "a role could not read its etcd TLS files"
+echo "test.sh: etcd over mutual TLS (ETCD_CA, ETCD_CERT, ETCD_KEY as credentials): ${#roles[@]} units ready in $(($(now_ms) - t)) ms, GET /echo $code"
 
 # A stop drains: SIGTERM, the stop steps in the journal, exit 0.
 since=$(cx date '+%Y-%m-%d %H:%M:%S')

@@ -192,6 +192,8 @@ done
 # etcd with mutual TLS, as the comments of terminator.env say: the CA, the
 # client certificate and its key as credentials, ETCD_ENDPOINTS on https.
 # The unit's user reads none of /etc/terminator; every role must reach etcd.
+# The roles stop first, while they can still deregister from the plain etcd.
+cx systemctl stop "${roles[@]/#/terminator@}"
 cx sh -ec '
   d=/etc/etcd-tls; mkdir -p $d; cd $d
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=test-etcd-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
@@ -219,7 +221,7 @@ wait_for "etcd ready on https" 60 etcdctl --endpoints=https://127.0.0.1:2379 --c
   --cert=/etc/etcd-tls/client.pem --key=/etc/etcd-tls/client-key.pem endpoint health
 cx sh -c "curl -s -o /dev/null --max-time 2 http://127.0.0.1:2379/health" && fail "etcd still answers plain http"
 t=$(now_ms)
-cx systemctl restart "${roles[@]/#/terminator@}"
+cx systemctl start "${roles[@]/#/terminator@}"
 for r in "${roles[@]}"; do
   wait_for "terminator@$r ready on etcd over mutual TLS" 60 terminator probe -timeout 2s "http://127.0.0.1:${admin[$r]}/readyz"
 done

@@ -43,6 +43,7 @@ cleanup() {
   exit $status
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # through cleanup: the container goes either way
 
 # systemd as PID 1 wants to manage cgroups and mount namespaces: every
 # capability, no seccomp or AppArmor profile in its way, the host's cgroup

@@ -111,6 +111,7 @@ func TestUnitKeepsItsPromises(t *testing.T) {
 		{"StartLimitIntervalSec=0\n", "a dependency down at start must not fail the unit for good"},
 		{"Restart=on-failure\n", "kill -9 must restart it"},
 		{"LoadCredential=terminator:/etc/terminator/credentials\n", "secrets reach the dynamic user as credentials"},
+		{"AssertPathIsDirectory=/etc/terminator/credentials\n", "without it, one line naming what to create"},
 		{"Documentation=file:/usr/share/doc/terminator/fleet.md\n", "the install steps put fleet.md there"},
 		{"install -D -m 0644 docs/fleet.md /usr/share/doc/terminator/fleet.md\n", "the install step for Documentation="},
 	} {

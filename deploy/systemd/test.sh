@@ -62,6 +62,10 @@ if ! err=$(run --cap-add ALL 2>&1); then
 fi
 cx() { docker exec "$name" "$@"; }
 
+# cursor prints the journal's current position: --after-cursor reads only
+# what comes after it.
+cursor() { cx journalctl -n 1 -o cat --show-cursor --no-pager | sed -n 's/^-- cursor: //p'; }
+
 # wait_for DESCRIPTION SECONDS COMMAND...: run COMMAND (in the container)
 # until it succeeds, at most SECONDS.
 wait_for() {
@@ -186,12 +190,12 @@ echo "test.sh: store down ${down} ms at start: terminator@visits restarted $rest
 # etcd down at start: etcd stopped, the unit restarted; it must not
 # end failed for good ("Start request repeated too quickly").
 cx systemctl stop etcd.service
-since=$(cx date '+%Y-%m-%d %H:%M:%S')
+since=$(cursor)
 t=$(now_ms)
 cx systemctl restart terminator@echo.service
 # The outage lasts until the role has said 3 times that etcd is unreachable.
 wait_for "terminator@echo saying etcd is unreachable, 3 times" 60 sh -c \
-  "[ \$(journalctl --no-pager -o cat -u terminator@echo.service --since '$since' | grep -c 'etcd unreachable') -ge 3 ] || systemctl is-failed -q terminator@echo.service"
+  "[ \$(journalctl --no-pager -o cat -u terminator@echo.service --after-cursor '$since' | grep -c 'etcd unreachable') -ge 3 ] || systemctl is-failed -q terminator@echo.service"
 down=$(($(now_ms) - t))
 restarts=$(cx systemctl show -p NRestarts --value terminator@echo.service)
 state=$(cx systemctl is-active terminator@echo.service || true)
@@ -235,6 +239,7 @@ CONF
 wait_for "etcd ready on https" 60 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/etcd-tls/ca.pem \
   --cert=/etc/etcd-tls/client.pem --key=/etc/etcd-tls/client-key.pem endpoint health
 cx sh -c "curl -s -o /dev/null --max-time 2 http://127.0.0.1:2379/health" && fail "etcd still answers plain http"
+tls_since=$(cursor)
 t=$(now_ms)
 cx systemctl start "${roles[@]/#/terminator@}"
 for r in "${roles[@]}"; do
@@ -242,17 +247,17 @@ for r in "${roles[@]}"; do
 done
 code=$(cx curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/echo)
 [ "$code" = 200 ] || fail "GET /echo with etcd over mutual TLS: $code, want 200"
-cx sh -c "journalctl --no-pager -o cat -u 'terminator@*' --since '-60s' | grep -iE 'permission denied|etcd client TLS'" && fail "a role could not read its etcd TLS files"
+cx sh -c "journalctl --no-pager -o cat -u 'terminator@*' --after-cursor '$tls_since' | grep -iE 'permission denied|etcd client TLS'" && fail "a role could not read its etcd TLS files"
 echo "test.sh: etcd over mutual TLS (ETCD_CA, ETCD_CERT, ETCD_KEY as credentials): ${#roles[@]} units ready in $(($(now_ms) - t)) ms, GET /echo $code"
 
 # A stop drains: SIGTERM, the stop steps in the journal, exit 0.
-since=$(cx date '+%Y-%m-%d %H:%M:%S')
+since=$(cursor)
 t=$(now_ms)
 cx systemctl stop terminator@web.service
 stop_ms=$(($(now_ms) - t))
 result=$(cx systemctl show -p Result --value terminator@web.service)
 [ "$result" = success ] || fail "terminator@web stopped with result $result, want success (exit 0 after draining)"
-journal=$(cx journalctl --no-pager -o cat -u terminator@web.service --since "$since")
+journal=$(cx journalctl --no-pager -o cat -u terminator@web.service --after-cursor "$since")
 for step in stopping deregistered drained stopped; do
   grep -q "$step" <<<"$journal" || fail "stop of terminator@web: no \"$step\" in the journal:
 $journal"

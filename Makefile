@@ -2,7 +2,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: test test-short vet fuzz bench-bus build run graph bench bench-quick bench-build bench-events images up down test-fleet check-units
+.PHONY: test test-short vet fuzz bench-bus build run graph bench bench-quick bench-build bench-events images up down test-fleet check-units test-systemd
 
 ## build: the one binary, static, into bin/
 build:
@@ -102,3 +102,10 @@ test-fleet:
 ## check-units: systemd-analyze verify and security on deploy/systemd
 check-units: build
 	deploy/systemd/verify.sh bin/terminator
+
+## test-systemd: the units under a real systemd (Docker; about a minute once the
+## images are built): systemd 252 as PID 1 in a Debian bookworm container, every
+## role installed as docs/fleet.md says, checked for serving, credentials,
+## listen backlogs, kill -9 recovery, store and etcd outages at start, and drain
+test-systemd: build
+	deploy/systemd/test.sh bin/terminator

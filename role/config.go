@@ -4,7 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"strconv"
@@ -343,11 +346,18 @@ func Parse(fs *flag.FlagSet, args []string) error { return ParseEnv(fs, args, En
 // as 3s.
 func ParseEnv(fs *flag.FlagSet, args []string, envName func(string) string) error {
 	var errs []error
+	creds := os.Getenv("CREDENTIALS_DIRECTORY")
 	fs.VisitAll(func(f *flag.Flag) {
 		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := f.Value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("environment %s=%q: %w (flag -%s)", env, v, explain(f, err), f.Name))
+			}
+			return
+		}
+		if creds != "" {
+			if err := setFromCredential(f, creds, env); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	})
@@ -379,4 +389,68 @@ func BuildVersion() string {
 		}
 	}
 	return "dev"
+}
+
+// fileFlags are the flags whose value is a file's path: a credential gives
+// them its own path, not its content.
+var fileFlags = map[string]bool{
+	"etcd-ca": true, "etcd-cert": true, "etcd-key": true,
+	"bus-ca": true, "bus-cert": true, "bus-key": true,
+	"admin-cert": true, "admin-key": true, "admin-token-file": true,
+}
+
+// maxCredential bounds a credential read as a flag's value (a password, a
+// token, a store URL).
+const maxCredential = 64 << 10
+
+// setFromCredential sets f from the systemd credential named after its
+// variable env, when dir (the unit's $CREDENTIALS_DIRECTORY) holds one:
+// "ENV" (LoadCredential=ENV:/path) or "terminator_ENV" (a file ENV of the
+// directory the shipped unit loads with LoadCredential=terminator:/dir). A
+// file flag gets the credential's path, any other its content without a
+// trailing newline. No credential: f keeps its value.
+func setFromCredential(f *flag.Flag, dir, env string) error {
+	var path string
+	for _, name := range []string{env, "terminator_" + env} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			path = p
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("credential %s: %w (flag -%s)", p, err, f.Name)
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	v := path
+	if !fileFlags[f.Name] {
+		b, err := readBounded(path, maxCredential)
+		if err != nil {
+			return fmt.Errorf("credential %s: %w (flag -%s)", path, err, f.Name)
+		}
+		v = strings.TrimRight(string(b), "\r\n")
+	}
+	if err := f.Value.Set(v); err != nil {
+		// A secret's value is not repeated in the error.
+		return fmt.Errorf("credential %s: %w (flag -%s)", path, explain(f, err), f.Name)
+	}
+	return nil
+}
+
+// readBounded reads the file at path, refusing one larger than max.
+func readBounded(path string, max int64) ([]byte, error) {
+	fl, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fl.Close()
+	b, err := io.ReadAll(io.LimitReader(fl, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return b, nil
 }

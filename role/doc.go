@@ -33,7 +33,14 @@
 // else. docs/metrics.md lists the metrics.
 //
 // Flags come with environment variables (EnvName): Parse reads the
-// environment first and refuses values that do not parse.
+// environment first and refuses values that do not parse. Under systemd, a
+// variable the environment leaves unset is read from the unit's
+// credentials ($CREDENTIALS_DIRECTORY, LoadCredential=): a credential named
+// after the variable, or terminator_ and the variable (the files of a
+// directory loaded as LoadCredential=terminator:/dir), gives a file flag
+// (-etcd-ca, -bus-key, -admin-token-file, ...) its path and any other flag
+// its content, so secrets reach a DynamicUser= unit without a file it could
+// read.
 //
 // Traces follow the standard OpenTelemetry environment, not flags: with
 // OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set,

@@ -140,7 +140,7 @@ func (n *Node) RouteStats() []report.RouteStats {
 			s.LastError = *e
 		}
 		h := c.hist.Snapshot()
-		s.P50, s.P99 = h.Quantile(0.5), h.Quantile(0.99)
+		s.P50, s.P99, s.Latency = h.Quantile(0.5), h.Quantile(0.99), h
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b report.RouteStats) int { return strings.Compare(a.Route, b.Route) })

@@ -127,6 +127,9 @@ func (p *Process) start(ctx context.Context, role string, run []services.Service
 	if err != nil {
 		return err
 	}
+	p.admin.console.mu.Lock()
+	p.admin.console.cli = cli
+	p.admin.console.mu.Unlock()
 	for _, s := range run {
 		if err := p.startService(ctx, cli, s); err != nil {
 			return fmt.Errorf("%s: %w", s.Name, err)
@@ -302,6 +305,7 @@ func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nano
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	r := discovery.RegistrationOf(node)
+	r.Admin = adminAdvertised(p.admin.Addr(), node.Addr())
 	if ev != nil {
 		if d := ev.Declaration(); len(d.Publishes)+len(d.Subscribes) > 0 {
 			r.Events = &d
@@ -365,6 +369,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	p.admin.Check(s.Name+": registration", func(context.Context) error { return reg.Registered() })
 	p.publish(cli, node)
 	p.admin.Section(nodeSection(node, lim, w, reg, ev))
+	p.admin.console.watch(s.Name, node, ev, nodeProbe(node, limitOf(lim)))
 	p.stops = append(p.stops, func() {
 		t := time.Now()
 		reg.Close()
@@ -440,6 +445,18 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	p.admin.Check("front", func(context.Context) error { return srv.Ready() })
 	p.admin.Section(Section{Name: "front", Status: func() any { return srv.Status() }, Page: terminator.StatusPage})
 	p.admin.Section(nodeSection(node, lim, w, reg, nil))
+	p.admin.console.watch("front", node, nil, frontProbe(func() (requests, errors uint64, limit int) {
+		st := srv.Status()
+		for _, r := range st.Routes {
+			for class, n := range r.Responses {
+				requests += n
+				if class == "5xx" {
+					errors += n
+				}
+			}
+		}
+		return requests, errors, st.Limit
+	}, node))
 	if err := srv.Start(); err != nil {
 		return err
 	}

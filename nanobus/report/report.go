@@ -19,6 +19,9 @@ type RouteStats struct {
 	AverageTime    time.Duration `json:"average_processing_time_ns"`
 	P50            time.Duration `json:"p50_ns"` // handler time quantiles, to 12.5%
 	P99            time.Duration `json:"p99_ns"`
+	// Latency is the handler times themselves, for quantiles over a
+	// window (the difference of two snapshots); not in JSON.
+	Latency histogram.Histogram `json:"-"`
 }
 
 // VersionStats are the calls a node made to one version of a service since

@@ -323,7 +323,7 @@ func (a *Admin) consoleJSON(w http.ResponseWriter, r *http.Request) {
 	} else {
 		out.FleetErr = "no etcd client yet"
 	}
-	out.Ghosts = groupGhosts(nodes)
+	out.Ghosts = append(out.Ghosts, groupGhosts(nodes)...)
 	if len(buses) > 0 {
 		out.Hospital = hospital(ctx, buses)
 	}
@@ -446,7 +446,7 @@ func shown(r report.ShownReply) string {
 
 // hospital lists the patients of the process's event buses.
 func hospital(ctx context.Context, buses []*events.Bus) *hospitalOut {
-	h := &hospitalOut{Patients: []patientRow{}, ByState: map[string]int{}}
+	h := &hospitalOut{Patients: []patientRow{}, ByState: map[string]int{}, Errors: []string{}}
 	for _, b := range buses {
 		h.Parked += b.Stats().Parked
 		ps, err := b.Patients(ctx)
@@ -551,14 +551,18 @@ func frontProbe(status func() (requests, errors uint64, limit int), node *nanobu
 }
 
 // nodeProbe reads a service node's numbers: its handlers' requests, 5xx
-// and times, and its limit on handlers (limit, nil without one).
+// and times, and its limit on handlers (limit, nil without one). A
+// stream's time is how long it lasted (an event subscription's read
+// stream lasts many seconds): it is no latency, and left out.
 func nodeProbe(node *nanobus.Node, limit func() int) func() probe {
 	return func() probe {
 		p := probe{}
 		for _, rs := range node.RouteStats() {
 			p.requests += rs.Requests
 			p.errors += rs.Errors
-			p.latency = p.latency.Add(rs.Latency)
+			if !rs.Stream {
+				p.latency = p.latency.Add(rs.Latency)
+			}
 		}
 		if limit != nil {
 			p.limit = limit()

@@ -28,13 +28,14 @@ header h1{font-size:15px;margin:0;font-weight:600;letter-spacing:.02em}
 header a{color:var(--accent);text-decoration:none;margin-left:10px}
 #ready{padding:2px 10px;border-radius:10px;font-weight:600}
 #ready.ok{background:#12361c;color:var(--ok)}#ready.bad{background:#3d1517;color:var(--bad)}
-#updated{color:var(--dim);margin-left:auto}
+#updated{color:var(--dim);margin-left:auto;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:40%}
+#parts{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;min-width:0;flex:1}
 main{padding:16px 20px;display:grid;gap:16px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(160px,1fr));gap:12px}
 .card{background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
 .card .k{color:var(--dim);font-size:12px}.card .v{font-size:24px;font-weight:600;font-variant-numeric:tabular-nums}
 .card .s{color:var(--dim);font-size:11px}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:12px}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:12px}
 .chart{background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:8px 10px}
 .chart h2,.panel h2{font-size:13px;margin:0 0 4px;font-weight:600}
 .chart svg{width:100%;height:150px;display:block}
@@ -81,8 +82,7 @@ const colors=["#58a6ff","#3fb950","#d29922","#f778ba","#a371f7","#79c0ff","#ffa6
 const charts=[
  {id:"rate",title:"Requests / s",col:1,fmt:v=>num(v)},
  {id:"errors",title:"Errors (5xx) / s",col:2,fmt:v=>num(v)},
- {id:"p99",title:"Latency p99 (ms)",col:4,fmt:v=>ms(v)},
- {id:"p50",title:"Latency p50 (ms)",col:3,fmt:v=>ms(v)},
+ {id:"latency",title:"Latency ms: p99, p50 dashed",col:4,col2:3,fmt:v=>ms(v)},
  {id:"limit",title:"Admission limit",col:5,fmt:v=>num(v)},
 ];
 const $=id=>document.getElementById(id);
@@ -91,12 +91,16 @@ function num(v){return v>=1e6?(v/1e6).toFixed(1)+"M":v>=1e4?(v/1e3).toFixed(1)+"
 function ms(v){return v>=100?v.toFixed(0):v>=1?v.toFixed(1):v.toFixed(2)}
 function ago(t){const s=Math.max(0,(Date.now()-new Date(t))/1000);return s<90?s.toFixed(0)+"s":s<5400?(s/60).toFixed(0)+"m":(s/3600).toFixed(1)+"h"}
 function headers(extra){const h=Object.assign({},extra||{});const t=$("token").value||sessionStorage.getItem("token");if(t){h["Authorization"]="Bearer "+t}return h}
-async function get(path){const r=await fetch(path,{headers:headers(),cache:"no-store"});if(!r.ok)throw new Error(path+": "+r.status+" "+(await r.text()).trim());return r.json()}
+// Absolute, without the user:password a page opened as http://user:token@host/ has in its own URL:
+// fetch refuses a URL with credentials, and the browser sends what it signed in with anyway.
+function url(path){return location.origin+location.pathname.replace(/[^/]*$/,"")+path}
+async function get(path){const r=await fetch(url(path),{headers:headers(),cache:"no-store"});if(!r.ok)throw new Error(path+": "+r.status+" "+(await r.text()).trim());return r.json()}
 
-for(const c of charts){const d=document.createElement("div");d.className="chart";d.innerHTML='<h2>'+c.title+'</h2><svg id="svg-'+c.id+'" viewBox="0 0 600 150" preserveAspectRatio="none" role="img" aria-label="'+c.title+'"></svg><div class="legend" id="lg-'+c.id+'"></div>';$("charts").appendChild(d)}
+for(const c of charts){const d=document.createElement("div");d.className="chart";d.innerHTML='<h2>'+c.title+'</h2><svg id="svg-'+c.id+'" role="img" aria-label="'+c.title+'"></svg><div class="legend" id="lg-'+c.id+'"></div>';$("charts").appendChild(d)}
 
 function draw(c,series,now){
- const W=600,H=150,L=44,B=16,T=6,span=300000;
+ const svg=$("svg-"+c.id),W=Math.max(200,svg.clientWidth||600),H=150,L=44,B=16,T=6,span=300000;
+ svg.setAttribute("viewBox","0 0 "+W+" "+H);
  let max=0;for(const s of series)for(const p of s.samples)max=Math.max(max,p[c.col]);
  max=max>0?max*1.15:1;
  let g="";
@@ -107,6 +111,8 @@ function draw(c,series,now){
   const col=colors[i%colors.length];
   const pts=s.samples.filter(p=>now-p[0]<=span).map(p=>{const x=L+(W-L)*(1-(now-p[0])/span),y=T+(H-B-T)*(1-p[c.col]/max);return x.toFixed(1)+","+y.toFixed(1)});
   if(pts.length)g+='<polyline class="series" data-series="'+esc(s.name)+'" data-points="'+pts.length+'" stroke="'+col+'" points="'+pts.join(" ")+'"/>';
+  if(c.col2){const p2=s.samples.filter(p=>now-p[0]<=span).map(p=>{const x=L+(W-L)*(1-(now-p[0])/span),y=T+(H-B-T)*(1-p[c.col2]/max);return x.toFixed(1)+","+y.toFixed(1)});
+   if(p2.length)g+='<polyline class="series p50" stroke-dasharray="3 3" stroke-opacity=".7" data-series="'+esc(s.name)+'" stroke="'+col+'" points="'+p2.join(" ")+'"/>'}
   const last=s.samples.length?s.samples[s.samples.length-1][c.col]:0;
   lg+='<span><i style="background:'+col+'"></i>'+esc(s.name)+' '+c.fmt(last)+'</span>';
  });
@@ -130,7 +136,7 @@ function table(cols,rows,empty){
 
 function render(c){
  const rd=$("ready");rd.className=c.ready?"ok":"bad";rd.textContent=c.ready?"ready":"not ready";rd.title=c.reason||"";
- $("parts").textContent=(c.sections||[]).filter(s=>s!="admin").join(" · ");
+ $("parts").textContent=(c.sections||[]).filter(s=>s!="admin"&&s!="node:terminator").map(s=>s.replace(/^node:/,"")).join(" · ");
  const st=s=>s=="connected"?'<span class="ok">connected</span>':s=="down"?'<span class="bad">down</span>':'<span class="dim">'+s+'</span>';
  $("fleetn").textContent=c.fleet.length+" instances";
  $("fleet").innerHTML=(c.fleet_error?'<p class="bad">'+esc(c.fleet_error)+'</p>':'')+table(["service","version","weight","state","bus","admin","up"],
@@ -155,7 +161,7 @@ function render(c){
 document.addEventListener("click",async e=>{
  const b=e.target.closest("button.stop-ramp");if(!b)return;
  const svc=b.dataset.service;b.disabled=true;
- try{const r=await fetch("actions/ramp/stop",{method:"POST",headers:headers({"X-Terminator-Console":"1","Content-Type":"application/x-www-form-urlencoded"}),body:"service="+encodeURIComponent(svc)});
+ try{const r=await fetch(url("actions/ramp/stop"),{method:"POST",headers:headers({"X-Terminator-Console":"1","Content-Type":"application/x-www-form-urlencoded"}),body:"service="+encodeURIComponent(svc)});
   const t=(await r.text()).trim();$("msg").textContent=r.ok?"ramp of "+svc+" stopped":"refused ("+r.status+"): "+t;document.body.dataset.lastAction=r.status;
  }catch(err){$("msg").textContent=String(err)}
  tick();

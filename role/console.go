@@ -529,8 +529,9 @@ func adminAdvertised(admin, bus string) string {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
 		return admin
 	}
-	bus = bus[strings.Index(bus, "://")+1:]
-	bus = strings.TrimPrefix(bus, "/")
+	if _, rest, ok := strings.Cut(bus, "://"); ok {
+		bus = rest
+	}
 	if bh, _, err := net.SplitHostPort(bus); err == nil {
 		return net.JoinHostPort(bh, port)
 	}

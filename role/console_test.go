@@ -145,7 +145,8 @@ func TestConsoleInChromium(t *testing.T) {
 		StopRamp  int      `json:"stop_ramp"`
 		LastError string   `json:"last_error"`
 	}
-	const look = `JSON.stringify({
+	// Before the page has a body (it is still loading) the answer is {}.
+	const look = `!document.body ? "{}" : JSON.stringify({
 	updated: document.body.dataset.updated || "",
 	ready: (document.getElementById("ready")||{}).textContent || "",
 	lines: [...document.querySelectorAll("svg polyline.series[data-points]")].map(l => l.closest("svg").id + "/" + l.dataset.series + "/" + l.dataset.points),

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -323,7 +324,11 @@ func (a *Admin) consoleJSON(w http.ResponseWriter, r *http.Request) {
 	} else {
 		out.FleetErr = "no etcd client yet"
 	}
-	out.Ghosts = append(out.Ghosts, groupGhosts(nodes)...)
+	var ghosts []report.GhostStats
+	for _, n := range nodes {
+		ghosts = append(ghosts, n.GhostStats()...)
+	}
+	out.Ghosts = append(out.Ghosts, groupGhosts(ghosts)...)
 	if len(buses) > 0 {
 		out.Hospital = hospital(ctx, buses)
 	}
@@ -409,29 +414,27 @@ func fleet(ctx context.Context, cli *clientv3.Client, nodes []*nanobus.Node, out
 
 // groupGhosts collapses the ghost differences the nodes keep: pairs alike
 // but for their time are one row with a count.
-func groupGhosts(nodes []*nanobus.Node) []ghostGroup {
+func groupGhosts(stats []report.GhostStats) []ghostGroup {
 	idx := map[string]int{}
 	var out []ghostGroup
-	for _, n := range nodes {
-		for _, g := range n.GhostStats() {
-			for _, d := range g.Diffs {
-				live, ghost := shown(d.Live), shown(d.Ghost)
-				k := strings.Join([]string{g.Service, g.Route, d.What, live, ghost}, "\x00")
-				i, ok := idx[k]
-				if !ok {
-					i = len(out)
-					idx[k] = i
-					out = append(out, ghostGroup{Service: g.Service, Route: g.Route, What: d.What, Live: live, Ghost: ghost,
-						Ghosted: g.Ghosted, Matched: g.Matched, Differing: g.Differing})
-				}
-				out[i].Count++
-				if d.At.After(out[i].Last) {
-					out[i].Last = d.At
-				}
+	for _, g := range stats {
+		for _, d := range g.Diffs {
+			live, ghost := shown(d.Live), shown(d.Ghost)
+			k := strings.Join([]string{g.Service, g.Route, d.What, live, ghost}, "\x00")
+			i, ok := idx[k]
+			if !ok {
+				i = len(out)
+				idx[k] = i
+				out = append(out, ghostGroup{Service: g.Service, Route: g.Route, What: d.What, Live: live, Ghost: ghost,
+					Ghosted: g.Ghosted, Matched: g.Matched, Differing: g.Differing})
+			}
+			out[i].Count++
+			if d.At.After(out[i].Last) {
+				out[i].Last = d.At
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b ghostGroup) int { return b.Count - a.Count })
+	slices.SortStableFunc(out, func(a, b ghostGroup) int { return b.Count - a.Count })
 	return out
 }
 
@@ -439,7 +442,11 @@ func groupGhosts(nodes []*nanobus.Node) []ghostGroup {
 func shown(r report.ShownReply) string {
 	body := strings.Join(strings.Fields(r.Body), " ")
 	if len(body) > 160 {
-		body = body[:160] + "…"
+		n := 160
+		for n > 0 && !utf8.RuneStart(body[n]) {
+			n-- // not inside a character
+		}
+		body = body[:n] + "…"
 	}
 	return fmt.Sprintf("%d %s", r.Status, body)
 }

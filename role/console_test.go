@@ -14,11 +14,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/terminator-gw/terminator/discovery/rollout"
 	"github.com/terminator-gw/terminator/nanobus/histogram"
+	"github.com/terminator-gw/terminator/nanobus/report"
 )
 
 func TestSeriesRing(t *testing.T) {
@@ -395,5 +397,35 @@ func (d *devTools) eval(t *testing.T, expr string) string {
 		return v
 	default:
 		return fmt.Sprint(v)
+	}
+}
+
+func TestGroupGhosts(t *testing.T) {
+	at := time.Date(2026, 12, 5, 22, 0, 0, 0, time.UTC)
+	diff := func(sec int, live, ghost string) report.GhostDiff {
+		return report.GhostDiff{At: at.Add(time.Duration(sec) * time.Second), What: "body",
+			Live: report.ShownReply{Status: 200, Body: live}, Ghost: report.ShownReply{Status: 200, Body: ghost}}
+	}
+	var same []report.GhostDiff
+	for i := range 8 {
+		same = append(same, diff(i, `{"v":1}`, `{"v":2}`))
+	}
+	stats := []report.GhostStats{
+		{Service: "profiles", Route: "profiles.get", Ghosted: 10, Differing: 9, Diffs: append(same, diff(3, "a", "b"))},
+		{Service: "visits", Route: "visits.list", Ghosted: 1, Differing: 1, Diffs: []report.GhostDiff{diff(1, `{"v":1}`, `{"v":2}`)}},
+	}
+	got := groupGhosts(stats)
+	if len(got) != 3 {
+		t.Fatalf("%d groups, want 3: %+v", len(got), got)
+	}
+	if g := got[0]; g.Service != "profiles" || g.Count != 8 || !g.Last.Equal(at.Add(7*time.Second)) || g.Live != `200 {"v":1}` || g.Ghost != `200 {"v":2}` {
+		t.Errorf("first group %+v, want the 8 alike on profiles, the newest at +7s", g)
+	}
+	if got[1].Count != 1 || got[2].Count != 1 || got[1].Service == got[2].Service && got[1].Live == got[2].Live {
+		t.Errorf("the other groups %+v %+v, want one each, apart", got[1], got[2])
+	}
+	long := strings.Repeat("é", 100) // 200 bytes: cut at 160, between characters
+	if s := shown(report.ShownReply{Status: 500, Body: long}); !utf8.ValidString(s) || !strings.HasSuffix(s, "…") {
+		t.Errorf("a long body shown as %q", s)
 	}
 }

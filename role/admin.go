@@ -41,7 +41,7 @@ type AdminConfig struct {
 }
 
 func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, /status.json, /debug/pprof/, a status page")
+	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, a live console at /, /status.json, /debug/pprof/")
 	// Not StringVar: flag prints a non-empty default in --help.
 	fs.Func("admin-token", "token for the admin listener's status pages and pprof (prefer the environment or -admin-token-file: flags show in ps)",
 		func(s string) error { c.Token = s; return nil })

@@ -53,6 +53,7 @@ td{padding:4px 8px;border-bottom:1px solid #1f2a33;vertical-align:top;font-varia
 td code{color:#c9d1d9;font-size:12px}
 .ok{color:var(--ok)}.bad{color:var(--bad)}.warn{color:var(--warn)}.dim{color:var(--dim)}
 .count{background:#2d333b;border-radius:9px;padding:0 7px;font-weight:600}
+.pct{display:inline-flex;align-items:center;gap:8px}.pct .bar{width:120px;display:inline-block}
 .bar{height:6px;background:#2d333b;border-radius:3px;min-width:80px;overflow:hidden}.bar b{display:block;height:100%;background:var(--accent)}
 button{background:#21262d;color:var(--text);border:1px solid #3b444d;border-radius:6px;padding:2px 10px;cursor:pointer;font:inherit}
 button:hover{border-color:var(--accent)}
@@ -88,6 +89,7 @@ const charts=[
 const $=id=>document.getElementById(id);
 function esc(s){return String(s==null?"":s).replace(/[&<>"']/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"})[c])}
 function num(v){return v>=1e6?(v/1e6).toFixed(1)+"M":v>=1e4?(v/1e3).toFixed(1)+"k":v>=100?v.toFixed(0):v>=10?v.toFixed(1):v.toFixed(2).replace(/\.?0+$/,"")||"0"}
+function nice(v){if(!(v>0))return 1;const p=Math.pow(10,Math.floor(Math.log10(v)));for(const m of [1,1.5,2,3,5,7.5,10])if(v<=m*p)return m*p;return 10*p}
 function ms(v){return v>=100?v.toFixed(0):v>=1?v.toFixed(1):v.toFixed(2)}
 function ago(t){const s=Math.max(0,(Date.now()-new Date(t))/1000);return s<90?s.toFixed(0)+"s":s<5400?(s/60).toFixed(0)+"m":(s/3600).toFixed(1)+"h"}
 function headers(extra){const h=Object.assign({},extra||{});const t=$("token").value||sessionStorage.getItem("token");if(t){h["Authorization"]="Bearer "+t}return h}
@@ -102,21 +104,24 @@ function draw(c,series,now){
  const svg=$("svg-"+c.id),W=Math.max(200,svg.clientWidth||600),H=150,L=44,B=16,T=6,span=300000;
  svg.setAttribute("viewBox","0 0 "+W+" "+H);
  let max=0;for(const s of series)for(const p of s.samples)max=Math.max(max,p[c.col]);
- max=max>0?max*1.15:1;
+ max=nice(max*1.1);
  let g="";
  for(let i=0;i<=3;i++){const y=T+(H-B-T)*i/3;g+='<line class="grid" x1="'+L+'" x2="'+W+'" y1="'+y+'" y2="'+y+'"/><text x="'+(L-4)+'" y="'+(y+3)+'" text-anchor="end">'+c.fmt(max*(3-i)/3)+'</text>'}
  for(let m=0;m<=5;m++){const x=L+(W-L)*(1-m*60000/span);g+='<text x="'+x+'" y="'+(H-3)+'" text-anchor="'+(m==0?"end":"middle")+'">'+(m==0?"now":"-"+m+"m")+'</text>'}
  let lg="";
+ // Drawn last first: the front's line lies on top of those it hides.
+ let lines=[];
  series.forEach((s,i)=>{
-  const col=colors[i%colors.length];
+  const col=colors[i%colors.length];let g="";
   const pts=s.samples.filter(p=>now-p[0]<=span).map(p=>{const x=L+(W-L)*(1-(now-p[0])/span),y=T+(H-B-T)*(1-p[c.col]/max);return x.toFixed(1)+","+y.toFixed(1)});
   if(pts.length)g+='<polyline class="series" data-series="'+esc(s.name)+'" data-points="'+pts.length+'" stroke="'+col+'" points="'+pts.join(" ")+'"/>';
   if(c.col2){const p2=s.samples.filter(p=>now-p[0]<=span).map(p=>{const x=L+(W-L)*(1-(now-p[0])/span),y=T+(H-B-T)*(1-p[c.col2]/max);return x.toFixed(1)+","+y.toFixed(1)});
    if(p2.length)g+='<polyline class="series p50" stroke-dasharray="3 3" stroke-opacity=".7" data-series="'+esc(s.name)+'" stroke="'+col+'" points="'+p2.join(" ")+'"/>'}
+  lines.push(g);
   const last=s.samples.length?s.samples[s.samples.length-1][c.col]:0;
   lg+='<span><i style="background:'+col+'"></i>'+esc(s.name)+' '+c.fmt(last)+'</span>';
  });
- $("svg-"+c.id).innerHTML=g;$("lg-"+c.id).innerHTML=lg;
+ $("svg-"+c.id).innerHTML=g+lines.reverse().join("");$("lg-"+c.id).innerHTML=lg;
 }
 
 function cards(series){
@@ -148,7 +153,7 @@ function render(c){
    '<div class="bar"><b style="width:'+p.percent+'%"></b></div>'+(p.note?'<span class="dim">'+esc(p.note)+'</span>':'')+(p.reason?'<span class="warn">'+esc(p.reason)+'</span>':'')+
    (p.state=="running"?' <button class="stop-ramp" data-service="'+esc(r.service)+'">stop ramp</button>':'')}
   return [esc(r.service),Object.entries(r.weights||{}).map(([v,w])=>'<code>'+esc(v)+'</code>='+w).join(" ")||'<span class="dim">even</span>',esc(r.ghost)||'<span class="dim">–</span>',ramp]}),"no rollout policy: calls spread evenly over every version");
- $("flags").innerHTML=table(["flag","on for","by"],c.flags.map(f=>[esc(f.name),'<div class="bar" title="'+f.percent+'%"><b style="width:'+f.percent+'%"></b></div> '+f.percent+'%',esc(f.by)||'<span class="dim">–</span>']),"no feature flag set");
+ $("flags").innerHTML=table(["flag","on for","by"],c.flags.map(f=>[esc(f.name),'<span class="pct"><span class="bar" title="'+f.percent+'%"><b style="width:'+f.percent+'%"></b></span>'+f.percent+'%</span>',esc(f.by)||'<span class="dim">–</span>']),"no feature flag set");
  $("ghosts").innerHTML=table(["","route","differs in","live","ghost","last"],c.ghosts.map(g=>['<span class="count">×'+g.count+'</span>',esc(g.service)+' '+esc(g.route)+'<br><span class="dim">'+g.Differing+' of '+g.Ghosted+' differ</span>',esc(g.what),'<code>'+esc(g.live)+'</code>','<code>'+esc(g.ghost)+'</code>',ago(g.last)+' ago']),"no ghost difference");
  if(c.hospital){const h=c.hospital;
   $("hospital").innerHTML='<p><b class="'+(h.patients.length?"bad":"ok")+'">'+h.patients.length+' in the hospital</b> · '+h.parked+' parked since start'+Object.entries(h.by_state).map(([k,v])=>' · '+esc(k)+' '+v).join("")+'</p>'+

@@ -268,9 +268,10 @@ type flagRow struct {
 	By      string `json:"by,omitempty"`
 }
 
-// ghostGroup is differing ghost replies that are alike: the same route,
-// the same difference, the same two replies; Count of them, the newest at
-// Last.
+// ghostGroup is differing ghost replies that differ alike: the same
+// route, the same difference, the same two statuses; Count of them, the
+// newest at Last, and its replies as the example (replies that differ
+// only in the ID they carry are one group, not one row each).
 type ghostGroup struct {
 	Service string    `json:"service"`
 	Route   string    `json:"route"`
@@ -420,7 +421,7 @@ func groupGhosts(stats []report.GhostStats) []ghostGroup {
 	for _, g := range stats {
 		for _, d := range g.Diffs {
 			live, ghost := shown(d.Live), shown(d.Ghost)
-			k := strings.Join([]string{g.Service, g.Route, d.What, live, ghost}, "\x00")
+			k := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", g.Service, g.Route, d.What, d.Live.Status, d.Ghost.Status)
 			i, ok := idx[k]
 			if !ok {
 				i = len(out)
@@ -430,7 +431,7 @@ func groupGhosts(stats []report.GhostStats) []ghostGroup {
 			}
 			out[i].Count++
 			if d.At.After(out[i].Last) {
-				out[i].Last = d.At
+				out[i].Last, out[i].Live, out[i].Ghost = d.At, live, ghost
 			}
 		}
 	}

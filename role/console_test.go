@@ -408,18 +408,19 @@ func TestGroupGhosts(t *testing.T) {
 	}
 	var same []report.GhostDiff
 	for i := range 8 {
-		same = append(same, diff(i, `{"v":1}`, `{"v":2}`))
+		same = append(same, diff(i, fmt.Sprintf(`{"id":%d,"v":1}`, i), fmt.Sprintf(`{"id":%d,"v":2}`, i)))
 	}
 	stats := []report.GhostStats{
-		{Service: "profiles", Route: "profiles.get", Ghosted: 10, Differing: 9, Diffs: append(same, diff(3, "a", "b"))},
-		{Service: "visits", Route: "visits.list", Ghosted: 1, Differing: 1, Diffs: []report.GhostDiff{diff(1, `{"v":1}`, `{"v":2}`)}},
+		{Service: "profiles", Route: "profiles.get", Ghosted: 10, Differing: 9, Diffs: append(same, report.GhostDiff{At: at, What: "status",
+			Live: report.ShownReply{Status: 200, Body: "a"}, Ghost: report.ShownReply{Status: 404, Body: "b"}})},
+		{Service: "visits", Route: "visits.list", Ghosted: 1, Differing: 1, Diffs: []report.GhostDiff{diff(1, `{"id":1,"v":1}`, `{"id":1,"v":2}`)}},
 	}
 	got := groupGhosts(stats)
 	if len(got) != 3 {
 		t.Fatalf("%d groups, want 3: %+v", len(got), got)
 	}
-	if g := got[0]; g.Service != "profiles" || g.Count != 8 || !g.Last.Equal(at.Add(7*time.Second)) || g.Live != `200 {"v":1}` || g.Ghost != `200 {"v":2}` {
-		t.Errorf("first group %+v, want the 8 alike on profiles, the newest at +7s", g)
+	if g := got[0]; g.Service != "profiles" || g.Count != 8 || !g.Last.Equal(at.Add(7*time.Second)) || g.Live != `200 {"id":7,"v":1}` || g.Ghost != `200 {"id":7,"v":2}` {
+		t.Errorf("first group %+v, want the 8 alike on profiles, the newest (+7s) as the example", g)
 	}
 	if got[1].Count != 1 || got[2].Count != 1 || got[1].Service == got[2].Service && got[1].Live == got[2].Live {
 		t.Errorf("the other groups %+v %+v, want one each, apart", got[1], got[2])

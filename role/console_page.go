@@ -52,7 +52,7 @@ th{color:var(--dim);font-weight:500;text-align:left;border-bottom:1px solid var(
 td{padding:4px 8px;border-bottom:1px solid #1f2a33;vertical-align:top;font-variant-numeric:tabular-nums}
 td code{color:#c9d1d9;font-size:12px}
 .nw{white-space:nowrap}
-code.reply{display:block;max-width:260px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+code.reply{display:block;max-width:190px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .ok{color:var(--ok)}.bad{color:var(--bad)}.warn{color:var(--warn)}.dim{color:var(--dim)}
 .count{background:#2d333b;border-radius:9px;padding:0 7px;font-weight:600}
 .pct{display:inline-flex;align-items:center;gap:8px}.pct .bar{width:120px;display:inline-block}
@@ -156,7 +156,7 @@ function render(c){
    (p.state=="running"?' <button class="stop-ramp" data-service="'+esc(r.service)+'">stop ramp</button>':'')}
   return [esc(r.service),Object.entries(r.weights||{}).map(([v,w])=>'<code>'+esc(v)+'</code>='+w).join(" ")||'<span class="dim">even</span>',esc(r.ghost)||'<span class="dim">–</span>',ramp]}),"no rollout policy: calls spread evenly over every version");
  $("flags").innerHTML=table(["flag","on for","by"],c.flags.map(f=>[esc(f.name),'<span class="pct"><span class="bar" title="'+f.percent+'%"><b style="width:'+f.percent+'%"></b></span>'+f.percent+'%</span>',esc(f.by)||'<span class="dim">–</span>']),"no feature flag set");
- $("ghosts").innerHTML=table(["","route","differs in","live (newest)","ghost","last"],c.ghosts.map(g=>['<span class="count">×'+g.count+'</span>','<span class="nw" title="'+g.Differing+' of '+g.Ghosted+' ghosted calls differ">'+esc(g.service)+' '+esc(g.route)+'</span>',esc(g.what),'<code class="reply" title="'+esc(g.live)+'">'+esc(g.live)+'</code>','<code class="reply" title="'+esc(g.ghost)+'">'+esc(g.ghost)+'</code>',ago(g.last)+'&nbsp;ago']),"no ghost difference");
+ $("ghosts").innerHTML=table(["","route","differs","live (newest)","ghost","last"],c.ghosts.map(g=>['<span class="count">×'+g.count+'</span>','<span class="nw" title="'+g.Differing+' of '+g.Ghosted+' ghosted calls differ">'+esc(g.service)+' '+esc(g.route)+'</span>',esc(g.what),'<code class="reply" title="'+esc(g.live)+'">'+esc(g.live)+'</code>','<code class="reply" title="'+esc(g.ghost)+'">'+esc(g.ghost)+'</code>',ago(g.last)+'&nbsp;ago']),"no ghost difference");
  if(c.hospital){const h=c.hospital;
   $("hospital").innerHTML='<p><b class="'+(h.patients.length?"bad":"ok")+'">'+h.patients.length+' in the hospital</b> · '+h.parked+' parked since start'+Object.entries(h.by_state).map(([k,v])=>' · '+esc(k)+' '+v).join("")+'</p>'+
    (h.errors||[]).map(e=>'<p class="bad">'+esc(e)+'</p>').join("")+

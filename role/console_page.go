@@ -175,14 +175,21 @@ document.addEventListener("click",async e=>{
 });
 $("token").addEventListener("change",e=>sessionStorage.setItem("token",e.target.value));
 
-let busy=false;
+let busy=false,since=0;const kept=new Map();
 async function tick(){
  if(busy)return;busy=true;
  try{
-  const [s,c]=await Promise.all([get("status/series.json"),get("status/console.json")]);
+  const [s,c]=await Promise.all([get("status/series.json?since="+since),get("status/console.json")]);
   const now=Date.now();
-  for(const ch of charts)draw(ch,s.series,now);
-  cards(s.series);render(c);
+  // Only the samples taken since the last look come: keep the rest here.
+  for(const x of s.series){
+   const have=kept.get(x.name)||[];
+   for(const p of x.samples){have.push(p);since=Math.max(since,p[0])}
+   kept.set(x.name,have.filter(p=>now-p[0]<=300000));
+  }
+  const series=s.series.map(x=>({name:x.name,samples:kept.get(x.name)}));
+  for(const ch of charts)draw(ch,series,now);
+  cards(series);render(c);
   $("updated").textContent="updated "+new Date().toLocaleTimeString();document.body.dataset.updated=now;
  }catch(err){$("updated").innerHTML='<span class="bad">'+esc(err.message)+'</span>'}
  busy=false;

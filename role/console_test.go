@@ -430,3 +430,45 @@ func TestGroupGhosts(t *testing.T) {
 		t.Errorf("a long body shown as %q", s)
 	}
 }
+
+func TestSeriesSince(t *testing.T) {
+	a := startAdmin(t, AdminConfig{Listen: "127.0.0.1:0"})
+	a.console.close() // no samples of its own: the test takes them
+	var n uint64
+	a.console.add("front", func() probe { n += 10; return probe{requests: n} })
+	start := time.UnixMilli(1_000_000)
+	a.console.mu.Lock()
+	for i := 1; i <= 5; i++ {
+		a.console.series[0].tick(start.Add(time.Duration(i)*time.Second), time.Second)
+	}
+	a.console.mu.Unlock()
+	for _, tt := range []struct {
+		query string
+		code  int
+		n     int
+	}{
+		{"", 200, 5},
+		{"?since=0", 200, 5},
+		{"?since=1003000", 200, 2}, // after the third
+		{"?since=9999999", 200, 0},
+		{"?since=soon", 400, 0},
+		{"?since=-1", 400, 0},
+	} {
+		code, _, body := get(t, a.Addr(), "/status/series.json"+tt.query, "")
+		if code != tt.code {
+			t.Errorf("%s: %d %s, want %d", tt.query, code, body, tt.code)
+			continue
+		}
+		if code != 200 {
+			continue
+		}
+		var out struct {
+			Series []struct {
+				Samples [][]float64 `json:"samples"`
+			} `json:"series"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Series) != 1 || len(out.Series[0].Samples) != tt.n {
+			t.Errorf("%s: %v %s, want %d samples", tt.query, err, body, tt.n)
+		}
+	}
+}

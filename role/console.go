@@ -51,13 +51,14 @@ type probe struct {
 // series is one part's history: a ring of samples, and the probe of the
 // last tick the next sample is the difference from.
 type series struct {
-	name string
-	read func() probe
-	ring [samplesKept]sample
-	n    int // samples in ring
-	next int // where the next goes
-	last probe
-	init bool
+	name   string
+	read   func() probe
+	ring   [samplesKept]sample
+	n      int // samples in ring
+	next   int // where the next goes
+	last   probe
+	lastAt time.Time
+	init   bool
 }
 
 // sample is one second of a part: requests and errors per second, p50
@@ -77,13 +78,15 @@ func (s sample) MarshalJSON() ([]byte, error) {
 	return fmt.Appendf(nil, "[%d,%g,%g,%.3f,%.3f,%d]", s.At, s.Rate, s.Errors, s.P50, s.P99, s.Limit), nil
 }
 
-func (s *series) tick(now time.Time, dt time.Duration) {
+// tick takes a sample: the difference from the last probe, over the
+// time since it (the first probe is only the baseline).
+func (s *series) tick(now time.Time) {
 	p := s.read()
 	if !s.init {
-		s.last, s.init = p, true
+		s.last, s.lastAt, s.init = p, now, true
 		return
 	}
-	secs := dt.Seconds()
+	secs := now.Sub(s.lastAt).Seconds()
 	smp := sample{At: now.UnixMilli(), Limit: p.limit}
 	if p.requests >= s.last.requests && secs > 0 {
 		smp.Rate = float64(p.requests-s.last.requests) / secs
@@ -95,7 +98,7 @@ func (s *series) tick(now time.Time, dt time.Duration) {
 		smp.P50 = float64(w.Quantile(0.5)) / 1e6
 		smp.P99 = float64(w.Quantile(0.99)) / 1e6
 	}
-	s.last = p
+	s.last, s.lastAt = p, now
 	s.ring[s.next] = smp
 	s.next = (s.next + 1) % samplesKept
 	s.n = min(s.n+1, samplesKept)
@@ -133,7 +136,7 @@ func (c *console) add(name string, read func() probe) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := &series{name: name, read: read}
-	s.tick(time.Now(), 0) // the baseline the first sample is taken from
+	s.tick(time.Now()) // the baseline the first sample is taken from
 	c.series = append(c.series, s)
 }
 
@@ -148,9 +151,7 @@ func (c *console) watch(name string, node *nanobus.Node, ev *events.Bus, read fu
 		c.buses = append(c.buses, ev)
 	}
 	// The front's chart line comes first, whenever it started.
-	slices.SortStableFunc(c.series, func(a, b *series) int {
-		return map[bool]int{true: 0, false: 1}[a.name == "front"] - map[bool]int{true: 0, false: 1}[b.name == "front"]
-	})
+	slices.SortStableFunc(c.series, func(a, b *series) int { return frontRank(a.name) - frontRank(b.name) })
 }
 
 // limitOf reads a limiter's limit, nil without one.
@@ -165,7 +166,6 @@ func (c *console) run() {
 	defer close(c.done)
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
-	last := time.Now()
 	for {
 		select {
 		case <-c.stop:
@@ -173,10 +173,9 @@ func (c *console) run() {
 		case now := <-t.C:
 			c.mu.Lock()
 			for _, s := range c.series {
-				s.tick(now, now.Sub(last))
+				s.tick(now)
 			}
 			c.mu.Unlock()
-			last = now
 		}
 	}
 }

@@ -30,14 +30,14 @@ func TestSeriesRing(t *testing.T) {
 		return probe{requests: n, errors: n / 10, latency: h.Snapshot(), limit: 7}
 	}}
 	start := time.Now()
-	s.tick(start, 0) // the baseline: no sample
+	s.tick(start) // the baseline: no sample
 	if got := s.samples(); len(got) != 0 {
 		t.Fatalf("after the baseline: %d samples, want 0", len(got))
 	}
 	for i := 1; i <= samplesKept+5; i++ {
 		n += 100
 		h.Record(time.Duration(i) * time.Millisecond)
-		s.tick(start.Add(time.Duration(i)*time.Second), time.Second)
+		s.tick(start.Add(time.Duration(i) * time.Second))
 	}
 	got := s.samples()
 	if len(got) != samplesKept {
@@ -439,7 +439,7 @@ func TestSeriesSince(t *testing.T) {
 	start := time.UnixMilli(1_000_000)
 	a.console.mu.Lock()
 	for i := 1; i <= 5; i++ {
-		a.console.series[0].tick(start.Add(time.Duration(i)*time.Second), time.Second)
+		a.console.series[0].tick(start.Add(time.Duration(i) * time.Second))
 	}
 	a.console.mu.Unlock()
 	for _, tt := range []struct {

@@ -131,7 +131,8 @@ function cards(series){
  const last=main.samples[main.samples.length-1]||[0,0,0,0,0,0];
  const recent=main.samples.slice(-60);let req=0,err=0;for(const p of recent){req+=p[1];err+=p[2]}
  const pct=req>0?100*err/req:0;
- const c=[["requests / s",num(last[1]),main.name],["errors, last minute",pct.toFixed(2)+"%",num(err)+" of "+num(req)],
+ const r5=main.samples.slice(-5),rate=r5.reduce((a,p)=>a+p[1],0)/Math.max(1,r5.length);
+ const c=[["requests / s",num(rate),main.name+", last 5 s"],["errors, last minute",pct.toFixed(2)+"%",num(err)+" of "+num(req)],
   ["p99",ms(last[4])+" ms","p50 "+ms(last[3])+" ms"],["admission limit",num(last[5]),main.name]];
  $("cards").innerHTML=c.map(([k,v,s],i)=>'<div class="card"><div class="k">'+k+'</div><div class="v'+(i==1&&pct>1?" bad":"")+'">'+v+'</div><div class="s">'+esc(s)+'</div></div>').join("");
 }

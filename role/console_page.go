@@ -152,8 +152,9 @@ function render(c){
    f.admin?'<code>'+esc(f.admin)+'</code>':'<span class="dim">–</span>',ago(f.started)]),"no instance registered");
  $("rollouts").innerHTML=table(["service","weights","ghost","ramp"],c.rollouts.map(r=>{
   let ramp='<span class="dim">–</span>';
-  if(r.ramp){const p=r.ramp;ramp=esc(p.From)+' → '+esc(p.To)+' <b>'+p.percent+'%</b> (step '+(p.step+1)+'/'+p.steps.length+', '+esc(p.state)+' '+p.since+')'+
-   '<div class="bar"><b style="width:'+p.percent+'%"></b></div>'+(p.note?'<span class="dim">'+esc(p.note)+'</span>':'')+(p.reason?'<span class="warn">'+esc(p.reason)+'</span>':'')+
+  // A ramp that ended holds the weights it left (all back on From after a rollback): the bar shows To's share now.
+  if(r.ramp){const p=r.ramp,share=p.state=="running"?p.percent:((r.weights||{})[p.To]||0);ramp=esc(p.From)+' → '+esc(p.To)+' <b>'+share+'%</b> (step '+(p.step+1)+'/'+p.steps.length+', '+esc(p.state)+' '+p.since+')'+
+   '<div class="bar"><b style="width:'+share+'%"></b></div>'+(p.note?'<span class="dim">'+esc(p.note)+'</span>':'')+(p.reason?'<span class="warn">'+esc(p.reason)+'</span>':'')+
    (p.state=="running"?' <button class="stop-ramp" data-service="'+esc(r.service)+'">stop ramp</button>':'')}
   return [esc(r.service),Object.entries(r.weights||{}).map(([v,w])=>'<code>'+esc(v)+'</code>='+w).join(" ")||'<span class="dim">even</span>',esc(r.ghost)||'<span class="dim">–</span>',ramp]}),"no rollout policy: calls spread evenly over every version");
  $("flags").innerHTML=table(["flag","on for","by"],c.flags.map(f=>[esc(f.name),'<span class="pct"><span class="bar" title="'+f.percent+'%"><b style="width:'+f.percent+'%"></b></span>'+f.percent+'%</span>',esc(f.by)||'<span class="dim">–</span>']),"no feature flag set");

@@ -37,6 +37,10 @@ type Registration struct {
 	// Events is what the node publishes and consumes (package events):
 	// what `terminator graph` draws and `terminator hospital` finds.
 	Events *events.Declaration `json:"events,omitempty"`
+	// Admin is the process's admin listener ("host:port"), where its
+	// status, console and pprof are: the fleet view lists it, so no one
+	// has to find a random port in a log.
+	Admin string `json:"admin,omitempty"`
 }
 
 // Route is a route a node serves, public or internal, with what its

@@ -132,7 +132,7 @@ func (n *Node) RouteStats() []report.RouteStats {
 	for _, r := range m {
 		c := &r.stats
 		s := report.RouteStats{Route: r.Name, Requests: c.requests.Load(), Errors: c.errors.Load(),
-			ClientErrors: c.clientErrors.Load(), Cancelled: c.cancelled.Load(), ProcessingTime: time.Duration(c.nanos.Load())}
+			ClientErrors: c.clientErrors.Load(), Cancelled: c.cancelled.Load(), ProcessingTime: time.Duration(c.nanos.Load()), Stream: r.stream != nil}
 		if s.Requests > 0 {
 			s.AverageTime = s.ProcessingTime / time.Duration(s.Requests)
 		}

@@ -47,7 +47,7 @@ type AdminConfig struct {
 }
 
 func (c *AdminConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, /status.json, /metrics (Prometheus), /debug/pprof/, a status page")
+	fs.StringVar(&c.Listen, "admin", c.Listen, "admin HTTP address: /healthz, /readyz, a live console at /, /status.json, /metrics (Prometheus), /debug/pprof/")
 	// Not StringVar: flag prints a non-empty default in --help.
 	fs.Func("admin-token", "token for the admin listener's status pages and pprof (prefer the environment or -admin-token-file: flags show in ps)",
 		func(s string) error { c.Token = s; return nil })
@@ -83,6 +83,7 @@ type Admin struct {
 	mu       sync.Mutex
 	checks   []check
 	sections []Section
+	console  *console
 }
 
 type check struct {
@@ -93,7 +94,7 @@ type check struct {
 // NewAdmin checks cfg and returns an admin listener; Start binds it.
 func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
 	cfg.setDefaults()
-	a := &Admin{cfg: cfg, log: log}
+	a := &Admin{cfg: cfg, log: log, console: newConsole()}
 	token, err := tokenOf(cfg.Token, cfg.TokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
@@ -128,7 +129,11 @@ func NewAdmin(cfg AdminConfig, log *slog.Logger) (*Admin, error) {
 	private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	private.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	private.HandleFunc("GET /status.json", a.statusJSON)
-	private.HandleFunc("GET /{$}", a.statusPage)
+	private.HandleFunc("GET /{$}", a.consolePage)
+	private.HandleFunc("GET /status/{$}", a.statusPage)
+	private.HandleFunc("GET /status/series.json", a.seriesJSON)
+	private.HandleFunc("GET /status/console.json", a.consoleJSON)
+	private.HandleFunc("POST /actions/ramp/stop", a.stopRamp)
 	mux.Handle("/", a.authorized(private))
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: min(5*time.Second, cfg.ReadTimeout),
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
@@ -257,6 +262,7 @@ func (a *Admin) Start() error {
 	}
 	a.ln = ln
 	go func() { _ = a.srv.Serve(ln) }()
+	go a.console.run()
 	a.log.Info("admin listening", "addr", ln.Addr().String(), "tls", a.cfg.CertFile != "", "token", len(a.token) > 0,
 		"max_conns", a.cfg.MaxConns, "idle_timeout", a.cfg.IdleTimeout)
 	return nil
@@ -310,7 +316,12 @@ func (c *countedConn) Close() error {
 func (a *Admin) Addr() string { return a.ln.Addr().String() }
 
 // Close stops the listener.
-func (a *Admin) Close() error { return a.srv.Close() }
+func (a *Admin) Close() error {
+	if a.ln != nil {
+		a.console.close()
+	}
+	return a.srv.Close()
+}
 
 // AdminStats is the admin listener's own numbers, under "admin" in
 // /status.json.

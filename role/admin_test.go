@@ -68,7 +68,7 @@ func TestAdminToken(t *testing.T) {
 			t.Errorf("%s without a token: %d %s, want 200", path, status, body)
 		}
 	}
-	for _, path := range []string{"/", "/status.json", "/debug/pprof/", "/debug/pprof/cmdline"} {
+	for _, path := range []string{"/", "/status/", "/status.json", "/status/series.json", "/status/console.json", "/debug/pprof/", "/debug/pprof/cmdline"} {
 		status, h, _ := get(t, a.Addr(), path, "")
 		if status != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Basic") {
 			t.Errorf("%s without a token: %d (WWW-Authenticate %q), want 401 asking for basic auth", path, status, h.Get("WWW-Authenticate"))
@@ -93,8 +93,12 @@ func TestAdminToken(t *testing.T) {
 	if st["ready"] != true || st["thing"].(map[string]any)["n"] != 7.0 {
 		t.Errorf("status.json %v: want ready and the section", st)
 	}
-	if _, _, page := get(t, a.Addr(), "/", token); !strings.Contains(page, "<h1>thing</h1>") {
+	if _, _, page := get(t, a.Addr(), "/status/", token); !strings.Contains(page, "<h1>thing</h1>") {
 		t.Errorf("status page does not show the section: %.300s", page)
+	}
+	if _, h, page := get(t, a.Addr(), "/", token); !strings.Contains(page, "<title>terminator console</title>") ||
+		!strings.Contains(h.Get("Content-Security-Policy"), "connect-src 'self'") {
+		t.Errorf("/ is not the console (CSP %q): %.300s", h.Get("Content-Security-Policy"), page)
 	}
 }
 

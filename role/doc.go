@@ -22,9 +22,13 @@
 // answering; the front not draining. The front stays ready while etcd is
 // unreachable: it serves from the membership it knew (the status page says
 // so), where unready fronts would all leave service at once. /healthz is liveness only.
-// Both stay open; /status.json, the status page and pprof need the admin
-// token whenever one is set, and a token is required when the admin
-// listener is not on loopback.
+// Both stay open; the console at / (charts of the last minutes sampled
+// every second, the fleet from etcd, rollouts, flags, ghost differences
+// grouped, the hospital; /status/series.json and /status/console.json
+// feed it, POST /actions/ramp/stop is its one action), /status.json, the
+// status page at /status/ and pprof need the admin token whenever one is
+// set, and a token is required when the admin listener is not on
+// loopback.
 //
 // /metrics serves the process's numbers to Prometheus from a registry of
 // its own (Admin.Collect adds a collector; each bus node's metrics carry

@@ -35,8 +35,8 @@ func scrape(t *testing.T, addr, token string) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// series finds the one series of family name whose labels include want.
-func series(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) *dto.Metric {
+// seriesOf finds the one series of family name whose labels include want.
+func seriesOf(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) *dto.Metric {
 	t.Helper()
 	f := fams[name]
 	if f == nil {
@@ -98,7 +98,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 
 	fams := scrape(t, p.AdminAddr(), "")
 	value := func(name string, labels map[string]string) float64 {
-		m := series(t, fams, name, labels)
+		m := seriesOf(t, fams, name, labels)
 		switch {
 		case m.Counter != nil:
 			return m.GetCounter().GetValue()
@@ -119,7 +119,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			answered += n
 		}
 	}
-	h := series(t, fams, "terminator_http_request_duration_seconds", echo).GetHistogram()
+	h := seriesOf(t, fams, "terminator_http_request_duration_seconds", echo).GetHistogram()
 	if h.GetSampleCount() != uint64(answered) || h.GetSampleSum() <= 0 {
 		t.Errorf("latency histogram of GET /echo: count %d sum %v, want %d answers and a positive sum", h.GetSampleCount(), h.GetSampleSum(), answered)
 	}
@@ -144,7 +144,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	if got := value("terminator_handler_requests_total", map[string]string{"node": "echo", "route": "GET /echo"}); got < float64(statuses[200]) {
 		t.Errorf("echo's terminator_handler_requests_total = %v, want at least %d", got, statuses[200])
 	}
-	if hh := series(t, fams, "terminator_handler_duration_seconds", map[string]string{"node": "echo", "route": "GET /echo"}).GetHistogram(); hh.GetSampleCount() < uint64(statuses[200]) {
+	if hh := seriesOf(t, fams, "terminator_handler_duration_seconds", map[string]string{"node": "echo", "route": "GET /echo"}).GetHistogram(); hh.GetSampleCount() < uint64(statuses[200]) {
 		t.Errorf("echo's handler histogram counts %d, want at least %d", hh.GetSampleCount(), statuses[200])
 	}
 	if got := value("terminator_bus_dropped_total", map[string]string{"node": "echo", "reason": "malformed"}); got != 0 {

@@ -127,6 +127,9 @@ func (p *Process) start(ctx context.Context, role string, run []services.Service
 	if err != nil {
 		return err
 	}
+	p.admin.console.mu.Lock()
+	p.admin.console.cli = cli
+	p.admin.console.mu.Unlock()
 	for _, s := range run {
 		if err := p.startService(ctx, cli, s); err != nil {
 			return fmt.Errorf("%s: %w", s.Name, err)
@@ -302,6 +305,7 @@ func (p *Process) register(ctx context.Context, cli *clientv3.Client, node *nano
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	r := discovery.RegistrationOf(node)
+	r.Admin = adminAdvertised(p.admin.Addr(), node.Addr())
 	if ev != nil {
 		if d := ev.Declaration(); len(d.Publishes)+len(d.Subscribes) > 0 {
 			r.Events = &d
@@ -368,6 +372,7 @@ func (p *Process) startService(ctx context.Context, cli *clientv3.Client, s serv
 	if err := p.admin.Collect(newNodeCollector(node, lim, w, reg, ev)); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	p.admin.console.watch(s.Name, node, ev, nodeProbe(node, limitOf(lim)))
 	p.stops = append(p.stops, func() {
 		t := time.Now()
 		reg.Close()
@@ -446,6 +451,18 @@ func (p *Process) startFront(ctx context.Context, cli *clientv3.Client) error {
 	if err := errors.Join(p.admin.Collect(newFrontCollector(srv)), p.admin.Collect(newNodeCollector(node, lim, w, reg, nil))); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	p.admin.console.watch("front", node, nil, frontProbe(func() (requests, errors uint64, limit int) {
+		st := srv.Status()
+		for _, r := range st.Routes {
+			for class, n := range r.Responses {
+				requests += n
+				if class == "5xx" {
+					errors += n
+				}
+			}
+		}
+		return requests, errors, st.Limit
+	}, node))
 	if err := srv.Start(); err != nil {
 		return err
 	}

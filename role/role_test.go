@@ -125,7 +125,7 @@ func TestServiceRole(t *testing.T) {
 	if _, _, js := get(t, p.AdminAddr(), "/status.json", ""); !strings.Contains(js, `"node:profiles"`) || !strings.Contains(js, `"profiles.get"`) {
 		t.Errorf("status.json does not show the node and its routes: %.500s", js)
 	}
-	if status, _, page := get(t, p.AdminAddr(), "/", ""); status != 200 || !strings.Contains(page, "handlers cancelled") ||
+	if status, _, page := get(t, p.AdminAddr(), "/status/", ""); status != 200 || !strings.Contains(page, "handlers cancelled") ||
 		!strings.Contains(page, "<th>cancelled</th>") {
 		t.Errorf("status page: %d, without the cancellation counters: %.800s", status, page)
 	}

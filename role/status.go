@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 
 	"github.com/terminator-gw/terminator/discovery"
 	"github.com/terminator-gw/terminator/nanobus"
@@ -55,6 +56,8 @@ func (a *Admin) statusPage(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	sections := append([]Section(nil), a.sections...)
 	a.mu.Unlock()
+	// The front first: in "all" it would come after every service.
+	slices.SortStableFunc(sections, func(x, y Section) int { return frontRank(x.Name) - frontRank(y.Name) })
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = pageHead.Execute(w, ready)
 	for _, s := range sections {
@@ -73,6 +76,16 @@ func (a *Admin) statusPage(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "</body></html>")
 }
 
+func frontRank(section string) int {
+	switch section {
+	case "front":
+		return 0
+	case "node:terminator":
+		return 1
+	}
+	return 2
+}
+
 var pageHead = template.Must(template.New("head").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>terminator</title>
 <meta http-equiv="refresh" content="5">
@@ -80,7 +93,7 @@ var pageHead = template.Must(template.New("head").Parse(`<!doctype html>
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.bad{color:#b00}.ok{color:#070}
 section{margin-bottom:2em}h1{font-size:1.4em;border-bottom:1px solid #ccc}</style></head>
 <body><p>{{if .}}<b class="bad">not ready: {{.}}</b>{{else}}<b class="ok">ready</b>{{end}}
-· <a href="status.json">status.json</a> · <a href="metrics">metrics</a> · <a href="debug/pprof/">pprof</a></p>
+· <a href="../">console</a> · <a href="../status.json">status.json</a> · <a href="../metrics">metrics</a> · <a href="../debug/pprof/">pprof</a></p>
 `))
 
 // nodeSection shows a bus node: the routes it serves with their numbers,

@@ -293,7 +293,7 @@ func TestTracesOfAPage(t *testing.T) {
 		!strings.Contains(js, `"traces"`) || !strings.Contains(js, `"endpoint": "http://`+recv.addr+`"`) {
 		t.Errorf("status.json: %d, without where traces go: %.1000s", status, js)
 	}
-	if _, _, page := get(t, front.AdminAddr(), "/", ""); !strings.Contains(page, "spans of terminator go over OTLP (http/protobuf) to http://"+recv.addr) {
+	if _, _, page := get(t, front.AdminAddr(), "/status/", ""); !strings.Contains(page, "spans of terminator go over OTLP (http/protobuf) to http://"+recv.addr) {
 		t.Errorf("status page does not say where traces go: %.2000s", page)
 	}
 	for _, p := range []*Process{front, web, profiles} {

@@ -150,9 +150,14 @@ func TestGhost(t *testing.T) {
 		t.Logf("rollout show g:\n%s", show)
 
 		// The front's status page and status.json show the pairs too.
-		page := get("http://" + front.AdminAddr() + "/")
+		page := get("http://" + front.AdminAddr() + "/status/")
 		if !strings.Contains(page.body, "body differs · live: 200 <code>{&#34;n&#34;:1}</code> · ghost: 200 <code>{&#34;n&#34;:2}</code>") {
 			t.Fatalf("status page without the differing pair:\n%s", page.body)
+		}
+		// The console groups the three alike pairs into one.
+		console := get("http://" + front.AdminAddr() + "/status/console.json")
+		if !strings.Contains(console.body, `"route":"GET /diff","what":"body"`) || !strings.Contains(console.body, `"count":3`) {
+			t.Fatalf("console.json without the three pairs grouped:\n%s", console.body)
 		}
 		if !strings.Contains(string(status(t, front)["node:terminator"]), `"ghost": {`) {
 			t.Fatal("status.json without the differing pairs")

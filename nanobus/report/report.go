@@ -19,8 +19,12 @@ type RouteStats struct {
 	AverageTime    time.Duration `json:"average_processing_time_ns"`
 	P50            time.Duration `json:"p50_ns"` // handler time quantiles, to 12.5%
 	P99            time.Duration `json:"p99_ns"`
-	// Latency is the handler times the quantiles come from (for
-	// Prometheus; the quantiles are what status pages show).
+	// Stream: the route answers with a stream of chunks, its handler
+	// time is how long the stream lasted, not a latency.
+	Stream bool `json:"stream,omitempty"`
+	// Latency is the handler times the quantiles come from: for
+	// Prometheus, and for quantiles over a window (the difference of two
+	// snapshots); not in JSON.
 	Latency histogram.Histogram `json:"-"`
 }
 

@@ -5,8 +5,9 @@
 // under load, one fault at a time:
 //
 //   - first, whole: Prometheus has every terminator process's /metrics as
-//     a target, each up (scraped with the scrape token), and answers a query
-//     over what it scraped;
+//     a target, each up (scraped with the scrape token), answers a query
+//     over what it scraped, and every query of the shipped Grafana
+//     dashboard is valid against it;
 //   - a profiles container killed and restarted under distinct-id PUTs:
 //     every acknowledged write reads back 200 through every front;
 //   - a web container killed (SIGKILL) under GETs: no GET fails;

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -74,6 +75,62 @@ func prometheusScrapes(t *testing.T, f *fleet) {
 	if err != nil {
 		t.Error(err)
 	}
+	dashboardQueries(t, base)
+}
+
+// dashboardQueries runs every query of the shipped Grafana dashboard
+// against the fleet's Prometheus, its variables as Grafana would fill
+// them for "all": each must be valid PromQL over what the fleet exports,
+// and the request rate per route must have data.
+func dashboardQueries(t *testing.T, base string) {
+	raw, err := os.ReadFile("../grafana/terminator.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("the dashboard: %v", err)
+	}
+	fill := strings.NewReplacer(`$__rate_interval`, "1m", `$job`, ".*", `$instance`, ".*")
+	var queries, withData int
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			if target.Expr == "" {
+				continue
+			}
+			queries++
+			optional := queries > 1
+			var n int
+			err := eventually(context.Background(), 30*time.Second, "panel "+p.Title, func() (bool, string) {
+				var resp struct {
+					Data struct {
+						Result []json.RawMessage `json:"result"`
+					} `json:"data"`
+				}
+				if _, err := getJSON(base+"/api/v1/query?query="+url.QueryEscape(fill.Replace(target.Expr)), &resp); err != nil {
+					return false, err.Error()
+				}
+				n = len(resp.Data.Result)
+				// The first query (requests per route) must show the suite's
+				// requests; the others may be empty on a quiet fleet.
+				return optional || n > 0, fmt.Sprintf("%d series", n)
+			})
+			if err != nil {
+				t.Errorf("dashboard panel %q: %s: %v", p.Title, target.Expr, err)
+			}
+			if n > 0 {
+				withData++
+			}
+		}
+	}
+	t.Logf("fleet: the dashboard's %d queries are valid against the fleet's Prometheus, %d with data", queries, withData)
 }
 
 type promTarget struct {

@@ -104,6 +104,18 @@ func (r *recorder) RemovePeer(p nanobus.Peer) {
 
 func (r *recorder) has(addr string) bool { return r.weight(addr) > 0 }
 
+// addrs is the addresses of the peers now, sorted.
+func (r *recorder) addrs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, p := range r.peers {
+		out = append(out, p.Addr)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (r *recorder) weight(addr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -261,13 +273,22 @@ func TestReRegistrationAfterEtcdRestart(t *testing.T) {
 	phase("etcd stopped")
 	kill(doomed, d) // dies while etcd is down: no one hears of it until etcd is back
 	eventually(t, 10*time.Second, "watcher reports stale", func() bool { return w.Stats().Stale })
+	// What the watcher knew once etcd had stopped (Close returned): usually
+	// both nodes. But a graceful stop can take seconds (7 s once in CI),
+	// and a lease whose keepalive stream it cut first may expire while the
+	// watch stream still delivers: a deletion etcd sent, not one the
+	// watcher made up. From here on, nothing may change.
+	known := peers.addrs()
+	if len(known) != 2 {
+		t.Logf("etcd expired a lease while it stopped: %v known when it was gone", known)
+	}
 	eventually(t, 3*ttl, "registrar reports the lost lease", func() bool { return r.Registered() != nil })
 	phase("lease lost: " + r.Registered().Error())
-	if !peers.has("tcp://127.0.0.1:7003") || !peers.has("tcp://127.0.0.1:7004") {
-		t.Fatal("the watcher dropped the membership while etcd was down")
+	if got := peers.addrs(); !slices.Equal(got, known) {
+		t.Fatalf("the watcher changed the membership while etcd was down: %v, then %v", known, got)
 	}
-	if s := w.Stats(); s.Outages != 1 || s.Instances != 2 {
-		t.Fatalf("stats while etcd is down: %+v", s)
+	if s := w.Stats(); s.Outages != 1 || s.Instances != len(known) {
+		t.Fatalf("stats while etcd is down: %+v (%d known)", s, len(known))
 	}
 
 	var err error

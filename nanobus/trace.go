@@ -6,14 +6,13 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/terminator-gw/terminator/nanobus/tracing"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -47,18 +46,6 @@ func tracerOf(tp trace.TracerProvider) trace.Tracer {
 	return tp.Tracer(scopeName, trace.WithSchemaURL(semconv.SchemaURL))
 }
 
-// remoteParent is ctx with the span a request's traceparent names as the
-// remote parent, or ctx itself when the traceparent is absent or invalid.
-func remoteParent(ctx context.Context, traceParent []byte) context.Context {
-	tid, sid, flags, ok := wire.ParseTraceParent(traceParent)
-	if !ok {
-		return ctx
-	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid,
-		TraceFlags: trace.TraceFlags(flags) & trace.FlagsSampled, Remote: true})
-	return trace.ContextWithRemoteSpanContext(ctx, sc)
-}
-
 // traceParentOf is the traceparent value of sc (its own buffer), or nil.
 func traceParentOf(sc trace.SpanContext) []byte {
 	if !sc.IsValid() {
@@ -81,7 +68,7 @@ var (
 // carries already.
 func (n *Node) startClientSpan(ctx context.Context, service string, req *wire.Request, in *instance) trace.Span {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
-		ctx = remoteParent(ctx, req.TraceParent)
+		ctx = tracing.RemoteParent(ctx, req.TraceParent)
 	}
 	// The route's name as the instance declared it, a string already.
 	name := ""
@@ -139,10 +126,10 @@ func endClientSpan(span trace.Span, in *instance, resp *Response, err error, ret
 	switch {
 	case err != nil:
 		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-		span.SetStatus(codes.Error, textOf(err.Error()))
+		span.SetStatus(codes.Error, tracing.Text(err.Error()))
 	case status >= 500:
 		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
-		span.SetStatus(codes.Error, textOf(resp.Body))
+		span.SetStatus(codes.Error, tracing.Text(resp.Body))
 	}
 	span.End()
 }
@@ -151,7 +138,7 @@ func endClientSpan(span trace.Span, in *instance, resp *Response, err error, ret
 // traceparent names, and puts it in hc, the handler's context: the calls
 // made with it are its children.
 func (n *Node) startServerSpan(hc *handlerContext, req *Request, rt *route) trace.Span {
-	ctx, span := n.tracer.Start(remoteParent(n.ctx, req.TraceParent), rt.Name, serverSpan...)
+	ctx, span := n.tracer.Start(tracing.RemoteParent(n.ctx, req.TraceParent), rt.Name, serverSpan...)
 	if span.IsRecording() {
 		span.SetAttributes(rpcSystem, semconv.RPCMethod(rt.Name), attrService.String(n.cfg.Service),
 			attrVersion.String(n.cfg.Version))
@@ -180,7 +167,7 @@ func endServerSpan(span trace.Span, status int, err error, cancelled bool) {
 			span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
 			msg := "status " + strconv.Itoa(status)
 			if err != nil {
-				msg = textOf(err.Error())
+				msg = tracing.Text(err.Error())
 			}
 			span.SetStatus(codes.Error, msg)
 		}
@@ -222,15 +209,4 @@ func hostPort(addr string) (string, int, bool) {
 	}
 	port, err := strconv.Atoi(p)
 	return host, port, err == nil
-}
-
-// textOf is b as span text: at most 256 bytes, valid UTF-8. OTLP carries
-// strings as protobuf strings, and one invalid byte would fail the
-// export of its whole batch.
-func textOf[T string | []byte](b T) string {
-	s := string(b[:min(len(b), 256)])
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -519,10 +519,9 @@ func (a *Admin) stopRamp(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	errNoRamp := errors.New("no running ramp")
 	p, err := rollout.NewStore(cli, "").UpdatePolicy(ctx, service, func(p *rollout.Policy) (*rollout.Policy, error) {
-		if p == nil || p.Ramp == nil || p.Ramp.State != rollout.RampRunning {
+		if p == nil || !p.Ramp.Stop("stopped from the console of "+a.Addr()) {
 			return nil, errNoRamp
 		}
-		p.Ramp.State, p.Ramp.Reason, p.Ramp.Ended = rollout.RampStopped, "stopped from the console of "+a.Addr(), time.Now().UTC()
 		return p, nil
 	})
 	switch {

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,7 +150,7 @@ func (c adminCollector) Collect(ch chan<- prometheus.Metric) {
 type frontCollector struct {
 	srv *terminator.Server
 	descs
-	requests, cancelled, latency, refused, waiting, limit, conns, bodyBytes, instances, variants *prometheus.Desc
+	requests, cancelled, latency, refused, preflights, accessLog, waiting, limit, conns, bodyBytes, instances, variants *prometheus.Desc
 }
 
 func newFrontCollector(srv *terminator.Server) *frontCollector {
@@ -165,6 +166,9 @@ func newFrontCollector(srv *terminator.Server) *frontCollector {
 		nil, "route", "service")
 	c.refused = ds.add("terminator_http_refused_total",
 		"Requests the front answered itself, before any bus work, by reason (overloaded: 503 by admission; no_route: 404; ...).", nil, "reason")
+	c.preflights = ds.add("terminator_http_preflights_total", "CORS preflights (OPTIONS) the front answered itself.", nil)
+	c.accessLog = ds.add("terminator_http_access_log_lines_total",
+		"Access log lines, by outcome: written, or sampled_out (a request that went well, over -access-log-rate).", nil, "outcome")
 	c.waiting = ds.add("terminator_http_waiting", "Requests admitted and waiting for their replies now.", nil)
 	c.limit = ds.add("terminator_http_limit", "Admission limit: how many requests may wait for replies at once (adaptive by default).", nil)
 	c.conns = ds.add("terminator_http_connections", "Client connections open now.", nil)
@@ -191,6 +195,10 @@ func (c *frontCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(ch, c.bodyBytes, float64(n))
 		case "conns":
 			gauge(ch, c.conns, float64(n))
+		case "preflights": // answered, not refused
+			counter(ch, c.preflights, n)
+		case "access_log_written", "access_log_sampled_out":
+			counter(ch, c.accessLog, n, strings.TrimPrefix(reason, "access_log_"))
 		default:
 			counter(ch, c.refused, n, reason)
 		}

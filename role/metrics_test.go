@@ -135,6 +135,16 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	if got := value("terminator_http_refused_total", map[string]string{"reason": "no_route"}); got < 1 {
 		t.Errorf("terminator_http_refused_total{reason=no_route} = %v, want the 404 counted", got)
 	}
+	for _, m := range fams["terminator_http_refused_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "reason" && strings.HasPrefix(l.GetValue(), "access_log") {
+				t.Errorf("access log lines counted as refusals: %v", m)
+			}
+		}
+	}
+	if got := value("terminator_http_access_log_lines_total", map[string]string{"outcome": "written"}); got < 1 {
+		t.Errorf("terminator_http_access_log_lines_total{outcome=written} = %v, want the 404's line", got)
+	}
 	if got := value("terminator_http_limit", nil); got <= 0 {
 		t.Errorf("terminator_http_limit = %v, want the admission limit", got)
 	}

@@ -42,7 +42,7 @@ var (
 // Seed loads n sample profiles, with visits and flirts among them, through
 // the front at base ("http://127.0.0.1:8080"). The sample is the same every
 // time.
-func Seed(ctx context.Context, base string, n int) error { return seed(ctx, base, n, true) }
+func Seed(ctx context.Context, base string, n int) error { return SeedNew(ctx, base, n, true) }
 
 // ErrSeeded is SeedNew's refusal: sample profiles exist already.
 var ErrSeeded = errors.New("sample profiles exist already")
@@ -51,10 +51,6 @@ var ErrSeeded = errors.New("sample profiles exist already")
 // overwrite, it writes nothing when any of the n sample profiles
 // (1 to n) exists, and says which.
 func SeedNew(ctx context.Context, base string, n int, overwrite bool) error {
-	return seed(ctx, base, n, overwrite)
-}
-
-func seed(ctx context.Context, base string, n int, overwrite bool) error {
 	if !overwrite {
 		var exist []string
 		for i := 1; i <= n; i++ {

@@ -3,8 +3,6 @@ package terminator
 import (
 	"context"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -12,7 +10,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/terminator-gw/terminator/wire"
+	"github.com/terminator-gw/terminator/nanobus/tracing"
 )
 
 // Tracing at the front: with a tracer provider (SetTracerProvider), each
@@ -45,11 +43,7 @@ func (s *Server) SetTracerProvider(tp trace.TracerProvider) {
 // startSpan starts x's server span, and puts it in the context of x's bus
 // call.
 func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
-	parent := context.Background()
-	if tid, sid, flags, ok := wire.ParseTraceParent(ctx.Request.Header.PeekBytes(hdrTraceParent)); ok {
-		parent = trace.ContextWithRemoteSpanContext(parent, trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags) & trace.FlagsSampled, Remote: true}))
-	}
+	parent := tracing.RemoteParent(context.Background(), ctx.Request.Header.PeekBytes(hdrTraceParent))
 	method := knownMethod(ctx.Method())
 	name := method
 	if method == "_OTHER" {
@@ -63,15 +57,15 @@ func (s *Server) startSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(method),
-		semconv.URLPath(textOf(ctx.URI().PathOriginal())),
+		semconv.URLPath(tracing.Text(ctx.URI().PathOriginal())),
 		semconv.URLScheme("http"),
 		semconv.HTTPRequestHeader("x-request-id", string(x.reqID)),
 	}
 	if ua := ctx.Request.Header.UserAgent(); len(ua) > 0 {
-		attrs = append(attrs, semconv.UserAgentOriginal(textOf(ua)))
+		attrs = append(attrs, semconv.UserAgentOriginal(tracing.Text(ua)))
 	}
 	if method == "_OTHER" {
-		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(textOf(ctx.Method())))
+		attrs = append(attrs, semconv.HTTPRequestMethodOriginal(tracing.Text(ctx.Method())))
 	}
 	// The client's address as fill will send it (it runs only for a
 	// request that reaches a route: refusals are spans too).
@@ -110,7 +104,7 @@ func endSpan(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	if status >= 500 {
 		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(status)))
-		x.span.SetStatus(codes.Error, textOf(ctx.Response.Body()))
+		x.span.SetStatus(codes.Error, tracing.Text(ctx.Response.Body()))
 	}
 	x.span.SetAttributes(attrs...)
 	x.span.End()
@@ -138,15 +132,4 @@ func knownMethod(m []byte) string {
 		}
 	}
 	return "_OTHER"
-}
-
-// textOf is b as span text: at most 256 bytes (of a path, a user agent,
-// an error body), valid UTF-8. OTLP carries strings as protobuf strings,
-// and one invalid byte would fail the export of its whole batch.
-func textOf[T string | []byte](b T) string {
-	s := string(b[:min(len(b), 256)])
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }

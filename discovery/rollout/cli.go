@@ -212,19 +212,17 @@ func (c CLI) weights(ctx context.Context, args []string) error {
 	if total != 100 {
 		return fmt.Errorf("the percentages add up to %d: want 100", total)
 	}
-	if !*force {
-		if err := cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
-			return runnable(ctx, s, pos[0], weights)
-		}); err != nil {
-			return err
+	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
+		if !*force {
+			if err := runnable(ctx, s, pos[0], weights); err != nil {
+				return err
+			}
 		}
-	}
-	return cmd.update(ctx, pos[0], func(p *Policy) (*Policy, error) {
-		p.Weights = weights
-		if p.Ramp != nil && p.Ramp.State == RampRunning {
-			p.Ramp.State, p.Ramp.Reason, p.Ramp.Ended = RampStopped, "weights set by hand", time.Now().UTC()
-		}
-		return p, nil
+		return cmd.apply(ctx, s, pos[0], func(p *Policy) (*Policy, error) {
+			p.Weights = weights
+			p.Ramp.Stop("weights set by hand")
+			return p, nil
+		})
 	})
 }
 
@@ -262,12 +260,17 @@ func runnable(ctx context.Context, s *Store, service string, weights map[string]
 // update changes service's policy and prints what it is now.
 func (cmd *command) update(ctx context.Context, service string, change func(*Policy) (*Policy, error)) error {
 	return cmd.withStore(ctx, timeout, func(ctx context.Context, s *Store) error {
-		p, err := s.UpdatePolicy(ctx, service, change)
-		if err == nil {
-			describe(cmd.cli.Stdout, service, p)
-		}
-		return err
+		return cmd.apply(ctx, s, service, change)
 	})
+}
+
+// apply is update on a store already dialed.
+func (cmd *command) apply(ctx context.Context, s *Store, service string, change func(*Policy) (*Policy, error)) error {
+	p, err := s.UpdatePolicy(ctx, service, change)
+	if err == nil {
+		describe(cmd.cli.Stdout, service, p)
+	}
+	return err
 }
 
 func (c CLI) ramp(ctx context.Context, args []string) error {

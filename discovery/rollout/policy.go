@@ -82,6 +82,16 @@ var (
 // Percent is To's share in the step in force.
 func (r *Ramp) Percent() int { return r.Steps[min(r.Step, len(r.Steps)-1)] }
 
+// Stop stops a running ramp where it stands, for reason, and reports
+// whether it did (false for nil or a ramp that has ended).
+func (r *Ramp) Stop(reason string) bool {
+	if r == nil || r.State != RampRunning {
+		return false
+	}
+	r.State, r.Reason, r.Ended = RampStopped, reason, time.Now().UTC()
+	return true
+}
+
 // weights are the weights of step i.
 func (r *Ramp) weights(i int) map[string]int {
 	s := min(r.Steps[i], 100)

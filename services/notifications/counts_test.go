@@ -1,6 +1,7 @@
 package notifications_test
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/terminator-gw/terminator/services/notifications"
@@ -34,8 +35,16 @@ func TestParseCounts(t *testing.T) {
 func FuzzParseCounts(f *testing.F) {
 	f.Add([]byte(`{"visits":12,"flirts":3}`))
 	f.Add([]byte(`{"visits":-1,"flirts":99999999999999999999}`))
+	f.Add([]byte(`{"visits":+1,"flirts":01}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = notifications.ParseCounts(b)
+		c, err := notifications.ParseCounts(b)
+		if err != nil {
+			return
+		}
+		var j notifications.Counts
+		if jerr := json.Unmarshal(b, &j); jerr != nil || j != c {
+			t.Fatalf("%q: parsed %+v, encoding/json says %+v (%v)", b, c, j, jerr)
+		}
 	})
 }
 

@@ -170,9 +170,9 @@ func ParseCounts(b []byte) (Counts, error) {
 	if rest, ok := bytes.CutPrefix(b, []byte(`{"visits":`)); ok {
 		if v, f, ok := bytes.Cut(rest, []byte(`,"flirts":`)); ok {
 			if f, ok := bytes.CutSuffix(f, []byte("}")); ok {
-				vn, verr := strconv.Atoi(string(v))
-				fn, ferr := strconv.Atoi(string(f))
-				if verr == nil && ferr == nil {
+				vn, vok := jsonInt(v)
+				fn, fok := jsonInt(f)
+				if vok && fok {
 					return Counts{Visits: vn, Flirts: fn}, nil
 				}
 			}
@@ -181,6 +181,22 @@ func ParseCounts(b []byte) (Counts, error) {
 	var c Counts
 	err := json.Unmarshal(b, &c)
 	return c, err
+}
+
+// jsonInt reads b as a JSON integer (no '+', no leading zero), as
+// encoding/json would.
+func jsonInt(b []byte) (int, bool) {
+	digits := bytes.TrimPrefix(b, []byte("-"))
+	if len(digits) == 0 || digits[0] == '0' && len(digits) > 1 {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(string(b))
+	return n, err == nil
 }
 
 func (p *projector) list(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {

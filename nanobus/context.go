@@ -166,7 +166,8 @@ func RequestOf(ctx context.Context) *Request {
 }
 
 // inherit gives a call made while handling a request what the request
-// carried: its labels (unless the call has its own), its ghost mark, and
+// carried: its labels (unless the call has its own), its ghost mark, the
+// nested mark (admitted work: see Limiter.AcquireNested), and
 // its request ID (unless the call has its own), so that one ID follows a
 // page through every hop and every log line about it, and its traceparent
 // (which a node that traces replaces with the call's own span: see
@@ -178,6 +179,7 @@ func (c *handlerContext) inherit(req *wire.Request) {
 	if len(req.TraceParent) == 0 && c.req != nil {
 		req.TraceParent = c.req.TraceParent
 	}
+	req.Flags |= wire.FlagNested
 	if c.ghost {
 		req.Flags |= wire.FlagGhost
 	}

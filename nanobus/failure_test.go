@@ -13,6 +13,7 @@ import (
 	"go.nanomsg.org/mangos/v3/protocol/xbus"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 	"github.com/terminator-gw/terminator/wire"
 )
 
@@ -581,5 +582,48 @@ func TestShutdownUnderLoad(t *testing.T) {
 	t.Logf("ok %d, failed %d", ok.Load(), failed.Load())
 	if ok.Load() == 0 {
 		t.Fatal("no call succeeded")
+	}
+}
+
+// Over its handler limit a node puts the calls handlers make for the
+// requests they serve (work admitted upstream, marked nested) before new
+// work: with its one slot held, new work is refused busy and a nested call
+// still runs.
+func TestNestedCallsBeforeNewWork(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	b := newNode(t, nanobus.Config{Service: "b", Limiter: limit.New(1, 1, 1)})
+	must(t, b.Handle("hold", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		<-hold
+		return nanobus.Reply{}, nil
+	}))
+	must(t, b.Handle("echo", echo))
+	a := newNode(t, nanobus.Config{Service: "a"})
+	connect(t, a, b)
+	must(t, a.Handle("page", func(ctx context.Context, req *nanobus.Request) (nanobus.Reply, error) {
+		resp, err := a.Call(ctx, "b", "echo", []byte("nested"))
+		if err != nil {
+			return nanobus.Reply{}, err
+		}
+		defer resp.Release()
+		return nanobus.Reply{Body: append([]byte(nil), resp.Body...)}, nil
+	}))
+	caller := newNode(t, nanobus.Config{})
+	connect(t, caller, a)
+	connect(t, caller, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go caller.Call(ctx, "b", "hold", nil)
+	eventually(t, "b's one slot held", func() bool { return b.Stats().Serving == 1 })
+	if _, err := caller.Call(ctx, "b", "echo", nil); !errors.Is(err, nanobus.ErrBusy) {
+		t.Fatalf("new work over the limit: %v, want ErrBusy", err)
+	}
+	resp, err := caller.Call(ctx, "a", "page", nil)
+	if err != nil {
+		t.Fatalf("nested call over the limit: %v", err)
+	}
+	defer resp.Release()
+	if string(resp.Body) != "nested" {
+		t.Fatalf("page answered %q", resp.Body)
 	}
 }

@@ -193,7 +193,7 @@ func (n *Node) admit(j job, req *Request) (rt *route, deadline time.Time, ok boo
 	// A stream may be held for minutes: the adaptive limit, which learns
 	// from latency, is for requests (a stream is bounded by its asker's
 	// share, MaxInFlight, and its credit).
-	if lim := n.cfg.Limiter; lim != nil && rt.stream == nil && !lim.Acquire() {
+	if lim := n.cfg.Limiter; lim != nil && rt.stream == nil && !admit(lim, req.Flags) {
 		n.stats.overload.Add(1)
 		return refuse(wire.CodeBusy, "over the concurrency limit")
 	}
@@ -443,4 +443,14 @@ func (r *runningRequests) remove(hc *handlerContext) {
 		delete(s.m, k)
 	}
 	s.Unlock()
+}
+
+// admit takes a handler's slot: a nested call (made by a handler for the
+// request it serves) before new work, when the limiter knows the
+// difference.
+func admit(lim Limiter, flags uint16) bool {
+	if nl, ok := lim.(interface{ AcquireNested() bool }); ok && flags&wire.FlagNested != 0 {
+		return nl.AcquireNested()
+	}
+	return lim.Acquire()
 }

@@ -160,6 +160,7 @@ var flagRanges = map[string]valueRange{
 	"max-conns":       ints(1, 1<<20),
 	"max-waiting":     ints(1, 1<<20),
 	"queue-wait":      durations(time.Millisecond, time.Minute),
+	"queue-target":    durations(100*time.Microsecond, time.Minute),
 	"retry-after":     durations(time.Second, time.Hour), // sent in whole seconds
 	"drain-timeout":   durations(time.Millisecond, time.Hour),
 	"statsd-interval": durations(100*time.Millisecond, time.Hour),

@@ -150,7 +150,7 @@ func (c adminCollector) Collect(ch chan<- prometheus.Metric) {
 type frontCollector struct {
 	srv *terminator.Server
 	descs
-	requests, cancelled, latency, refused, preflights, accessLog, waiting, limit, conns, bodyBytes, instances, variants *prometheus.Desc
+	requests, cancelled, latency, refused, preflights, accessLog, waiting, queued, limit, conns, bodyBytes, instances, variants *prometheus.Desc
 }
 
 func newFrontCollector(srv *terminator.Server) *frontCollector {
@@ -170,6 +170,7 @@ func newFrontCollector(srv *terminator.Server) *frontCollector {
 	c.accessLog = ds.add("terminator_http_access_log_lines_total",
 		"Access log lines, by outcome: written, or sampled_out (a request that went well, over -access-log-rate).", nil, "outcome")
 	c.waiting = ds.add("terminator_http_waiting", "Requests admitted and waiting for their replies now.", nil)
+	c.queued = ds.add("terminator_http_queued", "Requests over the admission limit waiting for a turn now (-admission; refused with 503 after their wait).", nil)
 	c.limit = ds.add("terminator_http_limit", "Admission limit: how many requests may wait for replies at once (adaptive by default).", nil)
 	c.conns = ds.add("terminator_http_connections", "Client connections open now.", nil)
 	c.bodyBytes = ds.add("terminator_http_body_bytes", "Bytes of request bodies held now, against the body budget.", nil)
@@ -204,6 +205,7 @@ func (c *frontCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(ch, c.waiting, float64(st.Waiting))
+	gauge(ch, c.queued, float64(st.Queued))
 	gauge(ch, c.limit, float64(st.Limit))
 	for svc, peers := range st.Services {
 		up := 0

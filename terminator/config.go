@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 )
 
 // Config configures a Server. Every field has a flag and an environment
@@ -26,9 +27,17 @@ type Config struct {
 	// FixedLimit makes MaxWaiting the limit, instead of the bound of an
 	// adaptive limit driven by latency (limit.Limiter).
 	FixedLimit bool
-	// QueueWait is how long a request over the limit may wait for a turn,
-	// first come first served, before it is refused.
-	QueueWait      time.Duration
+	// Admission is how requests over the limit wait for a turn: CoDel
+	// (the default: in arrival order up to QueueWait; once one waited
+	// longer, the queue stands and they wait QueueTarget, newest first,
+	// until it empties) or FIFO (arrival order, QueueWait each; the policy
+	// before CoDel). See limit.CoDel.
+	Admission limit.Policy
+	// QueueWait is the longest a request over the limit waits for a turn
+	// while the queue is not standing (FIFO: at all).
+	QueueWait time.Duration
+	// QueueTarget is the longest wait while the queue stands (CoDel).
+	QueueTarget    time.Duration
 	RetryAfter     time.Duration  // Retry-After on 503s for overload
 	DrainTimeout   time.Duration  // how long in-flight requests get on shutdown
 	TrustedProxies []netip.Prefix // direct peers whose X-Forwarded-For / X-Real-IP are believed
@@ -81,6 +90,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxWaiting, 4096)
 	defDur(&c.RetryAfter, time.Second)
 	defDur(&c.QueueWait, 50*time.Millisecond)
+	defDur(&c.QueueTarget, 5*time.Millisecond)
 	defDur(&c.DrainTimeout, 10*time.Second)
 	defDur(&c.StatsdInterval, 10*time.Second)
 	def(&c.AccessLogRate, 100)
@@ -106,7 +116,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "concurrent client connections")
 	fs.IntVar(&c.MaxWaiting, "max-waiting", c.MaxWaiting, "requests waiting for replies, at most: the adaptive limit's ceiling, or with -adaptive-limit=false the limit")
 	fs.Var((*notBool)(&c.FixedLimit), "adaptive-limit", "limit the requests waiting for replies adaptively, by measured latency; over the limit, 503 at once (default true)")
-	fs.DurationVar(&c.QueueWait, "queue-wait", c.QueueWait, "how long a request over the limit may wait for a turn before 503")
+	fs.Var((*policyFlag)(&c.Admission), "admission", "how requests over the limit wait for a turn: codel (in arrival order up to -queue-wait; once one waited longer, the queue stands: -queue-target, newest first, until it empties) or fifo (arrival order, up to -queue-wait)")
+	fs.DurationVar(&c.QueueWait, "queue-wait", c.QueueWait, "longest wait for a turn over the limit (codel: while the queue does not stand), then 503 with Retry-After")
+	fs.DurationVar(&c.QueueTarget, "queue-target", c.QueueTarget, "longest wait for a turn while the queue stands (codel)")
 	fs.DurationVar(&c.RetryAfter, "retry-after", c.RetryAfter, "Retry-After sent with overload 503s")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "time in-flight requests get on shutdown")
 	fs.StringVar(&c.StatsdAddr, "statsd", c.StatsdAddr, "DogStatsD address, e.g. 127.0.0.1:8125 (empty: off)")
@@ -194,3 +206,17 @@ func (b *notBool) Set(s string) error {
 }
 
 func (b *notBool) IsBoolFlag() bool { return true }
+
+// policyFlag is limit.Policy as a flag value.
+type policyFlag limit.Policy
+
+func (p *policyFlag) String() string { return limit.Policy(*p).String() }
+
+func (p *policyFlag) Set(s string) error {
+	v, ok := limit.ParsePolicy(s)
+	if !ok {
+		return fmt.Errorf("want codel or fifo, not %q", s)
+	}
+	*p = policyFlag(v)
+	return nil
+}

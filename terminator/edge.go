@@ -456,7 +456,7 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 		ctx.Response.Header.SetBytesV("X-Request-Id", x.reqID)
 		s.noRoute(ctx, x, how)
 		return ctx.Response.StatusCode()
-	case s.limiter.InFlight() >= s.limiter.Limit():
+	case s.limiter.Full():
 		s.counts.overloaded.Add(1)
 		status, msg = fasthttp.StatusServiceUnavailable, "overloaded"
 	case cl > 0 && s.bodyBytes.Load()+int64(cl) > int64(s.cfg.BodyBudget):

@@ -97,10 +97,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	// Admission is decided first, so that a refusal costs next to nothing.
-	// A request with a body looks at the limit now and takes its slot once
-	// the body is in: a slow upload holds bytes of the body budget, never a
-	// slot that requests waiting for replies need.
-	if ctx.RequestBodyStream() != nil && s.limiter.InFlight() >= s.limiter.Limit() {
+	// A request with a body looks now whether it would be refused (limit
+	// reached, no room to wait) and takes its slot once the body is in: a
+	// slow upload holds bytes of the body budget, never a slot that
+	// requests waiting for replies need.
+	if ctx.RequestBodyStream() != nil && s.limiter.Full() {
 		s.counts.overloaded.Add(1)
 		x.shed = true
 		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")
@@ -140,7 +141,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.reply(ctx, x.reqID, status, msg)
 		return
 	}
-	if !s.limiter.AcquireWait(s.cfg.QueueWait) {
+	if !s.limiter.Admit() {
 		s.counts.overloaded.Add(1)
 		x.shed = true
 		s.reply(ctx, x.reqID, fasthttp.StatusServiceUnavailable, "overloaded")

@@ -95,6 +95,7 @@ func New(cfg Config, node *nanobus.Node, log *slog.Logger) (*Server, error) {
 	if !cfg.FixedLimit {
 		s.limiter = limit.New(initialLimit, minLimit, cfg.MaxWaiting)
 	}
+	s.limiter.SetQueue(limit.Queue{Policy: cfg.Admission, Interval: cfg.QueueWait, Target: cfg.QueueTarget})
 	if err := checkCORS(&cfg.CORS); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 type Status struct {
 	Waiting      int                           `json:"waiting"`                 // requests waiting for replies now
 	Limit        int                           `json:"limit"`                   // how many may wait (adaptive unless -adaptive-limit=false)
+	Queued       int                           `json:"queued"`                  // requests over the limit waiting for a turn now
+	Admission    string                        `json:"admission"`               // how they wait: codel or fifo
 	LimitHistory []limit.Point                 `json:"limit_history,omitempty"` // the limit over the last minutes
 	Routes       []RouteStatus                 `json:"routes"`
 	Services     map[string][]report.PeerState `json:"services"`
@@ -38,7 +40,7 @@ type RouteStatus struct {
 
 // Status returns a snapshot for the admin endpoints.
 func (s *Server) Status() Status {
-	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), LimitHistory: s.limiter.History(), Services: map[string][]report.PeerState{}, Variants: s.variantStatus()}
+	st := Status{Waiting: s.limiter.InFlight(), Limit: s.limiter.Limit(), Queued: s.limiter.Waiting(), Admission: s.cfg.Admission.String(), LimitHistory: s.limiter.History(), Services: map[string][]report.PeerState{}, Variants: s.variantStatus()}
 	for _, e := range s.router.entries() {
 		rs := RouteStatus{Route: e.Route, Timeout: e.timeout.String(), Responses: map[string]uint64{}, Cancelled: e.stats.cancelled.Load(),
 			Latency: e.stats.latency.Snapshot()}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 	"github.com/terminator-gw/terminator/terminator"
 )
@@ -253,6 +254,51 @@ func TestAdmissionLimit(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
+}
+
+// Over the limit a request waits for a turn, whatever the policy: a slot
+// that frees goes to it; with none, it is refused with 503 and
+// Retry-After after its wait, and leaves nothing queued. (Which waiter a
+// standing queue serves first is nanobus/limit's test.)
+func TestAdmissionQueue(t *testing.T) {
+	for _, policy := range []limit.Policy{limit.CoDel, limit.FIFO} {
+		t.Run(policy.String(), func(t *testing.T) {
+			release := make(chan struct{})
+			svc := echoService(t, "echo", release)
+			srv, _ := front(t, terminator.Config{MaxWaiting: 1, FixedLimit: true, Admission: policy, QueueWait: time.Hour},
+				echoRoutes("echo"), svc)
+			blocked := make(chan string, 2)
+			for range 2 {
+				go func() { blocked <- fetchStatus("POST", "http://"+srv.Addr()+"/block") }()
+			}
+			eventually(t, "one request admitted, one queued", func() bool {
+				st := srv.Status()
+				return st.Waiting == 1 && st.Queued == 1 && st.Admission == policy.String()
+			})
+			release <- struct{}{} // the first's slot goes to the second
+			eventually(t, "the queued request admitted", func() bool { return srv.Status().Queued == 0 })
+			release <- struct{}{}
+			for range 2 {
+				if got := <-blocked; got != "200 released" {
+					t.Fatalf("got %q, want 200 released", got)
+				}
+			}
+		})
+	}
+	release := make(chan struct{})
+	defer close(release)
+	svc := echoService(t, "echo", release)
+	srv, _ := front(t, terminator.Config{MaxWaiting: 1, FixedLimit: true, QueueWait: 50 * time.Millisecond},
+		echoRoutes("echo"), svc)
+	go fetchStatus("POST", "http://"+srv.Addr()+"/block")
+	eventually(t, "one request admitted", func() bool { return srv.Status().Waiting == 1 })
+	resp, body := get(t, "http://"+srv.Addr()+"/echo", nil)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("status %d Retry-After %q (%s), want 503 with Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if st := srv.Status(); st.Queued != 0 || st.HTTP["overloaded"] != 1 {
+		t.Fatalf("queued %d, overloaded %d; want 0, 1", st.Queued, st.HTTP["overloaded"])
+	}
 }
 
 // Busy at the bus: the peer's in-flight credit is exhausted.

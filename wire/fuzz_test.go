@@ -57,7 +57,7 @@ func roundTrip(t *testing.T, frame []byte, known uint16, decode func([]byte) err
 	}
 }
 
-const requestFlags = wire.FlagGhost | wire.FlagTiming | 0x4
+const requestFlags = wire.FlagGhost | wire.FlagTiming | 0x4 | wire.FlagNested
 
 func FuzzDecodeRequest(f *testing.F) {
 	seed(f)

@@ -132,8 +132,12 @@ const (
 	// flagLabels says a labels field follows traceparent; the encoder sets
 	// it exactly when Labels is not empty.
 	flagLabels uint16 = 1 << 2
+	// FlagNested marks a call a handler makes for the request it serves:
+	// work already admitted upstream, which admission puts before new
+	// work. (A node that does not know it ignores it.)
+	FlagNested uint16 = 1 << 3
 
-	requestFlags = FlagGhost | FlagTiming | flagLabels
+	requestFlags = FlagGhost | FlagTiming | flagLabels | FlagNested
 )
 
 // Request is a request frame. After DecodeRequest its slices are views into

@@ -2,7 +2,6 @@ package limit
 
 import (
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,11 +34,7 @@ type Limiter struct {
 	samples  atomic.Int64
 	due      atomic.Int64 // unix nanos: the window's end
 
-	// Work over the limit may wait its turn (AcquireWait): a queue of
-	// waiters, first come first served, each handed a slot by a Release.
-	qmu     sync.Mutex
-	queue   []chan struct{}
-	waiting atomic.Int64
+	q queue // work over the limit waiting for a turn (Admit)
 
 	mu       sync.Mutex          // one recomputation at a time
 	minRTT   [refSeconds]float64 // each second's lowest window latency (ns), a ring
@@ -81,9 +76,17 @@ func New(initial, lo, hi int) *Limiter {
 // Acquire admits one piece of work if fewer than the limit are in progress;
 // call Release when it is done. Refused, it returns false and the caller
 // answers "busy" at once.
-func (l *Limiter) Acquire() bool {
+func (l *Limiter) Acquire() bool { return l.acquire(l.limit.Load()) }
+
+// AcquireNested is Acquire for work done on behalf of work already
+// admitted upstream (a call a handler makes for the request it serves): it
+// may use up to twice the limit, so that under load new work is refused
+// before work whose first steps were already paid for.
+func (l *Limiter) AcquireNested() bool { return l.acquire(2 * l.limit.Load()) }
+
+func (l *Limiter) acquire(bound int64) bool {
 	n := l.inflight.Add(1)
-	if n > l.limit.Load() {
+	if n > bound {
 		l.inflight.Add(-1)
 		return false
 	}
@@ -95,59 +98,12 @@ func (l *Limiter) Acquire() bool {
 	}
 }
 
-// maxQueue bounds the work waiting for a turn.
-const maxQueue = 4096
-
-// AcquireWait is Acquire that, over the limit, waits up to wait for a
-// turn, in arrival order, rather than refusing at once. A short wait turns
-// a burst into a brief queue; under lasting overload the excess is refused
-// after it, and clients that come straight back meanwhile cost nothing.
-func (l *Limiter) AcquireWait(wait time.Duration) bool {
-	if l.Acquire() {
-		return true
-	}
-	if wait <= 0 {
-		return false
-	}
-	ch := make(chan struct{}, 1)
-	l.qmu.Lock()
-	if len(l.queue) >= maxQueue {
-		l.qmu.Unlock()
-		return false
-	}
-	l.waiting.Add(1)
-	// Again, now that a Release would see us: one that came between the
-	// first try and here found nobody waiting.
-	if l.Acquire() {
-		l.waiting.Add(-1)
-		l.qmu.Unlock()
-		return true
-	}
-	l.queue = append(l.queue, ch)
-	l.qmu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-t.C:
-	}
-	l.qmu.Lock()
-	defer l.qmu.Unlock()
-	if i := slices.Index(l.queue, ch); i >= 0 {
-		l.queue = slices.Delete(l.queue, i, i+1)
-		l.waiting.Add(-1)
-		return false
-	}
-	return true // handed a slot as the timer fired
-}
-
 // Release ends one admitted piece of work that took rtt, and gives its
 // slot to the first waiter, if any. Work that failed for reasons of its
 // own (not load) is best released with its latency all the same: what
 // counts is how long admitted work takes.
 func (l *Limiter) Release(rtt time.Duration) {
-	if l.waiting.Load() == 0 || !l.handOver() {
+	if l.q.waiting.Load() == 0 || !l.handOver() {
 		l.inflight.Add(-1)
 	}
 	l.sumNanos.Add(int64(rtt))
@@ -161,28 +117,10 @@ func (l *Limiter) Release(rtt time.Duration) {
 // time says nothing of the load (a request its client gave up on, and
 // cancelled).
 func (l *Limiter) Forget() {
-	if l.waiting.Load() == 0 || !l.handOver() {
+	if l.q.waiting.Load() == 0 || !l.handOver() {
 		l.inflight.Add(-1)
 	}
 }
-
-// handOver gives a releasing caller's slot to the first waiter, if there
-// is one and the limit still has room for it.
-func (l *Limiter) handOver() bool {
-	l.qmu.Lock()
-	defer l.qmu.Unlock()
-	if len(l.queue) == 0 || l.inflight.Load() > l.limit.Load() {
-		return false
-	}
-	ch := l.queue[0]
-	l.queue = l.queue[1:]
-	l.waiting.Add(-1)
-	ch <- struct{}{}
-	return true
-}
-
-// Waiting is the work waiting for a turn now.
-func (l *Limiter) Waiting() int { return int(l.waiting.Load()) }
 
 // Limit is the current limit.
 func (l *Limiter) Limit() int { return int(l.limit.Load()) }

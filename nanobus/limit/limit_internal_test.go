@@ -101,36 +101,3 @@ func TestLimiterBounds(t *testing.T) {
 		t.Fatal("no room after a release")
 	}
 }
-
-// Over the limit, work waits its turn: a release hands its slot to the
-// first waiter; a waiter no release reaches in time is refused.
-func TestLimiterQueue(t *testing.T) {
-	l := New(1, 1, 1)
-	if !l.Acquire() {
-		t.Fatal("first acquire refused")
-	}
-	if l.AcquireWait(0) {
-		t.Fatal("admitted over the limit without waiting")
-	}
-	got := make(chan bool, 1)
-	go func() { got <- l.AcquireWait(10 * time.Second) }()
-	for end := time.Now().Add(5 * time.Second); l.Waiting() != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the waiter never queued")
-		}
-	}
-	l.Release(time.Millisecond)
-	if !<-got {
-		t.Fatal("the waiter was not handed the released slot")
-	}
-	if l.InFlight() != 1 || l.Waiting() != 0 {
-		t.Fatalf("in flight %d, waiting %d; want 1, 0", l.InFlight(), l.Waiting())
-	}
-	// Nobody releases: the wait ends in a refusal, and leaves no trace.
-	if l.AcquireWait(20 * time.Millisecond) {
-		t.Fatal("admitted with no slot released")
-	}
-	if l.InFlight() != 1 || l.Waiting() != 0 {
-		t.Fatalf("after a refusal: in flight %d, waiting %d; want 1, 0", l.InFlight(), l.Waiting())
-	}
-}

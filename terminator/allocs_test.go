@@ -159,7 +159,7 @@ func TestAccessLogSampledOutAllocs(t *testing.T) {
 }
 
 // The front's own refusals allocate nothing: 404 and 405, as text and as
-// problem+json. (BenchmarkRefusal times them.)
+// problem+json, and admission's 503. (BenchmarkRefusal times them.)
 func TestRefusalAllocs(t *testing.T) {
 	s := refusalFront(t)
 	for _, tt := range []struct {
@@ -178,5 +178,10 @@ func TestRefusalAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(1000, request); n != 0 {
 			t.Errorf("%s %s (Accept %s): %d refused with %v allocations, want 0", tt.method, tt.path, tt.accept, tt.want, n)
 		}
+	}
+	request := refusalDriver(t, overloadedFront(t), "GET", "/echo", "*/*", 503)
+	request()
+	if n := testing.AllocsPerRun(1000, request); n != 0 {
+		t.Errorf("admission's 503 with %v allocations, want 0", n)
 	}
 }

@@ -29,18 +29,23 @@ func refusalDriver(tb testing.TB, s *Server, method, path, accept string, want i
 }
 
 // BenchmarkRefusal times the front's own refusals: a path with no route
-// (404), as plain text and as problem+json.
+// (404), as plain text and as problem+json, a method with none (405), and
+// admission's 503 (over the limit, no room to wait).
 func BenchmarkRefusal(b *testing.B) {
 	for _, bc := range []struct{ name, method, path, accept string }{
 		{"404-text", "GET", "/nowhere/at/all", "*/*"},
 		{"404-json", "GET", "/nowhere/at/all", "application/json"},
 		{"405-json", "DELETE", "/echo", "application/json"},
+		{"503-overloaded", "GET", "/echo", "*/*"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := refusalFront(b)
 			want := fasthttp.StatusNotFound
-			if bc.method == "DELETE" {
+			switch bc.name {
+			case "405-json":
 				want = fasthttp.StatusMethodNotAllowed
+			case "503-overloaded":
+				s, want = overloadedFront(b), fasthttp.StatusServiceUnavailable
 			}
 			request := refusalDriver(b, s, bc.method, bc.path, bc.accept, want)
 			b.ReportAllocs()

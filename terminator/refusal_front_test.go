@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/terminator-gw/terminator/nanobus"
+	"github.com/terminator-gw/terminator/nanobus/limit"
 	"github.com/terminator-gw/terminator/nanobus/nanobustest"
 )
 
@@ -24,5 +25,15 @@ func refusalFront(tb testing.TB) *Server {
 		routes = append(routes, Route{Route: rt, Service: "echo"})
 	}
 	s.SetRoutes(routes)
+	return s
+}
+
+// overloadedFront is refusalFront at its admission limit with no room to
+// wait: every routed request is refused (503) at once.
+func overloadedFront(tb testing.TB) *Server {
+	tb.Helper()
+	s := refusalFront(tb)
+	s.limiter = limit.New(1, 1, 1)
+	s.limiter.Acquire()
 	return s
 }

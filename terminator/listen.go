@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -56,17 +58,50 @@ func Listen(addr string, perm SocketPerm) (net.Listener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("unix", path)
+	// Bound under a temporary name, given its mode and group, then renamed
+	// into place: at path, the socket never has the mode bind gave it
+	// (0777 less the umask), which may be wider than asked.
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d", filepath.Base(path), os.Getpid()))
+	if err := removeStaleSocket(tmp); err != nil { // a crash between bind and rename, same PID (a container's 1)
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, err
 	}
-	// Between bind and chmod the file has the umask's mode: at most
-	// narrower than asked (a umask only takes bits away), never wider.
-	if err := setSocketPerm(path, perm); err != nil {
+	ln.SetUnlinkOnClose(false) // the file is at path by then: unixListener.Close removes it
+	if err := setSocketPerm(tmp, perm); err != nil {
 		ln.Close()
+		os.Remove(tmp)
 		return nil, err
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("socket into place: %w", err)
+	}
+	return &unixListener{UnixListener: ln, addr: &net.UnixAddr{Name: path, Net: "unix"}}, nil
+}
+
+// unixListener is a unix socket listener at addr, whose file it removes
+// when closed.
+type unixListener struct {
+	*net.UnixListener
+	addr      *net.UnixAddr
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (l *unixListener) Addr() net.Addr { return l.addr }
+
+func (l *unixListener) Close() error {
+	l.closeOnce.Do(func() {
+		l.closeErr = l.UnixListener.Close()
+		if err := os.Remove(l.addr.Name); err != nil && !errors.Is(err, fs.ErrNotExist) && l.closeErr == nil {
+			l.closeErr = err
+		}
+	})
+	return l.closeErr
 }
 
 // removeStaleSocket removes path when it is a socket nothing listens on.

@@ -148,7 +148,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
-	_, s.unix = ln.(*net.UnixListener)
+	s.unix = ln.Addr().Network() == "unix"
 	capped := &capListener{Listener: ln, s: s, refusing: make(chan struct{}, maxRefusing)}
 	go func() { s.served <- s.http.Serve(capped) }()
 	s.metrics.start()

@@ -144,7 +144,7 @@ func (p *Process) start(ctx context.Context, role string, run []services.Service
 		// Sample data is a convenience: failing to load it is worth a
 		// warning, not an exit.
 		p.seeding.Store(true)
-		if err := seedIfEmpty(ctx, "http://"+p.front.Addr(), p.cfg.Seed, p.log); err != nil {
+		if err := seedIfEmpty(ctx, FrontURL(p.front.Addr()), p.cfg.Seed, p.log); err != nil {
 			p.log.Warn("seeding sample data failed", "err", err)
 		}
 		p.seeding.Store(false)

@@ -3,8 +3,12 @@ package role
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -206,5 +210,39 @@ func TestStartRefuses(t *testing.T) {
 			}
 			t.Errorf("Start(%q) without etcd = %v, want an error with %q", tt.role, err, tt.errHas)
 		}
+	}
+}
+
+// The front role on a unix socket (-listen unix:PATH): it serves there,
+// says so in FrontAddr, the seed's requests reach it (FrontURL), and a
+// clean stop removes the socket file.
+func TestFrontOnUnixSocket(t *testing.T) {
+	endpoints, _ := etcdFor(t)
+	startRole(t, "echo", testConfig(t, endpoints))
+	dir, err := os.MkdirTemp("", "rsock") // short: sun_path is 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "front.sock")
+	cfg := testConfig(t, endpoints)
+	cfg.Front.Listen = "unix:" + sock
+	front := startRole(t, "front", cfg)
+	if front.FrontAddr() != "unix:"+sock {
+		t.Errorf("FrontAddr %q, want unix:%s", front.FrontAddr(), sock)
+	}
+	base := FrontURL(front.FrontAddr())
+	var status int
+	var body string
+	eventually(t, "GET /echo over the socket", func() bool {
+		status, body = send(context.Background(), "GET", base+"/echo", "")
+		return status == 200
+	})
+	if body != "hello\n" {
+		t.Errorf("GET /echo: %d %q, want 200 hello", status, body)
+	}
+	front.Stop()
+	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the socket file after a clean stop: %v", err)
 	}
 }

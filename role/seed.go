@@ -9,10 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/terminator-gw/terminator/terminator"
 )
 
 // seedIfEmpty loads sample data through this process's own front on a
@@ -161,15 +166,62 @@ func deref(p *int) int {
 }
 
 func send(ctx context.Context, method, url, body string) (int, string) {
+	client := http.DefaultClient
+	if sock, path, ok := splitUnixURL(url); ok {
+		client, url = unixClient(sock), "http://localhost"+path
+	}
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewBufferString(body))
 	if err != nil {
 		return 0, err.Error()
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// unixURLScheme starts the URL of a front on a unix socket, the socket's
+// path escaped as the host: http+unix://%2Frun%2Fterminator%2Ffront.sock/profiles/1.
+const unixURLScheme = "http+unix://"
+
+// FrontURL is the base URL of a front listening on addr: "host:port", a
+// URL already, or "unix:PATH" (see terminator.Listen), which gives an
+// http+unix:// URL that the seed's requests dial.
+func FrontURL(addr string) string {
+	if sock, ok := terminator.UnixPath(addr); ok {
+		return unixURLScheme + url.PathEscape(sock)
+	}
+	if strings.Contains(addr, "://") {
+		return addr
+	}
+	return "http://" + addr
+}
+
+// splitUnixURL splits an http+unix:// URL into the socket and the path.
+func splitUnixURL(u string) (sock, path string, ok bool) {
+	rest, ok := strings.CutPrefix(u, unixURLScheme)
+	if !ok {
+		return "", "", false
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	sock, err := url.PathUnescape(host)
+	return sock, "/" + path, err == nil
+}
+
+// unixClients holds one client per socket, its connections kept alive.
+var unixClients sync.Map // socket path -> *http.Client
+
+func unixClient(sock string) *http.Client {
+	if c, ok := unixClients.Load(sock); ok {
+		return c.(*http.Client)
+	}
+	var d net.Dialer
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", sock) },
+	}}
+	c2, _ := unixClients.LoadOrStore(sock, c)
+	return c2.(*http.Client)
 }

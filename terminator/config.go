@@ -15,7 +15,8 @@ import (
 // Config configures a Server. Every field has a flag and an environment
 // variable (see RegisterFlags); the zero value of a field means its default.
 type Config struct {
-	Listen         string        // public HTTP address
+	Listen         string        // public HTTP address: "host:port", or "unix:PATH" (see Listen)
+	Socket         SocketPerm    // who may connect when Listen is a unix socket
 	Timeout        time.Duration // per-request deadline unless the route announces one
 	MaxBodyBytes   int           // larger bodies get 413
 	MaxHeaderBytes int           // larger request heads get 431
@@ -41,9 +42,15 @@ type Config struct {
 	RetryAfter     time.Duration  // Retry-After on 503s for overload
 	DrainTimeout   time.Duration  // how long in-flight requests get on shutdown
 	TrustedProxies []netip.Prefix // direct peers whose X-Forwarded-For / X-Real-IP are believed
-	StatsdAddr     string         // DogStatsD agent, "" for none
-	LatencySample  float64        // share of requests whose latency is sent to statsd
-	StatsdInterval time.Duration  // how often counters are flushed to statsd
+	// TrustUnix makes a peer on the unix socket (Listen "unix:PATH") a
+	// trusted proxy, as "unix" in -trusted-proxies does (the flag's
+	// default): who may connect is who may open the socket (Socket), and
+	// with no address of its own, the client's comes from its headers.
+	TrustUnix bool
+
+	StatsdAddr     string        // DogStatsD agent, "" for none
+	LatencySample  float64       // share of requests whose latency is sent to statsd
+	StatsdInterval time.Duration // how often counters are flushed to statsd
 	// HideServerTiming leaves out the Server-Timing header that names the
 	// service and version that answered, with the handler's, the bus's and
 	// the front's times.
@@ -105,7 +112,12 @@ func (c *Config) setDefaults() {
 // TERMINATOR_ and the flag's name, e.g. TERMINATOR_MAX_WAITING.)
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.setDefaults()
-	fs.StringVar(&c.Listen, "listen", c.Listen, "public HTTP address (e.g. 0.0.0.0:8080 for every interface)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "public HTTP address: host:port (0.0.0.0:8080 for every interface), or unix:PATH, a unix socket for nginx on this host")
+	if c.Socket.Mode == 0 {
+		c.Socket.Mode = DefaultSocketMode
+	}
+	fs.Var((*socketMode)(&c.Socket.Mode), "listen-mode", "with -listen unix:PATH, the socket's permissions, octal: 0660 lets the owner and the socket's group (nginx's, see -listen-group) connect; 0666 would let every local user connect and, with unix in -trusted-proxies, claim any client address")
+	fs.StringVar(&c.Socket.Group, "listen-group", c.Socket.Group, "with -listen unix:PATH, the socket's group (name or number; the process must be a member): nginx's, e.g. www-data; empty: the process's own")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "request deadline unless the route declares one")
 	fs.IntVar(&c.MaxBodyBytes, "max-body", c.MaxBodyBytes, "request body limit in bytes (413 over it)")
 	fs.IntVar(&c.BodyBudget, "body-budget", c.BodyBudget, "request body bytes held at once, all connections together (503 with Retry-After over it; a body larger than it gets 413)")
@@ -147,13 +159,32 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}
 	fs.DurationVar(&c.CORS.MaxAge, "cors-max-age", c.CORS.MaxAge, "CORS: how long a browser may keep a preflight's answer (Access-Control-Max-Age, whole seconds)")
 	fs.BoolVar(&c.CORS.Credentials, "cors-credentials", c.CORS.Credentials, "CORS: let pages send cookies and credentials (Access-Control-Allow-Credentials; the origin is echoed, never *)")
-	c.TrustedProxies, _ = ParsePrefixes("127.0.0.1/32,::1/128")
-	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed (default 127.0.0.1/32,::1/128)",
+	c.TrustedProxies, c.TrustUnix, _ = ParseTrustedProxies(DefaultTrustedProxies)
+	fs.Func("trusted-proxies", "comma-separated CIDRs whose X-Forwarded-For/X-Real-IP are believed, and unix for any peer on the -listen unix socket (default "+DefaultTrustedProxies+")",
 		func(s string) error {
-			p, err := ParsePrefixes(s)
-			c.TrustedProxies = p
+			var err error
+			c.TrustedProxies, c.TrustUnix, err = ParseTrustedProxies(s)
 			return err
 		})
+}
+
+// DefaultTrustedProxies is -trusted-proxies unless told: nginx on this
+// host, over loopback TCP or the unix socket.
+const DefaultTrustedProxies = "127.0.0.1/32,::1/128,unix"
+
+// ParseTrustedProxies parses -trusted-proxies: CIDRs or addresses (see
+// ParsePrefixes), and "unix", which trusts every peer on the unix socket.
+func ParseTrustedProxies(s string) (cidrs []netip.Prefix, unix bool, err error) {
+	var rest []string
+	for _, f := range strings.Split(s, ",") {
+		if strings.TrimSpace(f) == "unix" {
+			unix = true
+			continue
+		}
+		rest = append(rest, f)
+	}
+	cidrs, err = ParsePrefixes(strings.Join(rest, ","))
+	return cidrs, unix, err
 }
 
 // ParsePrefixes parses "10.0.0.0/8,127.0.0.1" (a bare address is a /32 or /128).

@@ -100,8 +100,8 @@ func (s *Server) refuseConn(c net.Conn) {
 // close).
 func linger(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
+	if hc, ok := c.(interface{ CloseWrite() error }); ok { // TCP and unix sockets
+		_ = hc.CloseWrite()
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }

@@ -80,12 +80,38 @@ func freePort(t *testing.T) int {
 }
 
 // GET and POST through nginx -> terminator -> service, with the client
-// address and request ID preserved.
+// address and request ID preserved, nginx reaching the front over loopback
+// TCP or the front's unix socket.
 func TestBehindNginx(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen func(t *testing.T) terminator.Config
+	}{
+		{"tcp", func(t *testing.T) terminator.Config {
+			trusted, _ := terminator.ParsePrefixes("127.0.0.1")
+			return terminator.Config{TrustedProxies: trusted}
+		}},
+		{"unix", func(t *testing.T) terminator.Config {
+			// nginx's workers connect: the socket is its group's (when
+			// started by root, they are nobody:nogroup), and the
+			// directory lets them through to it.
+			sock := socketPath(t)
+			if err := os.Chmod(filepath.Dir(sock), 0o711); err != nil {
+				t.Fatal(err)
+			}
+			trusted, unix, _ := terminator.ParseTrustedProxies(terminator.DefaultTrustedProxies)
+			return terminator.Config{Listen: "unix:" + sock, TrustedProxies: trusted, TrustUnix: unix,
+				Socket: terminator.SocketPerm{Group: nginxconf.WorkerGroup()}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testBehindNginx(t, tc.listen(t)) })
+	}
+}
+
+func testBehindNginx(t *testing.T, cfg terminator.Config) {
 	svc := echoService(t, "echo", nil)
-	trusted, _ := terminator.ParsePrefixes("127.0.0.1")
 	var frontLogs nanobustest.Logs
-	srv, _ := frontLog(t, terminator.Config{TrustedProxies: trusted}, jsonLogger(&frontLogs), echoRoutes("echo"), svc)
+	srv, _ := frontLog(t, cfg, jsonLogger(&frontLogs), echoRoutes("echo"), svc)
 	nginx, accessLog := startNginx(t, srv.Addr())
 
 	resp, body := get(t, "http://"+nginx+"/items/7?x=1", map[string]string{"X-Request-Id": "from-client-1"})
@@ -157,8 +183,8 @@ func TestBehindNginx(t *testing.T) {
 				t.Errorf("%s: nginx's %s %v, the front's %v", id, k, ngx[k], fr[k])
 			}
 		}
-		if ngx["hop"] != "nginx" || ngx["level"] != "INFO" {
-			t.Errorf("nginx's line: %v", ngx)
+		if ngx["hop"] != "nginx" || ngx["level"] != "INFO" || ngx["upstream"] != srv.Addr() {
+			t.Errorf("nginx's line (upstream want %s): %v", srv.Addr(), ngx)
 		}
 	}
 }

@@ -357,8 +357,13 @@ func listsToken(list, token []byte) bool {
 	return false
 }
 
-// peer is the direct peer's address and whether it is a trusted proxy.
+// peer is the direct peer's address and whether it is a trusted proxy. A
+// peer on the unix socket has no address (the zero Addr): it is trusted
+// with Config.TrustUnix, and the client's address is then its headers'.
 func (s *Server) peer(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
+	if s.unix {
+		return netip.Addr{}, s.cfg.TrustUnix
+	}
 	var a netip.Addr
 	if t, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
 		a, _ = netip.AddrFromSlice(t.IP)
@@ -374,7 +379,10 @@ func (s *Server) peer(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
 
 // clientAddr is the client's address: the direct peer's, unless that is a
 // trusted proxy, whose X-Real-IP or X-Forwarded-For (the rightmost address
-// not itself a trusted proxy) is then believed.
+// not itself a trusted proxy) is then believed. Behind a proxy on the unix
+// socket, which has no address of its own, a chain of trusted addresses
+// alone gives the nearest of them (nginx's own client on loopback, e.g. a
+// local health check), and no header at all no address.
 func (s *Server) clientAddr(peer netip.Addr, trusted bool, h *fasthttp.RequestHeader) netip.Addr {
 	if !trusted {
 		return peer
@@ -399,6 +407,9 @@ func (s *Server) clientAddr(peer netip.Addr, trusted bool, h *fasthttp.RequestHe
 		a = a.Unmap()
 		if !s.isTrusted(a) {
 			return a
+		}
+		if !peer.IsValid() {
+			peer = a
 		}
 	}
 	return peer

@@ -36,6 +36,7 @@ type Server struct {
 	idPrefix   []byte
 
 	ln        net.Listener
+	unix      bool                 // ln is a unix socket: peers have no address (see peer)
 	edge      atomic.Pointer[edge] // feature flags and experiments, decided per request
 	ready     atomic.Bool
 	limiter   *limit.Limiter // requests waiting for replies
@@ -140,24 +141,26 @@ func (s *Server) Router() *Router { return s.router }
 // SetRoutes replaces the routing table.
 func (s *Server) SetRoutes(routes []Route) { s.router.Set(routes, s.cfg.Timeout) }
 
-// Start binds the public listener and serves in the background.
+// Start binds the public listener (TCP, or a unix socket: see Listen) and
+// serves in the background.
 func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := Listen(s.cfg.Listen, s.cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
+	s.unix = ln.Addr().Network() == "unix"
 	capped := &capListener{Listener: ln, s: s, refusing: make(chan struct{}, maxRefusing)}
 	go func() { s.served <- s.http.Serve(capped) }()
 	s.metrics.start()
 	s.watch.run()
 	s.ready.Store(true)
-	s.log.Info("terminator listening", "http", ln.Addr().String())
+	s.log.Info("terminator listening", "http", s.Addr())
 	return nil
 }
 
-// Addr is the public listener's address.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Addr is the public listener's address: "host:port", or "unix:PATH".
+func (s *Server) Addr() string { return listenAddr(s.ln) }
 
 // Ready reports whether the server takes traffic, and why not.
 func (s *Server) Ready() error {
@@ -168,7 +171,8 @@ func (s *Server) Ready() error {
 }
 
 // Drain is the graceful half of shutdown: readiness goes false, the public
-// listener stops accepting, and in-flight requests finish until ctx ends.
+// listener stops accepting (a unix socket's file is removed), and in-flight
+// requests finish until ctx ends.
 // Calling it again returns the first call's result.
 func (s *Server) Drain(ctx context.Context) error {
 	s.drainOnce.Do(func() {

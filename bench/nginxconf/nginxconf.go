@@ -87,11 +87,31 @@ func site(shipped []byte, listen, upstream, accessLog string) (string, error) {
 	).Replace(s), nil
 }
 
+// Worker user and group of a private nginx started by root (nginx's
+// workers drop to a user of their own then; started by another user, they
+// stay that user).
+const (
+	rootWorkerUser  = "nobody"
+	rootWorkerGroup = "nogroup"
+)
+
+// WorkerGroup is the group nginx's workers run as when Main's config is
+// started by this process: the group a unix socket nginx connects to must
+// let in (a front's -listen-group), or "" when the workers are this
+// process's user and group anyway.
+func WorkerGroup() string {
+	if os.Geteuid() == 0 {
+		return rootWorkerGroup
+	}
+	return ""
+}
+
 // Main returns the main config of a private nginx running in the
 // foreground with everything under dir: pid, error log, temp paths. It
 // sets workers worker processes (0: auto) and includes each of includes
 // in its http block. Access logging is off: a benchmark measures
-// forwarding, and a test reads the error log.
+// forwarding, and a test reads the error log. Started by root, its
+// workers run as nobody:nogroup (see WorkerGroup).
 func Main(dir string, workers int, includes ...string) string {
 	w := "auto"
 	if workers > 0 {
@@ -101,8 +121,12 @@ func Main(dir string, workers int, includes ...string) string {
 	for _, p := range includes {
 		fmt.Fprintf(&inc, "    include %s;\n", p)
 	}
+	user := ""
+	if WorkerGroup() != "" {
+		user = "user " + rootWorkerUser + " " + rootWorkerGroup + ";\n"
+	}
 	return fmt.Sprintf(`daemon off;
-worker_processes %[2]s;
+%[4]sworker_processes %[2]s;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 8192; }
@@ -114,5 +138,5 @@ http {
     uwsgi_temp_path %[1]s/uwsgi;
     scgi_temp_path %[1]s/scgi;
 %[3]s}
-`, dir, w, inc.String())
+`, dir, w, inc.String(), user)
 }

@@ -161,7 +161,7 @@ func bad(cmd, format string, args ...any) int {
 // seed is `terminator seed`: sample data through a running front.
 func seed(args []string) int {
 	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
-	target := fs.String("url", "http://127.0.0.1:8080", "the front to load through")
+	target := fs.String("url", "http://127.0.0.1:8080", "the front to load through: a URL, or unix:PATH for a front on a unix socket")
 	n := fs.Int("n", 300, "profiles to create (1 to 1000000)")
 	overwrite := fs.Bool("overwrite", false, "write the sample over profiles that exist already (without it, seed refuses to touch a store holding any of them)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
@@ -181,7 +181,7 @@ func seed(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if err := role.SeedNew(ctx, strings.TrimSuffix(*target, "/"), *n, *overwrite); err != nil {
+	if err := role.SeedNew(ctx, role.FrontURL(strings.TrimSuffix(*target, "/")), *n, *overwrite); err != nil {
 		fmt.Fprintln(os.Stderr, "terminator seed:", err)
 		return 1
 	}
@@ -227,22 +227,26 @@ func printWelcome(front, admin string) {
 	if strings.HasPrefix(front, "[::]:") || strings.HasPrefix(front, "0.0.0.0:") {
 		front = "localhost" + front[strings.LastIndex(front, ":"):]
 	}
+	curl, public := "curl -s", "http://"+front
+	if sock, ok := strings.CutPrefix(front, "unix:"); ok { // -listen unix:PATH
+		curl, front, public = "curl -s --unix-socket "+sock, "localhost", "unix:"+sock+" (the HTTP front on a unix socket)"
+	}
 	fmt.Printf(`
 terminator is up.
-  public HTTP  http://%[1]s
+  public HTTP  %[4]s
   admin        http://%[2]s/   (status page; /status.json, /readyz, /debug/pprof/)
 
 try:
-  curl -s http://%[1]s/profiles/1
-  curl -s -X PUT --data '{"name":"Ann","age":31,"city":"Lyon","bio":"hiker"}' http://%[1]s/profiles/ann
-  curl -s -X POST --data '{"visitor":"1"}' http://%[1]s/profiles/ann/visits
-  curl -s -X POST --data '{"from":"1","message":"hi Ann"}' http://%[1]s/profiles/ann/flirts
-  curl -s http://%[1]s/profiles/ann
-  curl -s http://%[1]s/profiles/ann/visitors
-  curl -s http://%[1]s/profiles/ann/notifications
-  curl -s http://%[1]s/echo
+  %[3]s http://%[1]s/profiles/1
+  %[3]s -X PUT --data '{"name":"Ann","age":31,"city":"Lyon","bio":"hiker"}' http://%[1]s/profiles/ann
+  %[3]s -X POST --data '{"visitor":"1"}' http://%[1]s/profiles/ann/visits
+  %[3]s -X POST --data '{"from":"1","message":"hi Ann"}' http://%[1]s/profiles/ann/flirts
+  %[3]s http://%[1]s/profiles/ann
+  %[3]s http://%[1]s/profiles/ann/visitors
+  %[3]s http://%[1]s/profiles/ann/notifications
+  %[3]s http://%[1]s/echo
   curl -s http://%[2]s/status.json
 
 Ctrl-C stops it cleanly.
-`, front, admin)
+`, front, admin, curl, public)
 }

@@ -49,19 +49,14 @@ var caseDefs = []caseDef{
 	}},
 	{id: "page-nats", name: "page: NATS micro", page: true, start: func(s *system) (string, error) { return s.startPageNATS(false) }},
 	{id: "page-http", name: "page: HTTP fasthttp", page: true, start: func(s *system) (string, error) { return s.startPageHTTP(false) }},
-	{id: "nginx-page", name: "page: nginx -> terminator all", page: true, start: func(s *system) (string, error) {
-		public, err := startAll(s)
-		if err != nil {
-			return "", err
-		}
-		return s.startNginx(public)
-	}},
+	{id: "nginx-page", name: "page: nginx -> terminator all", page: true, start: func(s *system) (string, error) { return startNginxPage(s, true) }},
 	{id: "page-c1024", name: "page: terminator all, big c", big: true, page: true, start: startAll},
 	// Not run by default: -cases adds them.
 	{id: "page-nats-one", name: "page: NATS micro, one process", page: true, start: func(s *system) (string, error) { return s.startPageNATS(true) }},
 	{id: "page-http-one", name: "page: HTTP fasthttp, one process", page: true, start: func(s *system) (string, error) { return s.startPageHTTP(true) }},
 	{id: "page-nats-c1024", name: "page: NATS micro, big c", big: true, page: true, start: func(s *system) (string, error) { return s.startPageNATS(false) }},
 	{id: "page-http-c1024", name: "page: HTTP fasthttp, big c", big: true, page: true, start: func(s *system) (string, error) { return s.startPageHTTP(false) }},
+	{id: "nginx-page-tcp", name: "page: nginx -> terminator all, TCP", page: true, start: func(s *system) (string, error) { return startNginxPage(s, false) }},
 }
 
 // sweepCase is the open-loop overload sweep, run after the rounds.
@@ -69,7 +64,7 @@ const sweepCase = "sweep"
 
 var (
 	defaultCases = []string{"hello", "nginx", "nginx-proxy", "go-proxy", "echo", "page", "page-split", "page-nats", "page-http", "nginx-page", "page-c1024", sweepCase}
-	extraCases   = []string{"page-nats-one", "page-http-one", "page-nats-c1024", "page-http-c1024"}
+	extraCases   = []string{"page-nats-one", "page-http-one", "page-nats-c1024", "page-http-c1024", "nginx-page-tcp"}
 )
 
 func startAll(s *system) (string, error) {

@@ -54,7 +54,7 @@ func (l *lazyDone) errOf(parent context.Context, deadline time.Time) error {
 	if parent.Err() != nil {
 		return context.Canceled
 	}
-	if !time.Now().Before(deadline) {
+	if time.Until(deadline) <= 0 { // the monotonic clock alone, when the deadline has a reading of it
 		return context.DeadlineExceeded
 	}
 	return nil

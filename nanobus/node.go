@@ -293,6 +293,7 @@ func NewNode(cfg Config) (*Node, error) {
 	// Nothing reads the socket: the bus transport hands every message to
 	// deliver (or conn.deliver) on the goroutine that read it.
 	go n.ping()
+	go n.trimWorkers()
 	return n, nil
 }
 
@@ -516,27 +517,67 @@ func (n *Node) event(m *mangos.Message, reply func([]byte) error) {
 	n.answerError(reply, e.ID, wire.CodeNoRoute, "no event handler")
 }
 
-// maxIdleWorkers bounds the workers that wait for requests. A worker is a
-// goroutine that serves request after request: its stack, grown by the
-// first handlers it ran, stays grown, where a goroutine per request would
-// grow a fresh stack every time. Past this many idle, a worker exits.
+// maxIdleWorkers is how many idle workers a node keeps for good. A
+// worker is a goroutine that serves request after request: its stack,
+// grown by the first handlers it ran, stays grown, where a goroutine per
+// request would grow a fresh stack every time (copying it two or three
+// times: at 1024 connections that was a tenth of the page's CPU time).
+// Idle workers past this many retire slowly (see trimWorkers), not as soon
+// as they are idle: under steady load the count of idle workers swings
+// with every burst, and a worker that exits on a swing is a goroutine
+// made again, stack and all, on the next.
 const maxIdleWorkers = 256
 
+// trimEvery is how often trimWorkers looks at the idle workers.
+const trimEvery = time.Second
+
 // worker serves j, then whatever deliver hands it, until the node closes or
-// enough others wait.
+// trimWorkers retires it (a job with no message).
 func (n *Node) worker(j job) {
 	for {
 		n.serve(j)
-		if n.idleWorkers.Add(1) > maxIdleWorkers {
-			n.idleWorkers.Add(-1)
-			return
-		}
+		n.idleWorkers.Add(1)
 		var ok bool
 		j, ok = <-n.work
 		n.idleWorkers.Add(-1)
-		if !ok {
-			return // the node closed
+		if !ok || j.m == nil {
+			return // the node closed, or the worker retired
 		}
+	}
+}
+
+// trimWorkers retires, every trimEvery, half of the idle workers past
+// maxIdleWorkers: after a burst, the idle count falls back to
+// maxIdleWorkers within seconds, while under steady load only the workers
+// idle at a tick go, a few per second at most.
+func (n *Node) trimWorkers() {
+	t := time.NewTicker(trimEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		excess := n.idleWorkers.Load() - maxIdleWorkers
+		if excess <= 0 {
+			continue
+		}
+		// As deliver does: Close closes n.work only once no send is under way.
+		n.delivering.Add(1)
+		if n.closed.Load() {
+			n.delivering.Add(-1)
+			return
+		}
+	retire:
+		for range (excess + 1) / 2 {
+			select {
+			case n.work <- job{}:
+			default: // none idle after all
+				break retire
+			}
+		}
+		n.delivering.Add(-1)
 	}
 }
 

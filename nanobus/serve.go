@@ -140,20 +140,26 @@ func (n *Node) serve(j job) {
 	if j.ctx.byAsker.Load() {
 		return // cancelled while it waited for a worker: the asker has gone
 	}
-	rt, deadline, ok := n.admit(j, req)
+	now := time.Now() // one reading for the deadline check and the handler's start: a reading costs 60-100 ns on a VM
+	rt, deadline, ok := n.admit(j, req, now)
 	if !ok {
 		return
 	}
 	defer j.share.Add(-1)
-	n.answer(j, req, rt, deadline)
+	n.answer(j, req, rt, deadline, now)
 }
 
 // admit decides whether req runs, and until when. It answers what it
 // refuses. Admitted, the request holds one of its connection's share of
 // handlers (j.share), which the caller gives back.
-func (n *Node) admit(j job, req *Request) (rt *route, deadline time.Time, ok bool) {
-	now := time.Now()
-	deadline = deadlineOf(&req.Request)
+func (n *Node) admit(j job, req *Request, now time.Time) (rt *route, deadline time.Time, ok bool) {
+	if deadline = deadlineOf(&req.Request); !deadline.IsZero() {
+		// The same instant, with now's monotonic reading: every later
+		// look at the deadline (Err, Done's timer, the calls the handler
+		// makes) then reads only the monotonic clock, half of what a
+		// wall-clock reading costs.
+		deadline = now.Add(deadline.Sub(now))
+	}
 	if !deadline.IsZero() && !now.Before(deadline) {
 		// Promise 4: work whose deadline has passed is dropped before it
 		// starts. The asker has given up already; no reply is sent.
@@ -200,8 +206,9 @@ func (n *Node) admit(j job, req *Request) (rt *route, deadline time.Time, ok boo
 	return rt, deadline, true
 }
 
-// answer runs the handler of an admitted request and sends its reply.
-func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
+// answer runs the handler of an admitted request, admitted at start, and
+// sends its reply.
+func (n *Node) answer(j job, req *Request, rt *route, deadline, start time.Time) {
 	ctx := j.ctx
 	ctx.deadline = deadline // before the handler, the only one to read it, runs
 	if len(req.Labels) > 0 {
@@ -213,7 +220,6 @@ func (n *Node) answer(j job, req *Request, rt *route, deadline time.Time) {
 	if n.tracer != nil {
 		span = n.startServerSpan(ctx, req, rt)
 	}
-	start := time.Now()
 	var rep Reply
 	var err error
 	var w *StreamWriter

@@ -139,7 +139,7 @@ type edgeConn struct {
 // ending fasthttp's wait for a body it refuses, which httpError then
 // answers 413 rather than 408.
 func (c *edgeConn) SetReadDeadline(t time.Time) error {
-	c.tooLarge.Store(!t.IsZero() && !time.Now().Before(t))
+	c.tooLarge.Store(!t.IsZero() && time.Until(t) <= 0) // the monotonic clock alone: fasthttp's deadlines have a reading of it
 	return c.Conn.SetReadDeadline(t)
 }
 

@@ -233,9 +233,10 @@ func decodeBody(req *nanobus.Request, v any) error {
 
 // shareOf is the deadline that leaves (1-share) of ctx's remaining time.
 func shareOf(ctx context.Context, share float64) time.Time {
+	now := time.Now() // once: a reading costs 60-100 ns on a VM
 	dl, ok := ctx.Deadline()
 	if !ok {
-		return time.Now().Add(time.Second)
+		return now.Add(time.Second)
 	}
-	return time.Now().Add(time.Duration(float64(time.Until(dl)) * share))
+	return now.Add(time.Duration(float64(dl.Sub(now)) * share))
 }

@@ -284,7 +284,6 @@ func buildTargets(o *Options) ([]target, error) {
 	return targets, nil
 }
 
-
 // tally is a share of the run's counts; workers share statShards of them.
 type tally struct {
 	mu                       sync.Mutex
@@ -402,6 +401,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r.workers = o.Connections
 	}
 	r.wg.Wait()
+	// Close what this run opened: the next run (a sweep's next point) must
+	// start from its own connections, and neither side may run out of files.
+	for _, t := range targets {
+		t.client.CloseIdleConnections()
+	}
 
 	res := &Result{Status: map[int]int64{}, CompletedStatus: map[int]int64{}, ErrorKinds: map[string]int64{}, Window: o.Duration,
 		Offered: o.Rate, Latency: newHist(), Admitted: newHist(), Service: newHist(),

@@ -19,9 +19,9 @@ var sweepFractions = []float64{0.5, 0.75, 1, 1.25, 1.5, 1.75, 2}
 // sweepPoint is one offered rate, open loop: -big-c connections to start
 // with, up to -max-c as answers keep them busy.
 type sweepPoint struct {
-	Fraction          float64 // of the saturating rate
-	Offered, Achieved float64 // requests/s offered, answers/s in the window
-	Goodput           float64 // 2xx answers/s in the window
+	Fraction          float64       // of the saturating rate
+	Offered, Achieved float64       // requests/s offered, answers/s in the window
+	Goodput           float64       // 2xx answers/s in the window
 	P50, P99          time.Duration // admitted (2xx) answers, from the intended send
 	P50All, P99All    time.Duration // every answer (2xx, 503, ...), from the intended send
 	SvcP99            time.Duration // every answer, from the actual send: the target's own time
@@ -32,6 +32,7 @@ type sweepPoint struct {
 	Late              int64         // sent more than loadgen.LateAfter after the intended time
 	LagP99            time.Duration // the generator's send lag, p99
 	Conns             int           // the most connections the generator had open
+	ErrorKinds        string        // the errors' messages and counts, for the log
 	CPU, Window       time.Duration
 	GenCPU            time.Duration
 	Foreign           time.Duration
@@ -169,9 +170,9 @@ func (r *runner) sweepOn(s *system, public string, res *sweepResult) error {
 			return err
 		}
 		p.Fraction = f
-		r.logf("sweep %6.0f rps (%.2fx): goodput=%.0f refused=%.0f/s (%.1f%%) p99=%v p99_all=%v svc_p99=%v errors=%d late=%d unsent=%d conns=%d sut=%.0f%% gen=%.0f%% foreign=%.0f%%",
-			p.Offered, f, p.Goodput, p.RefusedPerSec(), 100*p.RefusedShare, p.P99, p.P99All, p.SvcP99, p.Errors, p.Late, p.Unsent, p.Conns,
-			pct(p.CPU, p.Window), pct(p.GenCPU, p.Window), pct(p.Foreign, p.Window))
+		r.logf("sweep %6.0f rps (%.2fx): goodput=%.0f refused=%.0f/s (%.1f%%) p99=%v p99_all=%v svc_p99=%v errors=%d late=%d lag_p99=%v unsent=%d conns=%d sut=%.0f%% gen=%.0f%% foreign=%.0f%% %s",
+			p.Offered, f, p.Goodput, p.RefusedPerSec(), 100*p.RefusedShare, p.P99, p.P99All, p.SvcP99, p.Errors, p.Late, p.LagP99, p.Unsent, p.Conns,
+			pct(p.CPU, p.Window), pct(p.GenCPU, p.Window), pct(p.Foreign, p.Window), p.ErrorKinds)
 		res.points = append(res.points, p)
 	}
 	res.pageCPU, res.refusalCPU, res.fitNote = fitCosts(res.points)
@@ -204,6 +205,9 @@ func (r *runner) openLoopPoint(s *system, urls []string, rate float64) (sweepPoi
 		P50All: usDur(lr.Latency.ValueAtQuantile(50)), P99All: usDur(lr.Latency.ValueAtQuantile(99)),
 		SvcP99: usDur(lr.Service.ValueAtQuantile(99)), LagP99: usDur(lr.SendLag.ValueAtQuantile(99)),
 		CPU: smp.CPU, Window: smp.Window, GenCPU: smp.GenCPU, Foreign: smp.Foreign}
+	if len(lr.ErrorKinds) > 0 {
+		p.ErrorKinds = fmt.Sprint(lr.ErrorKinds)
+	}
 	for code, n := range lr.CompletedStatus {
 		switch {
 		case code/100 == 2:
@@ -274,10 +278,11 @@ func fitCosts(points []sweepPoint) (page, refusal float64, note string) {
 }
 
 // refuseAllFlags make the front refuse nearly everything: a fixed limit of
-// one request waiting for its reply and no wait for a turn (-queue-wait 0
-// would mean the default, 50 ms). -admission fifo keeps them meaningful on
-// a binary with a new default policy; it is dropped on one without.
-var refuseAllFlags = []string{admissionFlag, "fifo", "-adaptive-limit=false", "-max-waiting", "1", "-queue-wait", "1ns"}
+// one request waiting for its reply, and the shortest wait for a turn the
+// flag takes (1ms; 0 means the default, 50ms). -admission fifo keeps them
+// meaningful on a binary with a new default policy; it is dropped on one
+// without.
+var refuseAllFlags = []string{admissionFlag, "fifo", "-adaptive-limit=false", "-max-waiting", "1", "-queue-wait", "1ms"}
 
 // refusalPrice is the dedicated point that prices a refusal: the page
 // offered at the saturating rate to a front that refuses nearly all of it,

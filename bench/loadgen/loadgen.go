@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -26,6 +27,19 @@ const fileReserve = 256
 // generator for a connection (all connections busy, none left to open):
 // past it a due request is dropped and counted Unsent.
 const queueCap = 1 << 16
+
+// maxOpening bounds the connections being opened at once (workers started
+// for want of a free connection that have not had their first answer): a
+// burst of thousands of dials overflows the target's listen queue, and
+// every dropped SYN then waits a second or more for its retransmit, which
+// would be the generator's delay, not the target's.
+const maxOpening = 64
+
+// sourceAddrs is how many loopback source addresses (127.0.0.1 up) the
+// connections to an IPv4 loopback target spread over: each has its own
+// ~28k ephemeral ports, and a sweep's points close thousands of
+// connections each, which then sit in TIME_WAIT for a minute.
+const sourceAddrs = 16
 
 // statShards is how many tallies the workers share (each under a mutex):
 // one histogram set per worker would cost ~0.5 MB each, 4 GB at 8192.
@@ -276,12 +290,25 @@ func buildTargets(o *Options) ([]target, error) {
 				DisableHeaderNamesNormalizing: true,
 				NoDefaultUserAgentHeader:      true,
 			}
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+				c.Dial = loopbackDialer(o.Timeout)
+			}
 			clients[host] = c
 		}
 		uri := u.RequestURI()
 		targets = append(targets, target{host: u.Host, uri: uri, client: c})
 	}
 	return targets, nil
+}
+
+// loopbackDialer dials from 127.0.0.1 to 127.0.0.sourceAddrs in turn.
+func loopbackDialer(timeout time.Duration) fasthttp.DialFunc {
+	var n atomic.Uint32
+	return func(addr string) (net.Conn, error) {
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+n.Add(1)%sourceAddrs))}
+		d := net.Dialer{LocalAddr: src, Timeout: timeout}
+		return d.Dial("tcp4", addr)
+	}
 }
 
 // tally is a share of the run's counts; workers share statShards of them.
@@ -340,7 +367,8 @@ type run struct {
 	tallies                 [statShards]*tally
 	start, measureFrom, end time.Time
 	wg                      sync.WaitGroup
-	workers                 int // open loop: started so far (the dispatcher's alone)
+	workers                 int          // open loop: started so far (the dispatcher's alone)
+	opening                 atomic.Int64 // open loop: workers started on demand, not answered yet
 }
 
 // measured says whether a request sent (or due) at t belongs to the window.
@@ -454,19 +482,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // workers have finished.
 func (r *run) openLoop(ctx context.Context) {
 	due := make(chan int64, queueCap)
-	spawn := func() {
+	spawn := func(opening bool) {
 		id := r.workers
 		r.workers++
 		r.wg.Add(1)
+		if opening {
+			r.opening.Add(1)
+		}
 		go func() {
 			defer r.wg.Done()
 			w := r.newWorker(id)
+			w.opening = opening
 			defer w.release()
 			w.openLoop(ctx, due)
 		}()
 	}
 	for range r.o.Connections {
-		spawn()
+		spawn(false)
 	}
 	dropped := r.tallies[0] // the dispatcher's own tally: only unsent, under its mutex
 	unsent := func(n int64) {
@@ -485,8 +517,8 @@ func (r *run) openLoop(ctx context.Context) {
 			case due <- slot:
 				// A slot left in the buffer found no worker waiting: all are
 				// busy, so open one more connection for the ones to come.
-				if len(due) > 0 && r.workers < r.o.MaxConnections {
-					spawn()
+				if len(due) > 0 && r.workers < r.o.MaxConnections && r.opening.Load() < maxOpening {
+					spawn(true)
 				}
 			default:
 				if r.measured(at) {
@@ -517,12 +549,12 @@ func (r *run) openLoop(ctx context.Context) {
 }
 
 type worker struct {
-	r        *run
-	st       *tally
-	id       int
-	req      *fasthttp.Request
-	resp     *fasthttp.Response
-	measured int64
+	r       *run
+	st      *tally
+	id      int
+	req     *fasthttp.Request
+	resp    *fasthttp.Response
+	opening bool // started on demand, its first answer not in yet (run.opening)
 }
 
 func (r *run) newWorker(id int) *worker {
@@ -590,6 +622,10 @@ func (w *worker) openLoop(ctx context.Context, due <-chan int64) {
 		}
 		status, err := w.do(slot)
 		done := time.Now()
+		if w.opening {
+			w.opening = false
+			w.r.opening.Add(-1)
+		}
 		w.st.mu.Lock()
 		w.countCompleted(status, err, done)
 		if w.r.measured(intended) {

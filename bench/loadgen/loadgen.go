@@ -33,7 +33,7 @@ const queueCap = 1 << 16
 // burst of thousands of dials overflows the target's listen queue, and
 // every dropped SYN then waits a second or more for its retransmit, which
 // would be the generator's delay, not the target's.
-const maxOpening = 64
+const maxOpening = 512
 
 // sourceAddrs is how many loopback source addresses (127.0.0.1 up) the
 // connections to an IPv4 loopback target spread over: each has its own
@@ -77,7 +77,8 @@ type Options struct {
 	// the next send (the internet does not wait for your answers either).
 	// Zero or below Connections keeps Connections fixed: a due request then
 	// waits in the generator for a free connection, timed from its
-	// intended send all the same, and counted Late. The bound is capped by
+	// intended send all the same, and counted Late. At most maxOpening
+	// (512) connections are opened at once. The bound is capped by
 	// the process's open-file limit (RLIMIT_NOFILE, raised to its hard
 	// limit as needed).
 	MaxConnections int

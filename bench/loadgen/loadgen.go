@@ -113,8 +113,10 @@ type Result struct {
 	// SendLag holds every measured open-loop request's delay from its
 	// intended time to its actual send, in µs (nil in closed loop).
 	SendLag *hdrhistogram.Histogram
-	// PeakConnections is the most workers (one connection each) the run
-	// had at once; MaxConnections the bound it had (after RLIMIT_NOFILE).
+	// PeakConnections is how many workers (one connection each) sent
+	// requests: in closed loop Connections, in open loop those the load
+	// needed (the idle worker used last goes first); MaxConnections the
+	// bound it had (after RLIMIT_NOFILE).
 	PeakConnections, MaxConnections int
 	// CPU is this process's CPU time (user + system, getrusage) over the
 	// measured window: the generator's own cost, whatever else the
@@ -289,7 +291,10 @@ func buildTargets(o *Options) ([]target, error) {
 				// client; we have exactly one worker per connection anyway.
 				MaxConnWaitTimeout:            0,
 				DisableHeaderNamesNormalizing: true,
-				NoDefaultUserAgentHeader:      true,
+				// The connection used last goes first: only as many stay busy
+				// as the load needs, and they stay warm.
+				ConnPoolStrategy:         fasthttp.LIFO,
+				NoDefaultUserAgentHeader: true,
 			}
 			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.To4() != nil && ip.IsLoopback() {
 				c.Dial = loopbackDialer(o.Timeout)
@@ -370,6 +375,15 @@ type run struct {
 	wg                      sync.WaitGroup
 	workers                 int          // open loop: started so far (the dispatcher's alone)
 	opening                 atomic.Int64 // open loop: workers started on demand, not answered yet
+	used                    atomic.Int64 // open loop: workers that sent at least one request
+
+	// The open loop's hand-off, under mu: the idle workers, the one idle
+	// last on top, and the due slots that found none (oldest first).
+	mu      sync.Mutex
+	idle    []*worker
+	pending []int64
+	head    int  // pending[head:] are waiting
+	closed  bool // the dispatcher is done: idle workers end
 }
 
 // measured says whether a request sent (or due) at t belongs to the window.
@@ -441,6 +455,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		PeakConnections: r.workers, MaxConnections: o.MaxConnections, CPU: max(0, cpuTo-cpuFrom)}
 	if o.Rate > 0 {
 		res.SendLag = newHist()
+		res.PeakConnections = int(r.used.Load())
 	}
 	for _, s := range r.tallies {
 		res.Requests += s.requests
@@ -477,29 +492,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 }
 
 // openLoop is the dispatcher: it releases every slot of the schedule at its
-// intended time to the workers, one connection each, and starts another
-// worker whenever a slot finds them all busy (up to MaxConnections). It
-// returns once every slot before the end was released or counted, and the
-// workers have finished.
+// intended time to the idle worker (one connection each) that went idle
+// last, and starts another worker whenever a slot finds none idle (up to
+// MaxConnections, maxOpening at once); a slot that cannot get one waits,
+// in order, for the next worker to finish. It returns once every slot
+// before the end was released or counted, and the workers have finished.
 func (r *run) openLoop(ctx context.Context) {
-	due := make(chan int64, queueCap)
-	spawn := func(opening bool) {
-		id := r.workers
-		r.workers++
-		r.wg.Add(1)
-		if opening {
-			r.opening.Add(1)
-		}
-		go func() {
-			defer r.wg.Done()
-			w := r.newWorker(id)
-			w.opening = opening
-			defer w.release()
-			w.openLoop(ctx, due)
-		}()
-	}
 	for range r.o.Connections {
-		spawn(false)
+		r.spawn(ctx, false, -1)
 	}
 	dropped := r.tallies[0] // the dispatcher's own tally: only unsent, under its mutex
 	unsent := func(n int64) {
@@ -514,17 +514,8 @@ func (r *run) openLoop(ctx context.Context) {
 		now := time.Now()
 		at := r.intended(slot)
 		for ; !at.After(now) && at.Before(r.end); at = r.intended(slot) {
-			select {
-			case due <- slot:
-				// A slot left in the buffer found no worker waiting: all are
-				// busy, so open one more connection for the ones to come.
-				if len(due) > 0 && r.workers < r.o.MaxConnections && r.opening.Load() < maxOpening {
-					spawn(true)
-				}
-			default:
-				if r.measured(at) {
-					unsent(1)
-				}
+			if !r.dispatch(ctx, slot) && r.measured(at) {
+				unsent(1)
 			}
 			slot++
 		}
@@ -546,7 +537,88 @@ func (r *run) openLoop(ctx context.Context) {
 		slot++
 	}
 	unsent(never)
-	close(due)
+	r.mu.Lock()
+	r.closed = true
+	idle := r.idle
+	r.idle = nil
+	r.mu.Unlock()
+	for _, w := range idle {
+		close(w.in)
+	}
+}
+
+// dispatch hands slot to the idle worker on top, a new worker, or the
+// pending queue; false when the queue is full (the slot is dropped).
+func (r *run) dispatch(ctx context.Context, slot int64) bool {
+	r.mu.Lock()
+	if n := len(r.idle); n > 0 {
+		w := r.idle[n-1]
+		r.idle = r.idle[:n-1]
+		r.mu.Unlock()
+		w.in <- slot // an idle worker's channel is empty: this never blocks
+		return true
+	}
+	if r.workers < r.o.MaxConnections && r.opening.Load() < maxOpening {
+		r.mu.Unlock()
+		r.spawn(ctx, true, slot)
+		return true
+	}
+	defer r.mu.Unlock()
+	if len(r.pending)-r.head >= queueCap {
+		return false
+	}
+	if r.head > 0 && r.head == len(r.pending) {
+		r.pending, r.head = r.pending[:0], 0
+	}
+	r.pending = append(r.pending, slot)
+	return true
+}
+
+// spawn starts a worker (from the dispatcher's goroutine only): opening
+// when started for want of an idle one, with its first slot; idle when
+// first < 0.
+func (r *run) spawn(ctx context.Context, opening bool, first int64) {
+	id := r.workers
+	r.workers++
+	w := r.newWorker(id)
+	w.in = make(chan int64, 1)
+	w.opening = opening
+	if opening {
+		r.opening.Add(1)
+	}
+	if first >= 0 {
+		w.in <- first
+	} else {
+		r.mu.Lock()
+		r.idle = append(r.idle, w)
+		r.mu.Unlock()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer w.release()
+		w.openLoop(ctx)
+	}()
+}
+
+// next is a worker's next slot: the oldest pending one, or else the one
+// the dispatcher hands it once idle; false when the run is over.
+func (r *run) next(w *worker) (int64, bool) {
+	r.mu.Lock()
+	if r.head < len(r.pending) {
+		slot := r.pending[r.head]
+		r.head++
+		r.mu.Unlock()
+		return slot, true
+	}
+	if r.closed {
+		r.mu.Unlock()
+		return 0, false
+	}
+	r.idle = append(r.idle, w)
+	r.mu.Unlock()
+	slot, ok := <-w.in
+	return slot, ok
 }
 
 type worker struct {
@@ -555,7 +627,9 @@ type worker struct {
 	id      int
 	req     *fasthttp.Request
 	resp    *fasthttp.Response
-	opening bool // started on demand, its first answer not in yet (run.opening)
+	opening bool       // started on demand, its first answer not in yet (run.opening)
+	in      chan int64 // open loop: the slot the dispatcher hands this worker
+	used    bool       // open loop: has sent a request
 }
 
 func (r *run) newWorker(id int) *worker {
@@ -605,12 +679,13 @@ func (w *worker) closedLoop(ctx context.Context) {
 	}
 }
 
-// openLoop sends the slots the dispatcher releases, each timed from its
-// intended send: a slot that waited for this worker (all connections
-// busy) is charged the wait. Slots still due at the end, or after a
-// cancel, are counted unsent.
-func (w *worker) openLoop(ctx context.Context, due <-chan int64) {
-	for slot := range due {
+// openLoop sends the slots handed to this worker, each timed from its
+// intended send: a slot that waited for a worker (none idle, none left to
+// start) is charged the wait. Slots due at the end, or after a cancel, are
+// counted unsent.
+func (w *worker) openLoop(ctx context.Context) {
+	slot, ok := <-w.in
+	for ; ok; slot, ok = w.r.next(w) {
 		intended := w.r.intended(slot)
 		sent := time.Now()
 		if ctx.Err() != nil || !sent.Before(w.r.end) {
@@ -620,6 +695,10 @@ func (w *worker) openLoop(ctx context.Context, due <-chan int64) {
 				w.st.mu.Unlock()
 			}
 			continue
+		}
+		if !w.used {
+			w.used = true
+			w.r.used.Add(1)
 		}
 		status, err := w.do(slot)
 		done := time.Now()

@@ -19,8 +19,9 @@
 // Open loop (Rate > 0): requests follow a fixed schedule, Rate per second,
 // and latency is measured from the *intended* send time, so every request
 // scheduled during a stall is charged the time it waited. One dispatcher
-// releases each request at its intended time to the workers, one
-// connection each; when a request falls due and every connection is waiting
+// releases each request at its intended time to the worker that went idle
+// last (one connection each: only as many are used as the load needs, and
+// they stay warm); when a request falls due and every connection is waiting
 // for an answer, the generator opens another (up to Options.MaxConnections,
 // at most 512 being opened at once, from 16 loopback source addresses), as
 // the internet would: a slow answer does not hold back the next request.

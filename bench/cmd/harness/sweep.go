@@ -340,7 +340,15 @@ func (r *runner) priceRefusal(sums []summary) {
 		rp.err = fmt.Sprintf("the front refused nothing (%d pages served) with %s", p.Served, strings.Join(rp.flags, " "))
 		return
 	}
+	if r.foreign(p.Foreign, p.Window) {
+		rp.err = fmt.Sprintf("%.0f%% foreign load on the SUT CPUs during the point (%.0f%% SUT CPU): no price", pct(p.Foreign, p.Window), pct(p.CPU, p.Window))
+		return
+	}
 	rest := float64(p.CPU.Microseconds()) - rp.pageCPU*float64(p.Served)
+	if rest <= 0 {
+		rp.err = fmt.Sprintf("the %d pages served (at %.1f µs) account for all the CPU: no price", p.Served, rp.pageCPU)
+		return
+	}
 	rp.refusal = rest / float64(p.Refused)
 	rp.note = fmt.Sprintf("%d refusals and %d pages in %v, %.0f%% SUT CPU; the pages charged at %.1f µs (%s)",
 		p.Refused, p.Served, p.Window.Round(time.Millisecond), pct(p.CPU, p.Window), rp.pageCPU, rp.pageFrom)

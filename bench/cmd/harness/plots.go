@@ -212,7 +212,8 @@ func (r *runner) goodputPlot() error {
 		p.Add(pts)
 	}
 	p.Y.Min = 0
-	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.Top, p.Legend.Left = true, true // above the offered line: empty
+	p.Legend.XOffs = vg.Points(10)
 	return save(p, 18*vg.Centimeter, 12*vg.Centimeter, filepath.Join(r.cfg.out, "goodput.png"))
 }
 

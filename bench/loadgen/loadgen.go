@@ -35,6 +35,13 @@ const queueCap = 1 << 16
 // would be the generator's delay, not the target's.
 const maxOpening = 512
 
+// busyLag is how late the dispatcher itself may be and still open
+// connections: later than that, the generator is short of CPU (its
+// workers wait to run, not for answers), and more connections would only
+// cost more CPU; the due requests then wait for a worker, counted late.
+// (Go's timers wake up to ~1 ms late on an idle process.)
+const busyLag = 2 * time.Millisecond
+
 // sourceAddrs is how many loopback source addresses (127.0.0.1 up) the
 // connections to an IPv4 loopback target spread over: each has its own
 // ~28k ephemeral ports, and a sweep's points close thousands of
@@ -514,7 +521,7 @@ func (r *run) openLoop(ctx context.Context) {
 		now := time.Now()
 		at := r.intended(slot)
 		for ; !at.After(now) && at.Before(r.end); at = r.intended(slot) {
-			if !r.dispatch(ctx, slot) && r.measured(at) {
+			if !r.dispatch(ctx, slot, now.Sub(at) <= busyLag) && r.measured(at) {
 				unsent(1)
 			}
 			slot++
@@ -547,9 +554,10 @@ func (r *run) openLoop(ctx context.Context) {
 	}
 }
 
-// dispatch hands slot to the idle worker on top, a new worker, or the
-// pending queue; false when the queue is full (the slot is dropped).
-func (r *run) dispatch(ctx context.Context, slot int64) bool {
+// dispatch hands slot to the idle worker on top, a new worker (when
+// mayOpen), or the pending queue; false when the queue is full (the slot
+// is dropped).
+func (r *run) dispatch(ctx context.Context, slot int64, mayOpen bool) bool {
 	r.mu.Lock()
 	if n := len(r.idle); n > 0 {
 		w := r.idle[n-1]
@@ -558,7 +566,7 @@ func (r *run) dispatch(ctx context.Context, slot int64) bool {
 		w.in <- slot // an idle worker's channel is empty: this never blocks
 		return true
 	}
-	if r.workers < r.o.MaxConnections && r.opening.Load() < maxOpening {
+	if mayOpen && r.workers < r.o.MaxConnections && r.opening.Load() < maxOpening {
 		r.mu.Unlock()
 		r.spawn(ctx, true, slot)
 		return true

@@ -61,16 +61,19 @@ bench-build: build
 	$(GO) build -o bin/evbench ./bench/cmd/evbench
 
 ## bench: every case pinned (system under test on CPU 1, generators on CPU 0),
-## 3 interleaved rounds, then the overload sweep (7-8 minutes); regenerates
-## bench/RESULTS.md and its plots; then the durable events (bench-events, ~2
-## minutes). BENCH_FLAGS adds harness flags (-h lists them).
+## 3 interleaved rounds, then the open-loop overload sweeps, one per policy in
+## BENCH_SWEEPS (default settings, then the old one: -admission fifo, left out
+## with a note by a binary without the flag), and the price of a refusal (8-9
+## minutes); regenerates bench/RESULTS.md and its plots; then the durable
+## events (bench-events, ~2 minutes). BENCH_FLAGS adds harness flags (-h lists them).
+BENCH_SWEEPS ?= ;-admission fifo
 bench: bench-build
-	./bin/harness $(BENCH_FLAGS)
+	./bin/harness -sweeps "$(BENCH_SWEEPS)" $(BENCH_FLAGS)
 	./bin/evbench $(EVBENCH_FLAGS)
 
-## bench-quick: the same cases once, 2s each (~1.5 minutes), into bench/results/quick/
+## bench-quick: the same cases once, 2s each (~2 minutes), into bench/results/quick/
 bench-quick: bench-build
-	./bin/harness -quick $(BENCH_FLAGS)
+	./bin/harness -quick -sweeps "$(BENCH_SWEEPS)" $(BENCH_FLAGS)
 
 ## bench-events: durable events, published -> handled, per core (~2 minutes):
 ## terminator events over Pebble and PostgreSQL (when installed) beside NATS

@@ -16,13 +16,23 @@
 // This measures throughput, but it under-reports latency under a stall because
 // a stalled connection stops sending ("coordinated omission").
 //
-// Open loop (Rate > 0): requests follow a fixed schedule, Rate per second
-// spread over the connections, and latency is measured from the *intended*
-// send time, so every request scheduled during a stall is charged the time it
-// waited. (When a worker is early it sleeps, and the clock then starts at the
-// actual send, so the runtime's timer slack is not charged to the target.)
-// Requests whose intended time fell in the window but that never got
-// sent before the end are counted in Result.Unsent.
+// Open loop (Rate > 0): requests follow a fixed schedule, Rate per second,
+// and latency is measured from the *intended* send time, so every request
+// scheduled during a stall is charged the time it waited. One dispatcher
+// releases each request at its intended time to the worker that went idle
+// last (one connection each: only as many are used as the load needs, and
+// they stay warm); when a request falls due and every connection is waiting
+// for an answer, the generator opens another (up to Options.MaxConnections,
+// at most 512 being opened at once, from 16 loopback source addresses), as
+// the internet would: a slow answer does not hold back the next request.
+// Result.Late counts the requests it still sent more than LateAfter (1 ms)
+// after their intended time (the bound reached, or the generator's own CPU
+// or timer slack: Go's timers wake up to ~1 ms late on an idle process),
+// Result.SendLag holds that delay for every request, Result.Unsent the
+// requests of the window it never sent, and Result.CPU its own CPU time
+// over the window. With MaxConnections at most Connections, the set is
+// fixed and a due request waits in the generator for a free connection
+// (charged from its intended time all the same).
 //
 // A request belongs to the measurement when its (intended) send time falls
 // after the warm-up and before the end of the run; latencies go into an

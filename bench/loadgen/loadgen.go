@@ -9,11 +9,48 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/valyala/fasthttp"
 )
+
+// LateAfter is how far past its intended time an open-loop request may be
+// sent before it counts as Late.
+const LateAfter = time.Millisecond
+
+// fileReserve is the open files kept aside from the connections.
+const fileReserve = 256
+
+// queueCap bounds the open-loop requests that fell due and wait in the
+// generator for a connection (all connections busy, none left to open):
+// past it a due request is dropped and counted Unsent.
+const queueCap = 1 << 16
+
+// maxOpening bounds the connections being opened at once (workers started
+// for want of a free connection that have not had their first answer): a
+// burst of thousands of dials overflows the target's listen queue, and
+// every dropped SYN then waits a second or more for its retransmit, which
+// would be the generator's delay, not the target's.
+const maxOpening = 512
+
+// busyLag is how late the dispatcher itself may be and still open
+// connections: later than that, the generator is short of CPU (its
+// workers wait to run, not for answers), and more connections would only
+// cost more CPU; the due requests then wait for a worker, counted late.
+// (Go's timers wake up to ~1 ms late on an idle process.)
+const busyLag = 2 * time.Millisecond
+
+// sourceAddrs is how many loopback source addresses (127.0.0.1 up) the
+// connections to an IPv4 loopback target spread over: each has its own
+// ~28k ephemeral ports, and a sweep's points close thousands of
+// connections each, which then sit in TIME_WAIT for a minute.
+const sourceAddrs = 16
+
+// statShards is how many tallies the workers share (each under a mutex):
+// one histogram set per worker would cost ~0.5 MB each, 4 GB at 8192.
+const statShards = 16
 
 // Histogram bounds, in microseconds: anything slower than a minute is a hang,
 // and the per-request timeout caps us well below that anyway.
@@ -39,7 +76,19 @@ type Options struct {
 	// ContentType for Body; defaults to application/octet-stream when Body is set.
 	ContentType string
 	// Connections is the number of keep-alive connections (and workers); default 64.
+	// In open loop it is where the generator starts: see MaxConnections.
 	Connections int
+	// MaxConnections, open loop only, is how many connections the generator
+	// may open: when every open connection is waiting for an answer as a
+	// request falls due, it opens another, so a slow answer never delays
+	// the next send (the internet does not wait for your answers either).
+	// Zero or below Connections keeps Connections fixed: a due request then
+	// waits in the generator for a free connection, timed from its
+	// intended send all the same, and counted Late. At most maxOpening
+	// (512) connections are opened at once. The bound is capped by
+	// the process's open-file limit (RLIMIT_NOFILE, raised to its hard
+	// limit as needed).
+	MaxConnections int
 	// Duration of the measured window; required (> 0): every run is bounded.
 	Duration time.Duration
 	// Warmup runs before the measured window; its requests are not recorded.
@@ -64,6 +113,22 @@ type Result struct {
 	Requests int64 // measured requests that completed (any status) or failed
 	Errors   int64 // measured requests with a transport error (no status)
 	Unsent   int64 // open loop: scheduled in the window but never sent
+	// Late counts open-loop requests of the window sent more than
+	// LateAfter after their intended time: the generator's own lag (a
+	// busy CPU, or every connection busy and none left to open).
+	Late int64
+	// SendLag holds every measured open-loop request's delay from its
+	// intended time to its actual send, in µs (nil in closed loop).
+	SendLag *hdrhistogram.Histogram
+	// PeakConnections is how many workers (one connection each) sent
+	// requests: in closed loop Connections, in open loop those the load
+	// needed (the idle worker used last goes first); MaxConnections the
+	// bound it had (after RLIMIT_NOFILE).
+	PeakConnections, MaxConnections int
+	// CPU is this process's CPU time (user + system, getrusage) over the
+	// measured window: the generator's own cost, whatever else the
+	// process does beside it.
+	CPU time.Duration
 	// Completed counts responses (any status) that arrived inside the
 	// window, whatever their send time: the throughput actually delivered.
 	// It differs from Requests in open loop under overload, where the
@@ -174,6 +239,17 @@ func (o *Options) normalize() error {
 	if o.Connections <= 0 {
 		o.Connections = 64
 	}
+	if o.Rate == 0 || o.MaxConnections < o.Connections {
+		o.MaxConnections = o.Connections
+	}
+	if o.MaxConnections > o.Connections {
+		// Every connection is a file; keep room for the rest of the process.
+		limit := raiseNoFile(uint64(o.MaxConnections) + fileReserve)
+		if limit < uint64(o.Connections)+fileReserve {
+			return fmt.Errorf("loadgen: %d connections need more open files than RLIMIT_NOFILE allows (%d)", o.Connections, limit)
+		}
+		o.MaxConnections = min(o.MaxConnections, int(limit-fileReserve))
+	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
 	}
@@ -213,7 +289,7 @@ func buildTargets(o *Options) ([]target, error) {
 		if c == nil {
 			c = &fasthttp.HostClient{
 				Addr:         host,
-				MaxConns:     o.Connections,
+				MaxConns:     o.MaxConnections,
 				ReadTimeout:  o.Timeout,
 				WriteTimeout: o.Timeout,
 				// No silent retries: each attempt must be counted exactly once.
@@ -222,7 +298,13 @@ func buildTargets(o *Options) ([]target, error) {
 				// client; we have exactly one worker per connection anyway.
 				MaxConnWaitTimeout:            0,
 				DisableHeaderNamesNormalizing: true,
-				NoDefaultUserAgentHeader:      true,
+				// The connection used last goes first: only as many stay busy
+				// as the load needs, and they stay warm.
+				ConnPoolStrategy:         fasthttp.LIFO,
+				NoDefaultUserAgentHeader: true,
+			}
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+				c.Dial = loopbackDialer(o.Timeout)
 			}
 			clients[host] = c
 		}
@@ -232,19 +314,31 @@ func buildTargets(o *Options) ([]target, error) {
 	return targets, nil
 }
 
-// workerStats is one worker's private tally, merged at the end so the hot
-// path takes no locks.
-type workerStats struct {
+// loopbackDialer dials from 127.0.0.1 to 127.0.0.sourceAddrs in turn.
+func loopbackDialer(timeout time.Duration) fasthttp.DialFunc {
+	var n atomic.Uint32
+	return func(addr string) (net.Conn, error) {
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+n.Add(1)%sourceAddrs))}
+		d := net.Dialer{LocalAddr: src, Timeout: timeout}
+		return d.Dial("tcp4", addr)
+	}
+}
+
+// tally is a share of the run's counts; workers share statShards of them.
+type tally struct {
+	mu                       sync.Mutex
 	requests, errors, unsent int64
+	late                     int64
 	completed                int64
 	completedStatus          map[int]int64
 	status                   map[int]int64
 	errKinds                 map[string]int64
-	lat, ok, svc             *hdrhistogram.Histogram
+	lat, ok, svc, lag        *hdrhistogram.Histogram
 }
 
-func newWorkerStats() *workerStats {
-	return &workerStats{status: map[int]int64{}, completedStatus: map[int]int64{}, errKinds: map[string]int64{}, lat: newHist(), ok: newHist(), svc: newHist()}
+func newTally() *tally {
+	return &tally{status: map[int]int64{}, completedStatus: map[int]int64{}, errKinds: map[string]int64{},
+		lat: newHist(), ok: newHist(), svc: newHist(), lag: newHist()}
 }
 
 func clampUS(d time.Duration) int64 {
@@ -258,23 +352,53 @@ func clampUS(d time.Duration) int64 {
 	return us
 }
 
-func (w *workerStats) record(status int, err error, lat, svc time.Duration) {
-	w.requests++
+// record tallies a measured request: lat is timed from the intended send
+// (open loop) or the actual one, svc from the actual one.
+func (t *tally) record(status int, err error, lat, svc time.Duration) {
+	t.requests++
 	if err != nil {
-		w.errors++
+		t.errors++
 		msg := err.Error()
-		if _, seen := w.errKinds[msg]; seen || len(w.errKinds) < maxErrorKinds {
-			w.errKinds[msg]++
+		if _, seen := t.errKinds[msg]; seen || len(t.errKinds) < maxErrorKinds {
+			t.errKinds[msg]++
 		}
 		return
 	}
-	w.status[status]++
+	t.status[status]++
 	us := clampUS(lat)
-	_ = w.lat.RecordValue(us) // in range by construction
-	_ = w.svc.RecordValue(clampUS(svc))
+	_ = t.lat.RecordValue(us) // in range by construction
+	_ = t.svc.RecordValue(clampUS(svc))
 	if status >= 200 && status <= 299 {
-		_ = w.ok.RecordValue(us)
+		_ = t.ok.RecordValue(us)
 	}
+}
+
+// run is one Run's shared state.
+type run struct {
+	o                       *Options
+	targets                 []target
+	tallies                 [statShards]*tally
+	start, measureFrom, end time.Time
+	wg                      sync.WaitGroup
+	workers                 int          // open loop: started so far (the dispatcher's alone)
+	opening                 atomic.Int64 // open loop: workers started on demand, not answered yet
+	used                    atomic.Int64 // open loop: workers that sent at least one request
+
+	// The open loop's hand-off, under mu: the idle workers, the one idle
+	// last on top, and the due slots that found none (oldest first).
+	mu      sync.Mutex
+	idle    []*worker
+	pending []int64
+	head    int  // pending[head:] are waiting
+	closed  bool // the dispatcher is done: idle workers end
+}
+
+// measured says whether a request sent (or due) at t belongs to the window.
+func (r *run) measured(t time.Time) bool { return !t.Before(r.measureFrom) && t.Before(r.end) }
+
+// intended is the open-loop schedule: slot n falls due n/Rate after start.
+func (r *run) intended(slot int64) time.Time {
+	return r.start.Add(time.Duration(float64(slot) * float64(time.Second) / r.o.Rate))
 }
 
 // Run executes one bounded run and returns its measurements. It returns early
@@ -287,43 +411,64 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	measureFrom := start.Add(o.Warmup)
-	end := measureFrom.Add(o.Duration)
+	r := &run{o: &o, targets: targets, start: time.Now()}
+	for i := range r.tallies {
+		r.tallies[i] = newTally()
+	}
+	r.measureFrom = r.start.Add(o.Warmup)
+	r.end = r.measureFrom.Add(o.Duration)
 	// The hard stop also covers requests still in flight at the end.
-	ctx, cancel := context.WithDeadline(ctx, end.Add(o.Timeout+time.Second))
+	ctx, cancel := context.WithDeadline(ctx, r.end.Add(o.Timeout+time.Second))
 	defer cancel()
 
-	stats := make([]*workerStats, o.Connections)
-	var wg sync.WaitGroup
-	if o.OnWindow != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			callWindow(ctx, o.OnWindow, measureFrom, end)
-		}()
-	}
-	for i := 0; i < o.Connections; i++ {
-		stats[i] = newWorkerStats()
-		wg.Add(1)
-		go func(id int) {
-			defer wg.Done()
-			w := worker{o: &o, targets: targets, st: stats[id], id: id, start: start, measureFrom: measureFrom, end: end}
-			if o.Rate > 0 {
-				w.openLoop(ctx)
+	var cpuFrom, cpuTo time.Duration
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		callWindow(ctx, func(open bool) {
+			if open {
+				cpuFrom = processCPU()
 			} else {
-				w.closedLoop(ctx)
+				cpuTo = processCPU()
 			}
-		}(i)
+			if o.OnWindow != nil {
+				o.OnWindow(open)
+			}
+		}, r.measureFrom, r.end)
+	}()
+	if o.Rate > 0 {
+		r.openLoop(ctx)
+	} else {
+		for i := 0; i < o.Connections; i++ {
+			r.wg.Add(1)
+			go func(id int) {
+				defer r.wg.Done()
+				w := r.newWorker(id)
+				defer w.release()
+				w.closedLoop(ctx)
+			}(i)
+		}
+		r.workers = o.Connections
 	}
-	wg.Wait()
+	r.wg.Wait()
+	// Close what this run opened: the next run (a sweep's next point) must
+	// start from its own connections, and neither side may run out of files.
+	for _, t := range targets {
+		t.client.CloseIdleConnections()
+	}
 
 	res := &Result{Status: map[int]int64{}, CompletedStatus: map[int]int64{}, ErrorKinds: map[string]int64{}, Window: o.Duration,
-		Offered: o.Rate, Latency: newHist(), Admitted: newHist(), Service: newHist()}
-	for _, s := range stats {
+		Offered: o.Rate, Latency: newHist(), Admitted: newHist(), Service: newHist(),
+		PeakConnections: r.workers, MaxConnections: o.MaxConnections, CPU: max(0, cpuTo-cpuFrom)}
+	if o.Rate > 0 {
+		res.SendLag = newHist()
+		res.PeakConnections = int(r.used.Load())
+	}
+	for _, s := range r.tallies {
 		res.Requests += s.requests
 		res.Errors += s.errors
 		res.Unsent += s.unsent
+		res.Late += s.late
 		res.Completed += s.completed
 		for k, v := range s.completedStatus {
 			res.CompletedStatus[k] += v
@@ -339,35 +484,183 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Latency.Merge(s.lat)
 		res.Admitted.Merge(s.ok)
 		res.Service.Merge(s.svc)
+		if res.SendLag != nil {
+			res.SendLag.Merge(s.lag)
+		}
 	}
-	if err := ctx.Err(); err != nil && time.Now().Before(end) {
+	if err := ctx.Err(); err != nil && time.Now().Before(r.end) {
 		// Cancelled by the caller before the window closed: shorten it so
 		// RPS stays honest.
-		if w := time.Since(measureFrom); w > 0 && w < res.Window {
+		if w := time.Since(r.measureFrom); w > 0 && w < res.Window {
 			res.Window = w
 		}
 	}
 	return res, nil
 }
 
-type worker struct {
-	o                       *Options
-	targets                 []target
-	st                      *workerStats
-	id                      int
-	start, measureFrom, end time.Time
+// openLoop is the dispatcher: it releases every slot of the schedule at its
+// intended time to the idle worker (one connection each) that went idle
+// last, and starts another worker whenever a slot finds none idle (up to
+// MaxConnections, maxOpening at once); a slot that cannot get one waits,
+// in order, for the next worker to finish. It returns once every slot
+// before the end was released or counted, and the workers have finished.
+func (r *run) openLoop(ctx context.Context) {
+	for range r.o.Connections {
+		r.spawn(ctx, false, -1)
+	}
+	dropped := r.tallies[0] // the dispatcher's own tally: only unsent, under its mutex
+	unsent := func(n int64) {
+		dropped.mu.Lock()
+		dropped.unsent += n
+		dropped.mu.Unlock()
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	slot := int64(0)
+	for ctx.Err() == nil {
+		now := time.Now()
+		at := r.intended(slot)
+		for ; !at.After(now) && at.Before(r.end); at = r.intended(slot) {
+			if !r.dispatch(ctx, slot, now.Sub(at) <= busyLag) && r.measured(at) {
+				unsent(1)
+			}
+			slot++
+		}
+		if !at.Before(r.end) {
+			break
+		}
+		timer.Reset(at.Sub(now))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
+	// Cancelled: whatever the window still held was never sent.
+	var never int64
+	for at := r.intended(slot); at.Before(r.end); at = r.intended(slot) {
+		if r.measured(at) {
+			never++
+		}
+		slot++
+	}
+	unsent(never)
+	r.mu.Lock()
+	r.closed = true
+	idle := r.idle
+	r.idle = nil
+	r.mu.Unlock()
+	for _, w := range idle {
+		close(w.in)
+	}
 }
 
-// do sends one request and reports its status (or error).
-func (w *worker) do(req *fasthttp.Request, resp *fasthttp.Response, seq int) (int, error) {
-	t := &w.targets[(w.id+seq)%len(w.targets)]
+// dispatch hands slot to the idle worker on top, a new worker (when
+// mayOpen), or the pending queue; false when the queue is full (the slot
+// is dropped).
+func (r *run) dispatch(ctx context.Context, slot int64, mayOpen bool) bool {
+	r.mu.Lock()
+	if n := len(r.idle); n > 0 {
+		w := r.idle[n-1]
+		r.idle = r.idle[:n-1]
+		r.mu.Unlock()
+		w.in <- slot // an idle worker's channel is empty: this never blocks
+		return true
+	}
+	if mayOpen && r.workers < r.o.MaxConnections && r.opening.Load() < maxOpening {
+		r.mu.Unlock()
+		r.spawn(ctx, true, slot)
+		return true
+	}
+	defer r.mu.Unlock()
+	if len(r.pending)-r.head >= queueCap {
+		return false
+	}
+	if r.head > 0 && r.head == len(r.pending) {
+		r.pending, r.head = r.pending[:0], 0
+	}
+	r.pending = append(r.pending, slot)
+	return true
+}
+
+// spawn starts a worker (from the dispatcher's goroutine only): opening
+// when started for want of an idle one, with its first slot; idle when
+// first < 0.
+func (r *run) spawn(ctx context.Context, opening bool, first int64) {
+	id := r.workers
+	r.workers++
+	w := r.newWorker(id)
+	w.in = make(chan int64, 1)
+	w.opening = opening
+	if opening {
+		r.opening.Add(1)
+	}
+	if first >= 0 {
+		w.in <- first
+	} else {
+		r.mu.Lock()
+		r.idle = append(r.idle, w)
+		r.mu.Unlock()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer w.release()
+		w.openLoop(ctx)
+	}()
+}
+
+// next is a worker's next slot: the oldest pending one, or else the one
+// the dispatcher hands it once idle; false when the run is over.
+func (r *run) next(w *worker) (int64, bool) {
+	r.mu.Lock()
+	if r.head < len(r.pending) {
+		slot := r.pending[r.head]
+		r.head++
+		r.mu.Unlock()
+		return slot, true
+	}
+	if r.closed {
+		r.mu.Unlock()
+		return 0, false
+	}
+	r.idle = append(r.idle, w)
+	r.mu.Unlock()
+	slot, ok := <-w.in
+	return slot, ok
+}
+
+type worker struct {
+	r       *run
+	st      *tally
+	id      int
+	req     *fasthttp.Request
+	resp    *fasthttp.Response
+	opening bool       // started on demand, its first answer not in yet (run.opening)
+	in      chan int64 // open loop: the slot the dispatcher hands this worker
+	used    bool       // open loop: has sent a request
+}
+
+func (r *run) newWorker(id int) *worker {
+	return &worker{r: r, st: r.tallies[id%statShards], id: id, req: fasthttp.AcquireRequest(), resp: fasthttp.AcquireResponse()}
+}
+
+func (w *worker) release() {
+	fasthttp.ReleaseRequest(w.req)
+	fasthttp.ReleaseResponse(w.resp)
+}
+
+// do sends one request to the n-th target (round-robin) and reports its
+// status (or error).
+func (w *worker) do(n int64) (int, error) {
+	o, req, resp := w.r.o, w.req, w.resp
+	t := &w.r.targets[n%int64(len(w.r.targets))]
 	req.Reset()
-	req.Header.SetMethod(w.o.Method)
+	req.Header.SetMethod(o.Method)
 	req.SetRequestURI(t.uri)
 	req.Header.SetHost(t.host)
-	if w.o.Body != nil {
-		req.Header.SetContentType(w.o.ContentType)
-		req.SetBody(w.o.Body)
+	if o.Body != nil {
+		req.Header.SetContentType(o.ContentType)
+		req.SetBody(o.Body)
 	}
 	resp.Reset()
 	if err := t.client.Do(req, resp); err != nil {
@@ -377,80 +670,68 @@ func (w *worker) do(req *fasthttp.Request, resp *fasthttp.Response, seq int) (in
 }
 
 func (w *worker) closedLoop(ctx context.Context) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	for seq := 0; ctx.Err() == nil; seq++ {
+	for seq := int64(w.id); ctx.Err() == nil; seq++ {
 		sent := time.Now()
-		if !sent.Before(w.end) {
+		if !sent.Before(w.r.end) {
 			return
 		}
-		status, err := w.do(req, resp, seq)
+		status, err := w.do(seq)
 		done := time.Now()
+		w.st.mu.Lock()
 		w.countCompleted(status, err, done)
-		if !sent.Before(w.measureFrom) {
+		if !sent.Before(w.r.measureFrom) {
 			d := done.Sub(sent)
 			w.st.record(status, err, d, d)
 		}
+		w.st.mu.Unlock()
 	}
 }
 
+// openLoop sends the slots handed to this worker, each timed from its
+// intended send: a slot that waited for a worker (none idle, none left to
+// start) is charged the wait. Slots due at the end, or after a cancel, are
+// counted unsent.
 func (w *worker) openLoop(ctx context.Context) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	// Each worker owns every Connections-th slot of the global schedule, so
-	// the total is Rate/s and the workers' sends interleave evenly.
-	interval := time.Duration(float64(time.Second) * float64(w.o.Connections) / w.o.Rate)
-	if interval <= 0 {
-		interval = 1
-	}
-	offset := time.Duration(float64(time.Second) * float64(w.id) / w.o.Rate)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for seq := 0; ; seq++ {
-		intended := w.start.Add(offset + time.Duration(seq)*interval)
-		if !intended.Before(w.end) {
-			return
-		}
-		// Behind schedule at the end (overload): stop rather than drain the
-		// backlog past the window, and report what was left.
-		if ctx.Err() != nil || !time.Now().Before(w.end) {
-			w.countUnsent(intended, interval)
-			return
-		}
-		// from is where this request's latency starts. When the worker is
-		// behind schedule (the previous answer came late) it is the intended
-		// time: the target is charged for the wait it caused (no coordinated
-		// omission). When the worker is early it sleeps, and the runtime's
-		// timer slack (up to ~1ms when idle) is the generator's fault, not
-		// the target's, so the clock starts at the actual send.
-		from := intended
-		if d := time.Until(intended); d > 0 {
-			if d > 50*time.Microsecond {
-				timer.Reset(d)
-				select {
-				case <-timer.C:
-				case <-ctx.Done():
-					w.countUnsent(intended, interval)
-					return
-				}
-			}
-			from = time.Now()
-		}
+	slot, ok := <-w.in
+	for ; ok; slot, ok = w.r.next(w) {
+		intended := w.r.intended(slot)
 		sent := time.Now()
-		status, err := w.do(req, resp, seq)
-		done := time.Now()
-		w.countCompleted(status, err, done)
-		if !intended.Before(w.measureFrom) {
-			w.st.record(status, err, done.Sub(from), done.Sub(sent))
+		if ctx.Err() != nil || !sent.Before(w.r.end) {
+			if w.r.measured(intended) {
+				w.st.mu.Lock()
+				w.st.unsent++
+				w.st.mu.Unlock()
+			}
+			continue
 		}
+		if !w.used {
+			w.used = true
+			w.r.used.Add(1)
+		}
+		status, err := w.do(slot)
+		done := time.Now()
+		if w.opening {
+			w.opening = false
+			w.r.opening.Add(-1)
+		}
+		w.st.mu.Lock()
+		w.countCompleted(status, err, done)
+		if w.r.measured(intended) {
+			w.st.record(status, err, done.Sub(intended), done.Sub(sent))
+			lag := sent.Sub(intended)
+			_ = w.st.lag.RecordValue(clampUS(lag))
+			if lag > LateAfter {
+				w.st.late++
+			}
+		}
+		w.st.mu.Unlock()
 	}
 }
 
-// countCompleted counts a response that arrived inside the window.
+// countCompleted counts a response that arrived inside the window; the
+// caller holds the tally's mutex.
 func (w *worker) countCompleted(status int, err error, done time.Time) {
-	if err == nil && !done.Before(w.measureFrom) && done.Before(w.end) {
+	if err == nil && w.r.measured(done) {
 		w.st.completed++
 		w.st.completedStatus[status]++
 	}
@@ -468,15 +749,5 @@ func callWindow(ctx context.Context, f func(open bool), from, end time.Time) {
 			t.Stop()
 		}
 		f(i == 0)
-	}
-}
-
-// countUnsent tallies the measured slots from intended to the end that this
-// worker will never send (the run was cut short).
-func (w *worker) countUnsent(intended time.Time, interval time.Duration) {
-	for t := intended; t.Before(w.end); t = t.Add(interval) {
-		if !t.Before(w.measureFrom) {
-			w.st.unsent++
-		}
 	}
 }

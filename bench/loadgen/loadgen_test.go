@@ -227,3 +227,94 @@ func TestOnWindowBracketsTheWindow(t *testing.T) {
 		}
 	}
 }
+
+// In open loop a slow answer must not delay the next send: with room to
+// open connections, a stall costs the stalled request only, and the
+// generator sends on time; with a fixed set, the requests queued behind
+// it are charged the wait and counted late. Either way every slot is sent
+// or counted unsent.
+func TestOpenLoopOpensConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		maxConns        int
+		wantSlowAtMost  int64 // requests >= 100ms
+		wantSlowAtLeast int64
+		wantLateAtLeast int64
+		wantPeak        func(int) bool
+	}{
+		{name: "fixed", maxConns: 0, wantSlowAtMost: 1 << 30, wantSlowAtLeast: 10, wantLateAtLeast: 10, wantPeak: func(n int) bool { return n == 1 }},
+		{name: "grows", maxConns: 64, wantSlowAtMost: 3, wantPeak: func(n int) bool { return n >= 2 && n <= 64 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, handled := stallServer(t, 40)
+			res, err := Run(context.Background(), Options{
+				URLs: []string{url}, Connections: 1, MaxConnections: tc.maxConns, Rate: 200, Duration: 1200 * time.Millisecond,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.Summary(), "late:", res.Late, "peak conns:", res.PeakConnections)
+			if res.Max() < stall-20*time.Millisecond {
+				t.Errorf("the stalled request must be charged: max=%v", res.Max())
+			}
+			slow := countAtLeast(res.Latency, 100*time.Millisecond)
+			if slow < tc.wantSlowAtLeast || slow > tc.wantSlowAtMost {
+				t.Errorf("%d requests >= 100ms, want %d..%d", slow, tc.wantSlowAtLeast, tc.wantSlowAtMost)
+			}
+			if res.Late < tc.wantLateAtLeast {
+				t.Errorf("late %d, want >= %d", res.Late, tc.wantLateAtLeast)
+			}
+			if !tc.wantPeak(res.PeakConnections) {
+				t.Errorf("peak connections %d", res.PeakConnections)
+			}
+			if got := res.Requests + res.Unsent; got < 200 {
+				t.Errorf("scheduled %d (sent %d + unsent %d), want ~240", got, res.Requests, res.Unsent)
+			}
+			if res.Requests != handled.Load() {
+				t.Errorf("requests %d != server handled %d", res.Requests, handled.Load())
+			}
+			if res.SendLag.TotalCount() != res.Requests {
+				t.Errorf("send lag recorded for %d of %d requests", res.SendLag.TotalCount(), res.Requests)
+			}
+		})
+	}
+}
+
+// MaxConnections bounds the connections even when every answer is slow;
+// what cannot go out on time is counted late.
+func TestOpenLoopConnectionBound(t *testing.T) {
+	var open atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) { time.Sleep(50 * time.Millisecond) },
+		ConnState: func(_ net.Conn, s fasthttp.ConnState) {
+			switch s {
+			case fasthttp.StateNew:
+				open.Add(1)
+			case fasthttp.StateClosed:
+				open.Add(-1)
+			}
+		},
+	}
+	go srv.Serve(ln) //nolint:errcheck // ends with Shutdown
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	// 400/s of 50ms answers would need ~20 connections; 4 are allowed.
+	res, err := Run(context.Background(), Options{URLs: []string{"http://" + ln.Addr().String() + "/"},
+		Connections: 1, MaxConnections: 4, Rate: 400, Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res.Summary(), "late:", res.Late, "peak conns:", res.PeakConnections, "server saw open:", open.Load())
+	if res.PeakConnections != 4 || res.MaxConnections != 4 {
+		t.Errorf("peak %d of max %d, want 4 of 4", res.PeakConnections, res.MaxConnections)
+	}
+	if res.Late == 0 {
+		t.Error("four connections cannot carry 400/s of 50ms answers: want late requests")
+	}
+	if res.CPU <= 0 {
+		t.Error("the generator's CPU over the window was not measured")
+	}
+}

@@ -134,6 +134,52 @@ func TestFitCosts(t *testing.T) {
 	}
 }
 
+// The sweep keeps -admission only for a binary whose usage lists it.
+func TestKnowsFlag(t *testing.T) {
+	usage := "Usage of all:\n  -adaptive-limit\n    \tlimit adaptively\n  -admission string\n    \tcodel or fifo (default \"codel\")\n  -queue-wait duration\n"
+	for _, tc := range []struct {
+		usage, name string
+		want        bool
+	}{
+		{usage, "-admission", true},
+		{usage, "-adaptive-limit", true},
+		{usage, "-queue-wait", true},
+		{usage, "-adaptive", false},
+		{"Usage of all:\n  -adaptive-limit\n    \tthe -admission flag is not here\n", "-admission", false},
+	} {
+		if got := knowsFlag(tc.usage, tc.name); got != tc.want {
+			t.Errorf("knowsFlag(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A sweep asking for -admission runs without it, with a note, on a
+// terminator whose `all -h` does not list it, and with it otherwise.
+func TestSupportedFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, usage string
+		flags, want []string
+		noted       bool
+	}{
+		{"old binary", "  -queue-wait duration", []string{"-admission", "fifo", "-queue-wait", "1ns"}, []string{"-queue-wait", "1ns"}, true},
+		{"old binary, =", "  -queue-wait duration", []string{"-admission=fifo"}, []string{}, true},
+		{"new binary", "  -admission string\n  -queue-wait duration", []string{"-admission", "fifo"}, []string{"-admission", "fifo"}, false},
+		{"not asked", "", []string{"-max-waiting", "1"}, []string{"-max-waiting", "1"}, false},
+	} {
+		bin := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+		script := "#!/bin/sh\nprintf 'Usage of all:\\n" + strings.ReplaceAll(tc.usage, "\n", "\\n") + "\\n' >&2\nexit 2\n"
+		if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r := &runner{cfg: config{bin: bin}}
+		got, why := r.supportedFlags(tc.flags)
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") || (why != "") != tc.noted {
+			t.Errorf("%s: flags %q, note %q; want %q, noted %v", tc.name, got, why, tc.want, tc.noted)
+		}
+	}
+}
+
 func abs(x float64) float64 {
 	if x < 0 {
 		return -x
@@ -185,15 +231,26 @@ func TestReportKeepsNotes(t *testing.T) {
 		r.record("page", "loadgen", round(i, 15000, 70, 0))
 		r.record("page-nats", "loadgen", round(i, 9000, 120, 0))
 	}
-	r.sweeps = []*sweepResult{{sat: 15000, points: []sweepPoint{{Offered: 3750, Goodput: 3750, Served: 3750, Window: time.Second,
-		CPU: 3750 * 70 * time.Microsecond, P99: time.Millisecond}}}}
+	pt := func(f, goodput float64, p99 time.Duration) sweepPoint {
+		return sweepPoint{Fraction: f, Offered: f * 15000, Goodput: goodput, Served: int64(goodput), Refused: int64(f*15000 - goodput),
+			Window: time.Second, CPU: time.Duration(goodput*70) * time.Microsecond, P99: time.Millisecond, P99All: p99}
+	}
+	r.sweeps = []*sweepResult{
+		{sat: 15000, points: []sweepPoint{pt(0.5, 7500, time.Millisecond), pt(1.5, 11000, 20*time.Millisecond), pt(2, 8000, 30*time.Millisecond)}},
+		{sat: 15000, flags: []string{"-admission", "fifo"}, points: []sweepPoint{pt(0.5, 7500, time.Millisecond), pt(1.5, 9000, 900*time.Millisecond)}},
+	}
 	if err := r.write(); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(results)
 	md := string(b)
 	for _, want := range []string{"| fasthttp hello | loadgen | 100000 |", "| page: terminator all | loadgen | 15000 |",
-		"| 7.00 |", notesMarker + "\nOur notes.\n", "page CPU <= 0.6x the NATS page's", "![cpu](cpu.png)", "![sweep](sweep.png)"} {
+		"| 7.00 |", notesMarker + "\nOur notes.\n", "page CPU <= 0.5x the NATS page's", "![cpu](cpu.png)", "![sweep](sweep.png)",
+		"| 1.5x open loop (default settings): goodput >= 0.70x peak | 0.73x (11000 of 15000 rps); -admission fifo: 0.60x | met |",
+		"| 1.5x open loop: p99 of all answers < 25ms | 20.00 ms; -admission fifo: 900.00 ms | met |",
+		"| 2.0x open loop (default settings): goodput >= 0.55x peak | 0.53x (8000 of 15000 rps) | missed |",
+		"| 2.0x open loop: p99 of all answers < 25ms | 30.00 ms | missed |",
+		"## Overload sweep, -admission fifo"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("RESULTS.md lacks %q:\n%s", want, md)
 		}

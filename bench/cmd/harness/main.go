@@ -2,7 +2,7 @@
 // what users would pick instead, and writes the report.
 //
 //	make bench        # = make bench-build && bin/harness $(BENCH_FLAGS)
-//	bin/harness [-quick] [-rounds 3] [-cases hello,page,...] [-pin=false] [-sweeps ";-max-waiting 128"]
+//	bin/harness [-quick] [-rounds 3] [-cases hello,page,...] [-pin=false] [-sweeps ";-admission fifo"]
 //
 // It runs the real binaries: bin/terminator (make build), bin/peers (the
 // ceilings and the page over NATS and over HTTP, bench/cmd/peers) and
@@ -50,6 +50,7 @@ type config struct {
 	sweepDur  time.Duration // per sweep point (after warm)
 	conns     int           // the closed-loop cases
 	bigConns  int           // the c=1024 case and the sweep
+	maxConns  int           // the sweep's generator opens up to so many
 	seed      int           // profiles in the shared data
 	out       string        // results directory
 	resultsMD string        // the regenerated report; "" skips it
@@ -92,7 +93,8 @@ func main() {
 	flag.DurationVar(&cfg.wrkDur, "wrk-d", 4*time.Second, "wrk's run per case and round")
 	flag.DurationVar(&cfg.sweepDur, "sweep-d", 3*time.Second, "measured window per sweep point")
 	flag.IntVar(&cfg.conns, "c", 64, "connections of the closed-loop cases")
-	flag.IntVar(&cfg.bigConns, "big-c", 1024, "connections of the -c1024 cases and of the sweep")
+	flag.IntVar(&cfg.bigConns, "big-c", 1024, "connections of the -c1024 cases, and those the sweep's generator starts with")
+	flag.IntVar(&cfg.maxConns, "max-c", 8192, "connections the sweep's generator may open, so that no request waits for one (open loop)")
 	flag.IntVar(&cfg.seed, "seed", 300, "profiles in the shared data (the page cases spread over all of them)")
 	flag.StringVar(&cfg.out, "out", "bench/results", "results directory")
 	flag.StringVar(&cfg.resultsMD, "results", "bench/RESULTS.md", "report to regenerate (empty: leave it)")
@@ -105,7 +107,7 @@ func main() {
 	flag.StringVar(&cfg.genCPUs, "gen-cpus", "0", "CPUs of the generators (taskset -c list)")
 	flag.IntVar(&cfg.nice, "nice", 0, "run the harness and every system under test at this nice level; on a box others use too, -10 makes their bursts steal less of the measured CPUs (root only below 0)")
 	termFlags := flag.String("terminator-flags", os.Getenv("BENCH_TERMINATOR_FLAGS"), "extra flags for every terminator started, space-separated (env BENCH_TERMINATOR_FLAGS)")
-	sweeps := flag.String("sweeps", "", "the overload sweeps, separated by ';', each the extra flags of its terminator: \"\" is one sweep at default settings, \";-max-waiting 128\" adds one with a static bound")
+	sweeps := flag.String("sweeps", "", "the overload sweeps, separated by ';', each the extra flags of its terminator: \"\" is one sweep at default settings, \";-admission fifo\" adds one with the old policy (dropped, with a note, when the binary has no -admission)")
 	flag.Float64Var(&cfg.noise, "noise", 0.10, "noise rule threshold (see the report)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (process logs, data copies)")
 	flag.Parse()

@@ -123,24 +123,25 @@ func (r *runner) latencyPlot(rows []summary) error {
 	return save(p, vg.Length(120+len(rows)*60), 12*vg.Centimeter, filepath.Join(r.cfg.out, "latency.png"))
 }
 
-// satLine marks the saturating rate on a sweep plot.
-func satLine(p *plot.Plot, x, y0, y1 float64) {
-	l, err := plotter.NewLine(plotter.XYs{{X: x, Y: y0}, {X: x, Y: y1}})
+// refLine adds a dashed reference line (a target) to p.
+func refLine(p *plot.Plot, name string, xy plotter.XYs) {
+	l, err := plotter.NewLine(xy)
 	if err != nil {
 		return
 	}
-	l.Color = color.Gray{Y: 128}
-	l.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
+	l.Color = color.RGBA{R: 200, A: 255}
+	l.Width = vg.Points(1.5)
+	l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
 	p.Add(l)
-	p.Legend.Add("closed-loop saturation", l)
+	p.Legend.Add(name, l)
 }
 
-// sweepPlot draws latency against offered load, every sweep.
+// sweepPlot draws the p99 of every answer (refusals too), timed from the
+// intended send, against offered load: one line per sweep (policy).
 func (r *runner) sweepPlot() error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: latency vs offered load", r.cfg.bigConns)
-	p.X.Label.Text = "offered rps"
-	p.X.Tick.Marker = wholeTicks{}
+	p.Title.Text = "The page, open loop: p99 of all answers (from the intended send) vs offered load"
+	p.X.Label.Text = "offered load, x the saturating rate"
 	p.Y.Label.Text = "ms (log)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
@@ -148,52 +149,71 @@ func (r *runner) sweepPlot() error {
 	for _, sw := range r.sweeps {
 		// A point where nothing sent in the window was answered has no
 		// latency: it is left out, not drawn at zero.
-		mk := func(get func(sweepPoint) time.Duration) plotter.XYs {
-			var xy plotter.XYs
-			for _, s := range sw.points {
-				if d := get(s); d > 0 {
-					xy = append(xy, plotter.XY{X: s.Offered, Y: float64(d) / float64(time.Millisecond)})
-				}
+		var xy plotter.XYs
+		for _, s := range sw.points {
+			if s.P99All > 0 && sw.sat > 0 {
+				xy = append(xy, plotter.XY{X: s.Offered / sw.sat, Y: float64(s.P99All) / float64(time.Millisecond)})
 			}
-			return xy
 		}
-		args = append(args,
-			"admitted p50, "+sw.label(), mk(func(s sweepPoint) time.Duration { return s.P50 }),
-			"admitted p99, "+sw.label(), mk(func(s sweepPoint) time.Duration { return s.P99 }))
+		if len(xy) > 0 {
+			args = append(args, sw.label(), xy)
+		}
+	}
+	if len(args) == 0 {
+		return nil
 	}
 	if err := plotutil.AddLinePoints(p, args...); err != nil {
 		return fmt.Errorf("sweep plot: %w", err)
 	}
+	target := float64(overloadP99) / float64(time.Millisecond)
+	p.Y.Max = math.Max(p.Y.Max, target)
+	p.Y.Min = math.Min(p.Y.Min, target)
 	logRange(p)
-	satLine(p, r.sweeps[0].sat, p.Y.Min, p.Y.Max)
+	refLine(p, fmt.Sprintf("target: p99 < %v", overloadP99), plotter.XYs{{X: p.X.Min, Y: target}, {X: p.X.Max, Y: target}})
 	p.Legend.Top, p.Legend.Left = false, false // the low right corner stays empty
 	return save(p, 18*vg.Centimeter, 12*vg.Centimeter, filepath.Join(r.cfg.out, "sweep.png"))
 }
 
-// goodputPlot draws what was served and what was refused, every sweep.
+// goodputPlot draws goodput (2xx/s) against offered load, both as
+// fractions of the saturating rate: one line per sweep (policy), the
+// offered load itself, and the targets.
 func (r *runner) goodputPlot() error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("The page, open loop, c=%d: answers per second", r.cfg.bigConns)
-	p.X.Label.Text = "offered rps"
-	p.X.Tick.Marker = wholeTicks{}
-	p.Y.Label.Text = "answers per second"
+	p.Title.Text = "The page, open loop: goodput vs offered load"
+	p.X.Label.Text = "offered load, x the saturating rate"
+	p.Y.Label.Text = "goodput (2xx answers/s), x the saturating rate"
 	var args []any
 	top := 0.0
 	for _, sw := range r.sweeps {
-		good, refused := make(plotter.XYs, len(sw.points)), make(plotter.XYs, len(sw.points))
-		for i, s := range sw.points {
-			good[i] = plotter.XY{X: s.Offered, Y: s.Goodput}
-			refused[i] = plotter.XY{X: s.Offered, Y: float64(s.Refused) / math.Max(s.Window.Seconds(), 1e-9)}
-			top = math.Max(top, s.Offered)
+		if sw.sat <= 0 || len(sw.points) == 0 {
+			continue
 		}
-		args = append(args, "goodput (2xx), "+sw.label(), good, "refused (503), "+sw.label(), refused)
+		good := make(plotter.XYs, len(sw.points))
+		for i, s := range sw.points {
+			good[i] = plotter.XY{X: s.Offered / sw.sat, Y: s.Goodput / sw.sat}
+			top = math.Max(top, s.Offered/sw.sat)
+		}
+		args = append(args, sw.label(), good)
 	}
-	args = append(args, "offered", plotter.XYs{{X: 0, Y: 0}, {X: top, Y: top}})
+	if len(args) == 0 {
+		return nil
+	}
+	args = append(args, "offered", plotter.XYs{{X: 0, Y: 0}, {X: 1, Y: 1}}, "peak (the saturating rate)", plotter.XYs{{X: 1, Y: 1}, {X: top, Y: 1}})
 	if err := plotutil.AddLinePoints(p, args...); err != nil {
 		return fmt.Errorf("goodput plot: %w", err)
 	}
-	satLine(p, r.sweeps[0].sat, 0, top)
-	p.Legend.Top, p.Legend.Left = true, true
+	var tgt plotter.XYs
+	for _, t := range overloadTargets {
+		tgt = append(tgt, plotter.XY{X: t.fraction, Y: t.goodput})
+	}
+	refLine(p, "targets: >= 0.7x at 1.5x, >= 0.55x at 2x", tgt)
+	if pts, err := plotter.NewScatter(tgt); err == nil {
+		pts.Color = color.RGBA{R: 200, A: 255}
+		p.Add(pts)
+	}
+	p.Y.Min = 0
+	p.Legend.Top, p.Legend.Left = true, true // above the offered line: empty
+	p.Legend.XOffs = vg.Points(10)
 	return save(p, 18*vg.Centimeter, 12*vg.Centimeter, filepath.Join(r.cfg.out, "goodput.png"))
 }
 

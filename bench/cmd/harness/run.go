@@ -127,6 +127,7 @@ type runner struct {
 	samples map[key][]sample
 	order   []key // first-seen order, for the tables
 	sweeps  []*sweepResult
+	refusal *refusalPrice // the dedicated refusal point, nil when not run
 	notes   []string
 	began   time.Time
 }
@@ -223,6 +224,9 @@ func run(ctx context.Context, cfg config) (err error) {
 			r.runSweep(flags)
 		}
 	}
+	if sweep && ctx.Err() == nil {
+		r.priceRefusal(r.summaries())
+	}
 	if ctx.Err() != nil {
 		r.note("interrupted after %v: the tables show what was measured", time.Since(r.began).Round(time.Second))
 	}
@@ -269,6 +273,7 @@ func (r *runner) estimate(cases int, sweep bool) time.Duration {
 	d := 15*time.Second + time.Duration(cases*r.cfg.rounds)*per
 	if sweep {
 		d += time.Duration(len(r.cfg.sweeps)) * (time.Duration(len(sweepFractions)+1)*(r.cfg.warm+r.cfg.sweepDur) + 5*time.Second)
+		d += r.cfg.warm + r.cfg.sweepDur + 5*time.Second // the refusal price
 	}
 	return d
 }

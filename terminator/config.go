@@ -96,7 +96,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxConns, 10000)
 	def(&c.MaxWaiting, 4096)
 	defDur(&c.RetryAfter, time.Second)
-	defDur(&c.QueueWait, 50*time.Millisecond)
+	defDur(&c.QueueWait, 100*time.Millisecond)
 	defDur(&c.QueueTarget, 5*time.Millisecond)
 	defDur(&c.DrainTimeout, 10*time.Second)
 	defDur(&c.StatsdInterval, 10*time.Second)

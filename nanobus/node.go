@@ -96,6 +96,11 @@ type Limiter interface {
 	Release(rtt time.Duration)
 }
 
+// nestedLimiter is a Limiter that admits nested calls (wire.FlagNested:
+// made by a handler for the request it serves) before new work, as
+// *limit.Limiter does.
+type nestedLimiter interface{ AcquireNested() bool }
+
 // Limits bound what remote peers can make a node hold. A connection over a
 // limit is closed, counted in Stats and logged (at a bounded rate). They take effect with the bus's
 // own transport (import nanobus/transport); the zero value of a field means
@@ -162,6 +167,7 @@ func (n *Node) open(addr string, open func() error) error {
 // serves the handlers registered on it, and calls other nodes' services.
 type Node struct {
 	cfg      Config
+	nested   nestedLimiter // cfg.Limiter, when it puts nested calls first
 	log      *slog.Logger
 	protocol int    // the wire protocol it speaks and announces (Config.protocol)
 	id       uint64 // incarnation: random per start, the high half of every correlation ID
@@ -239,6 +245,7 @@ func NewNode(cfg Config) (*Node, error) {
 		conns:    map[string]*conn{}, policies: map[string]*policy.Policy{}, callStats: map[[2]string]*callStats{},
 		hedging: map[[2]string]*hedging{}, budgets: map[string]*budget{},
 	}
+	n.nested, _ = cfg.Limiter.(nestedLimiter)
 	n.badLog.Interval, n.errLog.Interval = time.Second, time.Second
 	n.reqLog.Max = int64(cfg.ErrorLogRate)
 	n.services.Store(&map[string]*service{})

@@ -199,7 +199,7 @@ func (n *Node) admit(j job, req *Request, now time.Time) (rt *route, deadline ti
 	// A stream may be held for minutes: the adaptive limit, which learns
 	// from latency, is for requests (a stream is bounded by its asker's
 	// share, MaxInFlight, and its credit).
-	if lim := n.cfg.Limiter; lim != nil && rt.stream == nil && !admit(lim, req.Flags) {
+	if lim := n.cfg.Limiter; lim != nil && rt.stream == nil && !n.acquire(lim, req.Flags) {
 		n.stats.overload.Add(1)
 		return refuse(wire.CodeBusy, "over the concurrency limit")
 	}
@@ -451,12 +451,11 @@ func (r *runningRequests) remove(hc *handlerContext) {
 	s.Unlock()
 }
 
-// admit takes a handler's slot: a nested call (made by a handler for the
-// request it serves) before new work, when the limiter knows the
-// difference.
-func admit(lim Limiter, flags uint16) bool {
-	if nl, ok := lim.(interface{ AcquireNested() bool }); ok && flags&wire.FlagNested != 0 {
-		return nl.AcquireNested()
+// acquire takes a handler's slot: a nested call before new work, when
+// the limiter knows the difference.
+func (n *Node) acquire(lim Limiter, flags uint16) bool {
+	if n.nested != nil && flags&wire.FlagNested != 0 {
+		return n.nested.AcquireNested()
 	}
 	return lim.Acquire()
 }
